@@ -1,0 +1,31 @@
+"""Zero-trust tool execution for LangChain and LangGraph agents, decided by Open Policy Agent.
+
+Example:
+    ```python
+    from langchain_opa_guard import EmbeddedPolicy, PolicyGuardNode
+
+    guard = PolicyGuardNode(EmbeddedPolicy("policies"), registry=tools)
+    builder.add_node("guard", guard)
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    ```
+"""
+
+from langchain_opa_guard.contract import CONTRACT_VERSION
+from langchain_opa_guard.decision import Decision, EngineError, ErrorType
+from langchain_opa_guard.embedded import EmbeddedPolicy
+from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.guard_node import PolicyGuardNode
+from langchain_opa_guard.opa_server import OPAServer
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "Decision",
+    "EmbeddedPolicy",
+    "EngineError",
+    "ErrorType",
+    "OPAServer",
+    "PolicyEngine",
+    "PolicyGuardNode",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,147 @@
+"""The policy input contract (version 1): one document per proposed tool call.
+
+```text
+input.version   1
+input.tool      {name, args, call_id, metadata}      the call being decided
+input.user      the subject: runtime context "user", else config["configurable"]["user"]
+input.context   {thread_id, checkpoint_ns, node, agent, tools, step, tenant}
+input.turn      [{name, args, call_id, metadata}, ...]  every call of the same model turn
+input.history   [{name, args, call_id, metadata, decision, reasons, status}, ...]
+                the conversation's earlier tool calls, oldest first; decision is "allow",
+                "deny" or "approval", null when unanswered; status is the ToolMessage's
+                "success"/"error", or "pending"
+```
+
+Everything in the document is plain JSON: values that JSON cannot hold (objects, sets, NaN)
+are converted, so a policy never sees a Python-specific value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "GUARD_ARTIFACT_KEY",
+    "jsonable",
+    "call_document",
+    "history_documents",
+    "subject_from",
+]
+
+CONTRACT_VERSION = 1
+"""Version of the input document; bumped on any incompatible change."""
+
+GUARD_ARTIFACT_KEY = "opa_guard"
+"""Key of the decision record in the ``artifact`` of the guard's own ToolMessages."""
+
+_MAX_DEPTH = 64
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """Convert ``value`` into plain JSON data (dict, list, str, int, float, bool, None).
+
+    Non-finite floats become strings (``"NaN"``, ``"Infinity"``), sets and tuples lists,
+    dataclasses and pydantic models their fields, and anything else its ``str()``.
+    Nesting deeper than 64 levels is cut off with ``"..."``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if _depth >= _MAX_DEPTH:
+        return "..."
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, _depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [jsonable(v, _depth + 1) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(
+            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, _depth + 1
+        )
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return jsonable(dump(mode="json"), _depth + 1)
+        except Exception:  # noqa: BLE001 - fall back to the text form
+            pass
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def call_document(call: ToolCall, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``{name, args, call_id, metadata}`` document of one tool call."""
+    return {
+        "name": call.get("name") if isinstance(call.get("name"), str) else str(call.get("name")),
+        "args": jsonable(call.get("args") or {}),
+        "call_id": call.get("id"),
+        "metadata": jsonable(metadata or {}),
+    }
+
+
+def history_documents(
+    messages: Sequence[BaseMessage],
+    metadata_of: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The earlier tool calls found in ``messages``, oldest first, with their outcomes."""
+    answers: dict[str, ToolMessage] = {}
+    for message in messages:
+        if isinstance(message, ToolMessage):
+            answers[message.tool_call_id] = message
+    history: list[dict[str, Any]] = []
+    for message in messages:
+        if not isinstance(message, AIMessage) or not message.tool_calls:
+            continue
+        for call in message.tool_calls:
+            doc = call_document(call, metadata_of.get(call.get("name", "")))
+            answer = answers.get(call.get("id") or "")
+            record = _guard_record(answer)
+            if answer is None:
+                doc.update(decision=None, reasons=[], status="pending")
+            elif record is not None:
+                doc.update(
+                    decision=record.get("verdict", "deny"),
+                    reasons=list(record.get("reasons", ())),
+                    status=answer.status,
+                )
+            else:
+                doc.update(decision="allow", reasons=[], status=answer.status)
+            history.append(doc)
+    return history
+
+
+def _guard_record(message: ToolMessage | None) -> Mapping[str, Any] | None:
+    if message is None:
+        return None
+    artifact = message.artifact
+    if isinstance(artifact, Mapping):
+        record = artifact.get(GUARD_ARTIFACT_KEY)
+        if isinstance(record, Mapping):
+            return record
+    return None
+
+
+def subject_from(context: Any, config: Mapping[str, Any] | None, key: str = "user") -> Any:
+    """Find ``key`` in LangGraph's runtime context, else in ``config["configurable"]``."""
+    if context is not None:
+        if isinstance(context, Mapping):
+            if key in context:
+                return context[key]
+        elif hasattr(context, key):
+            return getattr(context, key)
+    configurable = (config or {}).get("configurable") or {}
+    return configurable.get(key)

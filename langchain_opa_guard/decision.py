@@ -1,0 +1,182 @@
+"""The verdict of a policy engine on one tool call, and how engine output becomes one.
+
+A policy may answer in any of three shapes, all accepted at the configured decision path:
+
+* a decision object ``{"allow": bool, "reasons": [...]}`` (optionally with
+  ``"require_approval": true``);
+* a bare boolean;
+* a set or array of deny reasons, OPA's agent-tool-calling convention, where an empty
+  collection means allow.
+
+Anything else, and every failure of the engine itself, becomes a *deny* whose ``error``
+names what went wrong: the guard fails closed.
+
+Example:
+    ```python
+    from langchain_opa_guard import Decision
+
+    decision = Decision.from_result({"allow": False, "reasons": ["guests may not delete"]})
+    assert not decision.allow and decision.reasons == ("guests may not delete",)
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = ["Decision", "EngineError", "ErrorType"]
+
+
+class ErrorType:
+    """Error types of a failed evaluation (the ``error.type`` of its span)."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    HTTP_STATUS = "http_status"
+    UNAUTHORIZED = "unauthorized"
+    UNDEFINED = "undefined"
+    MALFORMED = "malformed"
+    ENGINE = "engine_error"
+    INPUT = "invalid_input"
+    INVALID_CALL = "invalid_call"
+
+
+class EngineError(Exception):
+    """A policy engine could not produce a decision.
+
+    ``error_type`` is one of :class:`ErrorType`; ``reason`` is safe to show to the model
+    (no URLs, tokens or stack traces).
+    """
+
+    def __init__(self, error_type: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error_type = error_type
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An immutable policy decision on one proposed tool call.
+
+    Attributes:
+        allow: Whether the call may run.
+        reasons: Why not (or any notes the policy attached), in the policy's words.
+        decision_id: OPA's decision id when decision logging is on, else ``None``.
+        require_approval: The policy asks a human to approve the call.
+        error: ``None`` for a decision the policy made; an :class:`ErrorType` when the
+            engine failed and the guard denied the call on its behalf.
+        engine: Which engine decided (``"opa"`` or ``"embedded"``).
+        policy: The decision path that was evaluated (``"agent/authz/decision"``).
+        result: The raw value the policy returned, when there was one.
+    """
+
+    allow: bool
+    reasons: tuple[str, ...] = ()
+    decision_id: str | None = None
+    require_approval: bool = False
+    error: str | None = None
+    engine: str = ""
+    policy: str = ""
+    result: Any = None
+
+    @property
+    def verdict(self) -> str:
+        """``"allow"``, ``"deny"`` or ``"approval"`` (a human must decide)."""
+        if self.allow:
+            return "allow"
+        return "approval" if self.require_approval else "deny"
+
+    @classmethod
+    def from_result(
+        cls,
+        result: Any,
+        *,
+        decision_id: str | None = None,
+        engine: str = "",
+        policy: str = "",
+    ) -> Decision:
+        """Interpret a policy's value at the decision path.
+
+        Raises:
+            EngineError: The value is none of the accepted shapes.
+        """
+        if isinstance(result, bool):
+            reasons: tuple[str, ...] = () if result else ("denied by policy",)
+            return cls(result, reasons, decision_id, engine=engine, policy=policy, result=result)
+        if isinstance(result, Mapping):
+            allow = result.get("allow")
+            if not isinstance(allow, bool):
+                raise EngineError(
+                    ErrorType.MALFORMED,
+                    "the policy's decision has no boolean 'allow'",
+                )
+            approval = result.get("require_approval") is True and not allow
+            reasons = _reasons(result.get("reasons", result.get("reason", ())))
+            if not allow and not reasons:
+                reasons = ("approval required by policy",) if approval else ("denied by policy",)
+            return cls(
+                allow,
+                reasons,
+                decision_id,
+                require_approval=approval,
+                engine=engine,
+                policy=policy,
+                result=result,
+            )
+        if isinstance(result, (list, tuple, set, frozenset)):
+            deny = _reasons(result)
+            return cls(not deny, deny, decision_id, engine=engine, policy=policy, result=result)
+        raise EngineError(
+            ErrorType.MALFORMED,
+            f"the policy returned a {_type_name(result)} where a decision was expected",
+        )
+
+    @classmethod
+    def failure(
+        cls,
+        error_type: str,
+        reason: str,
+        *,
+        engine: str = "",
+        policy: str = "",
+        decision_id: str | None = None,
+    ) -> Decision:
+        """A fail-closed deny for an engine failure."""
+        return cls(
+            False,
+            (f"policy engine failed: {reason}",),
+            decision_id,
+            error=error_type,
+            engine=engine,
+            policy=policy,
+        )
+
+    def with_reasons(self, reasons: tuple[str, ...]) -> Decision:
+        """A copy with other reasons."""
+        return replace(self, reasons=reasons)
+
+
+def _reasons(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, Mapping):
+        items: list[Any] = [f"{k}: {v}" if not isinstance(v, bool) else str(k) for k, v in value.items()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    else:
+        items = [value]
+    out = []
+    for item in items:
+        out.append(item if isinstance(item, str) else json.dumps(item, sort_keys=True, default=str))
+    return tuple(sorted(out)) if isinstance(value, (set, frozenset)) else tuple(out)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {int: "number", float: "number", str: "string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,73 @@
+"""What the model is told when a call is denied.
+
+Some deployments must not reveal policy details to the model, so the text is configurable:
+``"full"`` (the policy's reasons), ``"generic"`` (a fixed sentence), or a function of the
+decision and the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, Union
+
+from langchain_core.messages import ToolCall, ToolMessage
+
+from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY
+from langchain_opa_guard.decision import Decision
+
+__all__ = ["DenialStyle", "denial_text", "denial_message", "decision_record"]
+
+DenialStyle = Union[Literal["full", "generic"], Callable[[Decision, ToolCall], str]]
+"""How a denial is worded for the model."""
+
+GENERIC_DENIAL = (
+    'The tool call "{name}" was denied by policy and did not run. '
+    "Do not retry it; choose another action or tell the user it is not permitted."
+)
+
+
+def denial_text(decision: Decision, call: ToolCall, style: DenialStyle = "full") -> str:
+    """The content of the ToolMessage that answers a denied call."""
+    name = call.get("name", "")
+    if callable(style):
+        return style(decision, call)
+    if style == "generic":
+        return GENERIC_DENIAL.format(name=name)
+    reasons = "; ".join(decision.reasons) or "no reason given"
+    if decision.error is not None:
+        return (
+            f'The tool call "{name}" did not run: it could not be checked against the policy '
+            f"({reasons}). It is denied until the policy engine answers; do not retry it now."
+        )
+    if decision.require_approval:
+        return (
+            f'The tool call "{name}" did not run: it needs a human\'s approval. '
+            f"Reasons: {reasons}."
+        )
+    return (
+        f'The tool call "{name}" was denied by policy and did not run. Reasons: {reasons}. '
+        "Do not retry the same call; choose another action or tell the user."
+    )
+
+
+def decision_record(decision: Decision) -> dict[str, Any]:
+    """The decision as kept in a denial's ``artifact`` (not sent to the model)."""
+    return {
+        "verdict": decision.verdict,
+        "reasons": list(decision.reasons),
+        "decision_id": decision.decision_id,
+        "error": decision.error,
+        "engine": decision.engine,
+        "policy": decision.policy,
+    }
+
+
+def denial_message(decision: Decision, call: ToolCall, style: DenialStyle = "full") -> ToolMessage:
+    """A ``ToolMessage`` with ``status="error"`` answering the denied ``call``."""
+    return ToolMessage(
+        content=denial_text(decision, call, style),
+        name=call.get("name", ""),
+        tool_call_id=call.get("id") or "",
+        status="error",
+        artifact={GUARD_ARTIFACT_KEY: decision_record(decision)},
+    )

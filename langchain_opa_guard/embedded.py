@@ -1,0 +1,211 @@
+"""The guard's policy evaluated in process by regopy (rego-cpp): no server, no network.
+
+The policy is compiled once into a regopy bundle; each decision only sets the input and
+evaluates the compiled entrypoint. regopy interpreters are not documented as thread-safe,
+so each thread gets its own, compiled once on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import regopy
+
+from langchain_opa_guard.decision import Decision, EngineError, ErrorType
+from langchain_opa_guard.engine import (
+    DEFAULT_POLICY,
+    encode_input,
+    normalize_policy_path,
+    path_to_ref,
+)
+from langchain_opa_guard.policy_sources import PolicySources, load_sources
+
+__all__ = ["EmbeddedPolicy"]
+
+
+class _Compiled:
+    __slots__ = ("interpreter", "bundle", "generation")
+
+    def __init__(self, interpreter: Any, bundle: Any, generation: int) -> None:
+        self.interpreter = interpreter
+        self.bundle = bundle
+        self.generation = generation
+
+
+class EmbeddedPolicy:
+    """Evaluate the guard's policy in process with regopy, the zero-setup engine.
+
+    Loads a directory of ``.rego`` files with ``data.json``/``data.yaml`` files, or an OPA
+    bundle ``.tar.gz``, and compiles the decision path once. The same contract as
+    :class:`~langchain_opa_guard.OPAServer`: ``decide``/``adecide`` never raise for a
+    failed evaluation, they deny with the failure in ``Decision.error``.
+
+    Args:
+        path: A policy directory, a ``.rego`` file, or a bundle ``.tar.gz``.
+        policy: Decision path, ``agent/authz/decision`` or ``data.agent.authz.decision``.
+        data: Extra data merged over the loaded data.
+
+    Raises:
+        FileNotFoundError: Nothing is at ``path``.
+        ValueError: The policy does not compile.
+
+    Example:
+        ```python
+        from langchain_opa_guard import EmbeddedPolicy
+
+        engine = EmbeddedPolicy("policies")
+        decision = engine.decide({
+            "tool": {"name": "delete_customer", "args": {"customer_id": "CUST-3"},
+                     "call_id": "1", "metadata": {"toolkit": "CustomerDBTool"}},
+            "user": {"id": "user-789", "role": "guest"},
+        })
+        assert not decision.allow
+        ```
+    """
+
+    engine_name = "embedded"
+
+    def __init__(
+        self,
+        path: str | Path = "policies",
+        *,
+        policy: str = DEFAULT_POLICY,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.policy = normalize_policy_path(policy)
+        self._extra_data = dict(data or {})
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._generation = 0
+        self._sources = self._read()
+        self._local.compiled = self._compile(self._sources, self._generation)
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPolicy({str(self.path)!r}, policy={self.policy!r})"
+
+    @property
+    def revision(self) -> str:
+        """The bundle's revision, or a content hash of the loaded policies and data."""
+        return self._sources.revision or self._sources.digest()[:16]
+
+    def reload(self) -> None:
+        """Read the policies from disk again; later decisions use them.
+
+        Raises:
+            ValueError: The new policy does not compile (the old one stays in force).
+        """
+        sources = self._read()
+        with self._lock:
+            generation = self._generation + 1
+            self._local.compiled = self._compile(sources, generation)
+            self._sources, self._generation = sources, generation
+
+    # -- decisions --------------------------------------------------------------------
+
+    def decide(self, input: Mapping[str, Any]) -> Decision:
+        """Evaluate one input document."""
+        try:
+            return self._evaluate(self._compiled(), encode_input(input, key=None).decode())
+        except EngineError as exc:
+            return Decision.failure(
+                exc.error_type, exc.reason, engine=self.engine_name, policy=self.policy
+            )
+
+    def decide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """Evaluate the inputs of a turn in order; each takes tens of microseconds."""
+        return [self.decide(i) for i in inputs]
+
+    async def adecide(self, input: Mapping[str, Any]) -> Decision:
+        """Evaluate in a worker thread, leaving the event loop free."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), self.decide, input)
+
+    async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """Evaluate a turn in one worker-thread hop."""
+        if not inputs:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), self.decide_many, inputs)
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _read(self) -> PolicySources:
+        sources = load_sources(self.path)
+        if self._extra_data:
+            sources.data = _deep_merge(sources.data, self._extra_data)
+        if not sources.modules:
+            raise ValueError(f"no Rego modules found at {str(self.path)!r}")
+        return sources
+
+    def _compile(self, sources: PolicySources, generation: int) -> _Compiled:
+        interpreter = regopy.Interpreter()
+        try:
+            for name, source in sources.modules.items():
+                interpreter.add_module(name, source)
+            if sources.data:
+                interpreter.add_data_json(json.dumps(sources.data))
+            bundle = interpreter.build(path_to_ref(self.policy), [self.policy])
+        except regopy.RegoError as exc:
+            raise ValueError(f"the policy at {str(self.path)!r} does not compile: {exc}") from exc
+        return _Compiled(interpreter, bundle, generation)
+
+    def _compiled(self) -> _Compiled:
+        compiled: _Compiled | None = getattr(self._local, "compiled", None)
+        if compiled is None or compiled.generation != self._generation:
+            try:
+                compiled = self._compile(self._sources, self._generation)
+            except ValueError as exc:
+                raise EngineError(ErrorType.ENGINE, "the embedded policy failed to compile") from exc
+            self._local.compiled = compiled
+        return compiled
+
+    def _evaluate(self, compiled: _Compiled, input_json: str) -> Decision:
+        try:
+            compiled.interpreter.set_input_term(input_json)
+            output = compiled.interpreter.query_bundle_entrypoint(compiled.bundle, self.policy)
+        except regopy.RegoError as exc:
+            raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate") from exc
+        text = str(output)
+        if not output.ok():
+            raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate")
+        if text == "undefined":
+            raise EngineError(
+                ErrorType.UNDEFINED, f"the decision {self.policy!r} is undefined for this input"
+            )
+        try:
+            value = json.loads(text)["expressions"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EngineError(ErrorType.MALFORMED, "the embedded policy's output is unreadable") from None
+        return Decision.from_result(value, engine=self.engine_name, policy=self.policy)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=2, thread_name_prefix="opa-guard-embedded"
+                    )
+        return self._pool
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(out.get(key), dict) and isinstance(value, Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

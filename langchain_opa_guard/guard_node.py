@@ -1,0 +1,322 @@
+"""The guard node: a LangGraph node between the reasoning node and a ``ToolNode``."""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph._internal._runnable import RunnableCallable
+from langgraph.constants import END
+from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from langchain_opa_guard.contract import (
+    CONTRACT_VERSION,
+    call_document,
+    history_documents,
+    jsonable,
+    subject_from,
+)
+from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.denials import DenialStyle, denial_message
+from langchain_opa_guard.engine import PolicyEngine
+
+__all__ = ["PolicyGuardNode", "InputBuilder", "ToolRegistry"]
+
+logger = logging.getLogger(__name__)
+
+InputBuilder = Callable[[dict[str, Any], ToolCall, Any], Mapping[str, Any]]
+"""``(default_input, call, state) -> input``: extend or replace the policy input."""
+
+ToolRegistry = ToolNode | Iterable[BaseTool] | Mapping[str, Mapping[str, Any]]
+"""Where the guard finds each tool's ``metadata``: a ToolNode, tools, or name -> metadata."""
+
+
+@dataclass
+class _Turn:
+    """One model turn under evaluation."""
+
+    messages: list[AnyMessage]
+    ai_index: int
+    ai_message: AIMessage
+    calls: list[ToolCall]
+    inputs: list[dict[str, Any] | None] = field(default_factory=list)
+    decisions: list[Decision | None] = field(default_factory=list)
+
+
+class PolicyGuardNode(RunnableCallable):
+    """A LangGraph node that lets a tool call run only when the policy allows it.
+
+    For every tool call of the last ``AIMessage`` it builds one policy input document (see
+    :mod:`langchain_opa_guard.contract`), asks the engine about all the calls of the turn
+    together, and then:
+
+    * sends the allowed calls on to the ``ToolNode`` (all of them allowed: the ToolNode
+      reads the state as usual; some denied: one ``Send`` carries a copy of the state whose
+      last ``AIMessage`` holds only the allowed calls, so a denied call can never run);
+    * answers each denied call with exactly one ``ToolMessage`` (``status="error"``) that
+      gives the policy's reasons, so the model can re-plan;
+    * goes back to the reasoning node when nothing was allowed.
+
+    Engine failures (OPA down, slow, erroring, undefined or malformed output) deny the call:
+    the node never raises into the graph for them.
+
+    The node declares its destinations (``tools`` and ``agent``), so the compiled graph
+    draws the guard's edges.
+
+    Args:
+        engine: An :class:`~langchain_opa_guard.OPAServer`, an
+            :class:`~langchain_opa_guard.EmbeddedPolicy`, or any :class:`PolicyEngine`.
+        tools: Name of the ``ToolNode`` node.
+        agent: Name of the reasoning node the model's answers come back to.
+        registry: The tools (a ``ToolNode``, a list of tools, or a mapping of tool name to
+            metadata), so each input carries the tool's ``metadata``.
+        build_input: ``(default_input, call, state) -> input`` to extend or replace inputs.
+        denial_style: ``"full"`` reasons, ``"generic"`` text, or a function of
+            ``(decision, call)``, for what the model is told.
+        messages_key: State key of the message list.
+        user_key: Key of the subject in the runtime context or ``configurable``.
+        name: Name of the node's runnable.
+
+    Example:
+        ```python
+        from langgraph.graph import END, START, MessagesState, StateGraph
+        from langgraph.prebuilt import ToolNode, tools_condition
+
+        from langchain_opa_guard import EmbeddedPolicy, PolicyGuardNode
+
+        tool_node = ToolNode(tools)
+        builder = StateGraph(MessagesState)
+        builder.add_node("agent", call_model)
+        builder.add_node("guard", PolicyGuardNode(EmbeddedPolicy("policies"), registry=tool_node))
+        builder.add_node("tools", tool_node)
+        builder.add_edge(START, "agent")
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        builder.add_edge("tools", "agent")
+        graph = builder.compile()
+
+        graph.invoke(
+            {"messages": [("user", "Delete customer CUST-003")]},
+            context={"user": {"id": "user-789", "role": "guest"}},
+        )
+        ```
+    """
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        tools: str = "tools",
+        agent: str = "agent",
+        registry: ToolRegistry | None = None,
+        build_input: InputBuilder | None = None,
+        denial_style: DenialStyle = "full",
+        messages_key: str = "messages",
+        user_key: str = "user",
+        name: str = "policy_guard",
+    ) -> None:
+        super().__init__(self._func, self._afunc, name=name, trace=False)
+        self.engine = engine
+        self.tools_node = tools
+        self.agent_node = agent
+        self.metadata_of = _metadata_index(registry)
+        self.build_input = build_input
+        self.denial_style = denial_style
+        self.messages_key = messages_key
+        self.user_key = user_key
+        self._declare_destinations()
+
+    # LangGraph reads a node's destinations from the return annotation of ``__call__``;
+    # each guard routes to its own two nodes, so each instance carries its own annotation.
+    def __call__(self, state: Any) -> Any:  # pragma: no cover - LangGraph calls invoke
+        return self.invoke(state)
+
+    def _declare_destinations(self) -> None:
+        def __call__(self: PolicyGuardNode, state: Any) -> Any:
+            return self.invoke(state)
+
+        __call__.__annotations__ = {
+            "return": Command[Literal[self.tools_node, self.agent_node]]  # type: ignore[name-defined]
+        }
+        self.__dict__["__call__"] = types.MethodType(__call__, self)
+
+    # -- the node's work, sync and async twins ----------------------------------------
+
+    def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command:
+        turn = self._plan(state, config, runtime)
+        if turn is None:
+            return Command(goto=END)
+        pending = [i for i in turn.inputs if i is not None]
+        try:
+            decided = self.engine.decide_many(pending) if pending else []
+        except Exception:  # noqa: BLE001 - a broken engine denies, it never crashes the graph
+            logger.exception("policy engine raised; denying the turn")
+            decided = [self._engine_crash() for _ in pending]
+        return self._route(state, turn, decided)
+
+    async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command:
+        turn = self._plan(state, config, runtime)
+        if turn is None:
+            return Command(goto=END)
+        pending = [i for i in turn.inputs if i is not None]
+        try:
+            decided = await self.engine.adecide_many(pending) if pending else []
+        except Exception:  # noqa: BLE001
+            logger.exception("policy engine raised; denying the turn")
+            decided = [self._engine_crash() for _ in pending]
+        return self._route(state, turn, decided)
+
+    # -- shared logic -----------------------------------------------------------------
+
+    def _plan(self, state: Any, config: RunnableConfig, runtime: Runtime | None) -> _Turn | None:
+        messages = _messages(state, self.messages_key)
+        for index in range(len(messages) - 1, -1, -1):
+            message = messages[index]
+            if isinstance(message, AIMessage):
+                break
+            if not isinstance(message, ToolMessage):
+                return None
+        else:
+            return None
+        if not message.tool_calls:
+            return None
+        turn = _Turn(list(messages), index, message, list(message.tool_calls))
+        answered = {m.tool_call_id for m in messages[index + 1 :] if isinstance(m, ToolMessage)}
+
+        context = getattr(runtime, "context", None) if runtime is not None else None
+        user = subject_from(context, config, self.user_key)
+        metadata = config.get("metadata") or {}
+        configurable = config.get("configurable") or {}
+        where = {
+            "thread_id": configurable.get("thread_id"),
+            "checkpoint_ns": configurable.get("checkpoint_ns") or metadata.get("checkpoint_ns"),
+            "node": metadata.get("langgraph_node"),
+            "agent": self.agent_node,
+            "tools": self.tools_node,
+            "step": metadata.get("langgraph_step"),
+            "tenant": subject_from(context, config, "tenant"),
+        }
+        docs = [call_document(c, self.metadata_of.get(c.get("name", ""))) for c in turn.calls]
+        history = history_documents(messages[:index], self.metadata_of)
+        user_doc, where_doc = jsonable(user), jsonable(where)
+        seen: dict[str, int] = {}
+        for call in turn.calls:
+            call_id = call.get("id")
+            if isinstance(call_id, str) and call_id:
+                seen[call_id] = seen.get(call_id, 0) + 1
+        for call, doc in zip(turn.calls, docs):
+            call_id = call.get("id")
+            if call_id in answered:
+                turn.inputs.append(None)
+                turn.decisions.append(_ALREADY_ANSWERED)
+                continue
+            problem = _invalid_call(call, seen)
+            if problem is not None:
+                turn.inputs.append(None)
+                turn.decisions.append(
+                    Decision.failure(ErrorType.INVALID_CALL, problem, policy=self.engine.policy)
+                )
+                continue
+            document: dict[str, Any] = {
+                "version": CONTRACT_VERSION,
+                "tool": doc,
+                "user": user_doc,
+                "context": where_doc,
+                "turn": docs,
+                "history": history,
+            }
+            if self.build_input is not None:
+                try:
+                    document = dict(self.build_input(document, call, state))
+                except Exception:  # noqa: BLE001
+                    logger.exception("build_input raised; denying the call")
+                    turn.inputs.append(None)
+                    turn.decisions.append(
+                        Decision.failure(
+                            ErrorType.INPUT,
+                            "the policy input could not be built",
+                            policy=self.engine.policy,
+                        )
+                    )
+                    continue
+            turn.inputs.append(document)
+            turn.decisions.append(None)
+        return turn
+
+    def _route(self, state: Any, turn: _Turn, decided: Sequence[Decision]) -> Command:
+        results = iter(decided)
+        allowed: list[ToolCall] = []
+        answers: list[ToolMessage] = []
+        for call, early in zip(turn.calls, turn.decisions):
+            if early is _ALREADY_ANSWERED:
+                continue
+            decision = early if early is not None else next(results, None)
+            if decision is None:
+                decision = self._engine_crash()
+            if decision.allow:
+                allowed.append(call)
+            else:
+                answers.append(denial_message(decision, call, self.denial_style))
+        update = {self.messages_key: answers} if answers else None
+        if not allowed:
+            return Command(update=update, goto=self.agent_node)
+        if len(allowed) == len(turn.calls):
+            return Command(goto=self.tools_node)
+        narrowed = turn.ai_message.model_copy(update={"tool_calls": allowed})
+        messages = [*turn.messages[: turn.ai_index], narrowed]
+        return Command(update=update, goto=Send(self.tools_node, _with_messages(state, self.messages_key, messages)))
+
+    def _engine_crash(self) -> Decision:
+        return Decision.failure(
+            ErrorType.ENGINE,
+            "the policy engine raised an error",
+            engine=getattr(self.engine, "engine_name", ""),
+            policy=getattr(self.engine, "policy", ""),
+        )
+
+
+_ALREADY_ANSWERED = Decision(False, ("already answered",))
+
+
+def _messages(state: Any, key: str) -> list[AnyMessage]:
+    if isinstance(state, list):
+        return state
+    if isinstance(state, Mapping):
+        return list(state.get(key) or [])
+    return list(getattr(state, key, None) or [])
+
+
+def _with_messages(state: Any, key: str, messages: list[AnyMessage]) -> Any:
+    if isinstance(state, list):
+        return messages
+    if isinstance(state, Mapping):
+        return {**state, key: messages}
+    return {key: messages}
+
+
+def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        return "the tool call has no id"
+    if seen.get(call_id, 0) > 1:
+        return "the tool call id is used by more than one call in this turn"
+    if not isinstance(call.get("name"), str) or not call.get("name"):
+        return "the tool call has no tool name"
+    return None
+
+
+def _metadata_index(registry: ToolRegistry | None) -> dict[str, Mapping[str, Any]]:
+    if registry is None:
+        return {}
+    if isinstance(registry, ToolNode):
+        return {name: dict(tool.metadata or {}) for name, tool in registry.tools_by_name.items()}
+    if isinstance(registry, Mapping):
+        return {str(name): dict(meta or {}) for name, meta in registry.items()}
+    return {tool.name: dict(tool.metadata or {}) for tool in registry}

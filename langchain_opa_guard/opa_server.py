@@ -1,0 +1,265 @@
+"""A real OPA server reached over its REST Data API.
+
+One client object with sync and async twins sharing their logic: ``decide`` and
+``adecide`` build the same request and read the reply with the same code. Connections are
+kept alive in one pool per client (and per event loop for the async side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from opentelemetry import propagate
+
+from langchain_opa_guard.decision import Decision, EngineError, ErrorType
+from langchain_opa_guard.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
+
+__all__ = ["OPAServer"]
+
+_JSON = "application/json"
+
+
+class OPAServer:
+    """Evaluate the guard's policy on an OPA server (sidecar or central).
+
+    Each decision is one ``POST /v1/data/{policy}`` with ``{"input": ...}``; the calls of a
+    turn are sent concurrently over the kept-alive pool. Every failure (connection refused,
+    timeout, HTTP error, undefined decision, malformed reply) is a deny whose ``error`` says
+    what failed.
+
+    Args:
+        url: Base URL of the OPA server.
+        policy: Decision path, ``agent/authz/decision`` or ``data.agent.authz.decision``.
+        token: Bearer token for OPA's ``--authentication=token``.
+        timeout: Seconds a decision may take, connection included.
+        verify: TLS verification: ``True``, a CA bundle path, or an ``ssl.SSLContext``.
+        cert: Client certificate for mutual TLS (path, or ``(cert, key)`` paths).
+        headers: Extra HTTP headers sent with every request.
+        max_connections: Size of the connection pool.
+        propagate_context: Send the current trace context (``traceparent``) to OPA so its
+            spans join the caller's trace.
+        transport, async_transport: httpx transports (for UNIX sockets or proxies).
+
+    Example:
+        ```python
+        from langchain_opa_guard import OPAServer
+
+        opa = OPAServer("http://localhost:8181", policy="agent/authz/decision")
+        decision = opa.decide({"tool": {"name": "delete_customer", "args": {}}, "user": None})
+        if not decision.allow:
+            print(decision.reasons)
+        ```
+    """
+
+    engine_name = "opa"
+
+    def __init__(
+        self,
+        url: str = "http://localhost:8181",
+        *,
+        policy: str = DEFAULT_POLICY,
+        token: str | None = None,
+        timeout: float = 2.0,
+        verify: bool | str | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 32,
+        propagate_context: bool = True,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.policy = normalize_policy_path(policy)
+        self.timeout = timeout
+        self.propagate_context = propagate_context
+        self._endpoint = f"{self.url}/v1/data/{self.policy}"
+        self._headers = {"Content-Type": _JSON, "Accept": _JSON, **(headers or {})}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._verify = _ssl_context(verify, cert)
+        self._async_transport = async_transport
+        self._client = httpx.Client(
+            timeout=timeout, limits=self._limits, verify=self._verify, transport=transport
+        )
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._aclients = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._max_workers = max_connections
+
+    def __repr__(self) -> str:
+        return f"OPAServer({self.url!r}, policy={self.policy!r})"
+
+    # -- sync -------------------------------------------------------------------------
+
+    def decide(self, input: Mapping[str, Any]) -> Decision:
+        """Ask OPA for the decision on one input document."""
+        try:
+            body = encode_input(input)
+            response = self._client.post(
+                self._endpoint, content=body, headers=self._request_headers()
+            )
+            return self._read(response.status_code, response.content)
+        except EngineError as exc:
+            return self._failure(exc)
+        except httpx.HTTPError as exc:
+            return self._failure(_transport_error(exc, self.timeout))
+
+    def decide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """Decide every input of a turn, concurrently over the connection pool."""
+        if len(inputs) <= 1:
+            return [self.decide(i) for i in inputs]
+        return list(self._executor().map(self.decide, inputs))
+
+    # -- async ------------------------------------------------------------------------
+
+    async def adecide(self, input: Mapping[str, Any]) -> Decision:
+        """Async twin of :meth:`decide`; never blocks the event loop."""
+        try:
+            body = encode_input(input)
+            client = self._async_client()
+            response = await client.post(
+                self._endpoint, content=body, headers=self._request_headers()
+            )
+            return self._read(response.status_code, response.content)
+        except EngineError as exc:
+            return self._failure(exc)
+        except httpx.HTTPError as exc:
+            return self._failure(_transport_error(exc, self.timeout))
+
+    async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """Async twin of :meth:`decide_many`: the requests of a turn run concurrently."""
+        if len(inputs) <= 1:
+            return [await self.adecide(i) for i in inputs]
+        return list(await asyncio.gather(*(self.adecide(i) for i in inputs)))
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """``True`` when ``GET /health`` answers 200."""
+        try:
+            return self._client.get(f"{self.url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        """Close the sync pool (async pools close with their event loop)."""
+        self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        """Close this event loop's async pool."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def __enter__(self) -> OPAServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- shared logic -----------------------------------------------------------------
+
+    def _request_headers(self) -> dict[str, str]:
+        if not self.propagate_context:
+            return self._headers
+        headers = dict(self._headers)
+        propagate.inject(headers)
+        return headers
+
+    def _read(self, status: int, content: bytes) -> Decision:
+        if status in (401, 403):
+            raise EngineError(
+                ErrorType.UNAUTHORIZED, f"OPA refused the client's credentials (HTTP {status})"
+            )
+        if status != 200:
+            raise EngineError(ErrorType.HTTP_STATUS, f"OPA answered HTTP {status}")
+        try:
+            reply = json.loads(content)
+        except ValueError:
+            raise EngineError(ErrorType.MALFORMED, "OPA's reply is not valid JSON") from None
+        if not isinstance(reply, dict):
+            raise EngineError(ErrorType.MALFORMED, "OPA's reply is not a JSON object")
+        decision_id = reply.get("decision_id")
+        if not isinstance(decision_id, str):
+            decision_id = None
+        if "result" not in reply:
+            raise EngineError(
+                ErrorType.UNDEFINED,
+                f"the decision {self.policy!r} is undefined for this input",
+            )
+        decision = Decision.from_result(
+            reply["result"], decision_id=decision_id, engine=self.engine_name, policy=self.policy
+        )
+        return decision
+
+    def _failure(self, exc: EngineError) -> Decision:
+        return Decision.failure(
+            exc.error_type, exc.reason, engine=self.engine_name, policy=self.policy
+        )
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self._max_workers, thread_name_prefix="opa-guard"
+                    )
+        return self._pool
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=self.timeout,
+                limits=self._limits,
+                verify=self._verify,
+                transport=self._async_transport,
+            )
+            self._aclients[loop] = client
+        return client
+
+
+def _transport_error(exc: httpx.HTTPError, timeout: float) -> EngineError:
+    if isinstance(exc, httpx.TimeoutException):
+        return EngineError(ErrorType.TIMEOUT, f"OPA did not answer within {timeout:g}s")
+    if isinstance(exc, httpx.ConnectError):
+        return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return EngineError(ErrorType.UNREACHABLE, "the connection to OPA failed")
+    return EngineError(ErrorType.ENGINE, f"the request to OPA failed ({type(exc).__name__})")
+
+
+def _ssl_context(
+    verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None
+) -> bool | ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif isinstance(verify, str):
+        context = ssl.create_default_context(cafile=verify)
+    elif cert is not None:
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    else:
+        return verify
+    if cert is not None:
+        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        context.load_cert_chain(certfile, keyfile)
+    return context

@@ -1,0 +1,112 @@
+package agent.authz_test
+
+import data.agent.authz
+
+# --- The five reference scenarios ------------------------------------------
+
+test_scenario_1_admin_updates_status_allowed if {
+	tool := call("update_customer_status", {"customer_id": "CUST-001", "new_status": "active"}, "c1", db_meta)
+	authz.decision == allowed with input as request(admin_user, tool)
+}
+
+test_scenario_2_internal_user_updates_status_denied if {
+	tool := call("update_customer_status", {"customer_id": "CUST-002", "new_status": "pending"}, "c1", db_meta)
+	authz.decision == denied(["tool \"update_customer_status\" is not permitted for role \"internal_user\""]) with input as request(internal_user, tool)
+}
+
+test_scenario_3_internal_user_reads_name_allowed if {
+	tool := call("get_customer_details", {"customer_id": "CUST-001", "fields": {"name": true}}, "c1", db_meta)
+	authz.decision == allowed with input as request(internal_user, tool)
+}
+
+test_scenario_4_internal_user_reads_email_denied if {
+	tool := call("get_customer_details", {"customer_id": "CUST-001", "fields": {"name": true, "email": true}}, "c1", db_meta)
+	authz.decision == denied(["role \"internal_user\" may not read PII fields: email"]) with input as request(internal_user, tool)
+}
+
+test_scenario_5_guest_deletes_customer_denied if {
+	tool := call("delete_customer", {"customer_id": "CUST-003"}, "c1", db_meta)
+	authz.decision == denied(["tool \"delete_customer\" is not permitted for role \"guest\""]) with input as request(guest_user, tool)
+}
+
+# --- Default deny ------------------------------------------------------------
+
+test_unknown_tool_denied if {
+	tool := call("drop_tables", {}, "c1", {})
+	authz.decision == denied(["no rule allows tool \"drop_tables\""]) with input as request(admin_user, tool)
+}
+
+test_unknown_role_denied if {
+	tool := call("fetch_url", {"url": "https://example.com"}, "c1", untrusted_meta)
+	user := {"id": "user-1", "role": "superuser"}
+	authz.decision == denied(["tool \"fetch_url\" is not permitted for role \"superuser\""]) with input as request(user, tool)
+}
+
+test_default_decision_when_no_rule_decides if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	d := authz.decision with input as request(admin_user, tool)
+		with authz.allow as false
+		with authz.deny as set()
+	d == denied(["denied by default: no policy rule reached a decision"])
+}
+
+# --- Missing or malformed request parts --------------------------------------
+
+test_null_user_denied if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	authz.decision == denied(["no user is attached to the request; tool calls need an authenticated user"]) with input as request(null, tool)
+}
+
+test_absent_user_denied if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	req := object.remove(request(null, tool), ["user"])
+	authz.decision == denied(["no user is attached to the request; tool calls need an authenticated user"]) with input as req
+}
+
+test_user_without_role_denied if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	authz.decision == denied(["the user has no role; tool calls need a user with a role"]) with input as request({"id": "user-1"}, tool)
+}
+
+test_user_with_empty_role_denied if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	authz.decision == denied(["the user has no role; tool calls need a user with a role"]) with input as request({"id": "user-1", "role": ""}, tool)
+}
+
+test_missing_user_and_unknown_tool_gives_both_reasons if {
+	tool := call("drop_tables", {}, "c1", {})
+	authz.decision == denied([
+		"no rule allows tool \"drop_tables\"",
+		"no user is attached to the request; tool calls need an authenticated user",
+	]) with input as request(null, tool)
+}
+
+test_tool_without_name_denied if {
+	tool := {"args": {}, "call_id": "c1", "metadata": {}}
+	authz.decision == denied(["the tool call has no name"]) with input as request(admin_user, tool)
+}
+
+test_wrong_input_version_denied if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	req := object.union(request(admin_user, tool), {"version": 2})
+	authz.decision == denied(["unsupported input version (this policy expects version 1)"]) with input as req
+}
+
+test_missing_input_version_denied if {
+	tool := call("fetch_url", {}, "c1", untrusted_meta)
+	req := object.remove(request(admin_user, tool), ["version"])
+	authz.decision == denied(["unsupported input version (this policy expects version 1)"]) with input as req
+}
+
+test_decision_defined_for_empty_input if {
+	d := authz.decision with input as {}
+	d.allow == false
+	count(d.reasons) > 0
+}
+
+test_allowed_decision_shape_has_no_approval_key if {
+	tool := call("search_web", {"query": "opa"}, "c1", untrusted_meta)
+	d := authz.decision with input as request(internal_user, tool)
+	object.keys(d) == {"allow", "reasons"}
+	d.allow == true
+}
