@@ -66,7 +66,10 @@ def _load_bundle(path: Path, sources: PolicySources) -> None:
         for member in tar.getmembers():
             if not member.isfile():
                 continue
-            rel = PurePosixPath(member.name.lstrip("./").lstrip("/"))
+            name = member.name
+            while name.startswith(("./", "/")):
+                name = name[2:] if name.startswith("./") else name[1:]
+            rel = PurePosixPath(name)
             handle = tar.extractfile(member)
             if handle is None:
                 continue

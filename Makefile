@@ -1,0 +1,53 @@
+# langchain-opa-guard: `make demo` runs the demo, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OPA_VERSION := v1.22.2
+TOOLS := $(CURDIR)/.tools/bin
+OPA := $(or $(OPA_BIN),$(shell command -v opa 2>/dev/null),$(TOOLS)/opa)
+
+.PHONY: demo test lint typecheck policy-test pytest bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(TOOLS)/opa:
+	mkdir -p $(TOOLS)
+	CGO_ENABLED=0 GOBIN=$(TOOLS) go install github.com/open-policy-agent/opa@$(OPA_VERSION)
+
+opa: $(if $(filter $(TOOLS)/opa,$(OPA)),$(TOOLS)/opa)
+
+## The main demo: five customer-database scenarios on the embedded engine (OPA_URL=... for a server).
+demo: $(VENV)/.installed
+	$(BIN)/python -m langchain_opa_guard.demo
+
+## Everything: lint, types, Rego checks and tests, pytest against a real OPA.
+test: $(VENV)/.dev opa lint typecheck policy-test pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+policy-test: opa
+	$(OPA) check --strict policies
+	$(OPA) fmt --fail --list policies
+	$(OPA) test policies
+
+pytest: $(VENV)/.dev opa
+	OPA_BIN=$(OPA) $(BIN)/pytest -q
+
+bench: $(VENV)/.dev opa
+	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

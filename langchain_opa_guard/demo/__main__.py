@@ -1,0 +1,67 @@
+"""``python -m langchain_opa_guard.demo``: the five customer-database scenarios, guarded.
+
+Runs on the embedded engine (no server, no network) unless ``OPA_URL`` names an OPA server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolMessage
+
+from langchain_opa_guard.demo.customer_db import (
+    build_agent,
+    customer_db_tools,
+    load_scenarios,
+    scenario_model,
+)
+from langchain_opa_guard.embedded import EmbeddedPolicy
+from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.opa_server import OPAServer
+
+
+def _engine(policies: str) -> PolicyEngine:
+    url = os.environ.get("OPA_URL")
+    if url:
+        return OPAServer(url)
+    return EmbeddedPolicy(policies)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--policies", default="policies", help="policy directory (embedded engine)")
+    args = parser.parse_args(argv)
+
+    engine = _engine(args.policies)
+    scenarios = load_scenarios()
+    tools, db = customer_db_tools()
+    graph = build_agent(engine, scenario_model(scenarios), tools)
+    print(f"langchain-opa-guard demo - engine: {engine!r}\n")
+    failures = 0
+    for number, scenario in enumerate(scenarios, 1):
+        ran_before = len(db.executed)
+        result: dict[str, Any] = graph.invoke(
+            {"messages": [("user", scenario.query)]}, context={"user": scenario.user}
+        )
+        messages = result["messages"]
+        call = next(m for m in messages if isinstance(m, AIMessage) and m.tool_calls).tool_calls[0]
+        answer = next(m for m in messages if isinstance(m, ToolMessage))
+        ran = len(db.executed) > ran_before
+        verdict = "allow" if ran else "deny"
+        ok = verdict == scenario.expect
+        failures += not ok
+        print(f"{number}. {scenario.name}")
+        print(f"   user:     {scenario.user_name} ({scenario.user['role']})   asks: {scenario.query!r}")
+        print(f"   proposed: {call['name']}({call['args']})")
+        print(f"   decision: {verdict.upper()}   (expected {scenario.expect}{'' if ok else ' - MISMATCH'})")
+        print(f"   agent saw: {answer.content}")
+        print(f"   agent said: {messages[-1].content}\n")
+    print(f"{len(scenarios) - failures}/{len(scenarios)} scenarios behaved as expected")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Fixtures: a real OPA server per test session, both engines, the customer-database agent."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from opa_process import ROOT, OPAProcess  # noqa: E402
+
+from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine  # noqa: E402
+
+POLICIES = ROOT / "policies"
+TEST_POLICIES = ROOT / "tests" / "policies"
+
+
+@pytest.fixture(scope="session")
+def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OPAProcess]:
+    """A real OPA server with the project's policies and the tests' own policies loaded."""
+    log = tmp_path_factory.mktemp("opa") / "opa.log"
+    with OPAProcess([POLICIES, TEST_POLICIES], log_path=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def opa_url(opa: OPAProcess) -> str:
+    return opa.url
+
+
+@pytest.fixture
+def opa_server(opa_url: str) -> Iterator[OPAServer]:
+    client = OPAServer(opa_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def embedded() -> EmbeddedPolicy:
+    return EmbeddedPolicy(POLICIES)
+
+
+@pytest.fixture(params=["embedded", "opa"])
+def engine(request: pytest.FixtureRequest) -> PolicyEngine:
+    """Each test that takes ``engine`` runs on both engines."""
+    if request.param == "embedded":
+        return request.getfixturevalue("embedded")  # type: ignore[no-any-return]
+    return request.getfixturevalue("opa_server")  # type: ignore[no-any-return]
