@@ -165,7 +165,9 @@ def _reasons(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,) if value else ()
     if isinstance(value, Mapping):
-        items: list[Any] = [f"{k}: {v}" if not isinstance(v, bool) else str(k) for k, v in value.items()]
+        items: list[Any] = [
+            f"{k}: {v}" if not isinstance(v, bool) else str(k) for k, v in value.items()
+        ]
     elif isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
     else:

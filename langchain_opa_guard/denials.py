@@ -8,7 +8,7 @@ decision and the call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias, Union
 
 from langchain_core.messages import ToolCall, ToolMessage
 
@@ -17,7 +17,7 @@ from langchain_opa_guard.decision import Decision
 
 __all__ = ["DenialStyle", "denial_text", "denial_message", "decision_record"]
 
-DenialStyle = Union[Literal["full", "generic"], Callable[[Decision, ToolCall], str]]
+DenialStyle: TypeAlias = Union[Literal["full", "generic"], Callable[[Decision, ToolCall], str]]  # noqa: UP007
 """How a denial is worded for the model."""
 
 GENERIC_DENIAL = (
@@ -41,8 +41,7 @@ def denial_text(decision: Decision, call: ToolCall, style: DenialStyle = "full")
         )
     if decision.require_approval:
         return (
-            f'The tool call "{name}" did not run: it needs a human\'s approval. '
-            f"Reasons: {reasons}."
+            f'The tool call "{name}" did not run: it needs a human\'s approval. Reasons: {reasons}.'
         )
     return (
         f'The tool call "{name}" was denied by policy and did not run. Reasons: {reasons}. '

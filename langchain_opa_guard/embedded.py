@@ -30,7 +30,7 @@ __all__ = ["EmbeddedPolicy"]
 
 
 class _Compiled:
-    __slots__ = ("interpreter", "bundle", "generation")
+    __slots__ = ("bundle", "generation", "interpreter")
 
     def __init__(self, interpreter: Any, bundle: Any, generation: int) -> None:
         self.interpreter = interpreter
@@ -152,6 +152,9 @@ class EmbeddedPolicy:
 
     def _compile(self, sources: PolicySources, generation: int) -> _Compiled:
         interpreter = regopy.Interpreter()
+        # A failing builtin is an error (as with OPA's strict-builtin-errors), not text
+        # spliced into the output.
+        interpreter.strict_built_in_errors = True
         try:
             for name, source in sources.modules.items():
                 interpreter.add_module(name, source)
@@ -168,7 +171,9 @@ class EmbeddedPolicy:
             try:
                 compiled = self._compile(self._sources, self._generation)
             except ValueError as exc:
-                raise EngineError(ErrorType.ENGINE, "the embedded policy failed to compile") from exc
+                raise EngineError(
+                    ErrorType.ENGINE, "the embedded policy failed to compile"
+                ) from exc
             self._local.compiled = compiled
         return compiled
 
@@ -176,9 +181,9 @@ class EmbeddedPolicy:
         try:
             compiled.interpreter.set_input_term(input_json)
             output = compiled.interpreter.query_bundle_entrypoint(compiled.bundle, self.policy)
-        except regopy.RegoError as exc:
+            text = str(output)
+        except (regopy.RegoError, ValueError) as exc:
             raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate") from exc
-        text = str(output)
         if not output.ok():
             raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate")
         if text == "undefined":
@@ -188,7 +193,9 @@ class EmbeddedPolicy:
         try:
             value = json.loads(text)["expressions"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise EngineError(ErrorType.MALFORMED, "the embedded policy's output is unreadable") from None
+            raise EngineError(
+                ErrorType.MALFORMED, "the embedded policy's output is unreadable"
+            ) from None
         return Decision.from_result(value, engine=self.engine_name, policy=self.policy)
 
     def _executor(self) -> ThreadPoolExecutor:

@@ -67,7 +67,7 @@ def path_to_ref(policy: str) -> str:
 
 
 def normalize_policy_path(policy: str) -> str:
-    """Accept ``agent/authz/decision``, ``agent.authz.decision`` or ``data.agent.authz.decision``."""
+    """Accept ``agent/authz/decision``, ``agent.authz.decision`` or ``data.agent.authz...``."""
     path = policy.strip().strip("/")
     if path.startswith("data.") or path == "data":
         path = path[5:]

@@ -149,26 +149,26 @@ class PolicyGuardNode(RunnableCallable):
 
     # -- the node's work, sync and async twins ----------------------------------------
 
-    def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command:
+    def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
         pending = [i for i in turn.inputs if i is not None]
         try:
             decided = self.engine.decide_many(pending) if pending else []
-        except Exception:  # noqa: BLE001 - a broken engine denies, it never crashes the graph
+        except Exception:
             logger.exception("policy engine raised; denying the turn")
             decided = [self._engine_crash() for _ in pending]
         return self._route(state, turn, decided)
 
-    async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command:
+    async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
         pending = [i for i in turn.inputs if i is not None]
         try:
             decided = await self.engine.adecide_many(pending) if pending else []
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("policy engine raised; denying the turn")
             decided = [self._engine_crash() for _ in pending]
         return self._route(state, turn, decided)
@@ -211,7 +211,7 @@ class PolicyGuardNode(RunnableCallable):
             call_id = call.get("id")
             if isinstance(call_id, str) and call_id:
                 seen[call_id] = seen.get(call_id, 0) + 1
-        for call, doc in zip(turn.calls, docs):
+        for call, doc in zip(turn.calls, docs, strict=True):
             call_id = call.get("id")
             if call_id in answered:
                 turn.inputs.append(None)
@@ -235,7 +235,7 @@ class PolicyGuardNode(RunnableCallable):
             if self.build_input is not None:
                 try:
                     document = dict(self.build_input(document, call, state))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     logger.exception("build_input raised; denying the call")
                     turn.inputs.append(None)
                     turn.decisions.append(
@@ -250,11 +250,11 @@ class PolicyGuardNode(RunnableCallable):
             turn.decisions.append(None)
         return turn
 
-    def _route(self, state: Any, turn: _Turn, decided: Sequence[Decision]) -> Command:
+    def _route(self, state: Any, turn: _Turn, decided: Sequence[Decision]) -> Command[Any]:
         results = iter(decided)
         allowed: list[ToolCall] = []
         answers: list[ToolMessage] = []
-        for call, early in zip(turn.calls, turn.decisions):
+        for call, early in zip(turn.calls, turn.decisions, strict=True):
             if early is _ALREADY_ANSWERED:
                 continue
             decision = early if early is not None else next(results, None)
@@ -271,7 +271,10 @@ class PolicyGuardNode(RunnableCallable):
             return Command(goto=self.tools_node)
         narrowed = turn.ai_message.model_copy(update={"tool_calls": allowed})
         messages = [*turn.messages[: turn.ai_index], narrowed]
-        return Command(update=update, goto=Send(self.tools_node, _with_messages(state, self.messages_key, messages)))
+        return Command(
+            update=update,
+            goto=Send(self.tools_node, _with_messages(state, self.messages_key, messages)),
+        )
 
     def _engine_crash(self) -> Decision:
         return Decision.failure(

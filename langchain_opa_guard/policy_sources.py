@@ -93,7 +93,9 @@ def _add_file(sources: PolicySources, rel: PurePosixPath, content: bytes) -> Non
         for part in rel.parent.parts:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise ValueError(f"{rel}: data collides with a value at {'/'.join(rel.parent.parts)}")
+                raise ValueError(
+                    f"{rel}: data collides with a value at {'/'.join(rel.parent.parts)}"
+                )
         _merge(target, document, str(rel))
 
 

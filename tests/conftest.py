@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from opa_process import ROOT, OPAProcess  # noqa: E402
+from opa_process import ROOT, OPAProcess
 
-from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine  # noqa: E402
+from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine
 
 POLICIES = ROOT / "policies"
 TEST_POLICIES = ROOT / "tests" / "policies"

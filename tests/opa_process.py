@@ -18,7 +18,11 @@ OPA_VERSION = "v1.22.2"
 
 def opa_binary() -> str:
     """``$OPA_BIN``, the pinned build in ``.tools/bin``, or ``opa`` on PATH; else build it."""
-    candidates = [os.environ.get("OPA_BIN"), str(ROOT / ".tools" / "bin" / "opa"), shutil.which("opa")]
+    candidates = [
+        os.environ.get("OPA_BIN"),
+        str(ROOT / ".tools" / "bin" / "opa"),
+        shutil.which("opa"),
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
@@ -60,9 +64,17 @@ class OPAProcess:
 
     def start(self, timeout: float = 30.0) -> OPAProcess:
         args = [
-            opa_binary(), "run", "--server", "--addr", f"127.0.0.1:{self.port}",
-            "--set", "decision_logs.console=true", "--log-level", "info",
-            *self.extra_args, *self.paths,
+            opa_binary(),
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{self.port}",
+            "--set",
+            "decision_logs.console=true",
+            "--log-level",
+            "info",
+            *self.extra_args,
+            *self.paths,
         ]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

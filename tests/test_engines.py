@@ -17,7 +17,12 @@ SCENARIOS = load_scenarios()
 
 
 def scenario_input(tool: str, args: dict[str, Any], user: dict[str, Any] | None) -> dict[str, Any]:
-    call = {"name": tool, "args": args, "call_id": "call-1", "metadata": {"toolkit": "CustomerDBTool"}}
+    call = {
+        "name": tool,
+        "args": args,
+        "call_id": "call-1",
+        "metadata": {"toolkit": "CustomerDBTool"},
+    }
     return {
         "version": 1,
         "tool": call,
@@ -168,7 +173,8 @@ def test_embedded_rejects_a_broken_policy(tmp_path: Any) -> None:
 
 def test_embedded_reads_yaml_data_by_folder(tmp_path: Any) -> None:
     (tmp_path / "p.rego").write_text(
-        "package agent.authz\n\ndecision := {\"allow\": input.tool.name in data.agent.cfg.ok, \"reasons\": []}\n"
+        "package agent.authz\n\n"
+        'decision := {"allow": input.tool.name in data.agent.cfg.ok, "reasons": []}\n'
     )
     (tmp_path / "agent").mkdir()
     (tmp_path / "agent" / "data.yaml").write_text("cfg:\n  ok: [read]\n")

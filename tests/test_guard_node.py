@@ -37,9 +37,21 @@ def mixed_turn_model() -> ScriptedChatModel:
             AIMessage(
                 "",
                 tool_calls=[
-                    tool_call("get_customer_details", {"customer_id": "CUST-001", "fields": {"name": True}}, "c-read"),
-                    tool_call("get_customer_details", {"customer_id": "CUST-001", "fields": {"email": True}}, "c-pii"),
-                    tool_call("update_customer_status", {"customer_id": "CUST-002", "new_status": "active"}, "c-upd"),
+                    tool_call(
+                        "get_customer_details",
+                        {"customer_id": "CUST-001", "fields": {"name": True}},
+                        "c-read",
+                    ),
+                    tool_call(
+                        "get_customer_details",
+                        {"customer_id": "CUST-001", "fields": {"email": True}},
+                        "c-pii",
+                    ),
+                    tool_call(
+                        "update_customer_status",
+                        {"customer_id": "CUST-002", "new_status": "active"},
+                        "c-upd",
+                    ),
                 ],
             ),
             "done",
@@ -50,7 +62,9 @@ def mixed_turn_model() -> ScriptedChatModel:
 def check_mixed_result(result: dict[str, Any], db: Any) -> None:
     messages = result["messages"]
     assert_every_call_answered_once(messages)
-    assert db.executed == [("get_customer_details", {"customer_id": "CUST-001", "fields": {"name": True}})]
+    assert db.executed == [
+        ("get_customer_details", {"customer_id": "CUST-001", "fields": {"name": True}})
+    ]
     answers = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
     assert answers["c-read"].status == "success" and "Ada Lovelace" in answers["c-read"].content
     for denied in ("c-pii", "c-upd"):
@@ -99,10 +113,17 @@ def test_all_allowed_goes_straight_to_tools(engine: PolicyEngine) -> None:
     tools, db = customer_db_tools()
     model = ScriptedChatModel(
         script=[
-            AIMessage("", tool_calls=[
-                tool_call("get_customer_details", {"customer_id": "CUST-001", "fields": {"email": True}}, "a1"),
-                tool_call("delete_customer", {"customer_id": "CUST-003"}, "a2"),
-            ]),
+            AIMessage(
+                "",
+                tool_calls=[
+                    tool_call(
+                        "get_customer_details",
+                        {"customer_id": "CUST-001", "fields": {"email": True}},
+                        "a1",
+                    ),
+                    tool_call("delete_customer", {"customer_id": "CUST-003"}, "a2"),
+                ],
+            ),
             "ok",
         ]
     )
@@ -145,7 +166,9 @@ def test_unreachable_opa_denies_everything_inside_the_graph() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     tools, db = customer_db_tools()
-    graph = build_agent(OPAServer(f"http://127.0.0.1:{port}", timeout=0.5), mixed_turn_model(), tools)
+    graph = build_agent(
+        OPAServer(f"http://127.0.0.1:{port}", timeout=0.5), mixed_turn_model(), tools
+    )
     for result in (
         graph.invoke({"messages": [("user", "go")]}, context={"user": ADMIN}),
         asyncio.run(graph.ainvoke({"messages": [("user", "go")]}, context={"user": ADMIN})),
@@ -181,24 +204,33 @@ def test_an_engine_that_raises_denies_and_never_crashes_the_graph() -> None:
     tools, db = customer_db_tools()
     graph = build_agent(RaisingEngine(), mixed_turn_model(), tools)
     result = graph.invoke({"messages": [("user", "go")]}, context={"user": ADMIN})
-    result_async = asyncio.run(graph.ainvoke({"messages": [("user", "go")]}, context={"user": ADMIN}))
+    result_async = asyncio.run(
+        graph.ainvoke({"messages": [("user", "go")]}, context={"user": ADMIN})
+    )
     for r in (result, result_async):
         answers = [m for m in r["messages"] if isinstance(m, ToolMessage)]
-        assert len(answers) == 3 and all(a.artifact["opa_guard"]["error"] == "engine_error" for a in answers)
+        assert len(answers) == 3 and all(
+            a.artifact["opa_guard"]["error"] == "engine_error" for a in answers
+        )
     assert db.executed == []
 
 
 def test_calls_without_usable_ids_are_denied_and_answered_once(engine: PolicyEngine) -> None:
     tools, db = customer_db_tools()
     read = {"customer_id": "CUST-001", "fields": {"name": True}}
-    model = ScriptedChatModel(script=[
-        AIMessage("", tool_calls=[
-            tool_call("get_customer_details", read, "dup"),
-            tool_call("get_customer_details", read, "dup"),
-            tool_call("get_customer_details", read, "fine"),
-        ]),
-        "ok",
-    ])
+    model = ScriptedChatModel(
+        script=[
+            AIMessage(
+                "",
+                tool_calls=[
+                    tool_call("get_customer_details", read, "dup"),
+                    tool_call("get_customer_details", read, "dup"),
+                    tool_call("get_customer_details", read, "fine"),
+                ],
+            ),
+            "ok",
+        ]
+    )
     graph = build_agent(engine, model, tools)
     result = graph.invoke({"messages": [("user", "go")]}, context={"user": ADMIN})
     answers = [m for m in result["messages"] if isinstance(m, ToolMessage)]
@@ -214,10 +246,12 @@ def test_the_policy_input_document(embedded: PolicyEngine) -> None:
         seen.append(document)
         return {**document, "extra": {"from": "builder"}}
 
-    tools, db = customer_db_tools()
+    tools, _ = customer_db_tools()
     tool_node_tools = {t.name: t.metadata for t in tools}
     guard = PolicyGuardNode(embedded, registry=tool_node_tools, build_input=capture)
-    graph = build_agent(embedded, mixed_turn_model(), tools, checkpointer=InMemorySaver(), guard=guard)
+    graph = build_agent(
+        embedded, mixed_turn_model(), tools, checkpointer=InMemorySaver(), guard=guard
+    )
     config = {"configurable": {"thread_id": "thread-7", "tenant": "acme"}}
     graph.invoke({"messages": [("user", "go")]}, config, context={"user": INTERNAL})
     assert len(seen) == 3

@@ -10,8 +10,13 @@ from hypothesis import strategies as st
 from langchain_opa_guard import EmbeddedPolicy, OPAServer
 
 TOOLS = [
-    "get_customer_details", "update_customer_status", "delete_customer",
-    "fetch_url", "search_web", "send_email", "http_post",
+    "get_customer_details",
+    "update_customer_status",
+    "delete_customer",
+    "fetch_url",
+    "search_web",
+    "send_email",
+    "http_post",
 ]
 METADATA = {
     "get_customer_details": {"toolkit": "CustomerDBTool"},
@@ -38,7 +43,9 @@ args = st.one_of(
         {"customer_id": text},
         optional={
             "fields": st.dictionaries(st.sampled_from(FIELDS), st.booleans(), max_size=4),
-            "new_status": st.one_of(st.sampled_from(["active", "inactive", "pending", "suspended"]), text),
+            "new_status": st.one_of(
+                st.sampled_from(["active", "inactive", "pending", "suspended"]), text
+            ),
             "to": st.one_of(st.sampled_from(["bob@example.com", "eve@evil.test"]), text),
             "url": text,
         },
@@ -50,7 +57,9 @@ args = st.one_of(
 @st.composite
 def calls(draw: Any) -> dict[str, Any]:
     name = draw(names)
-    metadata = draw(st.one_of(st.just(METADATA.get(name, {})), st.just({}), st.just({"toolkit": "Other"})))
+    metadata = draw(
+        st.one_of(st.just(METADATA.get(name, {})), st.just({}), st.just({"toolkit": "Other"}))
+    )
     return {"name": name, "args": draw(args), "call_id": draw(text), "metadata": metadata}
 
 
@@ -59,8 +68,12 @@ def inputs(draw: Any) -> dict[str, Any]:
     call = draw(calls())
     others = draw(st.lists(calls(), max_size=2))
     history = [
-        {**c, "decision": draw(st.sampled_from(["allow", "deny", None])), "reasons": [],
-         "status": draw(st.sampled_from(["success", "error", "pending"]))}
+        {
+            **c,
+            "decision": draw(st.sampled_from(["allow", "deny", None])),
+            "reasons": [],
+            "status": draw(st.sampled_from(["success", "error", "pending"])),
+        }
         for c in draw(st.lists(calls(), max_size=3))
     ]
     return {
@@ -106,7 +119,7 @@ def test_engines_agree_on_a_seeded_corpus_covering_every_verdict(
     server = _server(opa_url)
     verdicts: Counter[str] = Counter()
     for _ in range(500):
-        name = rng.choice(TOOLS)
+        name = rng.choice([*TOOLS, "send_email", "http_post"])
         call = {
             "name": name,
             "args": {
@@ -118,7 +131,7 @@ def test_engines_agree_on_a_seeded_corpus_covering_every_verdict(
             "call_id": f"c{rng.randint(0, 10**6)}",
             "metadata": METADATA[name] if rng.random() < 0.9 else {},
         }
-        earlier = rng.sample(TOOLS, rng.randint(0, 2))
+        earlier = rng.choice([[], ["fetch_url"], ["search_web", "get_customer_details"]])
         document = {
             "version": 1,
             "tool": call,
@@ -126,8 +139,15 @@ def test_engines_agree_on_a_seeded_corpus_covering_every_verdict(
             "context": {"thread_id": "t", "node": "guard", "step": 3},
             "turn": [call],
             "history": [
-                {"name": n, "args": {}, "call_id": f"h{i}", "metadata": METADATA[n],
-                 "decision": "allow", "reasons": [], "status": "success"}
+                {
+                    "name": n,
+                    "args": {},
+                    "call_id": f"h{i}",
+                    "metadata": METADATA[n],
+                    "decision": "allow",
+                    "reasons": [],
+                    "status": "success",
+                }
                 for i, n in enumerate(earlier)
             ],
         }

@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = verdict == scenario.expect
         failures += not ok
         print(f"{number}. {scenario.name}")
-        print(f"   user:     {scenario.user_name} ({scenario.user['role']})   asks: {scenario.query!r}")
+        who = f"{scenario.user_name} ({scenario.user['role']})"
+        print(f"   user:     {who}   asks: {scenario.query!r}")
         print(f"   proposed: {call['name']}({call['args']})")
-        print(f"   decision: {verdict.upper()}   (expected {scenario.expect}{'' if ok else ' - MISMATCH'})")
+        note = "" if ok else " - MISMATCH"
+        print(f"   decision: {verdict.upper()}   (expected {scenario.expect}{note})")
         print(f"   agent saw: {answer.content}")
         print(f"   agent said: {messages[-1].content}\n")
     print(f"{len(scenarios) - failures}/{len(scenarios)} scenarios behaved as expected")

@@ -62,17 +62,31 @@ class CustomerDB:
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {
-            "CUST-001": {"name": "Ada Lovelace", "email": "ada@example.com",
-                         "phone": "+44 20 7946 0001", "status": "pending"},
-            "CUST-002": {"name": "Alan Turing", "email": "alan@example.com",
-                         "phone": "+44 20 7946 0002", "status": "active"},
-            "CUST-003": {"name": "Grace Hopper", "email": "grace@example.com",
-                         "phone": "+1 202 555 0003", "status": "inactive"},
+            "CUST-001": {
+                "name": "Ada Lovelace",
+                "email": "ada@example.com",
+                "phone": "+44 20 7946 0001",
+                "status": "pending",
+            },
+            "CUST-002": {
+                "name": "Alan Turing",
+                "email": "alan@example.com",
+                "phone": "+44 20 7946 0002",
+                "status": "active",
+            },
+            "CUST-003": {
+                "name": "Grace Hopper",
+                "email": "grace@example.com",
+                "phone": "+1 202 555 0003",
+                "status": "inactive",
+            },
         }
         self.executed: list[tuple[str, dict[str, Any]]] = []
 
     def get_customer_details(self, customer_id: str, fields: dict[str, bool] | None = None) -> str:
-        self.executed.append(("get_customer_details", {"customer_id": customer_id, "fields": fields}))
+        self.executed.append(
+            ("get_customer_details", {"customer_id": customer_id, "fields": fields})
+        )
         row = self.rows.get(customer_id)
         if row is None:
             return f"no customer {customer_id}"
@@ -90,7 +104,11 @@ class CustomerDB:
 
     def delete_customer(self, customer_id: str) -> str:
         self.executed.append(("delete_customer", {"customer_id": customer_id}))
-        return f"deleted {customer_id}" if self.rows.pop(customer_id, None) else f"no customer {customer_id}"
+        return (
+            f"deleted {customer_id}"
+            if self.rows.pop(customer_id, None)
+            else f"no customer {customer_id}"
+        )
 
 
 def customer_db_tools(db: CustomerDB | None = None) -> tuple[list[BaseTool], CustomerDB]:
