@@ -45,7 +45,12 @@ def summarize_tool_results(messages: Sequence[BaseMessage]) -> AIMessage:
     for message in reversed(messages):
         if not isinstance(message, ToolMessage):
             break
-        results.append(f"{message.name}: {message.content}")
+        record = message.artifact.get("opa_guard") if isinstance(message.artifact, dict) else None
+        if record:
+            reasons = "; ".join(record.get("reasons") or []) or "no reason given"
+            results.append(f"I could not run {message.name}: {reasons}.")
+        else:
+            results.append(f"{message.name}: {message.content}")
     return AIMessage("\n".join(reversed(results)) or "Nothing to report.")
 
 
