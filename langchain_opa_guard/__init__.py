@@ -10,12 +10,15 @@ Example:
     ```
 """
 
+from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.contract import CONTRACT_VERSION
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.embedded import EmbeddedPolicy
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.guard_node import PolicyGuardNode
 from langchain_opa_guard.opa_server import OPAServer
+from langchain_opa_guard.span_tree import format_span_tree
+from langchain_opa_guard.tracing_setup import TracingSetup, configure_tracing
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -24,8 +27,12 @@ __all__ = [
     "EngineError",
     "ErrorType",
     "OPAServer",
+    "OTelCallbackHandler",
     "PolicyEngine",
     "PolicyGuardNode",
+    "TracingSetup",
+    "configure_tracing",
+    "format_span_tree",
 ]
 
 __version__ = "0.1.0"

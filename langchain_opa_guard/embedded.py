@@ -70,6 +70,7 @@ class EmbeddedPolicy:
     """
 
     engine_name = "embedded"
+    in_process = True
 
     def __init__(
         self,

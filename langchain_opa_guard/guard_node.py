@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +20,11 @@ from langgraph.constants import END
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
+from opentelemetry import context as otel_context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
+from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.contract import (
     CONTRACT_VERSION,
     call_document,
@@ -25,8 +33,10 @@ from langchain_opa_guard.contract import (
     subject_from,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.decision_spans import ajudge, judge, record_decision
 from langchain_opa_guard.denials import DenialStyle, denial_message
 from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.telemetry import Telemetry
 
 __all__ = ["PolicyGuardNode", "InputBuilder", "ToolRegistry"]
 
@@ -83,6 +93,10 @@ class PolicyGuardNode(RunnableCallable):
             ``(decision, call)``, for what the model is told.
         messages_key: State key of the message list.
         user_key: Key of the subject in the runtime context or ``configurable``.
+        tracer_provider, meter_provider: For decision spans and metrics when no
+            :class:`~langchain_opa_guard.OTelCallbackHandler` is in the run's callbacks
+            (with one, the handler's providers are used and the decision spans nest in the
+            guard node's span). Default: the global providers.
         name: Name of the node's runnable.
 
     Example:
@@ -120,6 +134,8 @@ class PolicyGuardNode(RunnableCallable):
         denial_style: DenialStyle = "full",
         messages_key: str = "messages",
         user_key: str = "user",
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         name: str = "policy_guard",
     ) -> None:
         super().__init__(self._func, self._afunc, name=name, trace=False)
@@ -131,6 +147,9 @@ class PolicyGuardNode(RunnableCallable):
         self.denial_style = denial_style
         self.messages_key = messages_key
         self.user_key = user_key
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._telemetry_default: Telemetry | None = None
         self._declare_destinations()
 
     # LangGraph reads a node's destinations from the return annotation of ``__call__``;
@@ -153,25 +172,68 @@ class PolicyGuardNode(RunnableCallable):
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        pending = [i for i in turn.inputs if i is not None]
-        try:
-            decided = self.engine.decide_many(pending) if pending else []
-        except Exception:
-            logger.exception("policy engine raised; denying the turn")
-            decided = [self._engine_crash() for _ in pending]
+        jobs = self._jobs(turn, config)
+        if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
+            decided = list(_io_pool().map(_run_job, jobs))
+        else:
+            decided = [_run_job(job) for job in jobs]
         return self._route(state, turn, decided)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        pending = [i for i in turn.inputs if i is not None]
-        try:
-            decided = await self.engine.adecide_many(pending) if pending else []
-        except Exception:
-            logger.exception("policy engine raised; denying the turn")
-            decided = [self._engine_crash() for _ in pending]
+        jobs = self._jobs(turn, config)
+        if not jobs:
+            decided: list[Decision] = []
+        elif getattr(self.engine, "in_process", False):
+            loop = asyncio.get_running_loop()
+            decided = await loop.run_in_executor(
+                _cpu_pool(), lambda: [_run_job(job) for job in jobs]
+            )
+        elif len(jobs) == 1:
+            decided = [await _arun_job(jobs[0])]
+        else:
+            decided = list(await asyncio.gather(*(_arun_job(job) for job in jobs)))
         return self._route(state, turn, decided)
+
+    def _jobs(self, turn: _Turn, config: RunnableConfig) -> list[_Job]:
+        """One evaluation per call still to decide; early denials get their spans now."""
+        telemetry, parent = self._telemetry(config)
+        conversation = (config.get("configurable") or {}).get("thread_id")
+        conversation_id = str(conversation) if conversation is not None else None
+        jobs = []
+        for index, (call, document) in enumerate(zip(turn.calls, turn.inputs, strict=True)):
+            label = self._tool_label(call.get("name"))
+            early = turn.decisions[index]
+            if document is not None:
+                jobs.append(_Job(telemetry, self.engine, document, parent, conversation_id, label))
+            elif early is not None and early is not _ALREADY_ANSWERED:
+                span = telemetry.tracer.start_span(
+                    f"run_guardrail {call.get('name') or ''}", context=parent
+                )
+                record_decision(telemetry, span, early, None, 0.0, label)
+        return jobs
+
+    def _telemetry(self, config: RunnableConfig) -> tuple[Telemetry, otel_context.Context | None]:
+        callbacks = config.get("callbacks")
+        handlers = getattr(callbacks, "handlers", None)
+        if handlers is None and isinstance(callbacks, list):
+            handlers = callbacks
+        for handler in handlers or ():
+            if isinstance(handler, OTelCallbackHandler):
+                parent = handler.context_for(getattr(callbacks, "parent_run_id", None))
+                return handler.telemetry, parent
+        if self._telemetry_default is None:
+            self._telemetry_default = Telemetry(self._tracer_provider, self._meter_provider)
+        return self._telemetry_default, None
+
+    def _tool_label(self, name: Any) -> str:
+        if not isinstance(name, str) or not name:
+            return "_invalid"
+        if self.metadata_of and name not in self.metadata_of:
+            return "_unregistered"
+        return name[:64]
 
     # -- shared logic -----------------------------------------------------------------
 
@@ -286,6 +348,53 @@ class PolicyGuardNode(RunnableCallable):
 
 
 _ALREADY_ANSWERED = Decision(False, ("already answered",))
+
+
+@dataclass(frozen=True)
+class _Job:
+    telemetry: Telemetry
+    engine: PolicyEngine
+    document: dict[str, Any]
+    parent: otel_context.Context | None
+    conversation_id: str | None
+    tool_label: str
+
+
+def _run_job(job: _Job) -> Decision:
+    return judge(
+        job.telemetry, job.engine, job.document, job.parent, job.conversation_id, job.tool_label
+    )
+
+
+async def _arun_job(job: _Job) -> Decision:
+    return await ajudge(
+        job.telemetry, job.engine, job.document, job.parent, job.conversation_id, job.tool_label
+    )
+
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(kind: str, workers: int) -> ThreadPoolExecutor:
+    pool = _pools.get(kind)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(kind)
+            if pool is None:
+                pool = ThreadPoolExecutor(workers, thread_name_prefix=f"opa-guard-{kind}")
+                _pools[kind] = pool
+    return pool
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """Threads that wait on a policy server: the calls of a turn go out concurrently."""
+    return _pool("io", 32)
+
+
+def _cpu_pool() -> ThreadPoolExecutor:
+    """Threads for in-process evaluation off the event loop."""
+    return _pool("cpu", max(2, os.cpu_count() or 2))
 
 
 def _messages(state: Any, key: str) -> list[AnyMessage]:

@@ -60,6 +60,7 @@ class OPAServer:
     """
 
     engine_name = "opa"
+    in_process = False
 
     def __init__(
         self,
