@@ -1,8 +1,10 @@
 """The guard's policy evaluated in process by regopy (rego-cpp): no server, no network.
 
 The policy is compiled once into a regopy bundle; each decision only sets the input and
-evaluates the compiled entrypoint. regopy interpreters are not documented as thread-safe,
-so each thread gets its own, compiled once on first use.
+evaluates the compiled entrypoint. regopy interpreters are not documented as thread-safe, so
+compiled interpreters live in a small pool: a decision checks one out for its own use and
+returns it, and a new one is compiled only when every one is busy (not per thread: LangGraph
+may run a node on a fresh thread each time).
 """
 
 from __future__ import annotations
@@ -82,12 +84,11 @@ class EmbeddedPolicy:
         self.path = Path(path)
         self.policy = normalize_policy_path(policy)
         self._extra_data = dict(data or {})
-        self._local = threading.local()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._generation = 0
         self._sources = self._read()
-        self._local.compiled = self._compile(self._sources, self._generation)
+        self._idle: list[_Compiled] = [self._compile(self._sources, self._generation)]
 
     def __repr__(self) -> str:
         return f"EmbeddedPolicy({str(self.path)!r}, policy={self.policy!r})"
@@ -104,17 +105,22 @@ class EmbeddedPolicy:
             ValueError: The new policy does not compile (the old one stays in force).
         """
         sources = self._read()
+        compiled = self._compile(sources, self._generation + 1)
         with self._lock:
-            generation = self._generation + 1
-            self._local.compiled = self._compile(sources, generation)
-            self._sources, self._generation = sources, generation
+            self._sources, self._generation = sources, compiled.generation
+            self._idle = [compiled]
 
     # -- decisions --------------------------------------------------------------------
 
     def decide(self, input: Mapping[str, Any]) -> Decision:
         """Evaluate one input document."""
         try:
-            return self._evaluate(self._compiled(), encode_input(input, key=None).decode())
+            body = encode_input(input, key=None).decode()
+            compiled = self._checkout()
+            try:
+                return self._evaluate(compiled, body)
+            finally:
+                self._checkin(compiled)
         except EngineError as exc:
             return Decision.failure(
                 exc.error_type, exc.reason, engine=self.engine_name, policy=self.policy
@@ -166,17 +172,20 @@ class EmbeddedPolicy:
             raise ValueError(f"the policy at {str(self.path)!r} does not compile: {exc}") from exc
         return _Compiled(interpreter, bundle, generation)
 
-    def _compiled(self) -> _Compiled:
-        compiled: _Compiled | None = getattr(self._local, "compiled", None)
-        if compiled is None or compiled.generation != self._generation:
-            try:
-                compiled = self._compile(self._sources, self._generation)
-            except ValueError as exc:
-                raise EngineError(
-                    ErrorType.ENGINE, "the embedded policy failed to compile"
-                ) from exc
-            self._local.compiled = compiled
-        return compiled
+    def _checkout(self) -> _Compiled:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            sources, generation = self._sources, self._generation
+        try:
+            return self._compile(sources, generation)
+        except ValueError as exc:
+            raise EngineError(ErrorType.ENGINE, "the embedded policy failed to compile") from exc
+
+    def _checkin(self, compiled: _Compiled) -> None:
+        with self._lock:
+            if compiled.generation == self._generation:
+                self._idle.append(compiled)
 
     def _evaluate(self, compiled: _Compiled, input_json: str) -> Decision:
         try:

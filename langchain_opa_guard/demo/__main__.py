@@ -18,9 +18,11 @@ from langchain_opa_guard.demo.customer_db import (
     load_scenarios,
     scenario_model,
 )
+from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.embedded import EmbeddedPolicy
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.opa_server import OPAServer
+from langchain_opa_guard.span_tree import format_span_tree
 
 
 def _engine(policies: str) -> PolicyEngine:
@@ -30,10 +32,35 @@ def _engine(policies: str) -> PolicyEngine:
     return EmbeddedPolicy(policies)
 
 
+def _tracing() -> tuple[Any, Any]:
+    """A local TracerProvider: spans kept in memory for the tree, and sent over OTLP when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. The global provider is left alone."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "langchain-opa-guard-demo"})
+    )
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider, memory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--policies", default="policies", help="policy directory (embedded engine)")
+    parser.add_argument("--no-trace", action="store_true", help="do not print the span trees")
     args = parser.parse_args(argv)
+    provider, memory = _tracing()
+    handler = OTelCallbackHandler(provider, agent_name="customer-db-agent")
 
     engine = _engine(args.policies)
     scenarios = load_scenarios()
@@ -43,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for number, scenario in enumerate(scenarios, 1):
         ran_before = len(db.executed)
+        memory.clear()
         result: dict[str, Any] = graph.invoke(
-            {"messages": [("user", scenario.query)]}, context={"user": scenario.user}
+            {"messages": [("user", scenario.query)]},
+            {"callbacks": [handler], "configurable": {"thread_id": f"demo-{number}"}},
+            context={"user": scenario.user},
         )
         messages = result["messages"]
         call = next(m for m in messages if isinstance(m, AIMessage) and m.tool_calls).tool_calls[0]
@@ -60,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         note = "" if ok else " - MISMATCH"
         print(f"   decision: {verdict.upper()}   (expected {scenario.expect}{note})")
         print(f"   agent saw: {answer.content}")
-        print(f"   agent said: {messages[-1].content}\n")
+        print(f"   agent said: {messages[-1].content}")
+        if not args.no_trace:
+            tree = format_span_tree(memory.get_finished_spans(), reasons=False)
+            print("   trace:\n" + "\n".join(f"     {line}" for line in tree.splitlines()))
+        print()
+    provider.shutdown()
     print(f"{len(scenarios) - failures}/{len(scenarios)} scenarios behaved as expected")
     return 1 if failures else 0
 
