@@ -12,13 +12,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
 
+from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.demo.customer_db import (
     build_agent,
     customer_db_tools,
     load_scenarios,
     scenario_model,
 )
-from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.embedded import EmbeddedPolicy
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.opa_server import OPAServer
