@@ -20,7 +20,7 @@ from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.telemetry import Telemetry
 
-__all__ = ["judge", "ajudge", "record_decision"]
+__all__ = ["ajudge", "judge", "record_decision", "record_review"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +156,22 @@ async def ajudge(
         otel_context.detach(token)
     record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
     return decision
+
+
+def record_review(
+    telemetry: Telemetry,
+    parent: otel_context.Context | None,
+    call: Mapping[str, Any],
+    action: str,
+) -> None:
+    """A span for a human reviewer's answer on one call."""
+    name = str(call.get("name", ""))
+    attributes: dict[str, Any] = {
+        A.GEN_AI_TOOL_NAME: name,
+        A.SECURITY_TARGET_TYPE: "tool_call",
+        A.SECURITY_ACTION_TYPE: {"approve": "allow", "edit": "modify"}.get(action, "block"),
+        "opa.review.action": action,
+    }
+    if isinstance(call.get("id"), str):
+        attributes[A.GEN_AI_TOOL_CALL_ID] = call["id"]
+    telemetry.tracer.start_span(f"human_review {name}", context=parent, attributes=attributes).end()

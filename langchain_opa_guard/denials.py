@@ -7,7 +7,7 @@ decision and the call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, Union
 
 from langchain_core.messages import ToolCall, ToolMessage
@@ -15,7 +15,13 @@ from langchain_core.messages import ToolCall, ToolMessage
 from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY
 from langchain_opa_guard.decision import Decision
 
-__all__ = ["DenialStyle", "denial_text", "denial_message", "decision_record"]
+__all__ = [
+    "DenialStyle",
+    "decision_record",
+    "denial_message",
+    "denial_text",
+    "rejection_message",
+]
 
 DenialStyle: TypeAlias = Union[Literal["full", "generic"], Callable[[Decision, ToolCall], str]]  # noqa: UP007
 """How a denial is worded for the model."""
@@ -69,4 +75,34 @@ def denial_message(decision: Decision, call: ToolCall, style: DenialStyle = "ful
         tool_call_id=call.get("id") or "",
         status="error",
         artifact={GUARD_ARTIFACT_KEY: decision_record(decision)},
+    )
+
+
+def rejection_message(
+    call: ToolCall | Mapping[str, Any], reason: str | None, style: DenialStyle = "full"
+) -> ToolMessage:
+    """A ``ToolMessage`` answering a call that a human reviewer rejected."""
+    name = call.get("name", "")
+    why = reason or "no reason given"
+    if style == "full" or callable(style):
+        text = (
+            f'The tool call "{name}" was rejected by a human reviewer and did not run. '
+            f"Reason: {why}. Do not retry it; choose another action or tell the user."
+        )
+    else:
+        text = GENERIC_DENIAL.format(name=name)
+    record = {
+        "verdict": "deny",
+        "reasons": [f"rejected by a human reviewer: {why}"],
+        "decision_id": None,
+        "error": None,
+        "engine": "human",
+        "policy": "",
+    }
+    return ToolMessage(
+        content=text,
+        name=str(name),
+        tool_call_id=str(call.get("id") or ""),
+        status="error",
+        artifact={GUARD_ARTIFACT_KEY: record},
     )

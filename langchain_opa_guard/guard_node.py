@@ -10,7 +10,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -19,11 +19,12 @@ from langgraph._internal._runnable import RunnableCallable
 from langgraph.constants import END
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
+from langgraph.types import Command, Send, interrupt
 from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from langchain_opa_guard.approval import APPROVAL_TYPE, TICKET_KEY, ReviewAnswer, read_answers
 from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.contract import (
     CONTRACT_VERSION,
@@ -33,8 +34,13 @@ from langchain_opa_guard.contract import (
     subject_from,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
-from langchain_opa_guard.decision_spans import ajudge, judge, record_decision
-from langchain_opa_guard.denials import DenialStyle, denial_message
+from langchain_opa_guard.decision_spans import ajudge, judge, record_decision, record_review
+from langchain_opa_guard.denials import (
+    DenialStyle,
+    decision_record,
+    denial_message,
+    rejection_message,
+)
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.telemetry import Telemetry
 
@@ -93,6 +99,9 @@ class PolicyGuardNode(RunnableCallable):
             ``(decision, call)``, for what the model is told.
         messages_key: State key of the message list.
         user_key: Key of the subject in the runtime context or ``configurable``.
+        approvals: What a policy's ``require_approval`` does: ``"interrupt"`` pauses the
+            graph with ``interrupt()`` for a human (see :mod:`langchain_opa_guard.approval`;
+            needs a checkpointer), ``"deny"`` treats it as a deny.
         tracer_provider, meter_provider: For decision spans and metrics when no
             :class:`~langchain_opa_guard.OTelCallbackHandler` is in the run's callbacks
             (with one, the handler's providers are used and the decision spans nest in the
@@ -134,6 +143,7 @@ class PolicyGuardNode(RunnableCallable):
         denial_style: DenialStyle = "full",
         messages_key: str = "messages",
         user_key: str = "user",
+        approvals: Literal["interrupt", "deny"] = "interrupt",
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         name: str = "policy_guard",
@@ -147,6 +157,7 @@ class PolicyGuardNode(RunnableCallable):
         self.denial_style = denial_style
         self.messages_key = messages_key
         self.user_key = user_key
+        self.approvals = approvals
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._telemetry_default: Telemetry | None = None
@@ -169,39 +180,47 @@ class PolicyGuardNode(RunnableCallable):
     # -- the node's work, sync and async twins ----------------------------------------
 
     def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
+        ticket = _ticket(state)
+        if ticket is not None:
+            answers = self._ask(ticket)
+            jobs = self._review_jobs(ticket, answers, config)
+            return self._after_review(state, ticket, answers, self._run(jobs), config)
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        jobs = self._jobs(turn, config)
-        if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
-            decided = list(_io_pool().map(_run_job, jobs))
-        else:
-            decided = [_run_job(job) for job in jobs]
-        return self._route(state, turn, decided)
+        return self._route(state, turn, self._run(self._jobs(turn, config)), config)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
+        ticket = _ticket(state)
+        if ticket is not None:
+            answers = self._ask(ticket)
+            jobs = self._review_jobs(ticket, answers, config)
+            return self._after_review(state, ticket, answers, await self._arun(jobs), config)
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        jobs = self._jobs(turn, config)
+        return self._route(state, turn, await self._arun(self._jobs(turn, config)), config)
+
+    def _run(self, jobs: list[_Job]) -> list[Decision]:
+        """Decide a turn: concurrently over the network, in order in process."""
+        if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
+            return list(_io_pool().map(_run_job, jobs))
+        return [_run_job(job) for job in jobs]
+
+    async def _arun(self, jobs: list[_Job]) -> list[Decision]:
         if not jobs:
-            decided: list[Decision] = []
-        elif getattr(self.engine, "in_process", False):
+            return []
+        if getattr(self.engine, "in_process", False):
             loop = asyncio.get_running_loop()
-            decided = await loop.run_in_executor(
-                _cpu_pool(), lambda: [_run_job(job) for job in jobs]
-            )
-        elif len(jobs) == 1:
-            decided = [await _arun_job(jobs[0])]
-        else:
-            decided = list(await asyncio.gather(*(_arun_job(job) for job in jobs)))
-        return self._route(state, turn, decided)
+            return await loop.run_in_executor(_cpu_pool(), lambda: [_run_job(j) for j in jobs])
+        if len(jobs) == 1:
+            return [await _arun_job(jobs[0])]
+        return list(await asyncio.gather(*(_arun_job(job) for job in jobs)))
 
     def _jobs(self, turn: _Turn, config: RunnableConfig) -> list[_Job]:
         """One evaluation per call still to decide; early denials get their spans now."""
         telemetry, parent = self._telemetry(config)
-        conversation = (config.get("configurable") or {}).get("thread_id")
-        conversation_id = str(conversation) if conversation is not None else None
+        conversation_id = _conversation_id(config)
         jobs = []
         for index, (call, document) in enumerate(zip(turn.calls, turn.inputs, strict=True)):
             label = self._tool_label(call.get("name"))
@@ -312,11 +331,14 @@ class PolicyGuardNode(RunnableCallable):
             turn.decisions.append(None)
         return turn
 
-    def _route(self, state: Any, turn: _Turn, decided: Sequence[Decision]) -> Command[Any]:
+    def _route(
+        self, state: Any, turn: _Turn, decided: Sequence[Decision], config: RunnableConfig
+    ) -> Command[Any]:
         results = iter(decided)
         allowed: list[ToolCall] = []
         answers: list[ToolMessage] = []
-        for call, early in zip(turn.calls, turn.decisions, strict=True):
+        pending: list[dict[str, Any]] = []
+        for call, early, document in zip(turn.calls, turn.decisions, turn.inputs, strict=True):
             if early is _ALREADY_ANSWERED:
                 continue
             decision = early if early is not None else next(results, None)
@@ -324,9 +346,29 @@ class PolicyGuardNode(RunnableCallable):
                 decision = self._engine_crash()
             if decision.allow:
                 allowed.append(call)
+            elif decision.require_approval and self.approvals == "interrupt":
+                pending.append(
+                    {
+                        "call": dict(call),
+                        "reasons": list(decision.reasons),
+                        "record": decision_record(decision),
+                        "document": document,
+                    }
+                )
             else:
                 answers.append(denial_message(decision, call, self.denial_style))
         update = {self.messages_key: answers} if answers else None
+        if pending:
+            ticket = {
+                "ai_index": turn.ai_index,
+                "ai_message": turn.ai_message,
+                "allowed": [dict(c) for c in allowed],
+                "pending": pending,
+            }
+            payload = _with_messages(state, self.messages_key, turn.messages)
+            payload[TICKET_KEY] = ticket
+            here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
+            return Command(update=update, goto=Send(str(here), payload))
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         if len(allowed) == len(turn.calls):
@@ -336,6 +378,92 @@ class PolicyGuardNode(RunnableCallable):
         return Command(
             update=update,
             goto=Send(self.tools_node, _with_messages(state, self.messages_key, messages)),
+        )
+
+    # -- human approval ---------------------------------------------------------------
+
+    def _ask(self, ticket: Mapping[str, Any]) -> dict[str, ReviewAnswer]:
+        """Pause the graph for a reviewer; on resume, their answer per waiting call."""
+        requests = [
+            {
+                "tool_call_id": p["call"].get("id"),
+                "name": p["call"].get("name"),
+                "args": p["call"].get("args"),
+                "reasons": p["reasons"],
+                "actions": ["approve", "reject", "edit"],
+            }
+            for p in ticket["pending"]
+        ]
+        response = interrupt({"type": APPROVAL_TYPE, "requests": requests})
+        return read_answers(response, [str(r["tool_call_id"]) for r in requests])
+
+    def _review_jobs(
+        self, ticket: Mapping[str, Any], answers: Mapping[str, ReviewAnswer], config: RunnableConfig
+    ) -> list[_Job]:
+        """Edited calls go back to the policy with their new arguments."""
+        telemetry, parent = self._telemetry(config)
+        jobs = []
+        for item in ticket["pending"]:
+            call = item["call"]
+            answer = answers[str(call.get("id"))]
+            record_review(telemetry, parent, call, answer.action)
+            if answer.action == "edit" and answer.args is not None and item["document"]:
+                document = dict(item["document"])
+                document["tool"] = {**document["tool"], "args": jsonable(dict(answer.args))}
+                label = self._tool_label(call.get("name"))
+                jobs.append(
+                    _Job(telemetry, self.engine, document, parent, _conversation_id(config), label)
+                )
+        return jobs
+
+    def _after_review(
+        self,
+        state: Any,
+        ticket: Mapping[str, Any],
+        answers: Mapping[str, ReviewAnswer],
+        decided: Sequence[Decision],
+        config: RunnableConfig,
+    ) -> Command[Any]:
+        results = iter(decided)
+        allowed: list[ToolCall] = [cast(ToolCall, c) for c in ticket["allowed"]]
+        replies: list[Any] = []
+        edited: dict[str, dict[str, Any]] = {}
+        for item in ticket["pending"]:
+            call = cast(ToolCall, item["call"])
+            answer = answers[str(call.get("id"))]
+            if answer.action == "approve":
+                allowed.append(call)
+            elif answer.action == "edit" and answer.args is not None:
+                decision = next(results, None) or self._engine_crash()
+                if decision.allow or decision.require_approval:
+                    new_call = cast(ToolCall, {**call, "args": dict(answer.args)})
+                    allowed.append(new_call)
+                    edited[str(call.get("id"))] = dict(new_call)
+                else:
+                    replies.append(denial_message(decision, call, self.denial_style))
+            else:
+                replies.append(rejection_message(call, answer.reason, self.denial_style))
+        ai_message: AIMessage = ticket["ai_message"]
+        if edited:
+            replies.insert(
+                0,
+                ai_message.model_copy(
+                    update={
+                        "tool_calls": [
+                            edited.get(str(c.get("id")), c) for c in ai_message.tool_calls
+                        ]
+                    }
+                ),
+            )
+        update = {self.messages_key: replies} if replies else None
+        if not allowed:
+            return Command(update=update, goto=self.agent_node)
+        state = {k: v for k, v in state.items() if k != TICKET_KEY}
+        messages = _messages(state, self.messages_key)[: ticket["ai_index"]]
+        narrowed = ai_message.model_copy(update={"tool_calls": allowed})
+        return Command(
+            update=update,
+            goto=Send(self.tools_node, {**state, self.messages_key: [*messages, narrowed]}),
         )
 
     def _engine_crash(self) -> Decision:
@@ -397,6 +525,19 @@ def _cpu_pool() -> ThreadPoolExecutor:
     return _pool("cpu", max(2, os.cpu_count() or 2))
 
 
+def _ticket(state: Any) -> Mapping[str, Any] | None:
+    if isinstance(state, Mapping):
+        ticket = state.get(TICKET_KEY)
+        if isinstance(ticket, Mapping):
+            return ticket
+    return None
+
+
+def _conversation_id(config: RunnableConfig) -> str | None:
+    thread = (config.get("configurable") or {}).get("thread_id")
+    return str(thread) if thread is not None else None
+
+
 def _messages(state: Any, key: str) -> list[AnyMessage]:
     if isinstance(state, list):
         return state
@@ -405,9 +546,7 @@ def _messages(state: Any, key: str) -> list[AnyMessage]:
     return list(getattr(state, key, None) or [])
 
 
-def _with_messages(state: Any, key: str, messages: list[AnyMessage]) -> Any:
-    if isinstance(state, list):
-        return messages
+def _with_messages(state: Any, key: str, messages: list[AnyMessage]) -> dict[str, Any]:
     if isinstance(state, Mapping):
         return {**state, key: messages}
     return {key: messages}
