@@ -43,7 +43,7 @@ def start(engine: PolicyEngine, thread: str) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def test_egress_after_untrusted_content_waits_for_a_human(engine: PolicyEngine) -> None:
-    graph, outbox, run = start(engine, "t-wait")
+    _graph, outbox, run = start(engine, "t-wait")
     assert outbox.fetched == ["https://partner.test"] and outbox.sent == []
     (pending,) = run["result"]["__interrupt__"]
     request = pending.value["requests"][0]
