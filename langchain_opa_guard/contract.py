@@ -32,6 +32,8 @@ __all__ = [
     "call_document",
     "history_documents",
     "subject_from",
+    "where_document",
+    "policy_input",
 ]
 
 CONTRACT_VERSION = 1
@@ -145,3 +147,45 @@ def subject_from(context: Any, config: Mapping[str, Any] | None, key: str = "use
             return getattr(context, key)
     configurable = (config or {}).get("configurable") or {}
     return configurable.get(key)
+
+
+def where_document(
+    config: Mapping[str, Any],
+    context: Any,
+    *,
+    agent: str | None = None,
+    tools: str | None = None,
+) -> dict[str, Any]:
+    """``input.context``: where in the graph the call happens."""
+    metadata = config.get("metadata") or {}
+    configurable = config.get("configurable") or {}
+    where: dict[str, Any] = jsonable(
+        {
+            "thread_id": configurable.get("thread_id"),
+            "checkpoint_ns": configurable.get("checkpoint_ns") or metadata.get("checkpoint_ns"),
+            "node": metadata.get("langgraph_node"),
+            "agent": agent,
+            "tools": tools,
+            "step": metadata.get("langgraph_step"),
+            "tenant": subject_from(context, config, "tenant"),
+        }
+    )
+    return where
+
+
+def policy_input(
+    tool: dict[str, Any],
+    user: Any,
+    where: dict[str, Any],
+    turn: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The input document of contract version 1."""
+    return {
+        "version": CONTRACT_VERSION,
+        "tool": tool,
+        "user": user,
+        "context": where,
+        "turn": turn,
+        "history": history,
+    }

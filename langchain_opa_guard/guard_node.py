@@ -27,11 +27,12 @@ from opentelemetry.trace import TracerProvider
 from langchain_opa_guard.approval import APPROVAL_TYPE, TICKET_KEY, ReviewAnswer, read_answers
 from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.contract import (
-    CONTRACT_VERSION,
     call_document,
     history_documents,
     jsonable,
+    policy_input,
     subject_from,
+    where_document,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.decision_spans import ajudge, judge, record_decision, record_review
@@ -273,20 +274,10 @@ class PolicyGuardNode(RunnableCallable):
 
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = subject_from(context, config, self.user_key)
-        metadata = config.get("metadata") or {}
-        configurable = config.get("configurable") or {}
-        where = {
-            "thread_id": configurable.get("thread_id"),
-            "checkpoint_ns": configurable.get("checkpoint_ns") or metadata.get("checkpoint_ns"),
-            "node": metadata.get("langgraph_node"),
-            "agent": self.agent_node,
-            "tools": self.tools_node,
-            "step": metadata.get("langgraph_step"),
-            "tenant": subject_from(context, config, "tenant"),
-        }
+        where_doc = where_document(config, context, agent=self.agent_node, tools=self.tools_node)
         docs = [call_document(c, self.metadata_of.get(c.get("name", ""))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
-        user_doc, where_doc = jsonable(user), jsonable(where)
+        user_doc = jsonable(user)
         seen: dict[str, int] = {}
         for call in turn.calls:
             call_id = call.get("id")
@@ -305,14 +296,7 @@ class PolicyGuardNode(RunnableCallable):
                     Decision.failure(ErrorType.INVALID_CALL, problem, policy=self.engine.policy)
                 )
                 continue
-            document: dict[str, Any] = {
-                "version": CONTRACT_VERSION,
-                "tool": doc,
-                "user": user_doc,
-                "context": where_doc,
-                "turn": docs,
-                "history": history,
-            }
+            document = policy_input(doc, user_doc, where_doc, docs, history)
             if self.build_input is not None:
                 try:
                     document = dict(self.build_input(document, call, state))
