@@ -16,8 +16,10 @@ from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.embedded import EmbeddedPolicy
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.guard_node import PolicyGuardNode
+from langchain_opa_guard.guarded_tools import GuardedTool, guard_tools
 from langchain_opa_guard.opa_server import OPAServer
 from langchain_opa_guard.span_tree import format_span_tree
+from langchain_opa_guard.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.tracing_setup import TracingSetup, configure_tracing
 
 __all__ = [
@@ -26,13 +28,27 @@ __all__ = [
     "EmbeddedPolicy",
     "EngineError",
     "ErrorType",
+    "GuardedTool",
+    "OPAGuardMiddleware",
     "OPAServer",
     "OTelCallbackHandler",
     "PolicyEngine",
     "PolicyGuardNode",
+    "ToolCallGuard",
     "TracingSetup",
     "configure_tracing",
     "format_span_tree",
+    "guard_tools",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The middleware needs the optional ``langchain`` package; import it on first use.
+    if name == "OPAGuardMiddleware":
+        from langchain_opa_guard.middleware import OPAGuardMiddleware
+
+        return OPAGuardMiddleware
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"

@@ -1,0 +1,256 @@
+"""The per-call guard behind ``guard_tools``, the ToolNode interceptor and the middleware.
+
+Where the :class:`~langchain_opa_guard.PolicyGuardNode` decides a whole model turn in its own
+node, these surfaces decide each call where it is about to run. They build the same input
+document, ask the same engine, trace the same ``run_guardrail`` spans, and answer a denied
+call with the same ``ToolMessage``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, cast
+
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command, interrupt
+from opentelemetry import context as otel_context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from langchain_opa_guard.approval import APPROVAL_TYPE, read_answers
+from langchain_opa_guard.callback_handler import OTelCallbackHandler
+from langchain_opa_guard.contract import (
+    call_document,
+    history_documents,
+    jsonable,
+    policy_input,
+    subject_from,
+    where_document,
+)
+from langchain_opa_guard.decision import Decision
+from langchain_opa_guard.decision_spans import ajudge, judge, record_review
+from langchain_opa_guard.denials import DenialStyle, denial_message, rejection_message
+from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.telemetry import Telemetry
+
+__all__ = ["ToolCallGuard"]
+
+logger = logging.getLogger(__name__)
+
+Execute = Callable[[ToolCallRequest], ToolMessage | Command[Any]]
+AsyncExecute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
+
+
+class ToolCallGuard:
+    """Check each tool call against the policy right before it runs.
+
+    Use it as a ``ToolNode`` interceptor (it is also what
+    :class:`~langchain_opa_guard.OPAGuardMiddleware` and
+    :func:`~langchain_opa_guard.guard_tools` use):
+
+    ```python
+    from langgraph.prebuilt import ToolNode
+    from langchain_opa_guard import EmbeddedPolicy, ToolCallGuard
+
+    guard = ToolCallGuard(EmbeddedPolicy("policies"), registry=tools)
+    tool_node = ToolNode(tools, wrap_tool_call=guard.wrap_tool_call,
+                         awrap_tool_call=guard.awrap_tool_call)
+    ```
+
+    A denied call is answered with a ``ToolMessage`` (``status="error"``, the policy's
+    reasons) and its tool never runs. A call the policy sends to a human pauses the graph
+    with ``interrupt()`` (approve, reject or edit, as for the guard node).
+
+    Args:
+        engine: The policy engine.
+        registry: Tools (or name -> metadata) for ``input.tool.metadata``.
+        denial_style: ``"full"``, ``"generic"`` or a function of ``(decision, call)``.
+        approvals: ``"interrupt"`` or ``"deny"`` for ``require_approval`` decisions.
+        user_key: Key of the subject in the runtime context or ``configurable``.
+        messages_key: State key of the message list (for ``input.turn``/``input.history``).
+        tracer_provider, meter_provider: Used when no ``OTelCallbackHandler`` is in the run.
+    """
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        registry: ToolNode | Sequence[Any] | Mapping[str, Mapping[str, Any]] | None = None,
+        denial_style: DenialStyle = "full",
+        approvals: Literal["interrupt", "deny"] = "interrupt",
+        user_key: str = "user",
+        messages_key: str = "messages",
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        from langchain_opa_guard.guard_node import _metadata_index
+
+        self.engine = engine
+        self.metadata_of = _metadata_index(registry)
+        self.denial_style = denial_style
+        self.approvals = approvals
+        self.user_key = user_key
+        self.messages_key = messages_key
+        self._telemetry = Telemetry(tracer_provider, meter_provider)
+
+    # -- building the input ----------------------------------------------------------------
+
+    def document(
+        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+    ) -> dict[str, Any]:
+        """The policy input for ``call``, with its turn and history read from ``state``."""
+        metadata = self.metadata_of.get(str(call.get("name", "")))
+        doc = call_document(cast(ToolCall, call), metadata)
+        messages = _state_messages(state, self.messages_key)
+        turn: list[dict[str, Any]] = [doc]
+        history: list[dict[str, Any]] = []
+        for index in range(len(messages) - 1, -1, -1):
+            message = messages[index]
+            if isinstance(message, AIMessage) and any(
+                c.get("id") == call.get("id") for c in message.tool_calls
+            ):
+                turn = [
+                    doc
+                    if c.get("id") == call.get("id")
+                    else call_document(c, self.metadata_of.get(c.get("name", "")))
+                    for c in message.tool_calls
+                ]
+                history = history_documents(messages[:index], self.metadata_of)
+                break
+        user = jsonable(subject_from(context, config, self.user_key))
+        return policy_input(doc, user, where_document(config, context), turn, history)
+
+    # -- checking one call -------------------------------------------------------------
+
+    def check(
+        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+    ) -> Decision:
+        """Decide one call (inside a ``run_guardrail`` span)."""
+        telemetry, parent = self._telemetry_for(config)
+        document = self.document(call, state, config, context)
+        return judge(telemetry, self.engine, document, parent, _thread(config), self._label(call))
+
+    async def acheck(
+        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+    ) -> Decision:
+        """Async twin of :meth:`check`."""
+        telemetry, parent = self._telemetry_for(config)
+        document = self.document(call, state, config, context)
+        return await ajudge(
+            telemetry, self.engine, document, parent, _thread(config), self._label(call)
+        )
+
+    # -- the ToolNode / middleware interface ---------------------------------------------
+
+    def wrap_tool_call(
+        self, request: ToolCallRequest, execute: Execute
+    ) -> ToolMessage | Command[Any]:
+        """``ToolNode(wrap_tool_call=...)``: run the call only if the policy allows it."""
+        config, context = _runtime_parts(request)
+        decision = self.check(request.tool_call, request.state, config, context)
+        outcome = self._settle(request, decision, config)
+        if isinstance(outcome, ToolMessage):
+            return outcome
+        if outcome is not None:  # an edited call: the policy decides again
+            again = self.check(outcome.tool_call, request.state, config, context)
+            if not (again.allow or again.require_approval):
+                return denial_message(again, outcome.tool_call, self.denial_style)
+            request = outcome
+        return execute(request)
+
+    async def awrap_tool_call(
+        self, request: ToolCallRequest, execute: AsyncExecute
+    ) -> ToolMessage | Command[Any]:
+        """``ToolNode(awrap_tool_call=...)``: async twin of :meth:`wrap_tool_call`."""
+        config, context = _runtime_parts(request)
+        decision = await self.acheck(request.tool_call, request.state, config, context)
+        outcome = self._settle(request, decision, config)
+        if isinstance(outcome, ToolMessage):
+            return outcome
+        if outcome is not None:
+            again = await self.acheck(outcome.tool_call, request.state, config, context)
+            if not (again.allow or again.require_approval):
+                return denial_message(again, outcome.tool_call, self.denial_style)
+            request = outcome
+        return await execute(request)
+
+    def _settle(
+        self, request: ToolCallRequest, decision: Decision, config: RunnableConfig
+    ) -> ToolMessage | ToolCallRequest | None:
+        """``None``: run as is; a ToolMessage: the answer; a request: run this edited call."""
+        call = request.tool_call
+        if decision.allow:
+            return None
+        if not (decision.require_approval and self.approvals == "interrupt"):
+            return denial_message(decision, call, self.denial_style)
+        call_id = str(call.get("id"))
+        response = interrupt(
+            {
+                "type": APPROVAL_TYPE,
+                "requests": [
+                    {
+                        "tool_call_id": call_id,
+                        "name": call.get("name"),
+                        "args": call.get("args"),
+                        "reasons": list(decision.reasons),
+                        "actions": ["approve", "reject", "edit"],
+                    }
+                ],
+            }
+        )
+        answer = read_answers(response, [call_id])[call_id]
+        telemetry, parent = self._telemetry_for(config)
+        record_review(telemetry, parent, call, answer.action)
+        if answer.action == "approve":
+            return None
+        if answer.action == "edit" and answer.args is not None:
+            edited = cast(ToolCall, {**call, "args": dict(answer.args)})
+            return request.override(tool_call=edited)
+        return rejection_message(call, answer.reason, self.denial_style)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _telemetry_for(
+        self, config: RunnableConfig
+    ) -> tuple[Telemetry, otel_context.Context | None]:
+        callbacks = config.get("callbacks")
+        handlers = getattr(callbacks, "handlers", None)
+        if handlers is None and isinstance(callbacks, list):
+            handlers = callbacks
+        for handler in handlers or ():
+            if isinstance(handler, OTelCallbackHandler):
+                return handler.telemetry, handler.context_for(
+                    getattr(callbacks, "parent_run_id", None)
+                )
+        return self._telemetry, None
+
+    def _label(self, call: Mapping[str, Any]) -> str:
+        name = call.get("name")
+        if not isinstance(name, str) or not name:
+            return "_invalid"
+        if self.metadata_of and name not in self.metadata_of:
+            return "_unregistered"
+        return name[:64]
+
+
+def _thread(config: RunnableConfig) -> str | None:
+    thread = (config.get("configurable") or {}).get("thread_id")
+    return str(thread) if thread is not None else None
+
+
+def _state_messages(state: Any, key: str) -> list[Any]:
+    if isinstance(state, list):
+        return state
+    if isinstance(state, Mapping):
+        return list(state.get(key) or [])
+    return list(getattr(state, key, None) or [])
+
+
+def _runtime_parts(request: ToolCallRequest) -> tuple[RunnableConfig, Any]:
+    runtime = request.runtime
+    config = cast(RunnableConfig, getattr(runtime, "config", None) or {})
+    return config, getattr(runtime, "context", None)
