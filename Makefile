@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 OPA_VERSION := v1.22.2
 TOOLS := $(CURDIR)/.tools/bin
 OPA := $(or $(OPA_BIN),$(shell command -v opa 2>/dev/null),$(TOOLS)/opa)
+JAEGER := $(or $(JAEGER_BIN),$(TOOLS)/jaeger)
 
-.PHONY: demo test lint typecheck policy-test pytest bench clean
+.PHONY: demo test lint typecheck policy-test pytest bench clean opa jaeger
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +25,19 @@ $(TOOLS)/opa:
 
 opa: $(if $(filter $(TOOLS)/opa,$(OPA)),$(TOOLS)/opa)
 
+# Jaeger v2 for the end-to-end tracing test, pinned in tools/jaeger/go.mod.
+$(TOOLS)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	mkdir -p $(TOOLS)
+	cd tools/jaeger && CGO_ENABLED=0 go build -o $(TOOLS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+jaeger: $(if $(filter $(TOOLS)/jaeger,$(JAEGER)),$(TOOLS)/jaeger)
+
 ## The main demo: five customer-database scenarios on the embedded engine (OPA_URL=... for a server).
 demo: $(VENV)/.installed
 	$(BIN)/python -m langchain_opa_guard.demo
 
 ## Everything: lint, types, Rego checks and tests, pytest against a real OPA.
-test: $(VENV)/.dev opa lint typecheck policy-test pytest
+test: $(VENV)/.dev opa jaeger lint typecheck policy-test pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -43,8 +51,8 @@ policy-test: opa
 	$(OPA) fmt --fail --list policies
 	$(OPA) test policies
 
-pytest: $(VENV)/.dev opa
-	OPA_BIN=$(OPA) $(BIN)/pytest -q
+pytest: $(VENV)/.dev opa jaeger
+	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q
 
 bench: $(VENV)/.dev opa
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
