@@ -72,6 +72,7 @@ def test_one_trace_holds_the_agent_and_opa(jaeger: JaegerProcess, traced_opa: OP
     )
     setup.force_flush()
     setup.shutdown()
+    assert [name for name, _ in db.executed] == ["get_customer_details"]
     ours = memory.get_finished_spans()
     trace_id = f"{ours[0].context.trace_id:032x}"
     decision_ids = {f"{s.context.span_id:016x}" for s in ours if s.name.startswith("run_guardrail")}
