@@ -64,6 +64,8 @@ class Decision:
     Attributes:
         allow: Whether the call may run.
         reasons: Why not (or any notes the policy attached), in the policy's words.
+        codes: Stable reason codes, when the policy gives reasons as
+            ``{"code": ..., "message": ...}`` objects (safe to record in traces and metrics).
         decision_id: OPA's decision id when decision logging is on, else ``None``.
         require_approval: The policy asks a human to approve the call.
         error: ``None`` for a decision the policy made; an :class:`ErrorType` when the
@@ -76,6 +78,7 @@ class Decision:
     allow: bool
     reasons: tuple[str, ...] = ()
     decision_id: str | None = None
+    codes: tuple[str, ...] = ()
     require_approval: bool = False
     error: str | None = None
     engine: str = ""
@@ -114,21 +117,24 @@ class Decision:
                     "the policy's decision has no boolean 'allow'",
                 )
             approval = result.get("require_approval") is True and not allow
-            reasons = _reasons(result.get("reasons", result.get("reason", ())))
+            reasons, codes = _reasons(result.get("reasons", result.get("reason", ())))
             if not allow and not reasons:
                 reasons = ("approval required by policy",) if approval else ("denied by policy",)
             return cls(
                 allow,
                 reasons,
                 decision_id,
+                codes,
                 require_approval=approval,
                 engine=engine,
                 policy=policy,
                 result=result,
             )
         if isinstance(result, (list, tuple, set, frozenset)):
-            deny = _reasons(result)
-            return cls(not deny, deny, decision_id, engine=engine, policy=policy, result=result)
+            deny, codes = _reasons(result)
+            return cls(
+                not deny, deny, decision_id, codes, engine=engine, policy=policy, result=result
+            )
         raise EngineError(
             ErrorType.MALFORMED,
             f"the policy returned a {_type_name(result)} where a decision was expected",
@@ -159,23 +165,36 @@ class Decision:
         return replace(self, reasons=reasons)
 
 
-def _reasons(value: Any) -> tuple[str, ...]:
+def _reasons(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Reason texts and codes from a string, a list/set of strings, or coded objects."""
     if value is None:
-        return ()
+        return (), ()
     if isinstance(value, str):
-        return (value,) if value else ()
-    if isinstance(value, Mapping):
-        items: list[Any] = [
-            f"{k}: {v}" if not isinstance(v, bool) else str(k) for k, v in value.items()
-        ]
+        return ((value,) if value else ()), ()
+    if isinstance(value, Mapping) and ("message" in value or "code" in value):
+        items: list[Any] = [value]
+    elif isinstance(value, Mapping):
+        items = [str(k) if isinstance(v, bool) else f"{k}: {v}" for k, v in value.items()]
     elif isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
     else:
         items = [value]
-    out = []
+    texts: list[str] = []
+    codes: list[str] = []
     for item in items:
-        out.append(item if isinstance(item, str) else json.dumps(item, sort_keys=True, default=str))
-    return tuple(sorted(out)) if isinstance(value, (set, frozenset)) else tuple(out)
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, Mapping) and ("message" in item or "code" in item):
+            code = item.get("code")
+            message = item.get("message")
+            if isinstance(code, str) and code:
+                codes.append(code)
+            texts.append(message if isinstance(message, str) and message else str(code))
+        else:
+            texts.append(json.dumps(item, sort_keys=True, default=str))
+    if isinstance(value, (set, frozenset)):
+        texts.sort()
+    return tuple(texts), tuple(codes)
 
 
 def _type_name(value: Any) -> str:

@@ -74,10 +74,24 @@ def record_decision(
         span.set_attribute(A.SECURITY_VERDICT_TYPE, verdict)
         span.set_attribute(A.SECURITY_ACTION_TYPE, _ACTIONS[verdict])
         span.set_attribute(A.OPA_DECISION_REASON_COUNT, len(decision.reasons))
-        if decision.reasons:
-            reasons = [telemetry.cap(r) for r in decision.reasons[:16]]
-            span.set_attribute(A.OPA_DECISION_REASONS, reasons)
-            span.set_attribute(A.SECURITY_VERDICT_REASON, reasons[0])
+        if decision.codes:
+            span.set_attribute(A.OPA_DECISION_REASON_CODES, list(decision.codes[:16]))
+            span.set_attribute(A.SECURITY_VERDICT_CODE, decision.codes[0])
+        if decision.error is not None:
+            # Engine failures are the guard's own words: never argument values.
+            span.set_attribute(A.OPA_DECISION_REASONS, list(decision.reasons))
+        elif decision.reasons and telemetry.capture_content:
+            # A policy's reasons may quote arguments: recorded only with content capture.
+            reasons = [
+                r
+                for r in (
+                    telemetry.content(A.OPA_DECISION_REASONS, x) for x in decision.reasons[:16]
+                )
+                if r is not None
+            ]
+            if reasons:
+                span.set_attribute(A.OPA_DECISION_REASONS, reasons)
+                span.set_attribute(A.SECURITY_VERDICT_REASON, reasons[0])
         if decision.decision_id:
             span.set_attribute(A.OPA_DECISION_ID, decision.decision_id)
         if document is not None:

@@ -48,8 +48,11 @@ def format_span_tree(spans: Iterable[ReadableSpan], *, reasons: bool = True) -> 
             millis = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
             shown = " ".join(f"{k.split('.')[-1]}={attrs[k]!s}" for k in _SHOWN if k in attrs)
             lines.append(f"{'  ' * depth}{span.name}  [{millis:.2f} ms] {shown}".rstrip())
-            if reasons and attrs.get(A.OPA_DECISION_REASONS):
-                for reason in attrs[A.OPA_DECISION_REASONS]:  # type: ignore[union-attr]
+            if reasons:
+                shown_reasons = attrs.get(A.OPA_DECISION_REASONS) or attrs.get(
+                    A.OPA_DECISION_REASON_CODES
+                )
+                for reason in shown_reasons or ():  # type: ignore[union-attr]
                     lines.append(f"{'  ' * (depth + 1)}- {reason}")
             if span.context is not None:
                 walk(children.get(span.context.span_id, []), depth + 1)
