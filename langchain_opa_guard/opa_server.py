@@ -1,14 +1,17 @@
 """A real OPA server reached over its REST Data API.
 
 One client object with sync and async twins sharing their logic: ``decide`` and
-``adecide`` build the same request and read the reply with the same code. Connections are
-kept alive in one pool per client (and per event loop for the async side).
+``adecide`` build the same request and read the reply with the same code. The sync side
+sends over a pool of kept-alive standard-library connections (the leanest client for a
+short loopback POST); the async side over an ``httpx.AsyncClient`` per event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import socket
 import ssl
 import threading
 import weakref
@@ -21,6 +24,7 @@ from opentelemetry import propagate
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
+from langchain_opa_guard.http_pool import ConnectionPool, ResponseTooLarge
 
 __all__ = ["OPAServer"]
 
@@ -46,7 +50,9 @@ class OPAServer:
         max_connections: Size of the connection pool.
         propagate_context: Send the current trace context (``traceparent``) to OPA so its
             spans join the caller's trace.
-        transport, async_transport: httpx transports (for UNIX sockets or proxies).
+        max_response_bytes: Replies larger than this are refused (fail closed).
+        transport, async_transport: httpx transports (for UNIX sockets or proxies); with
+            ``transport`` the sync side uses httpx too.
 
     Example:
         ```python
@@ -74,6 +80,7 @@ class OPAServer:
         headers: Mapping[str, str] | None = None,
         max_connections: int = 32,
         propagate_context: bool = True,
+        max_response_bytes: int = 1 << 20,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -90,13 +97,31 @@ class OPAServer:
         )
         self._verify = _ssl_context(verify, cert)
         self._async_transport = async_transport
-        self._client = httpx.Client(
-            timeout=timeout, limits=self._limits, verify=self._verify, transport=transport
-        )
+        self.max_response_bytes = max_response_bytes
+        self._path = f"/v1/data/{self.policy}"
+        self._client: httpx.Client | None = None
+        self._pool: ConnectionPool | None = None
+        if transport is not None:
+            self._client = httpx.Client(
+                timeout=timeout, limits=self._limits, verify=self._verify, transport=transport
+            )
+        else:
+            context = self._verify if isinstance(self._verify, ssl.SSLContext) else None
+            if context is None and self._verify is False:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._pool = ConnectionPool(
+                self.url,
+                timeout=timeout,
+                ssl_context=context,
+                max_idle=max_connections,
+                max_response_bytes=max_response_bytes,
+            )
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._aclients = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self._max_workers = max_connections
 
     def __repr__(self) -> str:
@@ -108,13 +133,22 @@ class OPAServer:
         """Ask OPA for the decision on one input document."""
         try:
             body = encode_input(input)
-            response = self._client.post(
-                self._endpoint, content=body, headers=self._request_headers()
-            )
-            return self._read(response.status_code, response.content)
+            if self._pool is not None:
+                status, content = self._pool.request(
+                    "POST", self._path, body, self._request_headers()
+                )
+            else:
+                assert self._client is not None
+                response = self._client.post(
+                    self._endpoint, content=body, headers=self._request_headers()
+                )
+                status, content = response.status_code, response.content
+            return self._read(status, content)
         except EngineError as exc:
             return self._failure(exc)
-        except httpx.HTTPError as exc:
+        except ResponseTooLarge:
+            return self._failure(_too_large(self.max_response_bytes))
+        except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
             return self._failure(_transport_error(exc, self.timeout))
 
     def decide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
@@ -130,13 +164,16 @@ class OPAServer:
         try:
             body = encode_input(input)
             client = self._async_client()
-            response = await client.post(
-                self._endpoint, content=body, headers=self._request_headers()
-            )
-            return self._read(response.status_code, response.content)
+            async with client.stream(
+                "POST", self._endpoint, content=body, headers=self._request_headers()
+            ) as response:
+                content = await _read_capped(response, self.max_response_bytes)
+            return self._read(response.status_code, content)
         except EngineError as exc:
             return self._failure(exc)
-        except httpx.HTTPError as exc:
+        except ResponseTooLarge:
+            return self._failure(_too_large(self.max_response_bytes))
+        except (OSError, httpx.HTTPError) as exc:
             return self._failure(_transport_error(exc, self.timeout))
 
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
@@ -150,15 +187,21 @@ class OPAServer:
     def health(self) -> bool:
         """``True`` when ``GET /health`` answers 200."""
         try:
+            if self._pool is not None:
+                return self._pool.request("GET", "/health", None, {})[0] == 200
+            assert self._client is not None
             return self._client.get(f"{self.url}/health").status_code == 200
-        except httpx.HTTPError:
+        except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge):
             return False
 
     def close(self) -> None:
         """Close the sync pool (async pools close with their event loop)."""
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._pool.close()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
 
     async def aclose(self) -> None:
         """Close this event loop's async pool."""
@@ -214,13 +257,13 @@ class OPAServer:
         )
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
+        if self._threads is None:
             with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(
                         max_workers=self._max_workers, thread_name_prefix="opa-guard"
                     )
-        return self._pool
+        return self._threads
 
     def _async_client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -236,14 +279,42 @@ class OPAServer:
         return client
 
 
-def _transport_error(exc: httpx.HTTPError, timeout: float) -> EngineError:
-    if isinstance(exc, httpx.TimeoutException):
+def _transport_error(exc: BaseException, timeout: float) -> EngineError:
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError, socket.timeout)):
         return EngineError(ErrorType.TIMEOUT, f"OPA did not answer within {timeout:g}s")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError, socket.gaierror)):
         return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+    if isinstance(exc, ssl.SSLError):
+        return EngineError(ErrorType.UNREACHABLE, "the TLS handshake with OPA failed")
+    if isinstance(
+        exc,
+        (
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            httpx.WriteError,
+            ConnectionError,
+            http.client.HTTPException,
+        ),
+    ):
         return EngineError(ErrorType.UNREACHABLE, "the connection to OPA failed")
+    if isinstance(exc, OSError):
+        return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
     return EngineError(ErrorType.ENGINE, f"the request to OPA failed ({type(exc).__name__})")
+
+
+def _too_large(limit: int) -> EngineError:
+    return EngineError(ErrorType.MALFORMED, f"OPA's reply is larger than {limit} bytes")
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _ssl_context(
