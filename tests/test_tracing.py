@@ -293,4 +293,19 @@ def test_span_tree_reads_like_the_run(embedded: PolicyEngine, recorder: Recorder
     assert tree[0].startswith("invoke_agent LangGraph")
     assert any(line.startswith("  guard") for line in tree)
     assert any(line.startswith("    run_guardrail update_customer_status") for line in tree)
-    assert any("may not read PII fields: email" in line for line in tree)
+    assert "      - pii_fields_for_role" in tree  # reason codes by default
+    assert not any("may not read PII fields" in line for line in tree)
+
+
+def test_reason_texts_only_with_content_capture(embedded: PolicyEngine) -> None:
+    quiet = Recorder()
+    run_mixed(embedded, quiet, "invoke")
+    (pii,) = [
+        s for s in quiet.by_name("run_guardrail") if s.attributes[A.GEN_AI_TOOL_CALL_ID] == "c-pii"
+    ]
+    assert pii.attributes[A.OPA_DECISION_REASON_CODES] == ("pii_fields_for_role",)
+    assert A.OPA_DECISION_REASONS not in pii.attributes
+    loud = Recorder(capture_content=True)
+    run_mixed(embedded, loud, "invoke")
+    tree = format_span_tree(loud.spans)
+    assert 'role "internal_user" may not read PII fields: email' in tree

@@ -7,10 +7,10 @@ package agent.authz
 import data.agent.config
 
 # A tool with a customer-database name must really come from that toolkit.
-deny contains reason if {
+deny contains {"code": "wrong_toolkit", "message": message} if {
 	tool_name in config.customer_db.tools
 	not input.tool.metadata.toolkit == config.customer_db.toolkit
-	reason := concat("", [
+	message := concat("", [
 		"tool \"", tool_name, "\" is not registered under toolkit \"",
 		config.customer_db.toolkit, "\"",
 	])
@@ -35,20 +35,22 @@ requested_fields contains lower(field) if {
 	is_string(field)
 }
 
-deny contains reason if {
+# The message names the requested PII fields: schema field names from data,
+# not values (the intersection with pii_fields keeps out anything else).
+deny contains {"code": "pii_fields_for_role", "message": message} if {
 	tool_name == "get_customer_details"
 	not user_role in config.customer_db.pii_roles
 	asked := requested_fields & pii_fields
 	count(asked) > 0
-	reason := concat("", ["role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(asked))])
+	message := concat("", ["role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(asked))])
 }
 
 # No fields (missing or empty) means "all fields", which includes PII.
-deny contains reason if {
+deny contains {"code": "pii_fields_for_role", "message": message} if {
 	tool_name == "get_customer_details"
 	not user_role in config.customer_db.pii_roles
 	count(requested_fields) == 0
-	reason := concat("", [
+	message := concat("", [
 		"role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(pii_fields)),
 		" (no fields requested means all fields)",
 	])
@@ -58,17 +60,21 @@ deny contains reason if {
 
 new_status := tool_args.new_status if is_string(tool_args.new_status)
 
-deny contains reason if {
+# The message leaves out the requested value: it is model output.
+deny contains {"code": "invalid_status", "message": message} if {
 	tool_name == "update_customer_status"
 	is_string(new_status)
 	not new_status in config.customer_db.statuses
-	reason := concat("", [
-		"new_status \"", new_status, "\" is not a valid customer status (allowed: ",
+	message := concat("", [
+		"new_status is not a valid customer status (allowed: ",
 		concat(", ", sort(config.customer_db.statuses)), ")",
 	])
 }
 
-deny contains "update_customer_status needs new_status as a string" if {
+deny contains {
+	"code": "status_missing",
+	"message": "update_customer_status needs new_status as a string",
+} if {
 	tool_name == "update_customer_status"
 	not new_status
 }

@@ -7,6 +7,9 @@
 # the same model turn (input.turn) - an egress call needs a human's approval,
 # and an email to an address outside data.agent.config.allowed_email_domains
 # is denied outright.
+#
+# Messages name the egress tool and the untrusted tools, never the recipient
+# addresses or other argument values.
 package agent.authz
 
 import data.agent.config
@@ -36,19 +39,19 @@ untrusted_in_turn contains call_label(call) if {
 	untrusted_output(call)
 }
 
-approval contains reason if {
+approval contains {"code": "egress_after_untrusted", "message": message} if {
 	sends_data_out(input.tool)
 	count(untrusted_in_history) > 0
-	reason := concat("", [
+	message := concat("", [
 		"\"", tool_name, "\" sends data out after untrusted content was read (",
 		concat(", ", sort(untrusted_in_history)), "); a human must approve",
 	])
 }
 
-approval contains reason if {
+approval contains {"code": "egress_in_untrusted_turn", "message": message} if {
 	sends_data_out(input.tool)
 	count(untrusted_in_turn) > 0
-	reason := concat("", [
+	message := concat("", [
 		"\"", tool_name, "\" sends data out in the same turn as untrusted content is read (",
 		concat(", ", sort(untrusted_in_turn)), "); a human must approve",
 	])
@@ -87,13 +90,13 @@ outside_recipients contains address if {
 	not email_domain(address) in allowed_email_domains
 }
 
-deny contains reason if {
+deny contains {"code": "egress_outside_domains", "message": message} if {
 	sends_data_out(input.tool)
 	count(untrusted_sources) > 0
 	count(outside_recipients) > 0
-	reason := concat("", [
-		"\"", tool_name, "\" may not send to ", concat(", ", sort(outside_recipients)),
-		" after untrusted content was read (", concat(", ", sort(untrusted_sources)),
-		"): allowed domains are ", concat(", ", sort(allowed_email_domains)),
+	message := concat("", [
+		"\"", tool_name, "\" may not send outside the allowed domains (",
+		concat(", ", sort(allowed_email_domains)), ") after untrusted content was read (",
+		concat(", ", sort(untrusted_sources)), ")",
 	])
 }

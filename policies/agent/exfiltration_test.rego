@@ -28,36 +28,36 @@ test_guest_fetch_url_and_search_web_allowed if {
 }
 
 test_guest_send_email_denied if {
-	authz.decision == denied(["tool \"send_email\" is not permitted for role \"guest\""]) with input as request(guest_user, email_to("bob@example.com"))
+	authz.decision == denied([reason("tool_not_permitted_for_role", "tool \"send_email\" is not permitted for role \"guest\"")]) with input as request(guest_user, email_to("bob@example.com"))
 }
 
 test_guest_http_post_denied if {
 	tool := call("http_post", {"url": "https://api.example.com"}, "c1", egress_meta)
-	authz.decision == denied(["tool \"http_post\" is not permitted for role \"guest\""]) with input as request(guest_user, tool)
+	authz.decision == denied([reason("tool_not_permitted_for_role", "tool \"http_post\" is not permitted for role \"guest\"")]) with input as request(guest_user, tool)
 }
 
 # --- Approval after untrusted content --------------------------------------------
 
 test_egress_after_untrusted_history_needs_approval if {
 	tool := email_to("bob@example.com")
-	authz.decision == needs_approval(["\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve"]) with input as request_with(internal_user, tool, [tool], fetched_before)
+	authz.decision == needs_approval([reason("egress_after_untrusted", "\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [tool], fetched_before)
 }
 
 test_http_post_after_untrusted_history_needs_approval if {
 	tool := call("http_post", {"url": "https://api.example.com"}, "c1", egress_meta)
-	authz.decision == needs_approval(["\"http_post\" sends data out after untrusted content was read (fetch_url); a human must approve"]) with input as request_with(admin_user, tool, [tool], fetched_before)
+	authz.decision == needs_approval([reason("egress_after_untrusted", "\"http_post\" sends data out after untrusted content was read (fetch_url); a human must approve")]) with input as request_with(admin_user, tool, [tool], fetched_before)
 }
 
 test_egress_in_same_turn_as_untrusted_needs_approval if {
 	tool := email_to("bob@example.com")
-	authz.decision == needs_approval(["\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve"]) with input as request_with(internal_user, tool, [fetch, tool], [])
+	authz.decision == needs_approval([reason("egress_in_untrusted_turn", "\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [fetch, tool], [])
 }
 
 test_egress_after_history_and_same_turn_gives_both_reasons if {
 	tool := email_to("bob@example.com")
 	authz.decision == needs_approval([
-		"\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve",
-		"\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve",
+		reason("egress_after_untrusted", "\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve"),
+		reason("egress_in_untrusted_turn", "\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve"),
 	]) with input as request_with(internal_user, tool, [fetch, tool], fetched_before)
 }
 
@@ -68,7 +68,7 @@ test_untrusted_history_names_every_source if {
 		past("fetch_url", untrusted_meta, "allow"),
 		{"metadata": untrusted_meta, "decision": "allow"},
 	]
-	authz.decision == needs_approval(["\"send_email\" sends data out after untrusted content was read (fetch_url, search_web, unnamed tool); a human must approve"]) with input as request_with(internal_user, tool, [tool], history)
+	authz.decision == needs_approval([reason("egress_after_untrusted", "\"send_email\" sends data out after untrusted content was read (fetch_url, search_web, unnamed tool); a human must approve")]) with input as request_with(internal_user, tool, [tool], history)
 }
 
 test_no_approval_without_untrusted_history if {
@@ -100,12 +100,32 @@ test_egress_metadata_must_be_true if {
 
 test_email_outside_domain_after_untrusted_history_denied if {
 	tool := email_to("attacker@evil.test")
-	authz.decision == denied(["\"send_email\" may not send to attacker@evil.test after untrusted content was read (fetch_url): allowed domains are example.com"]) with input as request_with(internal_user, tool, [tool], fetched_before)
+	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(internal_user, tool, [tool], fetched_before)
 }
 
 test_email_outside_domain_in_same_turn_denied if {
 	tool := email_to("attacker@evil.test")
-	authz.decision == denied(["\"send_email\" may not send to attacker@evil.test after untrusted content was read (fetch_url): allowed domains are example.com"]) with input as request_with(internal_user, tool, [fetch, tool], [])
+	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(internal_user, tool, [fetch, tool], [])
+}
+
+test_outside_domain_message_does_not_echo_recipients if {
+	tool := call("send_email", {"to": ["attacker@evil.test", "Bob <bob@example.com>"], "cc": "leak-target@other.test"}, "c-mail", egress_meta)
+	d := authz.decision with input as request_with(internal_user, tool, [fetch, tool], fetched_before)
+	codes_of(d) == ["egress_outside_domains"]
+	every r in d.reasons {
+		not contains(r.message, "attacker")
+		not contains(r.message, "evil.test")
+		not contains(r.message, "leak-target")
+		not contains(r.message, "other.test")
+		not contains(r.message, "bob@")
+	}
+}
+
+test_outside_domain_message_names_domains_and_sources_from_data if {
+	tool := email_to("attacker@evil.test")
+	history := [past("search_web", untrusted_meta, "allow")]
+	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (corp.test, example.com) after untrusted content was read (fetch_url, search_web)")]) with input as request_with(internal_user, tool, [fetch, tool], history)
+		with data.agent.config.allowed_email_domains as ["Example.com", "corp.test"]
 }
 
 test_email_outside_domain_without_untrusted_content_allowed if {
@@ -115,22 +135,22 @@ test_email_outside_domain_without_untrusted_content_allowed if {
 
 test_recipient_lists_cc_and_display_names_checked if {
 	tool := call("send_email", {"to": ["Bob <bob@example.com>", "Eve <eve@Evil.test>"], "cc": "Mallory@EXAMPLE.com.evil.test", "bcc": ["no-at-sign"]}, "c-mail", egress_meta)
-	authz.decision == denied(["\"send_email\" may not send to Eve <eve@Evil.test>, Mallory@EXAMPLE.com.evil.test, no-at-sign after untrusted content was read (fetch_url): allowed domains are example.com"]) with input as request_with(admin_user, tool, [tool], fetched_before)
+	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(admin_user, tool, [tool], fetched_before)
 }
 
 test_allowed_domain_is_case_insensitive if {
 	tool := email_to("Bob <Bob@Example.COM>")
-	authz.decision == needs_approval(["\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve"]) with input as request_with(internal_user, tool, [tool], fetched_before)
+	authz.decision == needs_approval([reason("egress_after_untrusted", "\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [tool], fetched_before)
 }
 
 test_allowed_domains_come_from_data if {
 	tool := email_to("partner@other.test")
-	authz.decision == needs_approval(["\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve"]) with input as request_with(internal_user, tool, [tool], fetched_before)
+	authz.decision == needs_approval([reason("egress_after_untrusted", "\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [tool], fetched_before)
 		with data.agent.config.allowed_email_domains as ["example.com", "other.test"]
 }
 
 test_untrusted_call_without_call_id_in_turn_needs_approval if {
 	tool := email_to("bob@example.com")
 	fetch_without_id := object.remove(fetch, ["call_id"])
-	authz.decision == needs_approval(["\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve"]) with input as request_with(internal_user, tool, [fetch_without_id, tool], [])
+	authz.decision == needs_approval([reason("egress_in_untrusted_turn", "\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [fetch_without_id, tool], [])
 }

@@ -49,3 +49,9 @@ allowed := {"allow": true, "reasons": []}
 denied(reasons) := {"allow": false, "reasons": reasons}
 
 needs_approval(reasons) := {"allow": false, "require_approval": true, "reasons": reasons}
+
+# One coded reason, as it appears in decision.reasons.
+reason(code, message) := {"code": code, "message": message}
+
+# The codes of a decision's reasons, in order.
+codes_of(d) := [r.code | some r in d.reasons]
