@@ -62,6 +62,7 @@ OPA_DECISION_REASON_CODES = "opa.decision.reason_codes"
 OPA_POLICY_PATH = "opa.policy.path"
 OPA_ENGINE = "opa.engine"
 OPA_INPUT_HASH = "opa.input.hash"
+OPA_DECISION_FAIL_OPEN = "opa.decision.fail_open"
 
 # -- LangGraph position ------------------------------------------------------------------
 LANGGRAPH_NODE = "langgraph.node"

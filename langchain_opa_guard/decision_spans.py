@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -118,6 +119,16 @@ def record_decision(
     telemetry.decision_duration.record(seconds, labels)
 
 
+def _opened(decision: Decision, tool: str, span: Span) -> Decision:
+    logger.warning(
+        "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
+        decision.error,
+        tool,
+    )
+    span.set_attribute(A.OPA_DECISION_FAIL_OPEN, True)
+    return replace(decision, allow=True)
+
+
 def _crash(engine: PolicyEngine) -> Decision:
     logger.exception("policy engine raised; denying the call")
     return Decision.failure(
@@ -135,8 +146,14 @@ def judge(
     parent: otel_context.Context | None,
     conversation_id: str | None,
     tool_label: str,
+    fail_open: bool = False,
 ) -> Decision:
-    """Decide one call inside its decision span (which is current meanwhile)."""
+    """Decide one call inside its decision span (which is current meanwhile).
+
+    With ``fail_open`` (an explicit per-tool choice), an engine *failure* lets the call
+    run; the decision keeps its ``error``, is logged at WARNING and traced as fail-open.
+    A policy's deny is never turned into an allow.
+    """
     span = _start(telemetry, engine, document, parent, conversation_id)
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     started = time.perf_counter()
@@ -146,6 +163,8 @@ def judge(
         decision = _crash(engine)
     finally:
         otel_context.detach(token)
+    if fail_open and decision.error is not None:
+        decision = _opened(decision, tool_label, span)
     record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
     return decision
 
@@ -157,6 +176,7 @@ async def ajudge(
     parent: otel_context.Context | None,
     conversation_id: str | None,
     tool_label: str,
+    fail_open: bool = False,
 ) -> Decision:
     """Async twin of :func:`judge`."""
     span = _start(telemetry, engine, document, parent, conversation_id)
@@ -168,6 +188,8 @@ async def ajudge(
         decision = _crash(engine)
     finally:
         otel_context.detach(token)
+    if fail_open and decision.error is not None:
+        decision = _opened(decision, tool_label, span)
     record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
     return decision
 

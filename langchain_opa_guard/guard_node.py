@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -103,6 +103,9 @@ class PolicyGuardNode(RunnableCallable):
         approvals: What a policy's ``require_approval`` does: ``"interrupt"`` pauses the
             graph with ``interrupt()`` for a human (see :mod:`langchain_opa_guard.approval`;
             needs a checkpointer), ``"deny"`` treats it as a deny.
+        fail_open: Names of tools that may run when the policy engine *fails* (never when
+            the policy denies). Off for every tool by default; each use is logged at
+            WARNING and traced as ``opa.decision.fail_open``.
         tracer_provider, meter_provider: For decision spans and metrics when no
             :class:`~langchain_opa_guard.OTelCallbackHandler` is in the run's callbacks
             (with one, the handler's providers are used and the decision spans nest in the
@@ -145,6 +148,7 @@ class PolicyGuardNode(RunnableCallable):
         messages_key: str = "messages",
         user_key: str = "user",
         approvals: Literal["interrupt", "deny"] = "interrupt",
+        fail_open: Collection[str] = (),
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         name: str = "policy_guard",
@@ -159,6 +163,7 @@ class PolicyGuardNode(RunnableCallable):
         self.messages_key = messages_key
         self.user_key = user_key
         self.approvals = approvals
+        self.fail_open = frozenset(fail_open)
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._telemetry_default: Telemetry | None = None
@@ -227,7 +232,10 @@ class PolicyGuardNode(RunnableCallable):
             label = self._tool_label(call.get("name"))
             early = turn.decisions[index]
             if document is not None:
-                jobs.append(_Job(telemetry, self.engine, document, parent, conversation_id, label))
+                opened = call.get("name") in self.fail_open
+                jobs.append(
+                    _Job(telemetry, self.engine, document, parent, conversation_id, label, opened)
+                )
             elif early is not None and early is not _ALREADY_ANSWERED:
                 span = telemetry.tracer.start_span(
                     f"run_guardrail {call.get('name') or ''}", context=parent
@@ -470,17 +478,30 @@ class _Job:
     parent: otel_context.Context | None
     conversation_id: str | None
     tool_label: str
+    fail_open: bool = False
 
 
 def _run_job(job: _Job) -> Decision:
     return judge(
-        job.telemetry, job.engine, job.document, job.parent, job.conversation_id, job.tool_label
+        job.telemetry,
+        job.engine,
+        job.document,
+        job.parent,
+        job.conversation_id,
+        job.tool_label,
+        job.fail_open,
     )
 
 
 async def _arun_job(job: _Job) -> Decision:
     return await ajudge(
-        job.telemetry, job.engine, job.document, job.parent, job.conversation_id, job.tool_label
+        job.telemetry,
+        job.engine,
+        job.document,
+        job.parent,
+        job.conversation_id,
+        job.tool_label,
+        job.fail_open,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware
@@ -49,6 +49,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         registry: Sequence[Any] | Mapping[str, Mapping[str, Any]] | None = None,
         denial_style: DenialStyle = "full",
         approvals: Literal["interrupt", "deny"] = "interrupt",
+        fail_open: Collection[str] = (),
         user_key: str = "user",
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -59,6 +60,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             registry=registry,
             denial_style=denial_style,
             approvals=approvals,
+            fail_open=fail_open,
             user_key=user_key,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,

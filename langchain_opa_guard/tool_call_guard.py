@@ -9,7 +9,7 @@ call with the same ``ToolMessage``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
@@ -70,6 +70,7 @@ class ToolCallGuard:
         registry: Tools (or name -> metadata) for ``input.tool.metadata``.
         denial_style: ``"full"``, ``"generic"`` or a function of ``(decision, call)``.
         approvals: ``"interrupt"`` or ``"deny"`` for ``require_approval`` decisions.
+        fail_open: Tools that may run when the engine fails (explicit, logged, traced).
         user_key: Key of the subject in the runtime context or ``configurable``.
         messages_key: State key of the message list (for ``input.turn``/``input.history``).
         tracer_provider, meter_provider: Used when no ``OTelCallbackHandler`` is in the run.
@@ -82,6 +83,7 @@ class ToolCallGuard:
         registry: ToolNode | Sequence[Any] | Mapping[str, Mapping[str, Any]] | None = None,
         denial_style: DenialStyle = "full",
         approvals: Literal["interrupt", "deny"] = "interrupt",
+        fail_open: Collection[str] = (),
         user_key: str = "user",
         messages_key: str = "messages",
         tracer_provider: TracerProvider | None = None,
@@ -93,6 +95,7 @@ class ToolCallGuard:
         self.metadata_of = _metadata_index(registry)
         self.denial_style = denial_style
         self.approvals = approvals
+        self.fail_open = frozenset(fail_open)
         self.user_key = user_key
         self.messages_key = messages_key
         self._telemetry = Telemetry(tracer_provider, meter_provider)
@@ -141,7 +144,13 @@ class ToolCallGuard:
         telemetry, parent = self._telemetry_for(config)
         document = self.document(call, state, config, context)
         return await ajudge(
-            telemetry, self.engine, document, parent, _thread(config), self._label(call)
+            telemetry,
+            self.engine,
+            document,
+            parent,
+            _thread(config),
+            self._label(call),
+            call.get("name") in self.fail_open,
         )
 
     # -- the ToolNode / middleware interface ---------------------------------------------
