@@ -52,7 +52,7 @@ policy-test: opa
 	$(OPA) test policies
 
 pytest: $(VENV)/.dev opa jaeger
-	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q
+	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks
 
 bench: $(VENV)/.dev opa
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py

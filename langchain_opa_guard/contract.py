@@ -4,7 +4,7 @@
 input.version   1
 input.tool      {name, args, call_id, metadata}      the call being decided
 input.user      the subject: runtime context "user", else config["configurable"]["user"]
-input.context   {thread_id, checkpoint_ns, node, agent, tools, step, tenant}
+input.context   {thread_id, path, node, agent, tools, step, tenant}
 input.turn      [{name, args, call_id, metadata}, ...]  every call of the same model turn
 input.history   [{name, args, call_id, metadata, decision, reasons, status}, ...]
                 the conversation's earlier tool calls, oldest first; decision is "allow",
@@ -162,7 +162,9 @@ def where_document(
     where: dict[str, Any] = jsonable(
         {
             "thread_id": configurable.get("thread_id"),
-            "checkpoint_ns": configurable.get("checkpoint_ns") or metadata.get("checkpoint_ns"),
+            "path": _graph_path(
+                configurable.get("checkpoint_ns") or metadata.get("checkpoint_ns") or ""
+            ),
             "node": metadata.get("langgraph_node"),
             "agent": agent,
             "tools": tools,
@@ -171,6 +173,11 @@ def where_document(
         }
     )
     return where
+
+
+def _graph_path(checkpoint_ns: str) -> list[str]:
+    """``"outer:<task>|guard:<task>"`` -> ``["outer", "guard"]``: the nodes down to this one."""
+    return [part.split(":", 1)[0] for part in checkpoint_ns.split("|") if part]
 
 
 def policy_input(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Any
 
 __all__ = ["Decision", "EngineError", "ErrorType"]
@@ -73,17 +73,24 @@ class Decision:
         engine: Which engine decided (``"opa"`` or ``"embedded"``).
         policy: The decision path that was evaluated (``"agent/authz/decision"``).
         result: The raw value the policy returned, when there was one.
+        revision: The policy revision the decision was made under (an OPA bundle
+            revision, or a content hash of the embedded engine's policies and data).
+        args: Arguments the policy rewrote the call to (``{"allow": true, "args": {...}}``);
+            the rewritten call is what runs.
     """
 
     allow: bool
     reasons: tuple[str, ...] = ()
     decision_id: str | None = None
+    _: KW_ONLY
     codes: tuple[str, ...] = ()
     require_approval: bool = False
     error: str | None = None
     engine: str = ""
     policy: str = ""
     result: Any = None
+    revision: str | None = None
+    args: Mapping[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -100,6 +107,7 @@ class Decision:
         decision_id: str | None = None,
         engine: str = "",
         policy: str = "",
+        revision: str | None = None,
     ) -> Decision:
         """Interpret a policy's value at the decision path.
 
@@ -108,7 +116,15 @@ class Decision:
         """
         if isinstance(result, bool):
             reasons: tuple[str, ...] = () if result else ("denied by policy",)
-            return cls(result, reasons, decision_id, engine=engine, policy=policy, result=result)
+            return cls(
+                result,
+                reasons,
+                decision_id,
+                engine=engine,
+                policy=policy,
+                result=result,
+                revision=revision,
+            )
         if isinstance(result, Mapping):
             allow = result.get("allow")
             if not isinstance(allow, bool):
@@ -120,20 +136,32 @@ class Decision:
             reasons, codes = _reasons(result.get("reasons", result.get("reason", ())))
             if not allow and not reasons:
                 reasons = ("approval required by policy",) if approval else ("denied by policy",)
+            rewrite = result.get("args")
+            if rewrite is not None and not isinstance(rewrite, Mapping):
+                raise EngineError(ErrorType.MALFORMED, "the policy's 'args' is not an object")
             return cls(
                 allow,
                 reasons,
                 decision_id,
-                codes,
+                codes=codes,
                 require_approval=approval,
                 engine=engine,
                 policy=policy,
                 result=result,
+                revision=revision,
+                args=rewrite if allow else None,
             )
         if isinstance(result, (list, tuple, set, frozenset)):
             deny, codes = _reasons(result)
             return cls(
-                not deny, deny, decision_id, codes, engine=engine, policy=policy, result=result
+                not deny,
+                deny,
+                decision_id,
+                codes=codes,
+                engine=engine,
+                policy=policy,
+                result=result,
+                revision=revision,
             )
         raise EngineError(
             ErrorType.MALFORMED,

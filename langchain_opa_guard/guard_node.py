@@ -169,6 +169,12 @@ class PolicyGuardNode(RunnableCallable):
         self._telemetry_default: Telemetry | None = None
         self._declare_destinations()
 
+    def __repr__(self) -> str:
+        return (
+            f"PolicyGuardNode({self.engine!r}, tools={self.tools_node!r}, "
+            f"agent={self.agent_node!r})"
+        )
+
     # LangGraph reads a node's destinations from the return annotation of ``__call__``;
     # each guard routes to its own two nodes, so each instance carries its own annotation.
     def __call__(self, state: Any) -> Any:  # pragma: no cover - LangGraph calls invoke
