@@ -26,18 +26,24 @@ from langchain_opa_guard.engine import (
     normalize_policy_path,
     path_to_ref,
 )
-from langchain_opa_guard.policy_sources import PolicySources, load_sources
+from langchain_opa_guard.policy_sources import (
+    PolicyNotFoundError,
+    PolicySources,
+    defines,
+    load_sources,
+)
 
 __all__ = ["EmbeddedPolicy"]
 
 
 class _Compiled:
-    __slots__ = ("bundle", "generation", "interpreter")
+    __slots__ = ("bundle", "extra", "generation", "interpreter")
 
     def __init__(self, interpreter: Any, bundle: Any, generation: int) -> None:
         self.interpreter = interpreter
         self.bundle = bundle
         self.generation = generation
+        self.extra: dict[str, Any] = {}
 
 
 class EmbeddedPolicy:
@@ -55,6 +61,7 @@ class EmbeddedPolicy:
 
     Raises:
         FileNotFoundError: Nothing is at ``path``.
+        PolicyNotFoundError: No loaded module or data defines the decision path.
         ValueError: The policy does not compile.
 
     Example:
@@ -88,7 +95,9 @@ class EmbeddedPolicy:
         self._pool: ThreadPoolExecutor | None = None
         self._generation = 0
         self._sources = self._read()
+        self._revision = self._sources.revision or self._sources.digest()[:16]
         self._idle: list[_Compiled] = [self._compile(self._sources, self._generation)]
+        self._verify(self._sources)
 
     def __repr__(self) -> str:
         return f"EmbeddedPolicy({str(self.path)!r}, policy={self.policy!r})"
@@ -96,7 +105,7 @@ class EmbeddedPolicy:
     @property
     def revision(self) -> str:
         """The bundle's revision, or a content hash of the loaded policies and data."""
-        return self._sources.revision or self._sources.digest()[:16]
+        return self._revision
 
     def reload(self) -> None:
         """Read the policies from disk again; later decisions use them.
@@ -106,8 +115,10 @@ class EmbeddedPolicy:
         """
         sources = self._read()
         compiled = self._compile(sources, self._generation + 1)
+        self._verify(sources)
         with self._lock:
             self._sources, self._generation = sources, compiled.generation
+            self._revision = sources.revision or sources.digest()[:16]
             self._idle = [compiled]
 
     # -- decisions --------------------------------------------------------------------
@@ -146,6 +157,38 @@ class EmbeddedPolicy:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(), self.decide_many, inputs)
 
+    def query(self, path: str, input: Mapping[str, Any]) -> Any:
+        """Evaluate another document of the same policy (``agent/authz/visible_tools``).
+
+        Returns the value, or ``None`` when it is undefined.
+
+        Raises:
+            EngineError: The evaluation failed.
+        """
+        path = normalize_policy_path(path)
+        encode_input(input, key=None)
+        compiled = self._checkout()
+        try:
+            bundle = compiled.extra.get(path)
+            if bundle is None:
+                try:
+                    bundle = compiled.interpreter.build(path_to_ref(path), [path])
+                except regopy.RegoError as exc:
+                    raise EngineError(ErrorType.ENGINE, f"{path!r} does not compile") from exc
+                compiled.extra[path] = bundle
+            compiled.interpreter.set_input(_escaped(input))
+            ok, text = _query(compiled.interpreter, bundle, path)
+        finally:
+            self._checkin(compiled)
+        if not ok:
+            raise EngineError(ErrorType.ENGINE, f"{path!r} failed to evaluate")
+        if text == "undefined":
+            return None
+        try:
+            return json.loads(text, strict=False)["expressions"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EngineError(ErrorType.MALFORMED, f"{path!r} gave unreadable output") from None
+
     def close(self) -> None:
         """Stop the worker threads."""
         if self._pool is not None:
@@ -158,8 +201,14 @@ class EmbeddedPolicy:
         if self._extra_data:
             sources.data = _deep_merge(sources.data, self._extra_data)
         if not sources.modules:
-            raise ValueError(f"no Rego modules found at {str(self.path)!r}")
+            raise PolicyNotFoundError(f"no Rego modules found at {str(self.path)!r}")
         return sources
+
+    def _verify(self, sources: PolicySources) -> None:
+        if not defines(sources.modules.values(), sources.data, self.policy):
+            raise PolicyNotFoundError(
+                f"nothing at {str(self.path)!r} defines the decision {self.policy!r}"
+            )
 
     def _compile(self, sources: PolicySources, generation: int) -> _Compiled:
         interpreter = regopy.Interpreter()
@@ -209,7 +258,9 @@ class EmbeddedPolicy:
             raise EngineError(
                 ErrorType.MALFORMED, "the embedded policy's output is unreadable"
             ) from None
-        return Decision.from_result(value, engine=self.engine_name, policy=self.policy)
+        return Decision.from_result(
+            value, engine=self.engine_name, policy=self.policy, revision=self._revision
+        )
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:

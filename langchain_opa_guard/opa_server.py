@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -25,8 +26,11 @@ from opentelemetry import propagate
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
 from langchain_opa_guard.http_pool import ConnectionPool, ResponseTooLarge
+from langchain_opa_guard.policy_sources import PolicyNotFoundError, defines
 
 __all__ = ["OPAServer"]
+
+logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
 
@@ -51,6 +55,10 @@ class OPAServer:
         propagate_context: Send the current trace context (``traceparent``) to OPA so its
             spans join the caller's trace.
         max_response_bytes: Replies larger than this are refused (fail closed).
+        provenance: Ask OPA for provenance, so each decision carries the bundle revision.
+        verify_policy: At start-up, check that a loaded policy defines the decision path
+            and raise :class:`PolicyNotFoundError` if none does (an OPA that cannot be
+            reached yet is only logged: decisions fail closed until it answers).
         transport, async_transport: httpx transports (for UNIX sockets or proxies); with
             ``transport`` the sync side uses httpx too.
 
@@ -81,6 +89,8 @@ class OPAServer:
         max_connections: int = 32,
         propagate_context: bool = True,
         max_response_bytes: int = 1 << 20,
+        provenance: bool = True,
+        verify_policy: bool = True,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -88,7 +98,8 @@ class OPAServer:
         self.policy = normalize_policy_path(policy)
         self.timeout = timeout
         self.propagate_context = propagate_context
-        self._endpoint = f"{self.url}/v1/data/{self.policy}"
+        query = "?provenance=true" if provenance else ""
+        self._endpoint = f"{self.url}/v1/data/{self.policy}{query}"
         self._headers = {"Content-Type": _JSON, "Accept": _JSON, **(headers or {})}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -98,7 +109,7 @@ class OPAServer:
         self._verify = _ssl_context(verify, cert)
         self._async_transport = async_transport
         self.max_response_bytes = max_response_bytes
-        self._path = f"/v1/data/{self.policy}"
+        self._path = f"/v1/data/{self.policy}{query}"
         self._client: httpx.Client | None = None
         self._pool: ConnectionPool | None = None
         if transport is not None:
@@ -123,6 +134,8 @@ class OPAServer:
         self._lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
         self._max_workers = max_connections
+        if verify_policy:
+            self.verify_policy()
 
     def __repr__(self) -> str:
         return f"OPAServer({self.url!r}, policy={self.policy!r})"
@@ -187,12 +200,81 @@ class OPAServer:
     def health(self) -> bool:
         """``True`` when ``GET /health`` answers 200."""
         try:
-            if self._pool is not None:
-                return self._pool.request("GET", "/health", None, {})[0] == 200
-            assert self._client is not None
-            return self._client.get(f"{self.url}/health").status_code == 200
+            return self._send("GET", "/health")[0] == 200
         except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge):
             return False
+
+    def verify_policy(self) -> bool:
+        """Check that OPA has a policy (or data) defining the decision path.
+
+        Returns ``False`` when OPA cannot be asked (down, or refusing this client).
+
+        Raises:
+            PolicyNotFoundError: OPA answered, and nothing defines the decision path.
+        """
+        try:
+            status, content = self._send("GET", "/v1/policies")
+            if status != 200:
+                logger.warning("could not list OPA's policies (HTTP %s)", status)
+                return False
+            modules = [m.get("raw", "") for m in json.loads(content).get("result", [])]
+            if defines(modules, {}, self.policy):
+                return True
+            status, content = self._send("GET", f"/v1/data/{self.policy}")
+            if status == 200 and "result" in json.loads(content):
+                return True
+        except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge, ValueError):
+            logger.warning("OPA is not reachable yet; the decision path is not verified")
+            return False
+        raise PolicyNotFoundError(f"no policy loaded in OPA defines {self.policy!r}")
+
+    def current_revision(self) -> str | None:
+        """The revision of the bundles OPA serves now, or ``None`` (no bundles, or no answer)."""
+        try:
+            status, content = self._send("GET", "/v1/data/system/bundles")
+            if status != 200:
+                return None
+            return _revision_of(json.loads(content).get("result"))
+        except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge, ValueError):
+            return None
+
+    def query(self, path: str, input: Mapping[str, Any]) -> Any:
+        """Evaluate another document (``agent/authz/visible_tools``); ``None`` if undefined.
+
+        Raises:
+            EngineError: The request failed or OPA answered with an error.
+        """
+        path = normalize_policy_path(path)
+        try:
+            status, content = self._send(
+                "POST", f"/v1/data/{path}", encode_input(input), self._request_headers()
+            )
+        except ResponseTooLarge:
+            raise _too_large(self.max_response_bytes) from None
+        except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
+            raise _transport_error(exc, self.timeout) from None
+        if status in (401, 403):
+            raise EngineError(ErrorType.UNAUTHORIZED, f"OPA refused the client (HTTP {status})")
+        if status != 200:
+            raise EngineError(ErrorType.HTTP_STATUS, f"OPA answered HTTP {status}")
+        try:
+            return json.loads(content).get("result")
+        except (ValueError, AttributeError):
+            raise EngineError(ErrorType.MALFORMED, "OPA's reply is not valid JSON") from None
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        headers = headers if headers is not None else dict(self._headers)
+        if self._pool is not None:
+            return self._pool.request(method, path, body, headers)
+        assert self._client is not None
+        response = self._client.request(method, self.url + path, content=body, headers=headers)
+        return response.status_code, response.content
 
     def close(self) -> None:
         """Close the sync pool (async pools close with their event loop)."""
@@ -246,10 +328,15 @@ class OPAServer:
                 ErrorType.UNDEFINED,
                 f"the decision {self.policy!r} is undefined for this input",
             )
-        decision = Decision.from_result(
-            reply["result"], decision_id=decision_id, engine=self.engine_name, policy=self.policy
+        provenance = reply.get("provenance")
+        revision = _revision_of(provenance.get("bundles")) if isinstance(provenance, dict) else None
+        return Decision.from_result(
+            reply["result"],
+            decision_id=decision_id,
+            engine=self.engine_name,
+            policy=self.policy,
+            revision=revision,
         )
-        return decision
 
     def _failure(self, exc: EngineError) -> Decision:
         return Decision.failure(
@@ -300,6 +387,20 @@ def _transport_error(exc: BaseException, timeout: float) -> EngineError:
     if isinstance(exc, OSError):
         return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
     return EngineError(ErrorType.ENGINE, f"the request to OPA failed ({type(exc).__name__})")
+
+
+def _revision_of(bundles: Any) -> str | None:
+    """``{"name": {"revision": "r1"}}`` (or OPA's ``manifest`` form) -> ``"r1"``."""
+    if not isinstance(bundles, dict) or not bundles:
+        return None
+    revisions = []
+    for name in sorted(bundles):
+        info = bundles[name] if isinstance(bundles[name], dict) else {}
+        revision = info.get("revision")
+        if revision is None and isinstance(info.get("manifest"), dict):
+            revision = info["manifest"].get("revision")
+        revisions.append(f"{name}@{revision}" if len(bundles) > 1 else str(revision))
+    return ",".join(revisions)
 
 
 def _too_large(limit: int) -> EngineError:

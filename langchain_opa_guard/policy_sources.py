@@ -10,14 +10,52 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["PolicySources", "load_sources"]
+__all__ = ["PolicyNotFoundError", "PolicySources", "defines", "load_sources"]
 
 _DATA_NAMES = {"data.json", "data.yaml", "data.yml"}
+
+_PACKAGE = re.compile(r"^\s*package\s+([\w.]+)", re.MULTILINE)
+_RULE_HEAD = re.compile(r"^(?:default\s+)?([A-Za-z_][\w]*)\b", re.MULTILINE)
+
+
+class PolicyNotFoundError(ValueError):
+    """The configured decision path is defined by no loaded policy or data.
+
+    Raised at start-up, so that a missing or misnamed policy is an error instead of a
+    silent deny-all.
+    """
+
+
+def defines(modules: Iterable[str], data: Mapping[str, Any], path: str) -> bool:
+    """Whether some Rego module (or data document) defines ``path`` (``agent/authz/decision``)."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not parts:
+        return False
+    for source in modules:
+        match = _PACKAGE.search(source)
+        if match is None:
+            continue
+        package = match.group(1).split(".")
+        if package[: len(parts)] == parts:
+            return True  # the path is the package itself (or a parent of it)
+        if parts[: len(package)] == package and len(parts) > len(package):
+            rule = parts[len(package)]
+            body = source[match.end() :]
+            if any(m.group(1) == rule for m in _RULE_HEAD.finditer(body)):
+                return True
+    node: Any = data
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 @dataclass

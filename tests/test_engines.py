@@ -114,7 +114,6 @@ def test_approval_shape(opa_url: str) -> None:
     ("path", "error"),
     [
         ("shapes/undefined_decision", ErrorType.UNDEFINED),
-        ("shapes/no_such_rule", ErrorType.UNDEFINED),
         ("shapes/number_decision", ErrorType.MALFORMED),
         ("shapes/object_without_allow", ErrorType.MALFORMED),
         ("shapes/allow_not_bool", ErrorType.MALFORMED),
@@ -125,6 +124,48 @@ def test_bad_shapes_fail_closed(opa_url: str, path: str, error: str) -> None:
         decision = engine.decide({"tool": {"name": "ok"}})
         assert not decision.allow and decision.error == error, engine
         assert decision.reasons[0].startswith("policy engine failed: ")
+
+
+def test_a_missing_policy_is_an_error_at_start_up(opa_url: str, tmp_path: Any) -> None:
+    from langchain_opa_guard.policy_sources import PolicyNotFoundError
+
+    with pytest.raises(PolicyNotFoundError):
+        EmbeddedPolicy(TEST_POLICIES, policy="shapes/no_such_rule")
+    with pytest.raises(PolicyNotFoundError):
+        OPAServer(opa_url, policy="shapes/no_such_rule")
+    with pytest.raises(PolicyNotFoundError):
+        OPAServer(opa_url, policy="agent/authz/desicion")  # a typo
+    (tmp_path / "other.rego").write_text("package other\n\nx := 1\n")
+    with pytest.raises(PolicyNotFoundError):
+        EmbeddedPolicy(tmp_path)  # policies loaded, none at agent/authz/decision
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PolicyNotFoundError):
+        EmbeddedPolicy(tmp_path / "empty")
+    # Unverifiable (OPA not up yet) is not an error: decisions fail closed until it is.
+    assert OPAServer(f"http://127.0.0.1:{dead_port()}").verify_policy() is False
+    # The policy or a data document at the path: fine.
+    assert OPAServer(opa_url).verify_policy() is True
+    assert OPAServer(opa_url, policy="agent/config/tool_roles").verify_policy() is True
+
+
+def test_decisions_carry_the_policy_revision(embedded: EmbeddedPolicy, tmp_path: Any) -> None:
+    scenario = SCENARIOS[0]
+    document = scenario_input(scenario.tool, scenario.args, scenario.user)
+    first = embedded.decide(document)
+    assert first.revision == embedded.revision and len(first.revision or "") == 16
+    import shutil
+
+    from opa_process import ROOT
+
+    copy = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", copy)
+    engine = EmbeddedPolicy(copy)
+    before = engine.decide(document).revision
+    data = json.loads((copy / "data.json").read_text())
+    data["agent"]["config"]["statuses"] = ["active"]
+    (copy / "data.json").write_text(json.dumps(data))
+    engine.reload()
+    assert engine.decide(document).revision not in (None, before)
 
 
 def dead_port() -> int:
