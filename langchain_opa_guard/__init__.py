@@ -13,18 +13,22 @@ Example:
 from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.contract import CONTRACT_VERSION
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
+from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.embedded import EmbeddedPolicy
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.guard_node import PolicyGuardNode
 from langchain_opa_guard.guarded_tools import GuardedTool, guard_tools
 from langchain_opa_guard.opa_server import OPAServer
+from langchain_opa_guard.policy_sources import PolicyNotFoundError
 from langchain_opa_guard.span_tree import format_span_tree
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.tracing_setup import TracingSetup, configure_tracing
+from langchain_opa_guard.visibility import visible_tools
 
 __all__ = [
     "CONTRACT_VERSION",
     "Decision",
+    "DecisionLog",
     "EmbeddedPolicy",
     "EngineError",
     "ErrorType",
@@ -34,11 +38,13 @@ __all__ = [
     "OTelCallbackHandler",
     "PolicyEngine",
     "PolicyGuardNode",
+    "PolicyNotFoundError",
     "ToolCallGuard",
     "TracingSetup",
     "configure_tracing",
     "format_span_tree",
     "guard_tools",
+    "visible_tools",
 ]
 
 

@@ -63,6 +63,12 @@ OPA_POLICY_PATH = "opa.policy.path"
 OPA_ENGINE = "opa.engine"
 OPA_INPUT_HASH = "opa.input.hash"
 OPA_DECISION_FAIL_OPEN = "opa.decision.fail_open"
+OPA_DECISION_SHADOW = "opa.decision.shadow"
+OPA_DECISION_WOULD = "opa.decision.would"
+OPA_POLICY_REVISION = "opa.policy.revision"
+OPA_ARGS_REWRITTEN = "opa.args.rewritten"
+OPA_ARGS_PROPOSED_HASH = "opa.args.proposed.hash"
+OPA_ARGS_EXECUTED_HASH = "opa.args.executed.hash"
 
 # -- LangGraph position ------------------------------------------------------------------
 LANGGRAPH_NODE = "langgraph.node"

@@ -77,6 +77,8 @@ class Decision:
             revision, or a content hash of the embedded engine's policies and data).
         args: Arguments the policy rewrote the call to (``{"allow": true, "args": {...}}``);
             the rewritten call is what runs.
+        shadowed: The policy said no, but the call runs because its rule or tool is in
+            shadow mode (``verdict`` is ``"allow"``; traces and metrics say "would deny").
     """
 
     allow: bool
@@ -91,6 +93,7 @@ class Decision:
     result: Any = None
     revision: str | None = None
     args: Mapping[str, Any] | None = None
+    shadowed: bool = False
 
     @property
     def verdict(self) -> str:

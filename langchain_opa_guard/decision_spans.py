@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -18,10 +18,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from langchain_opa_guard import attributes as A
 from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.telemetry import Telemetry
 
-__all__ = ["ajudge", "judge", "record_decision", "record_review"]
+__all__ = ["Rules", "ajudge", "judge", "record_decision", "record_review", "shadow_rule"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,39 @@ def _start(
     )
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How the guard treats one call's decision beyond allow/deny.
+
+    Attributes:
+        fail_open: An engine *failure* lets the call run (explicit per tool; logged at
+            WARNING and traced as ``opa.decision.fail_open``). A policy's deny never does.
+        shadow: A predicate on a policy's deny (or approval): when it holds, the decision
+            is recorded, traced and counted as "would deny" but the call runs.
+        log: Where decisions are recorded for replay.
+    """
+
+    fail_open: bool = False
+    shadow: Callable[[Decision], bool] | None = None
+    log: DecisionLog | None = None
+
+
+def shadow_rule(shadow: bool | Collection[str], tool: str) -> Callable[[Decision], bool] | None:
+    """Shadow mode as a predicate: ``True`` for all, or tool names and reason codes.
+
+    With codes, a decision is shadowed only when every one of its codes is in shadow mode,
+    so a rule under rollout never masks an enforced rule's deny.
+    """
+    if shadow is True:
+        return lambda decision: True
+    if not shadow:
+        return None
+    names = frozenset(shadow)
+    if tool in names:
+        return lambda decision: True
+    return lambda decision: bool(decision.codes) and set(decision.codes) <= names
+
+
 def record_decision(
     telemetry: Telemetry,
     span: Span,
@@ -78,6 +112,11 @@ def record_decision(
         if decision.codes:
             span.set_attribute(A.OPA_DECISION_REASON_CODES, list(decision.codes[:16]))
             span.set_attribute(A.SECURITY_VERDICT_CODE, decision.codes[0])
+        if decision.revision:
+            span.set_attribute(A.OPA_POLICY_REVISION, decision.revision)
+        if decision.shadowed:
+            span.set_attribute(A.OPA_DECISION_SHADOW, True)
+            span.set_attribute(A.OPA_DECISION_WOULD, _would(decision))
         if decision.error is not None:
             # Engine failures are the guard's own words: never argument values.
             span.set_attribute(A.OPA_DECISION_REASONS, list(decision.reasons))
@@ -93,15 +132,20 @@ def record_decision(
             if reasons:
                 span.set_attribute(A.OPA_DECISION_REASONS, reasons)
                 span.set_attribute(A.SECURITY_VERDICT_REASON, reasons[0])
-        if decision.decision_id:
-            span.set_attribute(A.OPA_DECISION_ID, decision.decision_id)
         if document is not None:
             digest = telemetry.input_hash(document)
             span.set_attribute(A.OPA_INPUT_HASH, digest)
             span.set_attribute(A.SECURITY_CONTENT_INPUT_HASH, digest)
-            captured = telemetry.content("opa.input", document.get("tool"))
+            tool = document.get("tool")
+            captured = telemetry.content("opa.input", tool)
             if captured is not None:
                 span.set_attribute(A.GEN_AI_TOOL_CALL_ARGUMENTS, captured)
+            if decision.args is not None and isinstance(tool, Mapping):
+                span.set_attribute(A.OPA_ARGS_REWRITTEN, True)
+                span.set_attribute(
+                    A.OPA_ARGS_PROPOSED_HASH, telemetry.input_hash(tool.get("args") or {})
+                )
+                span.set_attribute(A.OPA_ARGS_EXECUTED_HASH, telemetry.input_hash(decision.args))
         if decision.error is not None:
             span.set_attribute(A.ERROR_TYPE, decision.error)
             span.set_status(
@@ -111,7 +155,7 @@ def record_decision(
     labels: dict[str, Any] = {
         A.OPA_POLICY_PATH: decision.policy or "",
         A.GEN_AI_TOOL_NAME: tool_label,
-        A.OPA_DECISION_VERDICT: verdict,
+        A.OPA_DECISION_VERDICT: _would(decision) if decision.shadowed else verdict,
     }
     if decision.error is not None:
         labels[A.ERROR_TYPE] = decision.error
@@ -119,14 +163,27 @@ def record_decision(
     telemetry.decision_duration.record(seconds, labels)
 
 
-def _opened(decision: Decision, tool: str, span: Span) -> Decision:
-    logger.warning(
-        "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
-        decision.error,
-        tool,
-    )
-    span.set_attribute(A.OPA_DECISION_FAIL_OPEN, True)
-    return replace(decision, allow=True)
+def _would(decision: Decision) -> str:
+    return "would_approval" if decision.require_approval else "would_deny"
+
+
+def _settle(decision: Decision, rules: Rules, tool: str, span: Span) -> Decision:
+    if decision.allow:
+        return decision
+    if decision.error is not None:
+        if rules.fail_open:
+            logger.warning(
+                "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
+                decision.error,
+                tool,
+            )
+            span.set_attribute(A.OPA_DECISION_FAIL_OPEN, True)
+            return replace(decision, allow=True)
+        return decision
+    if rules.shadow is not None and rules.shadow(decision):
+        logger.info("shadow mode: tool %r would be denied (%s)", tool, ", ".join(decision.codes))
+        return replace(decision, allow=True, shadowed=True)
+    return decision
 
 
 def _crash(engine: PolicyEngine) -> Decision:
@@ -139,6 +196,25 @@ def _crash(engine: PolicyEngine) -> Decision:
     )
 
 
+def _finish(
+    telemetry: Telemetry,
+    span: Span,
+    decision: Decision,
+    document: Mapping[str, Any],
+    started: float,
+    tool_label: str,
+    rules: Rules,
+) -> Decision:
+    decision = _settle(decision, rules, tool_label, span)
+    record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
+    if rules.log is not None:
+        try:
+            rules.log.write(document, decision)
+        except OSError:
+            logger.exception("could not record the decision")
+    return decision
+
+
 def judge(
     telemetry: Telemetry,
     engine: PolicyEngine,
@@ -146,14 +222,9 @@ def judge(
     parent: otel_context.Context | None,
     conversation_id: str | None,
     tool_label: str,
-    fail_open: bool = False,
+    rules: Rules = Rules(),
 ) -> Decision:
-    """Decide one call inside its decision span (which is current meanwhile).
-
-    With ``fail_open`` (an explicit per-tool choice), an engine *failure* lets the call
-    run; the decision keeps its ``error``, is logged at WARNING and traced as fail-open.
-    A policy's deny is never turned into an allow.
-    """
+    """Decide one call inside its decision span (which is current meanwhile)."""
     span = _start(telemetry, engine, document, parent, conversation_id)
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     started = time.perf_counter()
@@ -163,10 +234,7 @@ def judge(
         decision = _crash(engine)
     finally:
         otel_context.detach(token)
-    if fail_open and decision.error is not None:
-        decision = _opened(decision, tool_label, span)
-    record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
-    return decision
+    return _finish(telemetry, span, decision, document, started, tool_label, rules)
 
 
 async def ajudge(
@@ -176,7 +244,7 @@ async def ajudge(
     parent: otel_context.Context | None,
     conversation_id: str | None,
     tool_label: str,
-    fail_open: bool = False,
+    rules: Rules = Rules(),
 ) -> Decision:
     """Async twin of :func:`judge`."""
     span = _start(telemetry, engine, document, parent, conversation_id)
@@ -188,10 +256,7 @@ async def ajudge(
         decision = _crash(engine)
     finally:
         otel_context.detach(token)
-    if fail_open and decision.error is not None:
-        decision = _opened(decision, tool_label, span)
-    record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
-    return decision
+    return _finish(telemetry, span, decision, document, started, tool_label, rules)
 
 
 def record_review(

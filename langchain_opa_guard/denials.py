@@ -21,6 +21,7 @@ __all__ = [
     "denial_message",
     "denial_text",
     "rejection_message",
+    "turn_stopped_message",
 ]
 
 DenialStyle: TypeAlias = Union[Literal["full", "generic"], Callable[[Decision, ToolCall], str]]  # noqa: UP007
@@ -32,8 +33,24 @@ GENERIC_DENIAL = (
 )
 
 
-def denial_text(decision: Decision, call: ToolCall, style: DenialStyle = "full") -> str:
-    """The content of the ToolMessage that answers a denied call."""
+def denial_text(
+    decision: Decision, call: ToolCall, style: DenialStyle = "full", repeats: int = 0
+) -> str:
+    """The content of the ToolMessage that answers a denied call.
+
+    ``repeats`` counts earlier denials of the same call (same tool, same arguments) in the
+    conversation: each repeat gets a firmer answer.
+    """
+    text = _denial_text(decision, call, style)
+    if repeats > 0 and decision.error is None:
+        text += (
+            f" This exact call has now been denied {repeats + 1} times; proposing it again "
+            "will not change the answer."
+        )
+    return text
+
+
+def _denial_text(decision: Decision, call: ToolCall, style: DenialStyle) -> str:
     name = call.get("name", "")
     if callable(style):
         return style(decision, call)
@@ -67,10 +84,12 @@ def decision_record(decision: Decision) -> dict[str, Any]:
     }
 
 
-def denial_message(decision: Decision, call: ToolCall, style: DenialStyle = "full") -> ToolMessage:
+def denial_message(
+    decision: Decision, call: ToolCall, style: DenialStyle = "full", repeats: int = 0
+) -> ToolMessage:
     """A ``ToolMessage`` with ``status="error"`` answering the denied ``call``."""
     return ToolMessage(
-        content=denial_text(decision, call, style),
+        content=denial_text(decision, call, style, repeats),
         name=call.get("name", ""),
         tool_call_id=call.get("id") or "",
         status="error",
@@ -102,6 +121,26 @@ def rejection_message(
     return ToolMessage(
         content=text,
         name=str(name),
+        tool_call_id=str(call.get("id") or ""),
+        status="error",
+        artifact={GUARD_ARTIFACT_KEY: record},
+    )
+
+
+def turn_stopped_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
+    """Answer for a call left unrun because the guard ended a looping turn."""
+    record = {
+        "verdict": "deny",
+        "reasons": ["the turn was stopped after repeated denials"],
+        "decision_id": None,
+        "error": None,
+        "engine": "guard",
+        "policy": "",
+    }
+    return ToolMessage(
+        content=f'The tool call "{call.get("name", "")}" did not run: the turn was stopped '
+        "after repeated denied calls.",
+        name=str(call.get("name", "")),
         tool_call_id=str(call.get("id") or ""),
         status="error",
         artifact={GUARD_ARTIFACT_KEY: record},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -35,12 +36,21 @@ from langchain_opa_guard.contract import (
     where_document,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
-from langchain_opa_guard.decision_spans import ajudge, judge, record_decision, record_review
+from langchain_opa_guard.decision_log import DecisionLog
+from langchain_opa_guard.decision_spans import (
+    Rules,
+    ajudge,
+    judge,
+    record_decision,
+    record_review,
+    shadow_rule,
+)
 from langchain_opa_guard.denials import (
     DenialStyle,
     decision_record,
     denial_message,
     rejection_message,
+    turn_stopped_message,
 )
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.telemetry import Telemetry
@@ -66,6 +76,8 @@ class _Turn:
     calls: list[ToolCall]
     inputs: list[dict[str, Any] | None] = field(default_factory=list)
     decisions: list[Decision | None] = field(default_factory=list)
+    repeats: list[int] = field(default_factory=list)
+    user: Any = None
 
 
 class PolicyGuardNode(RunnableCallable):
@@ -106,6 +118,15 @@ class PolicyGuardNode(RunnableCallable):
         fail_open: Names of tools that may run when the policy engine *fails* (never when
             the policy denies). Off for every tool by default; each use is logged at
             WARNING and traced as ``opa.decision.fail_open``.
+        shadow: Shadow mode: ``True`` for every decision, or a collection of tool names
+            and reason codes. A shadowed deny is evaluated, logged, traced and counted as
+            "would deny", but the call runs. Use it to roll a policy out before enforcing.
+        max_repeated_denials: When the model proposes a call (same tool, same arguments)
+            that was already denied this many times in the conversation, the guard ends
+            the run with a clear message instead of letting the model retry forever
+            (each repeat before that gets a firmer denial). ``None`` turns this off.
+        decision_log: Record every decision (input, decision, revision) as JSON lines,
+            for ``python -m langchain_opa_guard replay``.
         tracer_provider, meter_provider: For decision spans and metrics when no
             :class:`~langchain_opa_guard.OTelCallbackHandler` is in the run's callbacks
             (with one, the handler's providers are used and the decision spans nest in the
@@ -149,6 +170,9 @@ class PolicyGuardNode(RunnableCallable):
         user_key: str = "user",
         approvals: Literal["interrupt", "deny"] = "interrupt",
         fail_open: Collection[str] = (),
+        shadow: bool | Collection[str] = False,
+        max_repeated_denials: int | None = 3,
+        decision_log: DecisionLog | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         name: str = "policy_guard",
@@ -164,6 +188,9 @@ class PolicyGuardNode(RunnableCallable):
         self.user_key = user_key
         self.approvals = approvals
         self.fail_open = frozenset(fail_open)
+        self.shadow = shadow if isinstance(shadow, bool) else frozenset(shadow)
+        self.max_repeated_denials = max_repeated_denials
+        self.decision_log = decision_log
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._telemetry_default: Telemetry | None = None
@@ -195,8 +222,9 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             answers = self._ask(ticket)
-            jobs = self._review_jobs(ticket, answers, config)
-            return self._after_review(state, ticket, answers, self._run(jobs), config)
+            keys, jobs = self._review_jobs(ticket, answers, config, runtime)
+            decided = dict(zip(keys, self._run(jobs), strict=True))
+            return self._after_review(state, ticket, answers, decided, config)
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
@@ -206,8 +234,9 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             answers = self._ask(ticket)
-            jobs = self._review_jobs(ticket, answers, config)
-            return self._after_review(state, ticket, answers, await self._arun(jobs), config)
+            keys, jobs = self._review_jobs(ticket, answers, config, runtime)
+            decided = dict(zip(keys, await self._arun(jobs), strict=True))
+            return self._after_review(state, ticket, answers, decided, config)
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
@@ -238,9 +267,9 @@ class PolicyGuardNode(RunnableCallable):
             label = self._tool_label(call.get("name"))
             early = turn.decisions[index]
             if document is not None:
-                opened = call.get("name") in self.fail_open
+                rules = self._rules(call.get("name"))
                 jobs.append(
-                    _Job(telemetry, self.engine, document, parent, conversation_id, label, opened)
+                    _Job(telemetry, self.engine, document, parent, conversation_id, label, rules)
                 )
             elif early is not None and early is not _ALREADY_ANSWERED:
                 span = telemetry.tracer.start_span(
@@ -261,6 +290,14 @@ class PolicyGuardNode(RunnableCallable):
         if self._telemetry_default is None:
             self._telemetry_default = Telemetry(self._tracer_provider, self._meter_provider)
         return self._telemetry_default, None
+
+    def _rules(self, name: Any) -> Rules:
+        tool = name if isinstance(name, str) else ""
+        return Rules(
+            fail_open=tool in self.fail_open,
+            shadow=shadow_rule(self.shadow, tool),
+            log=self.decision_log,
+        )
 
     def _tool_label(self, name: Any) -> str:
         if not isinstance(name, str) or not name:
@@ -292,6 +329,13 @@ class PolicyGuardNode(RunnableCallable):
         docs = [call_document(c, self.metadata_of.get(c.get("name", ""))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
         user_doc = jsonable(user)
+        turn.user = user_doc
+        denied_before: dict[str, int] = {}
+        for entry in history:
+            if entry.get("decision") == "deny":
+                key = _call_key(entry.get("name"), entry.get("args"))
+                denied_before[key] = denied_before.get(key, 0) + 1
+        turn.repeats = [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
         seen: dict[str, int] = {}
         for call in turn.calls:
             call_id = call.get("id")
@@ -334,15 +378,25 @@ class PolicyGuardNode(RunnableCallable):
     ) -> Command[Any]:
         results = iter(decided)
         allowed: list[ToolCall] = []
-        answers: list[ToolMessage] = []
+        answers: list[Any] = []
         pending: list[dict[str, Any]] = []
-        for call, early, document in zip(turn.calls, turn.decisions, turn.inputs, strict=True):
+        rewritten: dict[str, tuple[ToolCall, list[str]]] = {}
+        revision: str | None = None
+        stop = False
+        for index, (call, early, document) in enumerate(
+            zip(turn.calls, turn.decisions, turn.inputs, strict=True)
+        ):
             if early is _ALREADY_ANSWERED:
                 continue
             decision = early if early is not None else next(results, None)
             if decision is None:
                 decision = self._engine_crash()
+            revision = revision or decision.revision
             if decision.allow:
+                if decision.args is not None and not decision.shadowed:
+                    new_call = cast(ToolCall, {**call, "args": dict(decision.args)})
+                    rewritten[str(call.get("id"))] = (new_call, _changed_keys(call, new_call))
+                    call = new_call
                 allowed.append(call)
             elif decision.require_approval and self.approvals == "interrupt":
                 pending.append(
@@ -354,14 +408,32 @@ class PolicyGuardNode(RunnableCallable):
                     }
                 )
             else:
-                answers.append(denial_message(decision, call, self.denial_style))
-        update = {self.messages_key: answers} if answers else None
+                repeats = turn.repeats[index] if index < len(turn.repeats) else 0
+                answers.append(denial_message(decision, call, self.denial_style, repeats))
+                limit = self.max_repeated_denials
+                stop = stop or (limit is not None and repeats + 1 >= limit)
+        messages_update: list[Any] = []
+        ai_message = turn.ai_message
+        if rewritten:
+            ai_message = _with_rewrites(ai_message, rewritten)
+            messages_update.append(ai_message)
+        if stop:
+            return self._stop_turn(turn, allowed, pending, messages_update + answers)
+        messages_update += answers
+        update = {self.messages_key: messages_update} if messages_update else None
         if pending:
             ticket = {
                 "ai_index": turn.ai_index,
-                "ai_message": turn.ai_message,
+                "ai_message": ai_message,
                 "allowed": [dict(c) for c in allowed],
                 "pending": pending,
+                "revision": revision,
+                "user": turn.user,
+                "documents": {
+                    str(c.get("id")): d
+                    for c, d in zip(turn.calls, turn.inputs, strict=True)
+                    if d is not None and any(a.get("id") == c.get("id") for a in allowed)
+                },
             }
             payload = _with_messages(state, self.messages_key, turn.messages)
             payload[TICKET_KEY] = ticket
@@ -370,13 +442,32 @@ class PolicyGuardNode(RunnableCallable):
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         if len(allowed) == len(turn.calls):
-            return Command(goto=self.tools_node)
-        narrowed = turn.ai_message.model_copy(update={"tool_calls": allowed})
+            return Command(update=update, goto=self.tools_node)
+        narrowed = ai_message.model_copy(update={"tool_calls": allowed})
         messages = [*turn.messages[: turn.ai_index], narrowed]
         return Command(
             update=update,
             goto=Send(self.tools_node, _with_messages(state, self.messages_key, messages)),
         )
+
+    def _stop_turn(
+        self,
+        turn: _Turn,
+        allowed: Sequence[ToolCall],
+        pending: Sequence[Mapping[str, Any]],
+        replies: list[Any],
+    ) -> Command[Any]:
+        """End the run: the model keeps proposing a call the policy keeps denying."""
+        for call in [*allowed, *(cast(ToolCall, p["call"]) for p in pending)]:
+            replies.append(turn_stopped_message(call))
+        replies.append(
+            AIMessage(
+                "I stopped here: I kept proposing a tool call that the policy denies "
+                f"({self.max_repeated_denials} times), so retrying will not help. "
+                "Please change the request or ask an administrator about the policy."
+            )
+        )
+        return Command(update={self.messages_key: replies}, goto=END)
 
     # -- human approval ---------------------------------------------------------------
 
@@ -396,43 +487,95 @@ class PolicyGuardNode(RunnableCallable):
         return read_answers(response, [str(r["tool_call_id"]) for r in requests])
 
     def _review_jobs(
-        self, ticket: Mapping[str, Any], answers: Mapping[str, ReviewAnswer], config: RunnableConfig
-    ) -> list[_Job]:
-        """Edited calls go back to the policy with their new arguments."""
+        self,
+        ticket: Mapping[str, Any],
+        answers: Mapping[str, ReviewAnswer],
+        config: RunnableConfig,
+        runtime: Runtime | None,
+    ) -> tuple[list[str], list[_Job]]:
+        """What must be decided again on resume, keyed ``"edit:<id>"`` / ``"recheck:<id>"``.
+
+        Edited calls go back to the policy with their new arguments. When the policy
+        revision or the subject changed while the graph waited, every call of the turn is
+        decided again under the current policy and subject.
+        """
         telemetry, parent = self._telemetry(config)
-        jobs = []
+        conversation = _conversation_id(config)
+        context = getattr(runtime, "context", None) if runtime is not None else None
+        user = jsonable(subject_from(context, config, self.user_key))
+        changed = user != ticket.get("user") or self._revision_changed(ticket.get("revision"))
+        keys: list[str] = []
+        jobs: list[_Job] = []
+
+        def add(key: str, call: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
+            if not document:
+                return
+            document = {**document, "user": user}
+            label = self._tool_label(call.get("name"))
+            keys.append(key)
+            jobs.append(
+                _Job(
+                    telemetry,
+                    self.engine,
+                    document,
+                    parent,
+                    conversation,
+                    label,
+                    self._rules(call.get("name")),
+                )
+            )
+
         for item in ticket["pending"]:
             call = item["call"]
             answer = answers[str(call.get("id"))]
             record_review(telemetry, parent, call, answer.action)
-            if answer.action == "edit" and answer.args is not None and item["document"]:
-                document = dict(item["document"])
-                document["tool"] = {**document["tool"], "args": jsonable(dict(answer.args))}
-                label = self._tool_label(call.get("name"))
-                jobs.append(
-                    _Job(telemetry, self.engine, document, parent, _conversation_id(config), label)
-                )
-        return jobs
+            document = item["document"]
+            if answer.action == "edit" and answer.args is not None and document:
+                document = {
+                    **document,
+                    "tool": {**document["tool"], "args": jsonable(dict(answer.args))},
+                }
+                add(f"edit:{call.get('id')}", call, document)
+            elif changed:
+                add(f"recheck:{call.get('id')}", call, document)
+        if changed:
+            for call in ticket["allowed"]:
+                document = ticket.get("documents", {}).get(str(call.get("id")))
+                add(f"recheck:{call.get('id')}", call, document)
+        return keys, jobs
+
+    def _revision_changed(self, before: Any) -> bool:
+        now = _engine_revision(self.engine)
+        return now is not None and before is not None and now != before
 
     def _after_review(
         self,
         state: Any,
         ticket: Mapping[str, Any],
         answers: Mapping[str, ReviewAnswer],
-        decided: Sequence[Decision],
+        decided: Mapping[str, Decision],
         config: RunnableConfig,
     ) -> Command[Any]:
-        results = iter(decided)
-        allowed: list[ToolCall] = [cast(ToolCall, c) for c in ticket["allowed"]]
+        allowed: list[ToolCall] = []
         replies: list[Any] = []
         edited: dict[str, dict[str, Any]] = {}
+        for raw in ticket["allowed"]:
+            call = cast(ToolCall, raw)
+            again = decided.get(f"recheck:{call.get('id')}")
+            if again is None or again.allow:
+                allowed.append(call)
+            else:  # the policy or the subject changed while the graph waited
+                replies.append(denial_message(again, call, self.denial_style))
         for item in ticket["pending"]:
             call = cast(ToolCall, item["call"])
             answer = answers[str(call.get("id"))]
-            if answer.action == "approve":
+            again = decided.get(f"recheck:{call.get('id')}")
+            if again is not None and not (again.allow or again.require_approval):
+                replies.append(denial_message(again, call, self.denial_style))
+            elif answer.action == "approve":
                 allowed.append(call)
             elif answer.action == "edit" and answer.args is not None:
-                decision = next(results, None) or self._engine_crash()
+                decision = decided.get(f"edit:{call.get('id')}") or self._engine_crash()
                 if decision.allow or decision.require_approval:
                     new_call = cast(ToolCall, {**call, "args": dict(answer.args)})
                     allowed.append(new_call)
@@ -443,16 +586,12 @@ class PolicyGuardNode(RunnableCallable):
                 replies.append(rejection_message(call, answer.reason, self.denial_style))
         ai_message: AIMessage = ticket["ai_message"]
         if edited:
-            replies.insert(
-                0,
-                ai_message.model_copy(
-                    update={
-                        "tool_calls": [
-                            edited.get(str(c.get("id")), c) for c in ai_message.tool_calls
-                        ]
-                    }
-                ),
+            ai_message = ai_message.model_copy(
+                update={
+                    "tool_calls": [edited.get(str(c.get("id")), c) for c in ai_message.tool_calls]
+                }
             )
+            replies.insert(0, ai_message)
         update = {self.messages_key: replies} if replies else None
         if not allowed:
             return Command(update=update, goto=self.agent_node)
@@ -484,7 +623,7 @@ class _Job:
     parent: otel_context.Context | None
     conversation_id: str | None
     tool_label: str
-    fail_open: bool = False
+    rules: Rules = field(default_factory=Rules)
 
 
 def _run_job(job: _Job) -> Decision:
@@ -495,7 +634,7 @@ def _run_job(job: _Job) -> Decision:
         job.parent,
         job.conversation_id,
         job.tool_label,
-        job.fail_open,
+        job.rules,
     )
 
 
@@ -507,7 +646,7 @@ async def _arun_job(job: _Job) -> Decision:
         job.parent,
         job.conversation_id,
         job.tool_label,
-        job.fail_open,
+        job.rules,
     )
 
 
@@ -534,6 +673,49 @@ def _io_pool() -> ThreadPoolExecutor:
 def _cpu_pool() -> ThreadPoolExecutor:
     """Threads for in-process evaluation off the event loop."""
     return _pool("cpu", max(2, os.cpu_count() or 2))
+
+
+def _call_key(name: Any, args: Any) -> str:
+    return json.dumps([name, args], sort_keys=True, default=str)
+
+
+def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    old, new = before.get("args") or {}, after.get("args") or {}
+    return sorted(k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING))
+
+
+_MISSING = object()
+
+
+def _with_rewrites(
+    message: AIMessage, rewritten: Mapping[str, tuple[ToolCall, list[str]]]
+) -> AIMessage:
+    """The model's message as it will run, with a note of what the policy changed."""
+    calls = [
+        rewritten[str(c.get("id"))][0] if str(c.get("id")) in rewritten else c
+        for c in message.tool_calls
+    ]
+    notes = [
+        f"[policy: the arguments of {call.get('name')} ({call_id}) were adjusted: "
+        f"{', '.join(keys) or 'none'}]"
+        for call_id, (call, keys) in rewritten.items()
+    ]
+    content = message.content
+    text = "\n".join(notes)
+    if isinstance(content, str):
+        content = f"{content}\n{text}" if content else text
+    else:
+        content = [*content, {"type": "text", "text": text}]
+    return message.model_copy(update={"tool_calls": calls, "content": content})
+
+
+def _engine_revision(engine: Any) -> str | None:
+    current = getattr(engine, "current_revision", None)
+    if callable(current):
+        value = current()
+        return value if isinstance(value, str) else None
+    value = getattr(engine, "revision", None)
+    return value if isinstance(value, str) else None
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

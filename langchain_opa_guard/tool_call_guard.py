@@ -32,7 +32,8 @@ from langchain_opa_guard.contract import (
     where_document,
 )
 from langchain_opa_guard.decision import Decision
-from langchain_opa_guard.decision_spans import ajudge, judge, record_review
+from langchain_opa_guard.decision_log import DecisionLog
+from langchain_opa_guard.decision_spans import Rules, ajudge, judge, record_review, shadow_rule
 from langchain_opa_guard.denials import DenialStyle, denial_message, rejection_message
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.telemetry import Telemetry
@@ -71,6 +72,8 @@ class ToolCallGuard:
         denial_style: ``"full"``, ``"generic"`` or a function of ``(decision, call)``.
         approvals: ``"interrupt"`` or ``"deny"`` for ``require_approval`` decisions.
         fail_open: Tools that may run when the engine fails (explicit, logged, traced).
+        shadow: Shadow mode (``True``, or tool names and reason codes), as for the node.
+        decision_log: Record decisions as JSON lines for replay.
         user_key: Key of the subject in the runtime context or ``configurable``.
         messages_key: State key of the message list (for ``input.turn``/``input.history``).
         tracer_provider, meter_provider: Used when no ``OTelCallbackHandler`` is in the run.
@@ -84,6 +87,8 @@ class ToolCallGuard:
         denial_style: DenialStyle = "full",
         approvals: Literal["interrupt", "deny"] = "interrupt",
         fail_open: Collection[str] = (),
+        shadow: bool | Collection[str] = False,
+        decision_log: DecisionLog | None = None,
         user_key: str = "user",
         messages_key: str = "messages",
         tracer_provider: TracerProvider | None = None,
@@ -96,6 +101,8 @@ class ToolCallGuard:
         self.denial_style = denial_style
         self.approvals = approvals
         self.fail_open = frozenset(fail_open)
+        self.shadow = shadow if isinstance(shadow, bool) else frozenset(shadow)
+        self.decision_log = decision_log
         self.user_key = user_key
         self.messages_key = messages_key
         self._telemetry = Telemetry(tracer_provider, meter_provider)
@@ -135,7 +142,15 @@ class ToolCallGuard:
         """Decide one call (inside a ``run_guardrail`` span)."""
         telemetry, parent = self._telemetry_for(config)
         document = self.document(call, state, config, context)
-        return judge(telemetry, self.engine, document, parent, _thread(config), self._label(call))
+        return judge(
+            telemetry,
+            self.engine,
+            document,
+            parent,
+            _thread(config),
+            self._label(call),
+            self._rules(call),
+        )
 
     async def acheck(
         self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
@@ -150,7 +165,7 @@ class ToolCallGuard:
             parent,
             _thread(config),
             self._label(call),
-            call.get("name") in self.fail_open,
+            self._rules(call),
         )
 
     # -- the ToolNode / middleware interface ---------------------------------------------
@@ -169,7 +184,8 @@ class ToolCallGuard:
             if not (again.allow or again.require_approval):
                 return denial_message(again, outcome.tool_call, self.denial_style)
             request = outcome
-        return execute(request)
+        request, note = _rewrite(request, decision)
+        return _noted(execute(request), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -185,7 +201,8 @@ class ToolCallGuard:
             if not (again.allow or again.require_approval):
                 return denial_message(again, outcome.tool_call, self.denial_style)
             request = outcome
-        return await execute(request)
+        request, note = _rewrite(request, decision)
+        return _noted(await execute(request), note)
 
     def _settle(
         self, request: ToolCallRequest, decision: Decision, config: RunnableConfig
@@ -237,6 +254,14 @@ class ToolCallGuard:
                 )
         return self._telemetry, None
 
+    def _rules(self, call: Mapping[str, Any]) -> Rules:
+        name = call.get("name") if isinstance(call.get("name"), str) else ""
+        return Rules(
+            fail_open=name in self.fail_open,
+            shadow=shadow_rule(self.shadow, str(name)),
+            log=self.decision_log,
+        )
+
     def _label(self, call: Mapping[str, Any]) -> str:
         name = call.get("name")
         if not isinstance(name, str) or not name:
@@ -244,6 +269,28 @@ class ToolCallGuard:
         if self.metadata_of and name not in self.metadata_of:
             return "_unregistered"
         return name[:64]
+
+
+def _rewrite(request: ToolCallRequest, decision: Decision) -> tuple[ToolCallRequest, str | None]:
+    """Apply a policy's argument rewrite; the note tells the model which arguments changed."""
+    if not decision.allow or decision.shadowed or decision.args is None:
+        return request, None
+    call = request.tool_call
+    old = call.get("args") or {}
+    new = dict(decision.args)
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    rewritten = cast(ToolCall, {**call, "args": new})
+    note = f"[policy: the arguments were adjusted before the call ran: {', '.join(keys) or 'none'}]"
+    return request.override(tool_call=rewritten), note
+
+
+def _noted(result: ToolMessage | Command[Any], note: str | None) -> ToolMessage | Command[Any]:
+    if note is None or not isinstance(result, ToolMessage):
+        return result
+    content = result.content
+    if isinstance(content, str):
+        return result.model_copy(update={"content": f"{note}\n{content}"})
+    return result.model_copy(update={"content": [{"type": "text", "text": note}, *content]})
 
 
 def _thread(config: RunnableConfig) -> str | None:

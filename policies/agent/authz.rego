@@ -106,3 +106,13 @@ not_allowed_reason := {
 } if {
 	not config.tool_roles[tool_name]
 }
+
+# --- Tool visibility -------------------------------------------------------
+
+# The tools this subject may use at all: the guard's helpers filter the tool
+# list bound to the model with it. Visibility is not enforcement: every call
+# is still decided by `decision`.
+visible_tools contains name if {
+	some name, roles in config.tool_roles
+	user_role in roles
+}

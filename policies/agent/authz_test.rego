@@ -165,3 +165,12 @@ test_reasons_sort_by_code if {
 	req := object.union(request({"id": "user-1"}, tool), {"version": 2})
 	codes_of(authz.decision) == ["no_role", "no_rule_for_tool", "unsupported_version"] with input as req
 }
+
+test_visible_tools_follow_the_roles if {
+	authz.visible_tools == {"fetch_url", "search_web"} with input as {"user": {"id": "g", "role": "guest"}}
+	authz.visible_tools == {
+		"fetch_url", "search_web", "send_email", "http_post", "get_customer_details",
+	} with input as {"user": {"id": "i", "role": "internal_user"}}
+	count(authz.visible_tools) == 7 with input as {"user": {"id": "a", "role": "admin"}}
+	count(authz.visible_tools) == 0 with input as {"user": null}
+}
