@@ -112,6 +112,8 @@ def record_decision(
         if decision.codes:
             span.set_attribute(A.OPA_DECISION_REASON_CODES, list(decision.codes[:16]))
             span.set_attribute(A.SECURITY_VERDICT_CODE, decision.codes[0])
+        if decision.decision_id:
+            span.set_attribute(A.OPA_DECISION_ID, decision.decision_id)
         if decision.revision:
             span.set_attribute(A.OPA_POLICY_REVISION, decision.revision)
         if decision.shadowed:

@@ -316,7 +316,6 @@ def test_decisions_from_an_opa_bundle_carry_its_revision(tmp_path: Path) -> None
     )
     with OPAProcess([], extra_args=["--bundle", str(archive)]) as opa:
         engine = OPAServer(opa.url)
-        tools, _ = customer_db_tools()
         rec = Recorder()
         run_mixed(engine, rec, "invoke")
         revisions = {s.attributes.get(A.OPA_POLICY_REVISION) for s in rec.by_name("run_guardrail")}
