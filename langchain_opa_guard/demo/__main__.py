@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   agent saw: {answer.content}")
         print(f"   agent said: {messages[-1].content}")
         if not args.no_trace:
-            tree = format_span_tree(memory.get_finished_spans(), reasons=False)
+            tree = format_span_tree(memory.get_finished_spans())
             print("   trace:\n" + "\n".join(f"     {line}" for line in tree.splitlines()))
         print()
     provider.shutdown()
