@@ -159,3 +159,31 @@ def test_approvals_deny_mode(embedded: PolicyEngine) -> None:
         m for m in result["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "m1"
     )
     assert "needs a human's approval" in reply.content
+
+
+def test_approval_across_processes(tmp_path: Any) -> None:
+    """The pause is a checkpoint: one process asks, another resumes (SQLite checkpointer)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import POLICIES
+
+    here = Path(__file__).resolve().parent
+    database = str(tmp_path / "checkpoints.sqlite")
+
+    def step(name: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, str(here / "approval_process.py"), name, database, str(POLICIES)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=here,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = step("start")
+    assert first["sent"] == [] and first["waiting"][0]["requests"][0]["name"] == "send_email"
+    second = step("resume")
+    assert second["sent"] == [EMAIL] and second["last"] == "finished"
