@@ -309,3 +309,33 @@ def test_reason_texts_only_with_content_capture(embedded: PolicyEngine) -> None:
     run_mixed(embedded, loud, "invoke")
     tree = format_span_tree(loud.spans)
     assert 'role "internal_user" may not read PII fields: email' in tree
+
+
+def test_retrievers_get_a_span_in_their_node(recorder: Recorder) -> None:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    class Notes(BaseRetriever):
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            return [Document(page_content=f"note about {query}"), Document(page_content="more")]
+
+    retriever = Notes()
+
+    def lookup(state: MessagesState) -> dict[str, Any]:
+        docs = retriever.invoke("customers")
+        return {"messages": [AIMessage(docs[0].page_content)]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("lookup", lookup)
+    builder.add_edge(START, "lookup")
+    builder.add_edge("lookup", END)
+    builder.compile().invoke({"messages": [("user", "hi")]}, {"callbacks": [recorder.handler]})
+    (span,) = recorder.by_name("retrieval ")
+    assert span.name == "retrieval Notes"
+    assert span.attributes[A.GEN_AI_OPERATION_NAME] == "retrieval"
+    assert span.attributes["gen_ai.retrieval.documents.count"] == 2
+    assert recorder.parent_of(span).name == "lookup"
+    assert "customers" not in json.dumps([dict(s.attributes) for s in recorder.spans])
