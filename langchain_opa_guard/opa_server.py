@@ -1,9 +1,11 @@
 """A real OPA server reached over its REST Data API.
 
 One client object with sync and async twins sharing their logic: ``decide`` and
-``adecide`` build the same request and read the reply with the same code. The sync side
-sends over a pool of kept-alive standard-library connections (the leanest client for a
-short loopback POST); the async side over an ``httpx.AsyncClient`` per event loop.
+``adecide`` build the same request and read the reply with the same code. Both send over
+one pool of kept-alive standard-library connections (the leanest client for a short
+loopback POST): ``adecide`` hands the request to a worker thread and awaits it, so the
+event loop never blocks. With a custom ``transport``/``async_transport`` (a UNIX socket, a
+proxy) httpx carries the requests instead.
 """
 
 from __future__ import annotations
@@ -176,6 +178,17 @@ class OPAServer:
         """Async twin of :meth:`decide`; never blocks the event loop."""
         try:
             body = encode_input(input)
+            if self._pool is not None and self._async_transport is None:
+                # The kept-alive pool in a worker thread: measured here about twice as fast
+                # per decision as httpx's async client, and far faster under concurrency
+                # (httpcore's pool assigns queued requests in quadratic time). The trace
+                # context is read here, on the event loop, and sent with the request.
+                headers = self._request_headers()
+                loop = asyncio.get_running_loop()
+                status, content = await loop.run_in_executor(
+                    self._executor(), self._pool.request, "POST", self._path, body, headers
+                )
+                return self._read(status, content)
             client = self._async_client()
             async with client.stream(
                 "POST", self._endpoint, content=body, headers=self._request_headers()
@@ -186,7 +199,7 @@ class OPAServer:
             return self._failure(exc)
         except ResponseTooLarge:
             return self._failure(_too_large(self.max_response_bytes))
-        except (OSError, httpx.HTTPError) as exc:
+        except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
             return self._failure(_transport_error(exc, self.timeout))
 
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
