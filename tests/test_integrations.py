@@ -207,3 +207,23 @@ def test_middleware_approval(engine: PolicyEngine, mode: str) -> None:
         result = agent.invoke(Command(resume="approve"), config, context={"user": INTERNAL})
     assert len(outbox.sent) == 1
     assert_every_call_answered_once(result["messages"])
+
+
+def test_interceptor_in_a_prebuilt_react_agent(engine: PolicyEngine) -> None:
+    """LangGraph's prebuilt ReAct agent takes a ToolNode, so the interceptor drops in."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # create_react_agent is deprecated in favour of create_agent
+        from langgraph.prebuilt import create_react_agent
+
+        tools, db = customer_db_tools()
+        guard = ToolCallGuard(engine, registry=tools)
+        node = ToolNode(
+            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+        )
+        agent = create_react_agent(mixed_turn_model(), node)
+    result = agent.invoke({"messages": [("user", "go")]}, context={"user": INTERNAL})
+    check_mixed(result["messages"], db)
