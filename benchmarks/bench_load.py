@@ -102,12 +102,25 @@ def run(seconds: float = 60.0, rate: float = 1000.0, workers: int = 100) -> list
     table = Table(
         f"Load: {rate:,.0f} decisions/s for {seconds:.0f} s from {workers} async conversations "
         "against one OPA (loopback)",
-        ["decisions", "rate reached", "errors", "denials that should be allows",
-         "allows that should be denials", "p50", "p99", "max"],
+        [
+            "decisions",
+            "rate reached",
+            "errors",
+            "denials that should be allows",
+            "allows that should be denials",
+            "p50",
+            "p99",
+            "max",
+        ],
     )
     table.add(
-        f"{result['sent']:,}", f"{result['rate']:,.0f}/s", result["errors"],
-        result["wrong_denials"], result["wrong_allows"], ms(result["p50"]), ms(result["p99"]),
+        f"{result['sent']:,}",
+        f"{result['rate']:,.0f}/s",
+        result["errors"],
+        result["wrong_denials"],
+        result["wrong_allows"],
+        ms(result["p50"]),
+        ms(result["p99"]),
         ms(result["max"]),
     )
     return [table]
