@@ -309,9 +309,10 @@ class OTelCallbackHandler(BaseCallbackHandler):
                 attributes[attribute] = value
         if metadata.get("thread_id") is not None:
             attributes[A.GEN_AI_CONVERSATION_ID] = str(metadata["thread_id"])
-        captured = self.telemetry.content(A.GEN_AI_INPUT_MESSAGES, _messages_json(content))
-        if captured is not None:
-            attributes[A.GEN_AI_INPUT_MESSAGES] = captured
+        if self.telemetry.capture_content:
+            captured = self.telemetry.content(A.GEN_AI_INPUT_MESSAGES, _messages_json(content))
+            if captured is not None:
+                attributes[A.GEN_AI_INPUT_MESSAGES] = captured
         labels = {A.GEN_AI_OPERATION_NAME: operation, A.GEN_AI_REQUEST_MODEL: model}
         if provider:
             labels[A.GEN_AI_PROVIDER_NAME] = str(provider)
@@ -349,7 +350,7 @@ class OTelCallbackHandler(BaseCallbackHandler):
                 self.telemetry.token_usage.record(
                     value, {**run.labels, A.GEN_AI_TOKEN_TYPE: token_type}
                 )
-        if message is not None:
+        if message is not None and self.telemetry.capture_content:
             captured = self.telemetry.content(A.GEN_AI_OUTPUT_MESSAGES, _messages_json([[message]]))
             if captured is not None:
                 span.set_attribute(A.GEN_AI_OUTPUT_MESSAGES, captured)
@@ -392,11 +393,12 @@ class OTelCallbackHandler(BaseCallbackHandler):
         thread = (metadata or {}).get("thread_id")
         if thread is not None:
             attributes[A.GEN_AI_CONVERSATION_ID] = str(thread)
-        captured = self.telemetry.content(
-            A.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str
-        )
-        if captured is not None:
-            attributes[A.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
+        if self.telemetry.capture_content:
+            captured = self.telemetry.content(
+                A.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str
+            )
+            if captured is not None:
+                attributes[A.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
         self._start(
             run_id,
             parent_run_id,
@@ -415,11 +417,12 @@ class OTelCallbackHandler(BaseCallbackHandler):
             run.span.set_attribute(A.ERROR_TYPE, "tool_error")
             run.span.set_status(Status(StatusCode.ERROR))
             labels[A.ERROR_TYPE] = "tool_error"
-        captured = self.telemetry.content(
-            A.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output)
-        )
-        if captured is not None:
-            run.span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, captured)
+        if self.telemetry.capture_content:
+            captured = self.telemetry.content(
+                A.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output)
+            )
+            if captured is not None:
+                run.span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, captured)
         self.telemetry.tool_duration.record(time.perf_counter() - run.started, labels)
         run.span.end()
 
@@ -535,7 +538,7 @@ def _first_message(response: LLMResult) -> BaseMessage | None:
 def _messages_json(content: Any) -> Any:
     if isinstance(content, list) and content and isinstance(content[0], list):
         return [
-            {"role": getattr(m, "type", "unknown"), "content": getattr(m, "content", str(m))}
+            {"role": getattr(m, "type", "unknown"), "content": getattr(m, "content", None)}
             for batch in content
             for m in batch
         ]
