@@ -10,6 +10,7 @@ may run a node on a fresh thread each time).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -130,7 +131,7 @@ class EmbeddedPolicy:
             # twice as fast as it parses JSON text; strings that JSON would escape are
             # escaped first, so the policy sees exactly what set_input_term would give it.
             encode_input(input, key=None)
-            body = _escaped(input)
+            body = input
             compiled = self._checkout()
             try:
                 return self._evaluate(compiled, body)
@@ -176,7 +177,7 @@ class EmbeddedPolicy:
                 except regopy.RegoError as exc:
                     raise EngineError(ErrorType.ENGINE, f"{path!r} does not compile") from exc
                 compiled.extra[path] = bundle
-            compiled.interpreter.set_input(_escaped(input))
+            _set_input(compiled.interpreter, input)
             ok, text = _query(compiled.interpreter, bundle, path)
         finally:
             self._checkin(compiled)
@@ -242,7 +243,7 @@ class EmbeddedPolicy:
 
     def _evaluate(self, compiled: _Compiled, document: Any) -> Decision:
         try:
-            compiled.interpreter.set_input(document)
+            _set_input(compiled.interpreter, document)
             ok, text = _query(compiled.interpreter, compiled.bundle, self.policy)
         except (regopy.RegoError, ValueError) as exc:
             raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate") from exc
@@ -287,6 +288,60 @@ def _escaped(value: Any) -> Any:
     return value
 
 
+def _set_input(interpreter: Any, document: Any) -> None:
+    """Give ``document`` to the interpreter as its input.
+
+    regopy's own converter walks the document with abstract-type checks and one buffer per
+    string; this walk pushes the same values onto regopy's input builder directly (about
+    twice as fast), with strings in the escaped form regopy keeps parsed JSON in.
+    """
+    if _shared is None:  # pragma: no cover
+        interpreter.set_input(_escaped(document))
+        return
+    handle = _shared.rego_new_input()
+    try:
+        try:
+            failed = _push(handle, document)
+        except (TypeError, OverflowError, ctypes.ArgumentError):
+            failed = True
+        if failed:  # a value the fast path does not take (a huge integer, say)
+            interpreter.set_input_term(json.dumps(document))
+            return
+        _shared.rego_set_input(interpreter._impl, handle)
+    finally:
+        _shared.rego_free_input(handle)
+
+
+def _push(handle: Any, value: Any) -> int:
+    """Push ``value`` onto a regopy input builder; non-zero if any push failed."""
+    lib = _shared.rego  # type: ignore[union-attr]
+    failed = 0
+    kind = type(value)
+    if kind is str:
+        text = value if _plain(value) else json.dumps(value)[1:-1]
+        return int(lib.regoInputString(handle, text.encode()))
+    if kind is dict:
+        for key, item in value.items():
+            text = key if _plain(key) else json.dumps(key)[1:-1]
+            failed |= lib.regoInputString(handle, text.encode())
+            failed |= _push(handle, item)
+            failed |= lib.regoInputObjectItem(handle)
+        return failed | int(lib.regoInputObject(handle, len(value)))
+    if kind is list or kind is tuple:
+        for item in value:
+            failed |= _push(handle, item)
+        return failed | int(lib.regoInputArray(handle, len(value)))
+    if kind is bool:
+        return int(lib.regoInputBoolean(handle, value))
+    if kind is int:
+        return int(lib.regoInputInt(handle, value))
+    if kind is float:
+        return int(lib.regoInputFloat(handle, value))
+    if value is None:
+        return int(lib.regoInputNull(handle))
+    return _push(handle, _escaped(json.loads(json.dumps(value, default=str))))
+
+
 def _query(interpreter: Any, bundle: Any, entrypoint: str) -> tuple[bool, str]:
     """Evaluate an entrypoint; ``(ok, output text)``.
 
@@ -310,6 +365,10 @@ try:
     if not all(
         hasattr(_shared, name)
         for name in (
+            "rego",
+            "rego_new_input",
+            "rego_set_input",
+            "rego_free_input",
             "rego_bundle_query_entrypoint",
             "rego_output_ok",
             "rego_output_string",

@@ -226,3 +226,15 @@ def test_embedded_reads_yaml_data_by_folder(tmp_path: Any) -> None:
         "allow": False,
         "reasons": [],
     }
+
+
+def test_odd_values_reach_the_policy_intact(engine: PolicyEngine) -> None:
+    """Huge integers, quotes, backslashes, control characters and non-ASCII text."""
+    odd = {"n": 2**70, "s": 'a "quoted" \\ back\x1fslash é 中', "f": 1.5, "nested": [[{"k": None}]]}
+    scenario = SCENARIOS[2]
+    document = scenario_input(scenario.tool, {**scenario.args, **odd}, scenario.user)
+    document["tool"]["name"] = 'get "customer"\x1f'
+    decision = engine.decide(document)
+    assert decision.error is None and not decision.allow
+    assert decision.codes == ("no_rule_for_tool",)
+    assert decision.reasons == ('no rule allows tool "get "customer"\x1f"',)
