@@ -54,7 +54,9 @@ policy-test: opa
 pytest: $(VENV)/.dev opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks
 
+## The benchmarks (figures and ratios, not tests); writes benchmarks/RESULTS.md.
 bench: $(VENV)/.dev opa
+	$(BIN)/pip install -q -r benchmarks/requirements.txt
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
 
 clean:
