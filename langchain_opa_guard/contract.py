@@ -30,6 +30,7 @@ __all__ = [
     "GUARD_ARTIFACT_KEY",
     "jsonable",
     "call_document",
+    "metadata_for",
     "history_documents",
     "subject_from",
     "where_document",
@@ -87,12 +88,20 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
 
 def call_document(call: ToolCall, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``{name, args, call_id, metadata}`` document of one tool call."""
+    args = call.get("args")
     return {
         "name": call.get("name") if isinstance(call.get("name"), str) else str(call.get("name")),
-        "args": jsonable(call.get("args") or {}),
-        "call_id": call.get("id"),
+        "args": jsonable(args) if args is not None else {},
+        "call_id": jsonable(call.get("id")),
         "metadata": jsonable(metadata or {}),
     }
+
+
+def metadata_for(
+    metadata_of: Mapping[str, Mapping[str, Any]], name: Any
+) -> Mapping[str, Any] | None:
+    """The registered metadata of the tool called ``name`` (``None`` for odd names)."""
+    return metadata_of.get(name) if isinstance(name, str) else None
 
 
 def history_documents(
@@ -109,8 +118,9 @@ def history_documents(
         if not isinstance(message, AIMessage) or not message.tool_calls:
             continue
         for call in message.tool_calls:
-            doc = call_document(call, metadata_of.get(call.get("name", "")))
-            answer = answers.get(call.get("id") or "")
+            doc = call_document(call, metadata_for(metadata_of, call.get("name")))
+            call_id = call.get("id")
+            answer = answers.get(call_id) if isinstance(call_id, str) else None
             record = _guard_record(answer)
             if answer is None:
                 doc.update(decision=None, reasons=[], status="pending")

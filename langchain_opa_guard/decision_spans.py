@@ -22,7 +22,15 @@ from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.telemetry import Telemetry
 
-__all__ = ["Rules", "ajudge", "judge", "record_decision", "record_review", "shadow_rule"]
+__all__ = [
+    "Rules",
+    "ajudge",
+    "judge",
+    "record_decision",
+    "record_early",
+    "record_review",
+    "shadow_rule",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +171,22 @@ def record_decision(
         labels[A.ERROR_TYPE] = decision.error
     telemetry.decisions.add(1, labels)
     telemetry.decision_duration.record(seconds, labels)
+
+
+def record_early(
+    telemetry: Telemetry,
+    engine: PolicyEngine,
+    call: Mapping[str, Any],
+    decision: Decision,
+    parent: otel_context.Context | None,
+    conversation_id: str | None,
+    tool_label: str,
+) -> None:
+    """The span of a call denied before the engine was asked (no id, bad arguments, ...)."""
+    name = call.get("name")
+    tool = {"name": name if isinstance(name, str) else str(name), "call_id": call.get("id")}
+    span = _start(telemetry, engine, {"tool": tool}, parent, conversation_id)
+    record_decision(telemetry, span, decision, None, 0.0, tool_label)
 
 
 def _would(decision: Decision) -> str:

@@ -33,6 +33,16 @@ GENERIC_DENIAL = (
 )
 
 
+def _name(call: Mapping[str, Any]) -> str:
+    name = call.get("name", "")
+    return name if isinstance(name, str) else str(name)
+
+
+def _call_id(call: Mapping[str, Any]) -> str:
+    call_id = call.get("id")
+    return call_id if isinstance(call_id, str) else ("" if call_id is None else str(call_id))
+
+
 def denial_text(
     decision: Decision, call: ToolCall, style: DenialStyle = "full", repeats: int = 0
 ) -> str:
@@ -51,7 +61,7 @@ def denial_text(
 
 
 def _denial_text(decision: Decision, call: ToolCall, style: DenialStyle) -> str:
-    name = call.get("name", "")
+    name = _name(call)
     if callable(style):
         return style(decision, call)
     if style == "generic":
@@ -90,8 +100,8 @@ def denial_message(
     """A ``ToolMessage`` with ``status="error"`` answering the denied ``call``."""
     return ToolMessage(
         content=denial_text(decision, call, style, repeats),
-        name=call.get("name", ""),
-        tool_call_id=call.get("id") or "",
+        name=_name(call),
+        tool_call_id=_call_id(call),
         status="error",
         artifact={GUARD_ARTIFACT_KEY: decision_record(decision)},
     )
@@ -101,7 +111,7 @@ def rejection_message(
     call: ToolCall | Mapping[str, Any], reason: str | None, style: DenialStyle = "full"
 ) -> ToolMessage:
     """A ``ToolMessage`` answering a call that a human reviewer rejected."""
-    name = call.get("name", "")
+    name = _name(call)
     why = reason or "no reason given"
     if style == "full" or callable(style):
         text = (
@@ -120,8 +130,8 @@ def rejection_message(
     }
     return ToolMessage(
         content=text,
-        name=str(name),
-        tool_call_id=str(call.get("id") or ""),
+        name=name,
+        tool_call_id=_call_id(call),
         status="error",
         artifact={GUARD_ARTIFACT_KEY: record},
     )
@@ -138,10 +148,10 @@ def turn_stopped_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
         "policy": "",
     }
     return ToolMessage(
-        content=f'The tool call "{call.get("name", "")}" did not run: the turn was stopped '
+        content=f'The tool call "{_name(call)}" did not run: the turn was stopped '
         "after repeated denied calls.",
-        name=str(call.get("name", "")),
-        tool_call_id=str(call.get("id") or ""),
+        name=_name(call),
+        tool_call_id=_call_id(call),
         status="error",
         artifact={GUARD_ARTIFACT_KEY: record},
     )

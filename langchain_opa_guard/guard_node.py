@@ -31,6 +31,7 @@ from langchain_opa_guard.contract import (
     call_document,
     history_documents,
     jsonable,
+    metadata_for,
     policy_input,
     subject_from,
     where_document,
@@ -41,7 +42,7 @@ from langchain_opa_guard.decision_spans import (
     Rules,
     ajudge,
     judge,
-    record_decision,
+    record_early,
     record_review,
     shadow_rule,
 )
@@ -272,10 +273,7 @@ class PolicyGuardNode(RunnableCallable):
                     _Job(telemetry, self.engine, document, parent, conversation_id, label, rules)
                 )
             elif early is not None and early is not _ALREADY_ANSWERED:
-                span = telemetry.tracer.start_span(
-                    f"run_guardrail {call.get('name') or ''}", context=parent
-                )
-                record_decision(telemetry, span, early, None, 0.0, label)
+                record_early(telemetry, self.engine, call, early, parent, conversation_id, label)
         return jobs
 
     def _telemetry(self, config: RunnableConfig) -> tuple[Telemetry, otel_context.Context | None]:
@@ -326,7 +324,7 @@ class PolicyGuardNode(RunnableCallable):
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = subject_from(context, config, self.user_key)
         where_doc = where_document(config, context, agent=self.agent_node, tools=self.tools_node)
-        docs = [call_document(c, self.metadata_of.get(c.get("name", ""))) for c in turn.calls]
+        docs = [call_document(c, metadata_for(self.metadata_of, c.get("name"))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
         user_doc = jsonable(user)
         turn.user = user_doc
@@ -343,7 +341,7 @@ class PolicyGuardNode(RunnableCallable):
                 seen[call_id] = seen.get(call_id, 0) + 1
         for call, doc in zip(turn.calls, docs, strict=True):
             call_id = call.get("id")
-            if call_id in answered:
+            if isinstance(call_id, str) and call_id in answered:
                 turn.inputs.append(None)
                 turn.decisions.append(_ALREADY_ANSWERED)
                 continue
@@ -753,6 +751,8 @@ def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
         return "the tool call id is used by more than one call in this turn"
     if not isinstance(call.get("name"), str) or not call.get("name"):
         return "the tool call has no tool name"
+    if not isinstance(call.get("args"), Mapping):
+        return "the tool call's arguments are not an object"
     return None
 
 

@@ -12,9 +12,19 @@ from __future__ import annotations
 import http.client
 import ssl
 import threading
+import time
 from urllib.parse import urlsplit
 
 __all__ = ["ConnectionPool", "ResponseTooLarge"]
+
+
+def _limit(connection: http.client.HTTPConnection, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the request ran past its deadline")
+    if connection.sock is not None:
+        connection.sock.settimeout(remaining)
+
 
 _STALE = (
     http.client.RemoteDisconnected,
@@ -98,14 +108,31 @@ class ConnectionPool:
         body: bytes | None,
         headers: dict[str, str],
     ) -> tuple[int, bytes, bool]:
+        # ``timeout`` bounds the whole request, not each socket operation: a server that
+        # drips its reply a byte at a time runs into the same deadline.
+        deadline = time.monotonic() + self.timeout
+        connection.timeout = self.timeout
         connection.request(method, self.base_path + path, body=body, headers=headers)
+        _limit(connection, deadline)
         response = connection.getresponse()
-        content = response.read(self.max_response_bytes + 1)
-        if len(content) > self.max_response_bytes:
-            raise ResponseTooLarge(len(content))
-        return response.status, content, not response.will_close
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            _limit(connection, deadline)
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise ResponseTooLarge(size)
+            chunks.append(chunk)
+        if response.length:  # the server promised more than it sent
+            raise http.client.IncompleteRead(b"".join(chunks), response.length)
+        response.close()  # fully read: the connection is free for the next request
+        return response.status, b"".join(chunks), not response.will_close
 
     def close(self) -> None:
+        """Close every idle connection."""
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:

@@ -18,9 +18,10 @@ import socket
 import ssl
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from opentelemetry import propagate
@@ -62,7 +63,9 @@ class OPAServer:
             and raise :class:`PolicyNotFoundError` if none does (an OPA that cannot be
             reached yet is only logged: decisions fail closed until it answers).
         transport, async_transport: httpx transports (for UNIX sockets or proxies); with
-            ``transport`` the sync side uses httpx too.
+            ``transport`` the sync side uses httpx too. An async transport is bound to the
+            event loop it first runs on: pass a factory (``httpx.AsyncHTTPTransport`` or a
+            function) to get one per event loop.
 
     Example:
         ```python
@@ -94,9 +97,11 @@ class OPAServer:
         provenance: bool = True,
         verify_policy: bool = True,
         transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport
+        | Callable[[], httpx.AsyncBaseTransport]
+        | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = _without_credentials(url.rstrip("/"))
         self.policy = normalize_policy_path(policy)
         self.timeout = timeout
         self.propagate_context = propagate_context
@@ -154,16 +159,20 @@ class OPAServer:
                 )
             else:
                 assert self._client is not None
-                response = self._client.post(
-                    self._endpoint, content=body, headers=self._request_headers()
-                )
-                status, content = response.status_code, response.content
+                with self._client.stream(
+                    "POST", self._endpoint, content=body, headers=self._request_headers()
+                ) as response:
+                    status = response.status_code
+                    content = _read_capped_sync(response, self.max_response_bytes)
             return self._read(status, content)
         except EngineError as exc:
             return self._failure(exc)
         except ResponseTooLarge:
             return self._failure(_too_large(self.max_response_bytes))
         except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
+            return self._failure(_transport_error(exc, self.timeout))
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything else
+            logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
             return self._failure(_transport_error(exc, self.timeout))
 
     def decide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
@@ -200,6 +209,9 @@ class OPAServer:
         except ResponseTooLarge:
             return self._failure(_too_large(self.max_response_bytes))
         except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
+            return self._failure(_transport_error(exc, self.timeout))
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything else
+            logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
             return self._failure(_transport_error(exc, self.timeout))
 
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
@@ -286,8 +298,8 @@ class OPAServer:
         if self._pool is not None:
             return self._pool.request(method, path, body, headers)
         assert self._client is not None
-        response = self._client.request(method, self.url + path, content=body, headers=headers)
-        return response.status_code, response.content
+        with self._client.stream(method, self.url + path, content=body, headers=headers) as reply:
+            return reply.status_code, _read_capped_sync(reply, self.max_response_bytes)
 
     def close(self) -> None:
         """Close the sync pool (async pools close with their event loop)."""
@@ -373,7 +385,7 @@ class OPAServer:
                 timeout=self.timeout,
                 limits=self._limits,
                 verify=self._verify,
-                transport=self._async_transport,
+                transport=_transport_for_loop(self._async_transport),
             )
             self._aclients[loop] = client
         return client
@@ -418,6 +430,39 @@ def _revision_of(bundles: Any) -> str | None:
 
 def _too_large(limit: int) -> EngineError:
     return EngineError(ErrorType.MALFORMED, f"OPA's reply is larger than {limit} bytes")
+
+
+def _transport_for_loop(
+    transport: httpx.AsyncBaseTransport | Callable[[], httpx.AsyncBaseTransport] | None,
+) -> httpx.AsyncBaseTransport | None:
+    if transport is None or isinstance(transport, httpx.AsyncBaseTransport):
+        return transport
+    return transport()
+
+
+def _without_credentials(url: str) -> str:
+    """Drop ``user:password@`` from a URL: credentials go in ``token=``, never in a URL
+    that ends up in reprs and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    logger.warning("credentials in the OPA URL are ignored; pass token= instead")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _read_capped_sync(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:

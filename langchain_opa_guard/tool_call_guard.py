@@ -27,6 +27,7 @@ from langchain_opa_guard.contract import (
     call_document,
     history_documents,
     jsonable,
+    metadata_for,
     policy_input,
     subject_from,
     where_document,
@@ -113,7 +114,7 @@ class ToolCallGuard:
         self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
     ) -> dict[str, Any]:
         """The policy input for ``call``, with its turn and history read from ``state``."""
-        metadata = self.metadata_of.get(str(call.get("name", "")))
+        metadata = metadata_for(self.metadata_of, call.get("name"))
         doc = call_document(cast(ToolCall, call), metadata)
         messages = _state_messages(state, self.messages_key)
         turn: list[dict[str, Any]] = [doc]
@@ -126,7 +127,7 @@ class ToolCallGuard:
                 turn = [
                     doc
                     if c.get("id") == call.get("id")
-                    else call_document(c, self.metadata_of.get(c.get("name", "")))
+                    else call_document(c, metadata_for(self.metadata_of, c.get("name")))
                     for c in message.tool_calls
                 ]
                 history = history_documents(messages[:index], self.metadata_of)
