@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +26,8 @@ __all__ = [
     "Rules",
     "ajudge",
     "judge",
+    "judge_batch",
+    "ajudge_batch",
     "record_decision",
     "record_early",
     "record_review",
@@ -239,6 +241,79 @@ def _finish(
         except OSError:
             logger.exception("could not record the decision")
     return decision
+
+
+def _finish_batch(
+    telemetry: Telemetry,
+    spans: list[Span],
+    decisions: list[Decision],
+    documents: Sequence[Mapping[str, Any]],
+    started: float,
+    labels: Sequence[str],
+    rules: Sequence[Rules],
+) -> list[Decision]:
+    if len(decisions) != len(documents):
+        decisions = [_crash_quiet(documents)] * len(documents)
+    return [
+        _finish(telemetry, span, decision, document, started, label, rule)
+        for span, decision, document, label, rule in zip(
+            spans, decisions, documents, labels, rules, strict=True
+        )
+    ]
+
+
+def _crash_quiet(documents: Sequence[Mapping[str, Any]]) -> Decision:
+    return Decision.failure(ErrorType.ENGINE, "the policy engine raised an error")
+
+
+def judge_batch(
+    telemetry: Telemetry,
+    engine: PolicyEngine,
+    documents: Sequence[Mapping[str, Any]],
+    parent: otel_context.Context | None,
+    conversation_id: str | None,
+    labels: Sequence[str],
+    rules: Sequence[Rules],
+) -> list[Decision]:
+    """Decide a turn in one engine round trip; still one decision span per call.
+
+    The request itself runs under the parent (the guard node's span), so OPA's server span
+    for the turn is a sibling of the decision spans.
+    """
+    spans = [_start(telemetry, engine, d, parent, conversation_id) for d in documents]
+    token = otel_context.attach(parent) if parent is not None else None
+    started = time.perf_counter()
+    try:
+        decisions = engine.decide_many(documents)
+    except Exception:  # noqa: BLE001
+        decisions = [_crash(engine)] * len(documents)
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    return _finish_batch(telemetry, spans, decisions, documents, started, labels, rules)
+
+
+async def ajudge_batch(
+    telemetry: Telemetry,
+    engine: PolicyEngine,
+    documents: Sequence[Mapping[str, Any]],
+    parent: otel_context.Context | None,
+    conversation_id: str | None,
+    labels: Sequence[str],
+    rules: Sequence[Rules],
+) -> list[Decision]:
+    """Async twin of :func:`judge_batch`."""
+    spans = [_start(telemetry, engine, d, parent, conversation_id) for d in documents]
+    token = otel_context.attach(parent) if parent is not None else None
+    started = time.perf_counter()
+    try:
+        decisions = await engine.adecide_many(documents)
+    except Exception:  # noqa: BLE001
+        decisions = [_crash(engine)] * len(documents)
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    return _finish_batch(telemetry, spans, decisions, documents, started, labels, rules)
 
 
 def judge(

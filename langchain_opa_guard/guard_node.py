@@ -41,7 +41,9 @@ from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.decision_spans import (
     Rules,
     ajudge,
+    ajudge_batch,
     judge,
+    judge_batch,
     record_early,
     record_review,
     shadow_rule,
@@ -244,7 +246,10 @@ class PolicyGuardNode(RunnableCallable):
         return self._route(state, turn, await self._arun(self._jobs(turn, config)), config)
 
     def _run(self, jobs: list[_Job]) -> list[Decision]:
-        """Decide a turn: concurrently over the network, in order in process."""
+        """Decide a turn: in one round trip when the engine batches, concurrently over
+        the network otherwise, in order in process."""
+        if len(jobs) > 1 and getattr(self.engine, "batches", False):
+            return judge_batch(*_batch_args(jobs))
         if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
             return list(_io_pool().map(_run_job, jobs))
         return [_run_job(job) for job in jobs]
@@ -252,6 +257,8 @@ class PolicyGuardNode(RunnableCallable):
     async def _arun(self, jobs: list[_Job]) -> list[Decision]:
         if not jobs:
             return []
+        if len(jobs) > 1 and getattr(self.engine, "batches", False):
+            return await ajudge_batch(*_batch_args(jobs))
         if getattr(self.engine, "in_process", False):
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(_cpu_pool(), lambda: [_run_job(j) for j in jobs])
@@ -622,6 +629,19 @@ class _Job:
     conversation_id: str | None
     tool_label: str
     rules: Rules = field(default_factory=Rules)
+
+
+def _batch_args(jobs: list[_Job]) -> tuple[Any, ...]:
+    first = jobs[0]
+    return (
+        first.telemetry,
+        first.engine,
+        [j.document for j in jobs],
+        first.parent,
+        first.conversation_id,
+        [j.tool_label for j in jobs],
+        [j.rules for j in jobs],
+    )
 
 
 def _run_job(job: _Job) -> Decision:

@@ -59,6 +59,11 @@ class OPAServer:
             spans join the caller's trace.
         max_response_bytes: Replies larger than this are refused (fail closed).
         provenance: Ask OPA for provenance, so each decision carries the bundle revision.
+        batch: Decide the calls of a turn in one request: ``True`` for the rule
+            ``batch_decisions`` beside the decision (``agent/authz/batch_decisions``), or
+            its path. The rule takes the shared input with ``input.calls`` and returns
+            ``{call_id: decision}`` (the shipped policy has it; see the README). One
+            request and one decision-log entry per turn instead of one per call.
         verify_policy: At start-up, check that a loaded policy defines the decision path
             and raise :class:`PolicyNotFoundError` if none does (an OPA that cannot be
             reached yet is only logged: decisions fail closed until it answers).
@@ -96,6 +101,7 @@ class OPAServer:
         max_response_bytes: int = 1 << 20,
         provenance: bool = True,
         verify_policy: bool = True,
+        batch: bool | str = False,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport
         | Callable[[], httpx.AsyncBaseTransport]
@@ -106,6 +112,7 @@ class OPAServer:
         self.timeout = timeout
         self.propagate_context = propagate_context
         query = "?provenance=true" if provenance else ""
+        self._query = query
         self._endpoint = f"{self.url}/v1/data/{self.policy}{query}"
         self._headers = {"Content-Type": _JSON, "Accept": _JSON, **(headers or {})}
         if token:
@@ -141,6 +148,12 @@ class OPAServer:
         self._lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
         self._max_workers = max_connections
+        self.batch_path: str | None = None
+        if batch:
+            parent = self.policy.rsplit("/", 1)[0] if "/" in self.policy else ""
+            self.batch_path = normalize_policy_path(
+                batch if isinstance(batch, str) else f"{parent}/batch_decisions"
+            )
         if verify_policy:
             self.verify_policy()
 
@@ -175,10 +188,18 @@ class OPAServer:
             logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
             return self._failure(_transport_error(exc, self.timeout))
 
+    @property
+    def batches(self) -> bool:
+        """Whether a turn's calls are decided in one request."""
+        return self.batch_path is not None
+
     def decide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
-        """Decide every input of a turn, concurrently over the connection pool."""
+        """Decide every input of a turn: in one request with ``batch``, else concurrently."""
         if len(inputs) <= 1:
             return [self.decide(i) for i in inputs]
+        shared = self._batchable(inputs)
+        if shared is not None:
+            return self._batch_reply(inputs, lambda body: self._post(self._batch_url, body), shared)
         return list(self._executor().map(self.decide, inputs))
 
     # -- async ------------------------------------------------------------------------
@@ -215,10 +236,88 @@ class OPAServer:
             return self._failure(_transport_error(exc, self.timeout))
 
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
-        """Async twin of :meth:`decide_many`: the requests of a turn run concurrently."""
+        """Async twin of :meth:`decide_many`."""
         if len(inputs) <= 1:
             return [await self.adecide(i) for i in inputs]
+        shared = self._batchable(inputs)
+        if shared is not None and self._pool is not None:
+            loop = asyncio.get_running_loop()
+            headers = self._request_headers()
+            return await loop.run_in_executor(
+                self._executor(),
+                lambda: self._batch_reply(
+                    inputs, lambda body: self._post(self._batch_url, body, headers), shared
+                ),
+            )
         return list(await asyncio.gather(*(self.adecide(i) for i in inputs)))
+
+    # -- a turn in one request ------------------------------------------------------
+
+    @property
+    def _batch_url(self) -> str:
+        return f"/v1/data/{self.batch_path}{self._query}"
+
+    def _batchable(self, inputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """The shared part of a turn's inputs, when they can go in one request."""
+        if self.batch_path is None:
+            return None
+        shared = {k: v for k, v in inputs[0].items() if k != "tool"}
+        ids = []
+        for document in inputs:
+            tool = document.get("tool")
+            if not isinstance(tool, Mapping) or not isinstance(tool.get("call_id"), str):
+                return None
+            ids.append(tool["call_id"])
+            if {k: v for k, v in document.items() if k != "tool"} != shared:
+                return None
+        return shared if len(set(ids)) == len(ids) else None
+
+    def _post(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        return self._send("POST", path, body, headers or self._request_headers())
+
+    def _batch_reply(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        post: Callable[[bytes], tuple[int, bytes]],
+        shared: Mapping[str, Any],
+    ) -> list[Decision]:
+        calls = [document["tool"] for document in inputs]
+        try:
+            status, content = post(encode_input({**shared, "calls": calls}))
+            reply = self._reply(status, content)
+        except EngineError as exc:
+            return [self._failure(exc)] * len(inputs)
+        except ResponseTooLarge:
+            return [self._failure(_too_large(self.max_response_bytes))] * len(inputs)
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything else
+            return [self._failure(_transport_error(exc, self.timeout))] * len(inputs)
+        results = reply.get("result")
+        if not isinstance(results, Mapping):
+            error = EngineError(ErrorType.UNDEFINED, "the turn's batch decision is undefined")
+            return [self._failure(error)] * len(inputs)
+        decision_id, revision = _ids(reply)
+        decisions = []
+        for call in calls:
+            try:
+                if call["call_id"] not in results:
+                    raise EngineError(
+                        ErrorType.UNDEFINED,
+                        f"the decision {self.policy!r} is undefined for this input",
+                    )
+                decisions.append(
+                    Decision.from_result(
+                        results[call["call_id"]],
+                        decision_id=decision_id,
+                        engine=self.engine_name,
+                        policy=self.policy,
+                        revision=revision,
+                    )
+                )
+            except EngineError as exc:
+                decisions.append(self._failure(exc))
+        return decisions
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -243,14 +342,19 @@ class OPAServer:
                 logger.warning("could not list OPA's policies (HTTP %s)", status)
                 return False
             modules = [m.get("raw", "") for m in json.loads(content).get("result", [])]
-            if defines(modules, {}, self.policy):
-                return True
-            status, content = self._send("GET", f"/v1/data/{self.policy}")
-            if status == 200 and "result" in json.loads(content):
-                return True
+            defined = defines(modules, {}, self.policy)
+            if not defined:
+                status, content = self._send("GET", f"/v1/data/{self.policy}")
+                defined = status == 200 and "result" in json.loads(content)
         except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge, ValueError):
             logger.warning("OPA is not reachable yet; the decision path is not verified")
             return False
+        if self.batch_path is not None and not defines(modules, {}, self.batch_path):
+            raise PolicyNotFoundError(
+                f"no policy loaded in OPA defines the batch rule {self.batch_path!r}"
+            )
+        if defined:
+            return True
         raise PolicyNotFoundError(f"no policy loaded in OPA defines {self.policy!r}")
 
     def current_revision(self) -> str | None:
@@ -333,6 +437,23 @@ class OPAServer:
         return headers
 
     def _read(self, status: int, content: bytes) -> Decision:
+        reply = self._reply(status, content)
+        if "result" not in reply:
+            raise EngineError(
+                ErrorType.UNDEFINED,
+                f"the decision {self.policy!r} is undefined for this input",
+            )
+        decision_id, revision = _ids(reply)
+        return Decision.from_result(
+            reply["result"],
+            decision_id=decision_id,
+            engine=self.engine_name,
+            policy=self.policy,
+            revision=revision,
+        )
+
+    def _reply(self, status: int, content: bytes) -> dict[str, Any]:
+        """OPA's reply as an object; raises for HTTP errors and unreadable bodies."""
         if status in (401, 403):
             raise EngineError(
                 ErrorType.UNAUTHORIZED, f"OPA refused the client's credentials (HTTP {status})"
@@ -345,23 +466,7 @@ class OPAServer:
             raise EngineError(ErrorType.MALFORMED, "OPA's reply is not valid JSON") from None
         if not isinstance(reply, dict):
             raise EngineError(ErrorType.MALFORMED, "OPA's reply is not a JSON object")
-        decision_id = reply.get("decision_id")
-        if not isinstance(decision_id, str):
-            decision_id = None
-        if "result" not in reply:
-            raise EngineError(
-                ErrorType.UNDEFINED,
-                f"the decision {self.policy!r} is undefined for this input",
-            )
-        provenance = reply.get("provenance")
-        revision = _revision_of(provenance.get("bundles")) if isinstance(provenance, dict) else None
-        return Decision.from_result(
-            reply["result"],
-            decision_id=decision_id,
-            engine=self.engine_name,
-            policy=self.policy,
-            revision=revision,
-        )
+        return reply
 
     def _failure(self, exc: EngineError) -> Decision:
         return Decision.failure(
@@ -430,6 +535,14 @@ def _revision_of(bundles: Any) -> str | None:
 
 def _too_large(limit: int) -> EngineError:
     return EngineError(ErrorType.MALFORMED, f"OPA's reply is larger than {limit} bytes")
+
+
+def _ids(reply: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The decision id and bundle revision of an OPA reply."""
+    decision_id = reply.get("decision_id")
+    provenance = reply.get("provenance")
+    revision = _revision_of(provenance.get("bundles")) if isinstance(provenance, dict) else None
+    return (decision_id if isinstance(decision_id, str) else None), revision
 
 
 def _transport_for_loop(
