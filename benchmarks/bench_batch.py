@@ -36,6 +36,7 @@ BLOCK = {1: 30, 3: 15, 8: 8, 32: 2}  # turns per timed block
 def run() -> list[NotedTable]:
     opa = start_opa()
     server = OPAServer(opa.url)
+    batched = OPAServer(opa.url, batch=True)
     embedded = EmbeddedPolicy("policies")
     loop = asyncio.new_event_loop()
     try:
@@ -61,6 +62,11 @@ def run() -> list[NotedTable]:
             def async_many(amany: Any = amany) -> int:
                 return int(loop.run_until_complete(amany()))
 
+            def batch_many(docs: list[dict[str, Any]] = docs, k: int = k) -> int:
+                for _ in range(k):
+                    batched.decide_many(docs)
+                return k
+
             def embedded_many(docs: list[dict[str, Any]] = docs, k: int = k) -> int:
                 for _ in range(k):
                     embedded.decide_many(docs)
@@ -69,6 +75,7 @@ def run() -> list[NotedTable]:
             for decisions in (
                 server.decide_many(docs),
                 loop.run_until_complete(server.adecide_many(docs)),
+                batched.decide_many(docs),
                 embedded.decide_many(docs),
             ):
                 if len(decisions) != n or not all(d.allow for d in decisions):
@@ -94,6 +101,7 @@ def run() -> list[NotedTable]:
                 {
                     "sync": with_opa_cpu("sync", sync_many),
                     "async": with_opa_cpu("async", async_many),
+                    "batch": with_opa_cpu("batch", batch_many),
                     "embedded": embedded_many,
                 },
                 rounds=ROUNDS,
@@ -113,6 +121,8 @@ def run() -> list[NotedTable]:
                 "vs 1 call",
                 "OPA adecide_many",
                 "vs 1 call",
+                "OPA batch=True (one request)",
+                "vs 1 call",
                 "embedded decide_many",
                 "vs 1 call",
                 "input size",
@@ -128,11 +138,17 @@ def run() -> list[NotedTable]:
                 ratio(r["sync"], one["sync"]),
                 us(r["async"]),
                 ratio(r["async"], one["async"]),
+                us(r["batch"]),
+                ratio(r["batch"], one["batch"]),
                 us(r["embedded"]),
                 ratio(r["embedded"], one["embedded"]),
                 f"{size:,} B",
             )
-        for key, label in (("sync", "decide_many"), ("async", "adecide_many")):
+        for key, label in (
+            ("sync", "decide_many"),
+            ("async", "adecide_many"),
+            ("batch", "batch=True decide_many"),
+        ):
             got = results[8][key] / one[key]
             verdict = "met" if got <= 2.0 else "NOT met"
             table.note(f"goal, OPA {label}: 8 calls <= 2x one call: {got:.2f}x ({verdict})")

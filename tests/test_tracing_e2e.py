@@ -124,3 +124,30 @@ def test_configure_tracing_honours_the_otel_env(
     trace = jaeger.wait_for_trace(trace_id, min_spans=1, timeout=10)
     assert [s["name"] for s in JaegerProcess.spans(trace)] == ["from-env"]
     assert "env-named-service" in jaeger.services()
+
+
+def test_the_demo_exports_over_otlp_when_asked(jaeger: JaegerProcess) -> None:
+    """``make demo`` prints the span trees, and sends them when the OTLP endpoint is set."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import POLICIES
+
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint}
+    done = subprocess.run(
+        [sys.executable, "-m", "langchain_opa_guard.demo", "--policies", str(POLICIES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    assert "5/5 scenarios behaved as expected" in done.stdout
+    assert "run_guardrail delete_customer" in done.stdout  # the printed tree
+    import time
+
+    deadline = time.monotonic() + 15
+    while "langchain-opa-guard-demo" not in jaeger.services() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "langchain-opa-guard-demo" in jaeger.services()
