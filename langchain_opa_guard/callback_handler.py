@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from langchain_opa_guard import attributes as A
 from langchain_opa_guard.telemetry import DEFAULT_MAX_ATTRIBUTE_BYTES, Redactor, Telemetry
 
-__all__ = ["OTelCallbackHandler"]
+__all__ = ["OTelCallbackHandler", "telemetry_in"]
 
 _HIDDEN_TAG = "langsmith:hidden"
 
@@ -543,3 +543,17 @@ def _messages_json(content: Any) -> Any:
             for m in batch
         ]
     return content
+
+
+def telemetry_in(config: Mapping[str, Any]) -> tuple[Telemetry, otel_context.Context | None] | None:
+    """The telemetry of an :class:`OTelCallbackHandler` among a run's callbacks, with the
+    context of the run's current span (so the caller's spans nest in it); ``None`` if the
+    run has no such handler."""
+    callbacks = config.get("callbacks")
+    handlers = getattr(callbacks, "handlers", None)
+    if handlers is None and isinstance(callbacks, list):
+        handlers = callbacks
+    for handler in handlers or ():
+        if isinstance(handler, OTelCallbackHandler):
+            return handler.telemetry, handler.context_for(getattr(callbacks, "parent_run_id", None))
+    return None

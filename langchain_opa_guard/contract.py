@@ -35,6 +35,9 @@ __all__ = [
     "subject_from",
     "where_document",
     "policy_input",
+    "state_messages",
+    "thread_id",
+    "tool_label",
 ]
 
 CONTRACT_VERSION = 1
@@ -157,6 +160,30 @@ def subject_from(context: Any, config: Mapping[str, Any] | None, key: str = "use
             return getattr(context, key)
     configurable = (config or {}).get("configurable") or {}
     return configurable.get(key)
+
+
+def thread_id(config: Mapping[str, Any]) -> str | None:
+    """The thread (conversation) id of a run, if it has one."""
+    thread = (config.get("configurable") or {}).get("thread_id")
+    return str(thread) if thread is not None else None
+
+
+def state_messages(state: Any, key: str = "messages") -> list[Any]:
+    """The message list of a graph state (a dict, an object, or the list itself)."""
+    if isinstance(state, list):
+        return state
+    if isinstance(state, Mapping):
+        return list(state.get(key) or [])
+    return list(getattr(state, key, None) or [])
+
+
+def tool_label(name: Any, metadata_of: Mapping[str, Any]) -> str:
+    """A bounded metric label for a tool name the model proposed."""
+    if not isinstance(name, str) or not name:
+        return "_invalid"
+    if metadata_of and name not in metadata_of:
+        return "_unregistered"
+    return name[:64]
 
 
 def where_document(

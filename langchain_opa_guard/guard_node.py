@@ -26,14 +26,17 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from langchain_opa_guard.approval import APPROVAL_TYPE, TICKET_KEY, ReviewAnswer, read_answers
-from langchain_opa_guard.callback_handler import OTelCallbackHandler
+from langchain_opa_guard.callback_handler import telemetry_in
 from langchain_opa_guard.contract import (
     call_document,
     history_documents,
     jsonable,
     metadata_for,
     policy_input,
+    state_messages,
     subject_from,
+    thread_id,
+    tool_label,
     where_document,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
@@ -269,7 +272,7 @@ class PolicyGuardNode(RunnableCallable):
     def _jobs(self, turn: _Turn, config: RunnableConfig) -> list[_Job]:
         """One evaluation per call still to decide; early denials get their spans now."""
         telemetry, parent = self._telemetry(config)
-        conversation_id = _conversation_id(config)
+        conversation_id = thread_id(config)
         jobs = []
         for index, (call, document) in enumerate(zip(turn.calls, turn.inputs, strict=True)):
             label = self._tool_label(call.get("name"))
@@ -284,14 +287,9 @@ class PolicyGuardNode(RunnableCallable):
         return jobs
 
     def _telemetry(self, config: RunnableConfig) -> tuple[Telemetry, otel_context.Context | None]:
-        callbacks = config.get("callbacks")
-        handlers = getattr(callbacks, "handlers", None)
-        if handlers is None and isinstance(callbacks, list):
-            handlers = callbacks
-        for handler in handlers or ():
-            if isinstance(handler, OTelCallbackHandler):
-                parent = handler.context_for(getattr(callbacks, "parent_run_id", None))
-                return handler.telemetry, parent
+        found = telemetry_in(config)
+        if found is not None:
+            return found
         if self._telemetry_default is None:
             self._telemetry_default = Telemetry(self._tracer_provider, self._meter_provider)
         return self._telemetry_default, None
@@ -305,16 +303,12 @@ class PolicyGuardNode(RunnableCallable):
         )
 
     def _tool_label(self, name: Any) -> str:
-        if not isinstance(name, str) or not name:
-            return "_invalid"
-        if self.metadata_of and name not in self.metadata_of:
-            return "_unregistered"
-        return name[:64]
+        return tool_label(name, self.metadata_of)
 
     # -- shared logic -----------------------------------------------------------------
 
     def _plan(self, state: Any, config: RunnableConfig, runtime: Runtime | None) -> _Turn | None:
-        messages = _messages(state, self.messages_key)
+        messages = state_messages(state, self.messages_key)
         for index in range(len(messages) - 1, -1, -1):
             message = messages[index]
             if isinstance(message, AIMessage):
@@ -505,7 +499,7 @@ class PolicyGuardNode(RunnableCallable):
         decided again under the current policy and subject.
         """
         telemetry, parent = self._telemetry(config)
-        conversation = _conversation_id(config)
+        conversation = thread_id(config)
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = jsonable(subject_from(context, config, self.user_key))
         changed = user != ticket.get("user") or self._revision_changed(ticket.get("revision"))
@@ -601,7 +595,7 @@ class PolicyGuardNode(RunnableCallable):
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         state = {k: v for k, v in state.items() if k != TICKET_KEY}
-        messages = _messages(state, self.messages_key)[: ticket["ai_index"]]
+        messages = state_messages(state, self.messages_key)[: ticket["ai_index"]]
         narrowed = ai_message.model_copy(update={"tool_calls": allowed})
         return Command(
             update=update,
@@ -742,19 +736,6 @@ def _ticket(state: Any) -> Mapping[str, Any] | None:
         if isinstance(ticket, Mapping):
             return ticket
     return None
-
-
-def _conversation_id(config: RunnableConfig) -> str | None:
-    thread = (config.get("configurable") or {}).get("thread_id")
-    return str(thread) if thread is not None else None
-
-
-def _messages(state: Any, key: str) -> list[AnyMessage]:
-    if isinstance(state, list):
-        return state
-    if isinstance(state, Mapping):
-        return list(state.get(key) or [])
-    return list(getattr(state, key, None) or [])
 
 
 def _with_messages(state: Any, key: str, messages: list[AnyMessage]) -> dict[str, Any]:

@@ -22,14 +22,17 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from langchain_opa_guard.approval import APPROVAL_TYPE, read_answers
-from langchain_opa_guard.callback_handler import OTelCallbackHandler
+from langchain_opa_guard.callback_handler import telemetry_in
 from langchain_opa_guard.contract import (
     call_document,
     history_documents,
     jsonable,
     metadata_for,
     policy_input,
+    state_messages,
     subject_from,
+    thread_id,
+    tool_label,
     where_document,
 )
 from langchain_opa_guard.decision import Decision
@@ -116,7 +119,7 @@ class ToolCallGuard:
         """The policy input for ``call``, with its turn and history read from ``state``."""
         metadata = metadata_for(self.metadata_of, call.get("name"))
         doc = call_document(cast(ToolCall, call), metadata)
-        messages = _state_messages(state, self.messages_key)
+        messages = state_messages(state, self.messages_key)
         turn: list[dict[str, Any]] = [doc]
         history: list[dict[str, Any]] = []
         for index in range(len(messages) - 1, -1, -1):
@@ -148,7 +151,7 @@ class ToolCallGuard:
             self.engine,
             document,
             parent,
-            _thread(config),
+            thread_id(config),
             self._label(call),
             self._rules(call),
         )
@@ -164,7 +167,7 @@ class ToolCallGuard:
             self.engine,
             document,
             parent,
-            _thread(config),
+            thread_id(config),
             self._label(call),
             self._rules(call),
         )
@@ -244,16 +247,7 @@ class ToolCallGuard:
     def _telemetry_for(
         self, config: RunnableConfig
     ) -> tuple[Telemetry, otel_context.Context | None]:
-        callbacks = config.get("callbacks")
-        handlers = getattr(callbacks, "handlers", None)
-        if handlers is None and isinstance(callbacks, list):
-            handlers = callbacks
-        for handler in handlers or ():
-            if isinstance(handler, OTelCallbackHandler):
-                return handler.telemetry, handler.context_for(
-                    getattr(callbacks, "parent_run_id", None)
-                )
-        return self._telemetry, None
+        return telemetry_in(config) or (self._telemetry, None)
 
     def _rules(self, call: Mapping[str, Any]) -> Rules:
         name = call.get("name") if isinstance(call.get("name"), str) else ""
@@ -264,12 +258,7 @@ class ToolCallGuard:
         )
 
     def _label(self, call: Mapping[str, Any]) -> str:
-        name = call.get("name")
-        if not isinstance(name, str) or not name:
-            return "_invalid"
-        if self.metadata_of and name not in self.metadata_of:
-            return "_unregistered"
-        return name[:64]
+        return tool_label(call.get("name"), self.metadata_of)
 
 
 def _rewrite(request: ToolCallRequest, decision: Decision) -> tuple[ToolCallRequest, str | None]:
@@ -292,19 +281,6 @@ def _noted(result: ToolMessage | Command[Any], note: str | None) -> ToolMessage 
     if isinstance(content, str):
         return result.model_copy(update={"content": f"{note}\n{content}"})
     return result.model_copy(update={"content": [{"type": "text", "text": note}, *content]})
-
-
-def _thread(config: RunnableConfig) -> str | None:
-    thread = (config.get("configurable") or {}).get("thread_id")
-    return str(thread) if thread is not None else None
-
-
-def _state_messages(state: Any, key: str) -> list[Any]:
-    if isinstance(state, list):
-        return state
-    if isinstance(state, Mapping):
-        return list(state.get(key) or [])
-    return list(getattr(state, key, None) or [])
 
 
 def _runtime_parts(request: ToolCallRequest) -> tuple[RunnableConfig, Any]:
