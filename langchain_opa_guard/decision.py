@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 __all__ = ["Decision", "EngineError", "ErrorType"]
@@ -190,10 +190,6 @@ class Decision:
             engine=engine,
             policy=policy,
         )
-
-    def with_reasons(self, reasons: tuple[str, ...]) -> Decision:
-        """A copy with other reasons."""
-        return replace(self, reasons=reasons)
 
 
 def _reasons(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -253,17 +253,16 @@ def _finish_batch(
     rules: Sequence[Rules],
 ) -> list[Decision]:
     if len(decisions) != len(documents):
-        decisions = [_crash_quiet(documents)] * len(documents)
+        # An engine that answers a turn with the wrong number of decisions is broken.
+        decisions = [
+            Decision.failure(ErrorType.ENGINE, "the policy engine answered the turn wrongly")
+        ] * len(documents)
     return [
         _finish(telemetry, span, decision, document, started, label, rule)
         for span, decision, document, label, rule in zip(
             spans, decisions, documents, labels, rules, strict=True
         )
     ]
-
-
-def _crash_quiet(documents: Sequence[Mapping[str, Any]]) -> Decision:
-    return Decision.failure(ErrorType.ENGINE, "the policy engine raised an error")
 
 
 def judge_batch(

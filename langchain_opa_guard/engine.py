@@ -26,6 +26,13 @@ class PolicyEngine(Protocol):
 
     Both :class:`~langchain_opa_guard.OPAServer` and
     :class:`~langchain_opa_guard.EmbeddedPolicy` implement it; so can a user's own engine.
+
+    Optional members the guard uses when an engine has them: ``in_process`` (``True``: the
+    calls of a turn are evaluated in order, off the event loop, instead of concurrently),
+    ``batches`` (``True``: ``decide_many`` answers a whole turn in one round trip),
+    ``query(path, input)`` (other documents of the policy, for tool visibility),
+    ``revision`` or ``current_revision()`` (the policy revision in force, for resume
+    re-checks).
     """
 
     engine_name: str
