@@ -47,9 +47,9 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 policy-test: opa
-	$(OPA) check --strict policies
-	$(OPA) fmt --fail --list policies
-	$(OPA) test policies
+	$(OPA) check --strict policies server-policies
+	$(OPA) fmt --fail --list policies server-policies
+	$(OPA) test policies server-policies
 
 pytest: $(VENV)/.dev opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from opa_process import OPAProcess  # noqa: E402
 
 POLICIES = ROOT / "policies"
+SERVER_POLICIES = ROOT / "server-policies"
 
 
 def interleaved(
@@ -96,4 +97,4 @@ class Table:
 
 
 def start_opa(*extra: str) -> OPAProcess:
-    return OPAProcess([POLICIES], extra_args=list(extra)).start()
+    return OPAProcess([POLICIES, SERVER_POLICIES], extra_args=list(extra)).start()

@@ -62,7 +62,7 @@ class OPAServer:
         batch: Decide the calls of a turn in one request: ``True`` for the rule
             ``batch_decisions`` beside the decision (``agent/authz/batch_decisions``), or
             its path. The rule takes the shared input with ``input.calls`` and returns
-            ``{call_id: decision}`` (the shipped policy has it; see the README). One
+            ``{call_id: decision}`` (``server-policies/batch.rego``; see the README). One
             request and one decision-log entry per turn instead of one per call.
         verify_policy: At start-up, check that a loaded policy defines the decision path
             and raise :class:`PolicyNotFoundError` if none does (an OPA that cannot be

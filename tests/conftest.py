@@ -15,14 +15,16 @@ from opa_process import ROOT, OPAProcess
 from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine
 
 POLICIES = ROOT / "policies"
+SERVER_POLICIES = ROOT / "server-policies"
 TEST_POLICIES = ROOT / "tests" / "policies"
 
 
 @pytest.fixture(scope="session")
 def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OPAProcess]:
-    """A real OPA server with the project's policies and the tests' own policies loaded."""
+    """A real OPA server with the project's policies, its server-side batch rule, and the
+    tests' own policies loaded."""
     log = tmp_path_factory.mktemp("opa") / "opa.log"
-    with OPAProcess([POLICIES, TEST_POLICIES], log_path=log) as server:
+    with OPAProcess([POLICIES, SERVER_POLICIES, TEST_POLICIES], log_path=log) as server:
         yield server
 
 

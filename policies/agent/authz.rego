@@ -116,13 +116,3 @@ visible_tools contains name if {
 	some name, roles in config.tool_roles
 	user_role in roles
 }
-
-# --- A whole turn in one query ---------------------------------------------
-
-# For engines that decide a turn in one round trip (OPAServer(batch=True)):
-# input.calls holds the calls to decide and the rest of the input is shared.
-# Each call's decision is what `decision` gives with that call as input.tool.
-batch_decisions[call.call_id] := d if {
-	some call in input.calls
-	d := decision with input.tool as call
-}
