@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opa_process import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 JAEGER_VERSION = "v1.76.0"  # pinned by tools/jaeger/go.mod (Jaeger v2 ships as v1.x Go tags)
@@ -167,13 +168,7 @@ class JaegerProcess:
         )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> JaegerProcess:
         return self.start()

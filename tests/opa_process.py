@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Sequence
@@ -36,6 +37,17 @@ def opa_binary() -> str:
     return str(target / "opa")
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server the tests started, killing it if it does not stop in time."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,6 +65,7 @@ class OPAProcess:
         log_path: Path | None = None,
         port: int | None = None,
         scheme: str = "http",
+        probe_verify: bool | ssl.SSLContext = False,
     ) -> None:
         self.paths = [str(p) for p in paths]
         self.extra_args = list(extra_args)
@@ -60,6 +73,7 @@ class OPAProcess:
         self.scheme = scheme
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.probe_verify = probe_verify  # how the readiness probe checks a TLS server
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> OPAProcess:
@@ -83,7 +97,12 @@ class OPAProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"opa exited with {self.process.returncode}: {args}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=0.5, verify=False).status_code == 200:
+                if (
+                    httpx.get(
+                        f"{self.url}/health", timeout=0.5, verify=self.probe_verify
+                    ).status_code
+                    == 200
+                ):
                     return self
             except httpx.HTTPError:
                 pass
@@ -92,13 +111,7 @@ class OPAProcess:
         raise RuntimeError("opa did not become healthy in time")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> OPAProcess:
         return self.start()

@@ -12,7 +12,6 @@ import json
 import logging
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 import pytest
 from conftest import POLICIES
 from langchain_core.messages import AIMessage, ToolMessage
-from opa_process import OPAProcess, opa_binary
+from opa_process import OPAProcess
 from test_guard_node import (
     ADMIN,
     INTERNAL,
@@ -142,31 +141,16 @@ class TLSOPAProcess(OPAProcess):
             "--tls-private-key-file",
             str(pki.server_key),
         ]
-        super().__init__(paths, extra_args=[*tls, *extra_args], log_path=log, scheme="https")
+        probe = ssl.create_default_context(cafile=str(pki.ca))
+        probe.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+        super().__init__(
+            paths,
+            extra_args=[*tls, *extra_args],
+            log_path=log,
+            scheme="https",
+            probe_verify=probe,
+        )
         self.pki = pki
-
-    def start(self, timeout: float = 30.0) -> TLSOPAProcess:
-        context = ssl.create_default_context(cafile=str(self.pki.ca))
-        context.load_cert_chain(str(self.pki.client_cert), str(self.pki.client_key))
-        args = [
-            opa_binary(), "run", "--server", "--addr", f"127.0.0.1:{self.port}",
-            "--set", "decision_logs.console=true", "--log-level", "info",
-            *self.extra_args, *self.paths,
-        ]  # fmt: skip
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"opa exited with {self.process.returncode}: {args}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5, verify=context).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("opa did not become healthy in time")
 
 
 AUTHZ_TOKEN = f"""package system.authz
