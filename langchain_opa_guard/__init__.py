@@ -2,10 +2,11 @@
 
 Example:
     ```python
-    from langchain_opa_guard import EmbeddedPolicy, PolicyGuardNode
+    from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
 
-    guard = PolicyGuardNode(EmbeddedPolicy("policies"), registry=tools)
-    builder.add_node("guard", guard)
+    tool_node = GuardedToolNode(tools)
+    builder.add_node("guard", PolicyGuardNode(EmbeddedPolicy("policies"), registry=tool_node))
+    builder.add_node("tools", tool_node)
     builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     ```
 """
@@ -16,6 +17,7 @@ from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.embedded import EmbeddedPolicy
 from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.execution import GuardedToolNode, GuardWiringError
 from langchain_opa_guard.guard_node import PolicyGuardNode
 from langchain_opa_guard.guarded_tools import GuardedTool, guard_tools
 from langchain_opa_guard.opa_server import OPAServer
@@ -32,7 +34,9 @@ __all__ = [
     "EmbeddedPolicy",
     "EngineError",
     "ErrorType",
+    "GuardWiringError",
     "GuardedTool",
+    "GuardedToolNode",
     "OPAGuardMiddleware",
     "OPAServer",
     "OTelCallbackHandler",

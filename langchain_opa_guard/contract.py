@@ -111,15 +111,23 @@ def history_documents(
     messages: Sequence[BaseMessage],
     metadata_of: Mapping[str, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The earlier tool calls found in ``messages``, oldest first, with their outcomes."""
-    answers: dict[str, ToolMessage] = {}
-    for message in messages:
-        if isinstance(message, ToolMessage):
-            answers[message.tool_call_id] = message
+    """The earlier tool calls found in ``messages``, oldest first, with their outcomes.
+
+    Each model turn is paired with the ``ToolMessage``s that follow it, up to the next
+    ``AIMessage``: call ids are only unique within a turn (some servers reuse short ids
+    across turns), so an answer never counts for a call of another turn.
+    """
     history: list[dict[str, Any]] = []
-    for message in messages:
+    count = len(messages)
+    for index, message in enumerate(messages):
         if not isinstance(message, AIMessage) or not message.tool_calls:
             continue
+        answers: dict[str, ToolMessage] = {}
+        for later in messages[index + 1 : count]:
+            if isinstance(later, AIMessage):
+                break
+            if isinstance(later, ToolMessage):
+                answers.setdefault(later.tool_call_id, later)
         for call in message.tool_calls:
             doc = call_document(call, metadata_for(metadata_of, call.get("name")))
             call_id = call.get("id")

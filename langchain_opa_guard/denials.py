@@ -16,11 +16,15 @@ from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY
 from langchain_opa_guard.decision import Decision
 
 __all__ = [
+    "answer_id",
     "DenialStyle",
     "decision_record",
     "denial_message",
     "denial_text",
+    "changed_call_message",
+    "guard_answer",
     "rejection_message",
+    "response_message",
     "turn_stopped_message",
 ]
 
@@ -38,9 +42,13 @@ def _name(call: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) else str(name)
 
 
-def _call_id(call: Mapping[str, Any]) -> str:
+def answer_id(call: Mapping[str, Any]) -> str:
+    """The ``tool_call_id`` an answer to ``call`` carries (odd ids as text)."""
     call_id = call.get("id")
     return call_id if isinstance(call_id, str) else ("" if call_id is None else str(call_id))
+
+
+_call_id = answer_id
 
 
 def denial_text(
@@ -137,21 +145,58 @@ def rejection_message(
     )
 
 
-def turn_stopped_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
-    """Answer for a call left unrun because the guard ended a looping turn."""
+def guard_answer(
+    call: ToolCall | Mapping[str, Any],
+    text: str,
+    reason: str,
+    *,
+    engine: str = "guard",
+    status: Literal["success", "error"] = "error",
+) -> ToolMessage:
+    """A ``ToolMessage`` the guard itself gives a call that did not run."""
     record = {
         "verdict": "deny",
-        "reasons": ["the turn was stopped after repeated denials"],
+        "reasons": [reason],
         "decision_id": None,
         "error": None,
-        "engine": "guard",
+        "engine": engine,
         "policy": "",
     }
     return ToolMessage(
-        content=f'The tool call "{_name(call)}" did not run: the turn was stopped '
-        "after repeated denied calls.",
+        content=text,
         name=_name(call),
         tool_call_id=_call_id(call),
-        status="error",
+        status=status,
         artifact={GUARD_ARTIFACT_KEY: record},
+    )
+
+
+def turn_stopped_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
+    """Answer for a call left unrun because the guard ended a looping turn."""
+    return guard_answer(
+        call,
+        f'The tool call "{_name(call)}" did not run: the turn was stopped '
+        "after repeated denied calls.",
+        "the turn was stopped after repeated denials",
+    )
+
+
+def response_message(call: ToolCall | Mapping[str, Any], text: str) -> ToolMessage:
+    """A human reviewer's answer given in place of the tool's (the tool did not run)."""
+    return guard_answer(
+        call,
+        text,
+        "answered by a human reviewer instead of the tool",
+        engine="human",
+        status="success",
+    )
+
+
+def changed_call_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
+    """Answer for a call that changed between the policy's decision and its execution."""
+    return guard_answer(
+        call,
+        f'The tool call "{_name(call)}" did not run: it was changed after the policy '
+        "allowed it, and only the allowed call may run.",
+        "the call was changed after the policy decided it",
     )

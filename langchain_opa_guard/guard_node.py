@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import types
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,12 +21,22 @@ from langgraph._internal._runnable import RunnableCallable
 from langgraph.constants import END
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send, interrupt
+from langgraph.types import Command, Send
 from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from langchain_opa_guard.approval import APPROVAL_TYPE, TICKET_KEY, ReviewAnswer, read_answers
+from langchain_opa_guard.approval import TICKET_KEY, ReviewAnswer, ask_reviewer
+from langchain_opa_guard.arguments import (
+    check_choice,
+    check_denial_style,
+    check_engine,
+    check_name,
+    check_names,
+    check_optional_int,
+    check_shadow,
+    registry_index,
+)
 from langchain_opa_guard.callback_handler import telemetry_in
 from langchain_opa_guard.contract import (
     call_document,
@@ -53,12 +64,15 @@ from langchain_opa_guard.decision_spans import (
 )
 from langchain_opa_guard.denials import (
     DenialStyle,
+    answer_id,
     decision_record,
     denial_message,
     rejection_message,
+    response_message,
     turn_stopped_message,
 )
 from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.execution import GuardedToolNode, calls_payload, prepared_call
 from langchain_opa_guard.telemetry import Telemetry
 
 __all__ = ["PolicyGuardNode", "InputBuilder", "ToolRegistry"]
@@ -86,6 +100,19 @@ class _Turn:
     user: Any = None
 
 
+@dataclass
+class _Outcome:
+    """What becomes of a decided turn's calls."""
+
+    allowed: list[ToolCall] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[Any] = field(default_factory=list)
+    rewritten: dict[str, list[str]] = field(default_factory=dict)
+    revision: str | None = None
+    stop: bool = False
+    ai_message: AIMessage = field(default_factory=lambda: AIMessage(""))
+
+
 class PolicyGuardNode(RunnableCallable):
     """A LangGraph node that lets a tool call run only when the policy allows it.
 
@@ -93,15 +120,22 @@ class PolicyGuardNode(RunnableCallable):
     :mod:`langchain_opa_guard.contract`), asks the engine about all the calls of the turn
     together, and then:
 
-    * sends the allowed calls on to the ``ToolNode`` (all of them allowed: the ToolNode
-      reads the state as usual; some denied: one ``Send`` carries a copy of the state whose
-      last ``AIMessage`` holds only the allowed calls, so a denied call can never run);
+    * sends the allowed calls themselves, each with a grant (its id and a digest of its
+      arguments), to a :class:`~langchain_opa_guard.GuardedToolNode` in one ``Send``; that
+      node runs nothing else, so a denied call can never run, whatever form the model's
+      message takes after a checkpoint round trip;
     * answers each denied call with exactly one ``ToolMessage`` (``status="error"``) that
       gives the policy's reasons, so the model can re-plan;
+    * asks a human once for all the calls of the turn that need approval, before anything
+      of the turn runs (``interrupt()``, answered like LangChain's
+      ``HumanInTheLoopMiddleware``; see :mod:`langchain_opa_guard.approval`);
     * goes back to the reasoning node when nothing was allowed.
 
-    Engine failures (OPA down, slow, erroring, undefined or malformed output) deny the call:
-    the node never raises into the graph for them.
+    Arguments are checked against the tool's own schema before the policy sees them, so
+    the policy decides on the arguments that will run (``"5000"`` for an integer field is
+    decided and run as ``5000``); a call whose arguments do not validate is denied before
+    the policy is asked. Engine failures (OPA down, slow, erroring, undefined or malformed
+    output) deny the call: the node never raises into the graph for them.
 
     The node declares its destinations (``tools`` and ``agent``), so the compiled graph
     draws the guard's edges.
@@ -109,18 +143,18 @@ class PolicyGuardNode(RunnableCallable):
     Args:
         engine: An :class:`~langchain_opa_guard.OPAServer`, an
             :class:`~langchain_opa_guard.EmbeddedPolicy`, or any :class:`PolicyEngine`.
-        tools: Name of the ``ToolNode`` node.
+        tools: Name of the ``GuardedToolNode`` node.
         agent: Name of the reasoning node the model's answers come back to.
-        registry: The tools (a ``ToolNode``, a list of tools, or a mapping of tool name to
-            metadata), so each input carries the tool's ``metadata``.
+        registry: The tools (the ``GuardedToolNode``, a list of tools, or a mapping of tool
+            name to metadata), so each input carries the tool's ``metadata`` and arguments
+            are checked against the tool's schema (not possible with a mapping).
         build_input: ``(default_input, call, state) -> input`` to extend or replace inputs.
         denial_style: ``"full"`` reasons, ``"generic"`` text, or a function of
             ``(decision, call)``, for what the model is told.
         messages_key: State key of the message list.
         user_key: Key of the subject in the runtime context or ``configurable``.
         approvals: What a policy's ``require_approval`` does: ``"interrupt"`` pauses the
-            graph with ``interrupt()`` for a human (see :mod:`langchain_opa_guard.approval`;
-            needs a checkpointer), ``"deny"`` treats it as a deny.
+            graph for a human (needs a checkpointer), ``"deny"`` treats it as a deny.
         fail_open: Names of tools that may run when the policy engine *fails* (never when
             the policy denies). Off for every tool by default; each use is logged at
             WARNING and traced as ``opa.decision.fail_open``.
@@ -139,14 +173,19 @@ class PolicyGuardNode(RunnableCallable):
             guard node's span). Default: the global providers.
         name: Name of the node's runnable.
 
+    Raises:
+        TypeError, ValueError: At construction, for an argument of the wrong type or
+            value (the message names it); for a plain ``ToolNode`` as ``registry``, which
+            would run whatever the state holds.
+
     Example:
         ```python
         from langgraph.graph import END, START, MessagesState, StateGraph
-        from langgraph.prebuilt import ToolNode, tools_condition
+        from langgraph.prebuilt import tools_condition
 
-        from langchain_opa_guard import EmbeddedPolicy, PolicyGuardNode
+        from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
 
-        tool_node = ToolNode(tools)
+        tool_node = GuardedToolNode(tools)
         builder = StateGraph(MessagesState)
         builder.add_node("agent", call_model)
         builder.add_node("guard", PolicyGuardNode(EmbeddedPolicy("policies"), registry=tool_node))
@@ -183,19 +222,28 @@ class PolicyGuardNode(RunnableCallable):
         meter_provider: MeterProvider | None = None,
         name: str = "policy_guard",
     ) -> None:
-        super().__init__(self._func, self._afunc, name=name, trace=False)
-        self.engine = engine
-        self.tools_node = tools
-        self.agent_node = agent
-        self.metadata_of = _metadata_index(registry)
+        if isinstance(registry, ToolNode) and not isinstance(registry, GuardedToolNode):
+            raise TypeError(
+                "registry is a plain ToolNode, which runs whatever tool calls the state holds; "
+                "build the tools node with GuardedToolNode(tools) so only allowed calls run"
+            )
+        super().__init__(self._func, self._afunc, name=check_name(name, "name"), trace=False)
+        self.engine = check_engine(engine)
+        self.tools_node = check_name(tools, "tools")
+        self.agent_node = check_name(agent, "agent")
+        self.metadata_of, self.tools_by_name = registry_index(registry)
+        if build_input is not None and not callable(build_input):
+            raise TypeError("build_input must be a function (default_input, call, state) -> input")
         self.build_input = build_input
-        self.denial_style = denial_style
-        self.messages_key = messages_key
-        self.user_key = user_key
-        self.approvals = approvals
-        self.fail_open = frozenset(fail_open)
-        self.shadow = shadow if isinstance(shadow, bool) else frozenset(shadow)
-        self.max_repeated_denials = max_repeated_denials
+        self.denial_style = check_denial_style(denial_style)
+        self.messages_key = check_name(messages_key, "messages_key")
+        self.user_key = check_name(user_key, "user_key")
+        self.approvals = check_choice(approvals, "approvals", ("interrupt", "deny"))
+        self.fail_open = check_names(fail_open, "fail_open")
+        self.shadow = check_shadow(shadow)
+        self.max_repeated_denials = check_optional_int(max_repeated_denials, "max_repeated_denials")
+        if decision_log is not None and not callable(getattr(decision_log, "write", None)):
+            raise TypeError("decision_log must be a DecisionLog")
         self.decision_log = decision_log
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
@@ -228,9 +276,9 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             answers = self._ask(ticket)
-            keys, jobs = self._review_jobs(ticket, answers, config, runtime)
+            keys, jobs, edits = self._review_jobs(ticket, answers, config, runtime)
             decided = dict(zip(keys, self._run(jobs), strict=True))
-            return self._after_review(state, ticket, answers, decided, config)
+            return self._after_review(state, ticket, answers, decided, edits)
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
@@ -240,9 +288,9 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             answers = self._ask(ticket)
-            keys, jobs = self._review_jobs(ticket, answers, config, runtime)
+            keys, jobs, edits = self._review_jobs(ticket, answers, config, runtime)
             decided = dict(zip(keys, await self._arun(jobs), strict=True))
-            return self._after_review(state, ticket, answers, decided, config)
+            return self._after_review(state, ticket, answers, decided, edits)
         turn = self._plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
@@ -325,6 +373,17 @@ class PolicyGuardNode(RunnableCallable):
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = subject_from(context, config, self.user_key)
         where_doc = where_document(config, context, agent=self.agent_node, tools=self.tools_node)
+        # Each call as it would run: its arguments through the tool's own schema.
+        problems: list[str | None] = []
+        for position, call in enumerate(turn.calls):
+            tool = (
+                self.tools_by_name.get(call.get("name"))
+                if isinstance(call.get("name"), str)
+                else None
+            )
+            prepared, problem = prepared_call(tool, call)
+            turn.calls[position] = prepared
+            problems.append(problem)
         docs = [call_document(c, metadata_for(self.metadata_of, c.get("name"))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
         user_doc = jsonable(user)
@@ -335,18 +394,19 @@ class PolicyGuardNode(RunnableCallable):
                 key = _call_key(entry.get("name"), entry.get("args"))
                 denied_before[key] = denied_before.get(key, 0) + 1
         turn.repeats = [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
-        seen: dict[str, int] = {}
-        for call in turn.calls:
-            call_id = call.get("id")
-            if isinstance(call_id, str) and call_id:
-                seen[call_id] = seen.get(call_id, 0) + 1
-        for call, doc in zip(turn.calls, docs, strict=True):
-            call_id = call.get("id")
-            if isinstance(call_id, str) and call_id in answered:
+        # The id each call's answer would carry: one answer per id.
+        keys = [answer_id(call) for call in turn.calls]
+        seen = Counter(keys)
+        first_seen: set[str] = set()
+        for call, doc, problem, key in zip(turn.calls, docs, problems, keys, strict=True):
+            if key in answered or key in first_seen:
+                # Answered already, or a second call under an id the first one answers:
+                # one answer per id, and nothing of a duplicated id runs.
                 turn.inputs.append(None)
                 turn.decisions.append(_ALREADY_ANSWERED)
                 continue
-            problem = _invalid_call(call, seen)
+            first_seen.add(key)
+            problem = _invalid_call(call, seen) or problem
             if problem is not None:
                 turn.inputs.append(None)
                 turn.decisions.append(
@@ -372,16 +432,10 @@ class PolicyGuardNode(RunnableCallable):
             turn.decisions.append(None)
         return turn
 
-    def _route(
-        self, state: Any, turn: _Turn, decided: Sequence[Decision], config: RunnableConfig
-    ) -> Command[Any]:
+    def _settle(self, turn: _Turn, decided: Sequence[Decision]) -> _Outcome:
+        """What becomes of each call of a decided turn."""
         results = iter(decided)
-        allowed: list[ToolCall] = []
-        answers: list[Any] = []
-        pending: list[dict[str, Any]] = []
-        rewritten: dict[str, tuple[ToolCall, list[str]]] = {}
-        revision: str | None = None
-        stop = False
+        out = _Outcome()
         for index, (call, early, document) in enumerate(
             zip(turn.calls, turn.decisions, turn.inputs, strict=True)
         ):
@@ -390,15 +444,15 @@ class PolicyGuardNode(RunnableCallable):
             decision = early if early is not None else next(results, None)
             if decision is None:
                 decision = self._engine_crash()
-            revision = revision or decision.revision
+            out.revision = out.revision or decision.revision
             if decision.allow:
                 if decision.args is not None and not decision.shadowed:
                     new_call = cast(ToolCall, {**call, "args": dict(decision.args)})
-                    rewritten[str(call.get("id"))] = (new_call, _changed_keys(call, new_call))
+                    out.rewritten[str(call.get("id"))] = _changed_keys(call, new_call)
                     call = new_call
-                allowed.append(call)
+                out.allowed.append(call)
             elif decision.require_approval and self.approvals == "interrupt":
-                pending.append(
+                out.pending.append(
                     {
                         "call": dict(call),
                         "reasons": list(decision.reasons),
@@ -408,46 +462,65 @@ class PolicyGuardNode(RunnableCallable):
                 )
             else:
                 repeats = turn.repeats[index] if index < len(turn.repeats) else 0
-                answers.append(denial_message(decision, call, self.denial_style, repeats))
+                out.answers.append(denial_message(decision, call, self.denial_style, repeats))
                 limit = self.max_repeated_denials
-                stop = stop or (limit is not None and repeats + 1 >= limit)
+                out.stop = out.stop or (limit is not None and repeats + 1 >= limit)
+        out.ai_message = _as_run(
+            turn.ai_message, [*out.allowed, *(p["call"] for p in out.pending)], out.rewritten
+        )
+        return out
+
+    def _ticket_for(self, turn: _Turn, out: _Outcome) -> dict[str, Any]:
+        """What a turn waiting for a reviewer must remember (plain, checkpointable data)."""
+        allowed_ids = {str(c.get("id")) for c in out.allowed}
+        return {
+            "ai_index": turn.ai_index,
+            "ai_message": out.ai_message,
+            "allowed": [dict(c) for c in out.allowed],
+            "pending": out.pending,
+            "revision": out.revision,
+            "user": turn.user,
+            "documents": {
+                str(c.get("id")): d
+                for c, d in zip(turn.calls, turn.inputs, strict=True)
+                if d is not None and str(c.get("id")) in allowed_ids
+            },
+        }
+
+    def _route(
+        self, state: Any, turn: _Turn, decided: Sequence[Decision], config: RunnableConfig
+    ) -> Command[Any]:
+        out = self._settle(turn, decided)
         messages_update: list[Any] = []
-        ai_message = turn.ai_message
-        if rewritten:
-            ai_message = _with_rewrites(ai_message, rewritten)
-            messages_update.append(ai_message)
-        if stop:
-            return self._stop_turn(turn, allowed, pending, messages_update + answers)
-        messages_update += answers
+        if out.ai_message is not turn.ai_message:
+            messages_update.append(out.ai_message)
+        if out.stop:
+            return self._stop_turn(turn, out.allowed, out.pending, messages_update + out.answers)
+        messages_update += out.answers
         update = {self.messages_key: messages_update} if messages_update else None
-        if pending:
-            ticket = {
-                "ai_index": turn.ai_index,
-                "ai_message": ai_message,
-                "allowed": [dict(c) for c in allowed],
-                "pending": pending,
-                "revision": revision,
-                "user": turn.user,
-                "documents": {
-                    str(c.get("id")): d
-                    for c, d in zip(turn.calls, turn.inputs, strict=True)
-                    if d is not None and any(a.get("id") == c.get("id") for a in allowed)
-                },
-            }
+        if out.pending:
             payload = _with_messages(state, self.messages_key, turn.messages)
-            payload[TICKET_KEY] = ticket
+            payload[TICKET_KEY] = self._ticket_for(turn, out)
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
             return Command(update=update, goto=Send(str(here), payload))
+        earlier = turn.messages[: turn.ai_index]
+        return self._to_tools(state, earlier, out.ai_message, out.allowed, update)
+
+    def _to_tools(
+        self,
+        state: Any,
+        earlier: Sequence[AnyMessage],
+        ai_message: AIMessage,
+        allowed: Sequence[ToolCall],
+        update: dict[str, Any] | None,
+    ) -> Command[Any]:
+        """The allowed calls themselves, with their grants, to the tools node; else back."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
-        if len(allowed) == len(turn.calls):
-            return Command(update=update, goto=self.tools_node)
-        narrowed = ai_message.model_copy(update={"tool_calls": allowed})
-        messages = [*turn.messages[: turn.ai_index], narrowed]
-        return Command(
-            update=update,
-            goto=Send(self.tools_node, _with_messages(state, self.messages_key, messages)),
-        )
+        if isinstance(state, Mapping):
+            state = {k: v for k, v in state.items() if k != TICKET_KEY}
+        payload = calls_payload(allowed, state, self.messages_key, earlier, ai_message)
+        return Command(update=update, goto=Send(self.tools_node, payload))
 
     def _stop_turn(
         self,
@@ -471,19 +544,10 @@ class PolicyGuardNode(RunnableCallable):
     # -- human approval ---------------------------------------------------------------
 
     def _ask(self, ticket: Mapping[str, Any]) -> dict[str, ReviewAnswer]:
-        """Pause the graph for a reviewer; on resume, their answer per waiting call."""
-        requests = [
-            {
-                "tool_call_id": p["call"].get("id"),
-                "name": p["call"].get("name"),
-                "args": p["call"].get("args"),
-                "reasons": p["reasons"],
-                "actions": ["approve", "reject", "edit"],
-            }
-            for p in ticket["pending"]
-        ]
-        response = interrupt({"type": APPROVAL_TYPE, "requests": requests})
-        return read_answers(response, [str(r["tool_call_id"]) for r in requests])
+        """Pause the graph for a reviewer; on resume, their answer per waiting call id."""
+        pending = ticket["pending"]
+        answers = ask_reviewer(pending)
+        return {str(p["call"].get("id")): a for p, a in zip(pending, answers, strict=True)}
 
     def _review_jobs(
         self,
@@ -491,12 +555,12 @@ class PolicyGuardNode(RunnableCallable):
         answers: Mapping[str, ReviewAnswer],
         config: RunnableConfig,
         runtime: Runtime | None,
-    ) -> tuple[list[str], list[_Job]]:
+    ) -> tuple[list[str], list[_Job], dict[str, tuple[ToolCall, str | None]]]:
         """What must be decided again on resume, keyed ``"edit:<id>"`` / ``"recheck:<id>"``.
 
-        Edited calls go back to the policy with their new arguments. When the policy
-        revision or the subject changed while the graph waited, every call of the turn is
-        decided again under the current policy and subject.
+        Edited calls go through the tool's schema and back to the policy with their new
+        arguments. When the policy revision or the subject changed while the graph waited,
+        every call of the turn is decided again under the current policy and subject.
         """
         telemetry, parent = self._telemetry(config)
         conversation = thread_id(config)
@@ -505,6 +569,7 @@ class PolicyGuardNode(RunnableCallable):
         changed = user != ticket.get("user") or self._revision_changed(ticket.get("revision"))
         keys: list[str] = []
         jobs: list[_Job] = []
+        edits: dict[str, tuple[ToolCall, str | None]] = {}
 
         def add(key: str, call: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
             if not document:
@@ -526,38 +591,45 @@ class PolicyGuardNode(RunnableCallable):
 
         for item in ticket["pending"]:
             call = item["call"]
-            answer = answers[str(call.get("id"))]
+            call_id = str(call.get("id"))
+            answer = answers[call_id]
             record_review(telemetry, parent, call, answer.action)
             document = item["document"]
             if answer.action == "edit" and answer.args is not None and document:
-                document = {
-                    **document,
-                    "tool": {**document["tool"], "args": jsonable(dict(answer.args))},
-                }
-                add(f"edit:{call.get('id')}", call, document)
+                tool = self.tools_by_name.get(call.get("name"))
+                edited, problem = prepared_call(
+                    tool, cast(ToolCall, {**call, "args": dict(answer.args)})
+                )
+                edits[call_id] = (edited, problem)
+                if problem is None:
+                    doc = call_document(edited, metadata_for(self.metadata_of, call.get("name")))
+                    turn = [
+                        doc if t.get("call_id") == doc["call_id"] else t for t in document["turn"]
+                    ]
+                    add(f"edit:{call_id}", call, {**document, "tool": doc, "turn": turn})
             elif changed:
-                add(f"recheck:{call.get('id')}", call, document)
+                add(f"recheck:{call_id}", call, document)
         if changed:
             for call in ticket["allowed"]:
                 document = ticket.get("documents", {}).get(str(call.get("id")))
                 add(f"recheck:{call.get('id')}", call, document)
-        return keys, jobs
+        return keys, jobs, edits
 
     def _revision_changed(self, before: Any) -> bool:
         now = _engine_revision(self.engine)
         return now is not None and before is not None and now != before
 
-    def _after_review(
+    def _settle_review(
         self,
-        state: Any,
         ticket: Mapping[str, Any],
         answers: Mapping[str, ReviewAnswer],
         decided: Mapping[str, Decision],
-        config: RunnableConfig,
-    ) -> Command[Any]:
+        edits: Mapping[str, tuple[ToolCall, str | None]],
+    ) -> tuple[list[ToolCall], list[Any], AIMessage]:
+        """``(calls that run, answers for the others, the model's message as it runs)``."""
         allowed: list[ToolCall] = []
         replies: list[Any] = []
-        edited: dict[str, dict[str, Any]] = {}
+        rewritten: dict[str, list[str]] = {}
         for raw in ticket["allowed"]:
             call = cast(ToolCall, raw)
             again = decided.get(f"recheck:{call.get('id')}")
@@ -567,40 +639,51 @@ class PolicyGuardNode(RunnableCallable):
                 replies.append(denial_message(again, call, self.denial_style))
         for item in ticket["pending"]:
             call = cast(ToolCall, item["call"])
-            answer = answers[str(call.get("id"))]
-            again = decided.get(f"recheck:{call.get('id')}")
+            call_id = str(call.get("id"))
+            answer = answers[call_id]
+            again = decided.get(f"recheck:{call_id}")
             if again is not None and not (again.allow or again.require_approval):
                 replies.append(denial_message(again, call, self.denial_style))
             elif answer.action == "approve":
                 allowed.append(call)
-            elif answer.action == "edit" and answer.args is not None:
-                decision = decided.get(f"edit:{call.get('id')}") or self._engine_crash()
-                if decision.allow or decision.require_approval:
-                    new_call = cast(ToolCall, {**call, "args": dict(answer.args)})
-                    allowed.append(new_call)
-                    edited[str(call.get("id"))] = dict(new_call)
-                else:
-                    replies.append(denial_message(decision, call, self.denial_style))
+            elif answer.action == "edit" and call_id in edits:
+                edited, problem = edits[call_id]
+                if problem is not None:
+                    failure = Decision.failure(ErrorType.INVALID_CALL, problem)
+                    replies.append(denial_message(failure, edited, self.denial_style))
+                    continue
+                decision = decided.get(f"edit:{call_id}") or self._engine_crash()
+                if not (decision.allow or decision.require_approval):
+                    replies.append(denial_message(decision, edited, self.denial_style))
+                    continue
+                if decision.allow and decision.args is not None and not decision.shadowed:
+                    # The policy's rewrite of the edited arguments is what runs.
+                    edited = cast(ToolCall, {**edited, "args": dict(decision.args)})
+                    rewritten[call_id] = _changed_keys(call, edited)
+                allowed.append(edited)
+            elif answer.action == "respond":
+                replies.append(response_message(call, answer.reason or ""))
             else:
                 replies.append(rejection_message(call, answer.reason, self.denial_style))
         ai_message: AIMessage = ticket["ai_message"]
-        if edited:
-            ai_message = ai_message.model_copy(
-                update={
-                    "tool_calls": [edited.get(str(c.get("id")), c) for c in ai_message.tool_calls]
-                }
-            )
-            replies.insert(0, ai_message)
+        ran = {str(c.get("id")): c for c in allowed}
+        shown = [ran.get(str(c.get("id")), c) for c in ai_message.tool_calls]
+        return allowed, replies, _as_run(ai_message, shown, rewritten)
+
+    def _after_review(
+        self,
+        state: Any,
+        ticket: Mapping[str, Any],
+        answers: Mapping[str, ReviewAnswer],
+        decided: Mapping[str, Decision],
+        edits: Mapping[str, tuple[ToolCall, str | None]],
+    ) -> Command[Any]:
+        allowed, replies, updated = self._settle_review(ticket, answers, decided, edits)
+        if updated is not ticket["ai_message"]:
+            replies.insert(0, updated)
         update = {self.messages_key: replies} if replies else None
-        if not allowed:
-            return Command(update=update, goto=self.agent_node)
-        state = {k: v for k, v in state.items() if k != TICKET_KEY}
-        messages = state_messages(state, self.messages_key)[: ticket["ai_index"]]
-        narrowed = ai_message.model_copy(update={"tool_calls": allowed})
-        return Command(
-            update=update,
-            goto=Send(self.tools_node, {**state, self.messages_key: [*messages, narrowed]}),
-        )
+        earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
+        return self._to_tools(state, earlier, updated, allowed, update)
 
     def _engine_crash(self) -> Decision:
         return Decision.failure(
@@ -699,26 +782,54 @@ def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[s
 _MISSING = object()
 
 
-def _with_rewrites(
-    message: AIMessage, rewritten: Mapping[str, tuple[ToolCall, list[str]]]
+def _as_run(
+    message: AIMessage, calls: Sequence[Mapping[str, Any]], rewritten: Mapping[str, list[str]]
 ) -> AIMessage:
-    """The model's message as it will run, with a note of what the policy changed."""
-    calls = [
-        rewritten[str(c.get("id"))][0] if str(c.get("id")) in rewritten else c
-        for c in message.tool_calls
-    ]
-    notes = [
-        f"[policy: the arguments of {call.get('name')} ({call_id}) were adjusted: "
-        f"{', '.join(keys) or 'none'}]"
-        for call_id, (call, keys) in rewritten.items()
-    ]
-    content = message.content
-    text = "\n".join(notes)
-    if isinstance(content, str):
-        content = f"{content}\n{text}" if content else text
-    else:
-        content = [*content, {"type": "text", "text": text}]
-    return message.model_copy(update={"tool_calls": calls, "content": content})
+    """The model's message as its calls will run, or ``message`` itself when nothing changed.
+
+    A changed message is rebuilt as a plain ``AIMessage`` (same id, so it replaces the
+    original in the state): a streamed chunk or raw provider tool calls in
+    ``additional_kwargs`` would bring the model's arguments back after a checkpoint round
+    trip. A policy's argument rewrite leaves a note for the model.
+    """
+    by_id = {str(c.get("id")): c for c in calls}
+    new_calls = [by_id.get(str(c.get("id")), c) for c in message.tool_calls]
+    if not rewritten and all(
+        a.get("args") == b.get("args") for a, b in zip(new_calls, message.tool_calls, strict=True)
+    ):
+        return message
+    content: Any = message.content
+    if isinstance(content, list):
+        content = [
+            b
+            for b in content
+            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
+        ]
+    if rewritten:
+        notes = "\n".join(
+            f"[policy: the arguments of {by_id[call_id].get('name')} ({call_id}) were "
+            f"adjusted: {', '.join(keys) or 'none'}]"
+            for call_id, keys in rewritten.items()
+        )
+        if isinstance(content, str):
+            content = f"{content}\n{notes}" if content else notes
+        else:
+            content = [*content, {"type": "text", "text": notes}]
+    extra = {
+        k: v
+        for k, v in message.additional_kwargs.items()
+        if k not in ("tool_calls", "function_call")
+    }
+    return AIMessage(
+        content=content,
+        tool_calls=[{**c, "args": dict(c["args"])} for c in new_calls],
+        invalid_tool_calls=list(message.invalid_tool_calls),
+        additional_kwargs=extra,
+        response_metadata=dict(message.response_metadata),
+        usage_metadata=message.usage_metadata,
+        id=message.id,
+        name=message.name,
+    )
 
 
 def _engine_revision(engine: Any) -> str | None:
@@ -755,13 +866,3 @@ def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
     if not isinstance(call.get("args"), Mapping):
         return "the tool call's arguments are not an object"
     return None
-
-
-def _metadata_index(registry: ToolRegistry | None) -> dict[str, Mapping[str, Any]]:
-    if registry is None:
-        return {}
-    if isinstance(registry, ToolNode):
-        return {name: dict(tool.metadata or {}) for name, tool in registry.tools_by_name.items()}
-    if isinstance(registry, Mapping):
-        return {str(name): dict(meta or {}) for name, meta in registry.items()}
-    return {tool.name: dict(tool.metadata or {}) for tool in registry}

@@ -11,9 +11,10 @@ from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict
 
-from langchain_opa_guard.decision import Decision
+from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.denials import DenialStyle, decision_record, denial_text
 from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.execution import prepared_call
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 
 __all__ = ["GuardedTool", "guard_tools"]
@@ -99,12 +100,14 @@ class GuardedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         config = _with_callbacks(config, callbacks)
-        call = self._call(tool_input, tool_call_id)
+        call, refusal = self._prepare(tool_input, tool_call_id)
+        if refusal is not None:
+            return self._denied(refusal, call)
         decision = self.guard.check(call, None, config, _current_context())
         if not decision.allow:
             return self._denied(decision, call)
         return self.inner.run(
-            tool_input,
+            _as_allowed(tool_input, call, decision),
             verbose,
             start_color,
             color,
@@ -127,12 +130,14 @@ class GuardedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         config = _with_callbacks(config, callbacks)
-        call = self._call(tool_input, tool_call_id)
+        call, refusal = self._prepare(tool_input, tool_call_id)
+        if refusal is not None:
+            return self._denied(refusal, call)
         decision = await self.guard.acheck(call, None, config, _current_context())
         if not decision.allow:
             return self._denied(decision, call)
         return await self.inner.arun(
-            tool_input,
+            _as_allowed(tool_input, call, decision),
             verbose,
             start_color,
             color,
@@ -140,6 +145,20 @@ class GuardedTool(BaseTool):
             config=config,
             tool_call_id=tool_call_id,
             **kwargs,
+        )
+
+    def _prepare(
+        self, tool_input: str | dict[str, Any], tool_call_id: str | None
+    ) -> tuple[ToolCall, Decision | None]:
+        """The call as it will run (through the tool's schema), or why it cannot."""
+        call = self._call(tool_input, tool_call_id)
+        if not isinstance(tool_input, dict):
+            return call, None
+        call, problem = prepared_call(self.inner, call)
+        if problem is None:
+            return call, None
+        return call, Decision.failure(
+            ErrorType.INVALID_CALL, problem, policy=self.guard.engine.policy
         )
 
     def _call(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> ToolCall:
@@ -161,6 +180,20 @@ class GuardedTool(BaseTool):
                 artifact={"opa_guard": decision_record(decision)},
             )
         return text
+
+
+def _as_allowed(
+    tool_input: str | dict[str, Any], call: ToolCall, decision: Decision
+) -> str | dict[str, Any]:
+    """What the wrapped tool runs with: the decided arguments (the policy's rewrite, if
+    any), plus the values the ToolNode injected (state, store, runtime), which the model
+    never sees and the policy does not decide."""
+    if not isinstance(tool_input, dict):
+        return tool_input
+    args = dict(decision.args) if decision.args is not None and not decision.shadowed else None
+    decided = args if args is not None else dict(call["args"])
+    injected = {k: v for k, v in tool_input.items() if k not in call["args"]}
+    return {**injected, **decided}
 
 
 def _visible_fields(tool: BaseTool) -> set[str] | None:

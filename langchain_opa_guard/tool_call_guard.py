@@ -16,12 +16,20 @@ from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command, interrupt
+from langgraph.types import Command
 from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from langchain_opa_guard.approval import APPROVAL_TYPE, read_answers
+from langchain_opa_guard.arguments import (
+    check_choice,
+    check_denial_style,
+    check_engine,
+    check_name,
+    check_names,
+    check_shadow,
+    registry_index,
+)
 from langchain_opa_guard.callback_handler import telemetry_in
 from langchain_opa_guard.contract import (
     call_document,
@@ -35,11 +43,12 @@ from langchain_opa_guard.contract import (
     tool_label,
     where_document,
 )
-from langchain_opa_guard.decision import Decision
+from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.decision_log import DecisionLog
-from langchain_opa_guard.decision_spans import Rules, ajudge, judge, record_review, shadow_rule
-from langchain_opa_guard.denials import DenialStyle, denial_message, rejection_message
+from langchain_opa_guard.decision_spans import Rules, ajudge, judge, record_early, shadow_rule
+from langchain_opa_guard.denials import DenialStyle, denial_message
 from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.execution import prepared_call
 from langchain_opa_guard.telemetry import Telemetry
 
 __all__ = ["ToolCallGuard"]
@@ -51,11 +60,10 @@ AsyncExecute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]
 
 
 class ToolCallGuard:
-    """Check each tool call against the policy right before it runs.
+    """Check each tool call against the policy right where it is about to run.
 
-    Use it as a ``ToolNode`` interceptor (it is also what
-    :class:`~langchain_opa_guard.OPAGuardMiddleware` and
-    :func:`~langchain_opa_guard.guard_tools` use):
+    Use it as a ``ToolNode`` interceptor (it is also what ``guard_tools`` and the
+    middleware's fallback use):
 
     ```python
     from langgraph.prebuilt import ToolNode
@@ -66,15 +74,24 @@ class ToolCallGuard:
                          awrap_tool_call=guard.awrap_tool_call)
     ```
 
-    A denied call is answered with a ``ToolMessage`` (``status="error"``, the policy's
-    reasons) and its tool never runs. A call the policy sends to a human pauses the graph
-    with ``interrupt()`` (approve, reject or edit, as for the guard node).
+    The call's arguments go through the tool's own schema first, so the policy decides on
+    what will run; a denied call is answered with a ``ToolMessage`` (``status="error"``, the
+    policy's reasons) and its tool never runs; a policy's argument rewrite is what runs. Put
+    the guard's interceptor last (closest to the tool) when you compose interceptors, so
+    the call it decides is the call that runs.
+
+    A ``ToolNode`` runs all the calls of a turn together in one task, so a pause for human
+    approval inside it would re-run the turn's other calls on resume. The interceptor
+    therefore treats ``require_approval`` as a deny; for approvals use
+    :class:`~langchain_opa_guard.PolicyGuardNode` or
+    :class:`~langchain_opa_guard.OPAGuardMiddleware`, which ask for all of a turn's
+    approvals before anything of the turn runs.
 
     Args:
         engine: The policy engine.
         registry: Tools (or name -> metadata) for ``input.tool.metadata``.
         denial_style: ``"full"``, ``"generic"`` or a function of ``(decision, call)``.
-        approvals: ``"interrupt"`` or ``"deny"`` for ``require_approval`` decisions.
+        approvals: ``"deny"`` (the only mode here; ``"interrupt"`` raises ``ValueError``).
         fail_open: Tools that may run when the engine fails (explicit, logged, traced).
         shadow: Shadow mode (``True``, or tool names and reason codes), as for the node.
         decision_log: Record decisions as JSON lines for replay.
@@ -89,7 +106,7 @@ class ToolCallGuard:
         *,
         registry: ToolNode | Sequence[Any] | Mapping[str, Mapping[str, Any]] | None = None,
         denial_style: DenialStyle = "full",
-        approvals: Literal["interrupt", "deny"] = "interrupt",
+        approvals: Literal["deny"] = "deny",
         fail_open: Collection[str] = (),
         shadow: bool | Collection[str] = False,
         decision_log: DecisionLog | None = None,
@@ -98,17 +115,25 @@ class ToolCallGuard:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        from langchain_opa_guard.guard_node import _metadata_index
-
-        self.engine = engine
-        self.metadata_of = _metadata_index(registry)
-        self.denial_style = denial_style
+        if cast(str, approvals) == "interrupt":
+            raise ValueError(
+                "approvals='interrupt' is not available in a ToolNode interceptor: the "
+                "ToolNode runs all the calls of a turn in one task, so a pause would re-run "
+                "the turn's other calls on resume. Use PolicyGuardNode or "
+                "OPAGuardMiddleware for human approval, which ask before anything runs."
+            )
+        check_choice(approvals, "approvals", ("deny",))
+        self.engine = check_engine(engine)
+        self.metadata_of, self.tools_by_name = registry_index(registry)
+        self.denial_style = check_denial_style(denial_style)
         self.approvals = approvals
-        self.fail_open = frozenset(fail_open)
-        self.shadow = shadow if isinstance(shadow, bool) else frozenset(shadow)
+        self.fail_open = check_names(fail_open, "fail_open")
+        self.shadow = check_shadow(shadow)
+        if decision_log is not None and not callable(getattr(decision_log, "write", None)):
+            raise TypeError("decision_log must be a DecisionLog")
         self.decision_log = decision_log
-        self.user_key = user_key
-        self.messages_key = messages_key
+        self.user_key = check_name(user_key, "user_key")
+        self.messages_key = check_name(messages_key, "messages_key")
         self._telemetry = Telemetry(tracer_provider, meter_provider)
 
     # -- building the input ----------------------------------------------------------------
@@ -122,19 +147,16 @@ class ToolCallGuard:
         messages = state_messages(state, self.messages_key)
         turn: list[dict[str, Any]] = [doc]
         history: list[dict[str, Any]] = []
-        for index in range(len(messages) - 1, -1, -1):
-            message = messages[index]
-            if isinstance(message, AIMessage) and any(
-                c.get("id") == call.get("id") for c in message.tool_calls
-            ):
-                turn = [
-                    doc
-                    if c.get("id") == call.get("id")
-                    else call_document(c, metadata_for(self.metadata_of, c.get("name")))
-                    for c in message.tool_calls
-                ]
-                history = history_documents(messages[:index], self.metadata_of)
-                break
+        found = _turn_of(messages, call.get("id"))
+        if found is not None:
+            index, message = found
+            turn = [
+                doc
+                if c.get("id") == call.get("id")
+                else call_document(c, metadata_for(self.metadata_of, c.get("name")))
+                for c in message.tool_calls
+            ]
+            history = history_documents(messages[:index], self.metadata_of)
         user = jsonable(subject_from(context, config, self.user_key))
         return policy_input(doc, user, where_document(config, context), turn, history)
 
@@ -179,16 +201,13 @@ class ToolCallGuard:
     ) -> ToolMessage | Command[Any]:
         """``ToolNode(wrap_tool_call=...)``: run the call only if the policy allows it."""
         config, context = _runtime_parts(request)
-        decision = self.check(request.tool_call, request.state, config, context)
-        outcome = self._settle(request, decision, config)
-        if isinstance(outcome, ToolMessage):
-            return outcome
-        if outcome is not None:  # an edited call: the policy decides again
-            again = self.check(outcome.tool_call, request.state, config, context)
-            if not (again.allow or again.require_approval):
-                return denial_message(again, outcome.tool_call, self.denial_style)
-            request = outcome
-        request, note = _rewrite(request, decision)
+        call, refusal = self._prepare(request, config)
+        if refusal is not None:
+            return refusal
+        decision = self.check(call, request.state, config, context)
+        if not decision.allow:
+            return denial_message(decision, call, self.denial_style)
+        request, note = _as_allowed(request, call, decision)
         return _noted(execute(request), note)
 
     async def awrap_tool_call(
@@ -196,51 +215,38 @@ class ToolCallGuard:
     ) -> ToolMessage | Command[Any]:
         """``ToolNode(awrap_tool_call=...)``: async twin of :meth:`wrap_tool_call`."""
         config, context = _runtime_parts(request)
-        decision = await self.acheck(request.tool_call, request.state, config, context)
-        outcome = self._settle(request, decision, config)
-        if isinstance(outcome, ToolMessage):
-            return outcome
-        if outcome is not None:
-            again = await self.acheck(outcome.tool_call, request.state, config, context)
-            if not (again.allow or again.require_approval):
-                return denial_message(again, outcome.tool_call, self.denial_style)
-            request = outcome
-        request, note = _rewrite(request, decision)
+        call, refusal = self._prepare(request, config)
+        if refusal is not None:
+            return refusal
+        decision = await self.acheck(call, request.state, config, context)
+        if not decision.allow:
+            return denial_message(decision, call, self.denial_style)
+        request, note = _as_allowed(request, call, decision)
         return _noted(await execute(request), note)
 
-    def _settle(
-        self, request: ToolCallRequest, decision: Decision, config: RunnableConfig
-    ) -> ToolMessage | ToolCallRequest | None:
-        """``None``: run as is; a ToolMessage: the answer; a request: run this edited call."""
+    def _prepare(
+        self, request: ToolCallRequest, config: RunnableConfig
+    ) -> tuple[ToolCall, ToolMessage | Command[Any] | None]:
+        """The call as it would run, or the answer for a call that cannot run at all."""
         call = request.tool_call
-        if decision.allow:
-            return None
-        if not (decision.require_approval and self.approvals == "interrupt"):
-            return denial_message(decision, call, self.denial_style)
-        call_id = str(call.get("id"))
-        response = interrupt(
-            {
-                "type": APPROVAL_TYPE,
-                "requests": [
-                    {
-                        "tool_call_id": call_id,
-                        "name": call.get("name"),
-                        "args": call.get("args"),
-                        "reasons": list(decision.reasons),
-                        "actions": ["approve", "reject", "edit"],
-                    }
-                ],
-            }
-        )
-        answer = read_answers(response, [call_id])[call_id]
+        problem: str | None = None
+        duplicates = _id_count(request.state, self.messages_key, call.get("id"))
+        if duplicates > 1:
+            if not _first_of(request.state, self.messages_key, call):
+                # One answer per id: the first call under a duplicated id answers for all.
+                return call, Command(update={})
+            problem = "the tool call id is used by more than one call in this turn"
+        if problem is None:
+            tool = request.tool or self.tools_by_name.get(str(call.get("name")))
+            call, problem = prepared_call(tool, call)
+        if problem is None:
+            return call, None
+        decision = Decision.failure(ErrorType.INVALID_CALL, problem, policy=self.engine.policy)
         telemetry, parent = self._telemetry_for(config)
-        record_review(telemetry, parent, call, answer.action)
-        if answer.action == "approve":
-            return None
-        if answer.action == "edit" and answer.args is not None:
-            edited = cast(ToolCall, {**call, "args": dict(answer.args)})
-            return request.override(tool_call=edited)
-        return rejection_message(call, answer.reason, self.denial_style)
+        record_early(
+            telemetry, self.engine, call, decision, parent, thread_id(config), self._label(call)
+        )
+        return call, denial_message(decision, call, self.denial_style)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -261,11 +267,42 @@ class ToolCallGuard:
         return tool_label(call.get("name"), self.metadata_of)
 
 
-def _rewrite(request: ToolCallRequest, decision: Decision) -> tuple[ToolCallRequest, str | None]:
-    """Apply a policy's argument rewrite; the note tells the model which arguments changed."""
-    if not decision.allow or decision.shadowed or decision.args is None:
-        return request, None
-    call = request.tool_call
+def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | None:
+    """The latest model turn holding ``call_id`` (ids repeat across turns, not within)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, AIMessage) and any(
+            c.get("id") == call_id for c in message.tool_calls
+        ):
+            return index, message
+    return None
+
+
+def _id_count(state: Any, key: str, call_id: Any) -> int:
+    found = _turn_of(state_messages(state, key), call_id)
+    return 0 if found is None else sum(1 for c in found[1].tool_calls if c.get("id") == call_id)
+
+
+def _first_of(state: Any, key: str, call: Mapping[str, Any]) -> bool:
+    """Whether ``call`` is the first of the calls sharing its id in its turn."""
+    found = _turn_of(state_messages(state, key), call.get("id"))
+    if found is None:
+        return True
+    same = [c for c in found[1].tool_calls if c.get("id") == call.get("id")]
+    for position, candidate in enumerate(same):
+        if candidate is call:  # ToolNode hands each interceptor the message's own dict
+            return position == 0
+    return True  # cannot tell: answer rather than leave the id unanswered
+
+
+def _as_allowed(
+    request: ToolCallRequest, call: ToolCall, decision: Decision
+) -> tuple[ToolCallRequest, str | None]:
+    """The request that runs: the prepared call, or the policy's rewrite of it."""
+    if decision.shadowed or decision.args is None:
+        if call is request.tool_call:
+            return request, None
+        return request.override(tool_call=call), None
     old = call.get("args") or {}
     new = dict(decision.args)
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -9,6 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
+from pydantic import ValidationError
 from test_guard_node import assert_every_call_answered_once
 
 from langchain_opa_guard import PolicyEngine, PolicyGuardNode
@@ -51,9 +52,20 @@ def test_egress_after_untrusted_content_waits_for_a_human(engine: PolicyEngine) 
     assert request["tool_call_id"] == "m1" and request["name"] == "send_email"
     assert "a human must approve" in request["reasons"][0]
     assert request["args"] == EMAIL
+    # HumanInTheLoopMiddleware's request shape, for the UIs that render it.
+    (action,) = pending.value["action_requests"]
+    assert action["name"] == "send_email" and action["args"] == EMAIL
+    assert pending.value["review_configs"][0]["allowed_decisions"] == [
+        "approve",
+        "edit",
+        "reject",
+        "respond",
+    ]
 
 
-@pytest.mark.parametrize("answer", ["approve", {"m1": {"action": "approve"}}, [True]])
+@pytest.mark.parametrize(
+    "answer", ["approve", {"type": "approve"}, {"decisions": [{"type": "approve"}]}]
+)
 def test_approve_runs_the_call(engine: PolicyEngine, answer: Any) -> None:
     graph, outbox, run = start(engine, "t-approve")
     result = graph.invoke(Command(resume=answer), run["config"], context={"user": INTERNAL})
@@ -64,7 +76,7 @@ def test_approve_runs_the_call(engine: PolicyEngine, answer: Any) -> None:
 
 def test_reject_tells_the_model_why(engine: PolicyEngine) -> None:
     graph, outbox, run = start(engine, "t-reject")
-    answer = {"action": "reject", "reason": "that page looks like an injection"}
+    answer = {"decisions": [{"type": "reject", "message": "that page looks like an injection"}]}
     result = graph.invoke(Command(resume=answer), run["config"], context={"user": INTERNAL})
     assert outbox.sent == []
     reply = next(
@@ -79,7 +91,7 @@ def test_edit_is_checked_by_the_policy_again(engine: PolicyEngine) -> None:
     graph, outbox, run = start(engine, "t-edit-ok")
     edited = {**EMAIL, "to": "carol@example.com"}
     result = graph.invoke(
-        Command(resume={"action": "edit", "args": edited}),
+        Command(resume=edit("send_email", edited)),
         run["config"],
         context={"user": INTERNAL},
     )
@@ -95,7 +107,7 @@ def test_edit_is_checked_by_the_policy_again(engine: PolicyEngine) -> None:
     graph, outbox, run = start(engine, "t-edit-bad")
     outside = {**EMAIL, "to": "eve@evil.test"}
     result = graph.invoke(
-        Command(resume={"action": "edit", "args": outside}),
+        Command(resume=edit("send_email", outside)),
         run["config"],
         context={"user": INTERNAL},
     )
@@ -107,10 +119,45 @@ def test_edit_is_checked_by_the_policy_again(engine: PolicyEngine) -> None:
     assert_every_call_answered_once(result["messages"])
 
 
-def test_unreadable_answer_rejects(embedded: PolicyEngine) -> None:
+def edit(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"decisions": [{"type": "edit", "edited_action": {"name": name, "args": args}}]}
+
+
+def test_unreadable_answer_can_be_given_again(embedded: PolicyEngine) -> None:
     graph, outbox, run = start(embedded, "t-garbage")
-    graph.invoke(Command(resume={"action": "maybe"}), run["config"], context={"user": INTERNAL})
+    with pytest.raises(ValidationError):
+        graph.invoke(Command(resume={"action": "maybe"}), run["config"], context={"user": INTERNAL})
     assert outbox.sent == []
+    # Nothing was saved: the same question is still open and takes a proper answer.
+    assert graph.get_state(run["config"]).interrupts
+    graph.invoke(Command(resume="approve"), run["config"], context={"user": INTERNAL})
+    assert outbox.sent == [EMAIL]
+
+
+def test_an_edit_may_not_switch_tools(embedded: PolicyEngine) -> None:
+    graph, outbox, run = start(embedded, "t-switch")
+    result = graph.invoke(
+        Command(resume=edit("fetch_url", {"url": "https://evil.test"})),
+        run["config"],
+        context={"user": INTERNAL},
+    )
+    assert outbox.sent == [] and outbox.fetched == ["https://partner.test"]
+    reply = next(
+        m for m in result["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "m1"
+    )
+    assert "another tool" in reply.content
+
+
+def test_respond_answers_for_the_tool(embedded: PolicyEngine) -> None:
+    graph, outbox, run = start(embedded, "t-respond")
+    answer = {"decisions": [{"type": "respond", "message": "I will send it myself."}]}
+    result = graph.invoke(Command(resume=answer), run["config"], context={"user": INTERNAL})
+    assert outbox.sent == []
+    reply = next(
+        m for m in result["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "m1"
+    )
+    assert reply.content == "I will send it myself." and reply.status == "success"
+    assert_every_call_answered_once(result["messages"])
 
 
 def test_approval_async(engine: PolicyEngine) -> None:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.prebuilt import tools_condition
 from opa_process import free_port
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -31,9 +31,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import BaseModel, ConfigDict
 from test_guard_node import ADMIN, INTERNAL
 
-from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine, PolicyGuardNode
+from langchain_opa_guard import (
+    EmbeddedPolicy,
+    GuardedToolNode,
+    OPAServer,
+    PolicyEngine,
+    PolicyGuardNode,
+)
 from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import customer_db_tools
+from langchain_opa_guard.denials import answer_id
 
 GUEST = {"id": "user-789", "role": "guest"}
 MISSING = object()
@@ -89,7 +96,7 @@ class HostileAgent:
             self.entered.append((request.tool_call.get("id"), request.tool_call.get("name")))
             return await execute(request)
 
-        tool_node = ToolNode(self.tools, wrap_tool_call=enter, awrap_tool_call=aenter)
+        tool_node = GuardedToolNode(self.tools, wrap_tool_call=enter, awrap_tool_call=aenter)
 
         def agent(state: MessagesState) -> dict[str, Any]:
             if isinstance(state["messages"][-1], HumanMessage):
@@ -296,8 +303,9 @@ def check_invariants(
         answers.append(message)
     usable = usable_ids(proposed)
 
-    # Every call answered exactly once; each usable id by exactly one answer.
-    assert len(answers) == len(proposed), [a.tool_call_id for a in answers]
+    # One answer per id (the id as the answer carries it); each usable id answered once.
+    assert len(answers) == len({answer_id(c) for c in proposed}), [a.tool_call_id for a in answers]
+    assert len({a.tool_call_id for a in answers}) == len(answers)
     answered = Counter(a.tool_call_id for a in answers)
     for call_id in usable:
         assert answered[call_id] == 1, call_id
@@ -489,7 +497,15 @@ def test_calls_without_usable_ids_or_names_are_answered_and_never_run(
     assert embedded_agent.entered == [("fine", "search_web")]
     answers = [m for m in messages if isinstance(m, ToolMessage)]
     invalid = [a for a in answers if a.tool_call_id != "fine"]
-    assert len(invalid) == 8
+    # One answer per id: the three calls without a usable id share the empty id, the
+    # duplicated "dup" is answered once; the three without a name have ids of their own.
+    assert sorted(a.tool_call_id for a in invalid) == [
+        "",
+        "dup",
+        "empty-name",
+        "no-name",
+        "none-name",
+    ]
     assert all(a.artifact["opa_guard"]["error"] == "invalid_call" for a in invalid)
 
 

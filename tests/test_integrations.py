@@ -137,31 +137,29 @@ def exfiltration_script() -> ScriptedChatModel:
     )
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        "approve",
-        "reject",
-        {"action": "edit", "args": {"to": "eve@evil.test", "subject": "s", "body": "b"}},
-    ],
-)
-def test_interceptor_history_and_approval(engine: PolicyEngine, answer: Any) -> None:
-    """The interceptor sees the conversation, so the stateful policy works there too."""
+def test_interceptor_history_makes_approval_a_deny(engine: PolicyEngine) -> None:
+    """The interceptor sees the conversation, so the stateful policy works there too; a
+    call that needs a human is not run (a ToolNode cannot pause for one call safely)."""
     tools, outbox = web_tools()
     guard = ToolCallGuard(engine, registry=tools)
     node = ToolNode(
         tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
     )
     graph = plain_agent(exfiltration_script(), node, InMemorySaver())
-    config = {"configurable": {"thread_id": f"interceptor-{answer!s:.20}"}}
-    first = graph.invoke({"messages": [("user", "go")]}, config, context={"user": INTERNAL})
-    assert first["__interrupt__"][0].value["requests"][0]["name"] == "send_email"
-    assert outbox.sent == []
-    result = graph.invoke(Command(resume=answer), config, context={"user": INTERNAL})
-    assert outbox.sent == (
-        [{"to": "bob@example.com", "subject": "s", "body": "b"}] if answer == "approve" else []
+    config = {"configurable": {"thread_id": "interceptor-approval"}}
+    result = graph.invoke({"messages": [("user", "go")]}, config, context={"user": INTERNAL})
+    assert "__interrupt__" not in result
+    assert outbox.fetched == ["https://x.test"] and outbox.sent == []
+    reply = next(
+        m for m in result["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "m1"
     )
+    assert reply.status == "error" and "needs a human's approval" in reply.content
     assert_every_call_answered_once(result["messages"])
+
+
+def test_interceptor_refuses_to_pause_for_approval(embedded: PolicyEngine) -> None:
+    with pytest.raises(ValueError, match="PolicyGuardNode or OPAGuardMiddleware"):
+        ToolCallGuard(embedded, approvals="interrupt")  # type: ignore[arg-type]
 
 
 # -- create_agent middleware ------------------------------------------------------------------

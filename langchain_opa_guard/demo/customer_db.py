@@ -13,9 +13,10 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.prebuilt import tools_condition
 
 from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.execution import GuardedToolNode
 from langchain_opa_guard.guard_node import PolicyGuardNode
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
@@ -166,7 +167,7 @@ def build_agent(
     ``agent -> guard -> tools -> agent``; the guard answers denied calls itself.
     """
     bound = model.bind_tools(tools)
-    tool_node = ToolNode(tools)
+    tool_node = GuardedToolNode(tools)
 
     def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [bound.invoke(state["messages"])]}
