@@ -1,0 +1,164 @@
+"""Tools, graphs and checks for the complete-mediation tests (``tests/policies/mediation.rego``).
+
+Every tool records what really ran (its name, call id and arguments), so a test can compare
+the executions with the calls the policy allowed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import tools_condition
+
+from langchain_opa_guard import (
+    GuardedToolNode,
+    OPAGuardMiddleware,
+    PolicyEngine,
+    PolicyGuardNode,
+)
+
+POLICY = "mediation/decision"
+USER = {"id": "u-1", "role": "tester"}
+
+
+class Ledger:
+    """What the tools really did: ``(tool, call_id, args)``, in order."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def record(self, name: str, call_id: str, args: dict[str, Any]) -> str:
+        with self._lock:
+            self.runs.append((name, call_id, args))
+        return f"{name} ran"
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.runs]
+
+
+def mediation_tools(ledger: Ledger) -> list[BaseTool]:
+    def read(item: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Read an item."""
+        return ledger.record("read", tool_call_id, {"item": item})
+
+    def send(to: str, body: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Send a message."""
+        return ledger.record("send", tool_call_id, {"to": to, "body": body})
+
+    def pay(amount: int, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Pay an amount."""
+        return ledger.record("pay", tool_call_id, {"amount": amount})
+
+    def search(scope: str, limit: int, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Search."""
+        return ledger.record("search", tool_call_id, {"scope": scope, "limit": limit})
+
+    def finish(answer: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Give the final answer."""
+        return ledger.record("finish", tool_call_id, {"answer": answer})
+
+    tools = [StructuredTool.from_function(f) for f in (read, send, pay, search)]
+    tools.append(StructuredTool.from_function(finish, return_direct=True))
+    return tools
+
+
+class Script:
+    """A model that answers with the next message of a script (AIMessages or text)."""
+
+    def __init__(self, turns: Sequence[AIMessage | str]) -> None:
+        self.turns = list(turns)
+
+    def reply(self, messages: Sequence[BaseMessage]) -> AIMessage:
+        done = sum(1 for m in messages if isinstance(m, AIMessage))
+        step = self.turns[done] if done < len(self.turns) else "done"
+        return AIMessage(step) if isinstance(step, str) else step
+
+
+def node_graph(
+    engine: PolicyEngine,
+    script: Script,
+    ledger: Ledger,
+    *,
+    checkpointer: Any = None,
+    interrupt_before: Sequence[str] | None = None,
+    static_edge: bool = False,
+    wrap_tool_call: Any = None,
+) -> Any:
+    """``agent -> guard -> tools -> agent``: the README's wiring."""
+    tools = GuardedToolNode(mediation_tools(ledger), wrap_tool_call=wrap_tool_call)
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [script.reply(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", RunnableLambda(agent, name="agent"))
+    builder.add_node("guard", PolicyGuardNode(engine, registry=tools))
+    builder.add_node("tools", tools)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    if static_edge:
+        builder.add_edge("guard", "tools")
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=checkpointer, interrupt_before=interrupt_before)
+
+
+def agent_graph(
+    engine: PolicyEngine,
+    script: Script,
+    ledger: Ledger,
+    *,
+    checkpointer: Any = None,
+    middleware: Sequence[Any] = (),
+    after: Sequence[Any] = (),
+) -> Any:
+    """``create_agent`` with the guard middleware (``middleware`` before it, ``after`` after)."""
+    from langchain_opa_guard.testing import ScriptedChatModel
+
+    model = ScriptedChatModel(script=[script.reply] * 32)
+    tools = mediation_tools(ledger)
+    return create_agent(
+        model,
+        tools,
+        middleware=[*middleware, OPAGuardMiddleware(engine, registry=tools), *after],
+        checkpointer=checkpointer,
+    )
+
+
+def answers_per_turn(messages: Sequence[BaseMessage]) -> list[Counter[str]]:
+    """For each model turn with calls, how many answers each call id got before the next."""
+    turns: list[Counter[str]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, AIMessage) or not message.tool_calls:
+            continue
+        seen: Counter[str] = Counter()
+        for later in messages[index + 1 :]:
+            if isinstance(later, AIMessage):
+                break
+            if isinstance(later, ToolMessage):
+                seen[later.tool_call_id] += 1
+        turns.append(seen)
+    return turns
+
+
+def assert_one_answer_per_id(messages: Sequence[BaseMessage]) -> None:
+    for index, message in enumerate(messages):
+        if not isinstance(message, AIMessage) or not message.tool_calls:
+            continue
+        seen: Counter[str] = Counter()
+        for later in messages[index + 1 :]:
+            if isinstance(later, AIMessage):
+                break
+            if isinstance(later, ToolMessage):
+                seen[later.tool_call_id] += 1
+        ids = {str(c.get("id")) for c in message.tool_calls}
+        assert set(seen) == ids, (seen, ids)
+        assert all(n == 1 for n in seen.values()), seen
