@@ -820,16 +820,25 @@ def _as_run(
         for k, v in message.additional_kwargs.items()
         if k not in ("tool_calls", "function_call")
     }
-    return AIMessage(
-        content=content,
-        tool_calls=[{**c, "args": dict(c["args"])} for c in new_calls],
-        invalid_tool_calls=list(message.invalid_tool_calls),
-        additional_kwargs=extra,
-        response_metadata=dict(message.response_metadata),
-        usage_metadata=message.usage_metadata,
-        id=message.id,
-        name=message.name,
-    )
+    tool_calls = [
+        {**c, "args": dict(c["args"])} if isinstance(c.get("args"), Mapping) else dict(c)
+        for c in new_calls
+    ]
+    try:
+        return AIMessage(
+            content=content,
+            tool_calls=tool_calls,
+            invalid_tool_calls=list(message.invalid_tool_calls),
+            additional_kwargs=extra,
+            response_metadata=dict(message.response_metadata),
+            usage_metadata=message.usage_metadata,
+            id=message.id,
+            name=message.name,
+        )
+    except (ValueError, TypeError, KeyError):
+        # Malformed calls (denied anyway) cannot make a valid message; the calls that run
+        # travel on their own, so the history keeps the model's message as it was.
+        return message
 
 
 def _engine_revision(engine: Any) -> str | None:
