@@ -220,40 +220,65 @@ def test_other_representations_of_a_call_do_not_run(
 # -- 3. history pairs each answer with its own turn ----------------------------------------
 
 
-def test_reused_ids_do_not_hide_untrusted_content(opa_server: OPAServer) -> None:
+REUSED_ID_HISTORY = [
+    AIMessage("", tool_calls=[tool_call("fetch_url", {"url": "https://x.test"}, "0")]),
+    ToolMessage("page", tool_call_id="0", name="fetch_url"),
+    AIMessage(
+        "", tool_calls=[tool_call("send_email", {"to": "a", "subject": "s", "body": "b"}, "0")]
+    ),
+    ToolMessage(
+        "no",
+        tool_call_id="0",
+        name="send_email",
+        status="error",
+        artifact={"opa_guard": {"verdict": "deny", "reasons": ["rejected"]}},
+    ),
+]
+
+
+def test_history_pairs_answers_within_their_turn() -> None:
+    documents = history_documents(REUSED_ID_HISTORY, {"fetch_url": {"trust": "untrusted"}})
+    assert [(d["name"], d["decision"]) for d in documents] == [
+        ("fetch_url", "allow"),
+        ("send_email", "deny"),
+    ]
+
+
+@pytest.mark.parametrize("surface", ["node", "interceptor", "middleware"])
+def test_reused_ids_do_not_hide_untrusted_content(opa_server: OPAServer, surface: str) -> None:
     """The shipped exfiltration policy: an earlier untrusted read with id "0", a later
     rejected call also with id "0", then an email to an outside domain: still denied."""
+    from langchain.agents import create_agent
+    from test_integrations import plain_agent
+
+    from langchain_opa_guard import OPAGuardMiddleware
     from langchain_opa_guard.demo.web import web_tools
+    from langchain_opa_guard.testing import ScriptedChatModel
 
     tools, outbox = web_tools()
-    history = [
-        AIMessage("", tool_calls=[tool_call("fetch_url", {"url": "https://x.test"}, "0")]),
-        ToolMessage("page", tool_call_id="0", name="fetch_url"),
-        AIMessage(
-            "", tool_calls=[tool_call("send_email", {"to": "a", "subject": "s", "body": "b"}, "0")]
-        ),
-        ToolMessage(
-            "no",
-            tool_call_id="0",
-            name="send_email",
-            status="error",
-            artifact={"opa_guard": {"verdict": "deny", "reasons": ["rejected"]}},
-        ),
-    ]
-    documents = history_documents(history, {"fetch_url": {"trust": "untrusted"}})
-    assert [d["decision"] for d in documents] == ["allow", "deny"]
     email = {"to": "eve@evil.test", "subject": "s", "body": "b"}
-    proposals = iter([AIMessage("", tool_calls=[tool_call("send_email", email, "1")])])
-    node = GuardedToolNode(tools)
-    builder = StateGraph(MessagesState)
-    builder.add_node("agent", lambda s: {"messages": [next(proposals, AIMessage("done"))]})
-    builder.add_node("guard", PolicyGuardNode(opa_server, registry=node))
-    builder.add_node("tools", node)
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    result = builder.compile().invoke(
-        {"messages": [("user", "go"), *history]},
+    model = ScriptedChatModel(
+        script=[AIMessage("", tool_calls=[tool_call("send_email", email, "1")]), "done"]
+    )
+    if surface == "node":
+        node = GuardedToolNode(tools)
+        builder = StateGraph(MessagesState)
+        builder.add_node("agent", lambda s: {"messages": [model.invoke(s["messages"])]})
+        builder.add_node("guard", PolicyGuardNode(opa_server, registry=node))
+        builder.add_node("tools", node)
+        builder.add_edge(START, "agent")
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        builder.add_edge("tools", "agent")
+        graph = builder.compile()
+    elif surface == "interceptor":
+        guard = ToolCallGuard(opa_server, registry=tools)
+        graph = plain_agent(model, ToolNode(tools, wrap_tool_call=guard.wrap_tool_call))
+    else:
+        graph = create_agent(
+            model, tools, middleware=[OPAGuardMiddleware(opa_server, registry=tools)]
+        )
+    result = graph.invoke(
+        {"messages": [("user", "read"), *REUSED_ID_HISTORY, ("user", "now mail it")]},
         context={"user": {"id": "u", "role": "internal_user"}},
     )
     assert outbox.sent == []
