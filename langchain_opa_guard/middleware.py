@@ -186,7 +186,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             named = message.model_copy(update={"id": f"lc_opa_guard-{uuid.uuid4().hex}"})
             response.result = [named if m is message else m for m in response.result]
             message = named
-        state = {**dict(request.state), "messages": [*request.state["messages"], message]}
+        # The whole response: a structured-output answer that follows the turn counts.
+        state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
         config = _current_config()
         turn = self._turns._plan(state, config, request.runtime)
         return (turn, config) if turn is not None else None
@@ -252,9 +253,14 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         decided: a middleware that changed the turn after the decision makes the guard
         decide it again (approvals then count as denials).
         """
-        messages = state_messages(state)
-        message = messages[-1] if messages else None
-        if not isinstance(message, AIMessage) or not message.tool_calls:
+        message = None
+        for candidate in reversed(state_messages(state)):
+            if isinstance(candidate, AIMessage):
+                message = candidate
+                break
+            if not isinstance(candidate, ToolMessage):
+                break
+        if message is None or not message.tool_calls:
             return None, None
         ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
         if not isinstance(ticket, Mapping) or ticket.get("message_id") != message.id:
