@@ -382,8 +382,16 @@ class EmbeddedPolicy:
                 return _Loaded(evaluator, revision, batch)
         sources = self._read()
         revision = sources.revision or sources.digest()[:16]
+        defined = defines(sources.modules.values(), sources.data, self.policy)
         if self._backend_choice != "regopy":
-            wasm = self._compiled(sources)
+            try:
+                wasm = self._compiled(sources)
+            except ValueError as exc:
+                if not defined and "does not refer to a rule" in str(exc):
+                    raise PolicyNotFoundError(
+                        f"nothing at {str(self.path)!r} defines the decision {self.policy!r}"
+                    ) from None
+                raise
             if wasm is not None:
                 evaluator = self._wasm(wasm, sources.data, sources.modules)
                 batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
@@ -393,7 +401,18 @@ class EmbeddedPolicy:
                     "backend='wasm' needs the opa binary to compile this policy "
                     "(pass opa=, set OPA_BIN, or put opa on PATH)"
                 )
+        if not defined:
+            self._regopy_check(sources)
         return _Loaded(self._regopy(sources), revision, None)
+
+    def _regopy_check(self, sources: PolicySources) -> None:
+        """Report a policy that does not parse as such, else the missing decision."""
+        from langchain_opa_guard.regopy_evaluator import parse_check
+
+        parse_check(sources, str(self.path))
+        raise PolicyNotFoundError(
+            f"nothing at {str(self.path)!r} defines the decision {self.policy!r}"
+        )
 
     def _read(self) -> PolicySources:
         sources = load_sources(self.path)
@@ -401,10 +420,6 @@ class EmbeddedPolicy:
             sources.data = _deep_merge(sources.data, self._extra_data)
         if not sources.modules:
             raise PolicyNotFoundError(f"no Rego modules found at {str(self.path)!r}")
-        if not defines(sources.modules.values(), sources.data, self.policy):
-            raise PolicyNotFoundError(
-                f"nothing at {str(self.path)!r} defines the decision {self.policy!r}"
-            )
         return sources
 
     def _entrypoints(self, sources: PolicySources) -> list[str]:

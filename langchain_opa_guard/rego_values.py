@@ -21,7 +21,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["Number", "RegoSet", "dump_value", "go_quote", "parse_value", "rego_string"]
+__all__ = [
+    "Number",
+    "RegoSet",
+    "dump_value",
+    "go_quote",
+    "opa_sort_key",
+    "parse_value",
+    "rego_string",
+    "to_json",
+]
 
 
 class Number(str):
@@ -239,3 +248,47 @@ def go_quote(text: str) -> str:
                 out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
+
+
+def opa_sort_key(value: Any) -> tuple[Any, ...]:
+    """A sort key that orders values as OPA does (``ast.Compare``): null < booleans <
+    numbers < strings < arrays < objects < sets, each compared by value."""
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, Number):
+        return (2, float(value) if any(c in value for c in ".eE") else int(value))
+    if isinstance(value, (int, float)):
+        return (2, value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, RegoSet):
+        return (6, tuple(sorted(opa_sort_key(v) for v in value)))
+    if isinstance(value, dict):
+        items = sorted((opa_sort_key(k), opa_sort_key(v)) for k, v in value.items())
+        return (5, tuple(k for k, _ in items), tuple(v for _, v in items))
+    if isinstance(value, _Key):
+        return opa_sort_key(dict(value[1:]) if value[0] == "object" else list(value[1:]))
+    if isinstance(value, (list, tuple)):
+        return (4, tuple(opa_sort_key(v) for v in value))
+    return (7, repr(value))
+
+
+def to_json(value: Any) -> Any:
+    """A Rego value as OPA's JSON has it: sets as arrays in OPA's order, numbers as
+    ``int``/``float``, non-string object keys as their JSON text."""
+    if isinstance(value, Number):
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    if isinstance(value, RegoSet):
+        return [to_json(v) for v in sorted(value, key=opa_sort_key)]
+    if isinstance(value, dict):
+        return {
+            (k if isinstance(k, str) else json.dumps(to_json(k), separators=(",", ":"))): to_json(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, _Key):
+        return to_json(dict(value[1:]) if value[0] == "object" else list(value[1:]))
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value

@@ -38,7 +38,7 @@ from langchain_opa_guard.instance_pool import InstancePool, PoolTimeoutError
 from langchain_opa_guard.policy_sources import PolicySources
 from langchain_opa_guard.wasm_evaluator import UNDEFINED
 
-__all__ = ["KNOWN_DIFFERENCES", "RegopyEvaluator"]
+__all__ = ["KNOWN_DIFFERENCES", "RegopyEvaluator", "parse_check"]
 
 KNOWN_DIFFERENCES = (
     "strings reach rego-cpp JSON-escaped (count, upper/lower, regex.match and comparisons "
@@ -47,6 +47,21 @@ KNOWN_DIFFERENCES = (
     "using `with` slows every decision"
 )
 """How the regopy fallback differs from OPA, as logged when it is used."""
+
+
+def parse_check(sources: PolicySources, where: str) -> None:
+    """Raise ``ValueError`` when regopy cannot parse the modules (no ``opa`` needed).
+
+    Raises:
+        ValueError: A module does not parse.
+    """
+    interpreter = regopy.Interpreter()
+    try:
+        for name, source in sources.modules.items():
+            interpreter.add_module(name, source)
+        interpreter.query("true")
+    except regopy.RegoError as exc:
+        raise ValueError(f"the policy at {where!r} does not compile: {exc}") from None
 
 
 class _Compiled:

@@ -226,7 +226,7 @@ class CompileError(ValueError):
     """``opa build`` rejected the policy; the message holds OPA's located errors."""
 
 
-_ERROR_LINE = re.compile(r"^(?:\S+?:\d+: )?rego_\w+_error: .*|^\S+:\d+: .*error.*", re.MULTILINE)
+_ERROR_LINE = re.compile(r"\S+:\d+: rego_\w+_error: [^\n]*|entrypoint [^\n]*")
 
 
 def build_bundle(

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_opa_guard.decision import EngineError, ErrorType
+from langchain_opa_guard.rego_values import parse_value, to_json
 from langchain_opa_guard.instance_pool import InstancePool, PoolClosedError, PoolTimeoutError
 from langchain_opa_guard.wasm_builtins import HOST_BUILTINS, check_builtins
 from langchain_opa_guard.wasm_runtime import WasmInstance, compiled_module
@@ -106,9 +107,16 @@ class WasmEvaluator:
             raise
         self.pool.checkin(generation, instance)
         try:
-            result_set = json.loads(text)
+            result_set = json.loads(text, strict=False)
         except ValueError:
-            raise EngineError(ErrorType.MALFORMED, "the policy's output is unreadable") from None
+            # Not JSON: the result holds sets (or non-string keys). Read Rego's syntax
+            # and order each set as OPA's JSON does.
+            try:
+                result_set = to_json(parse_value(text))
+            except ValueError:
+                raise EngineError(
+                    ErrorType.MALFORMED, "the policy's output is unreadable"
+                ) from None
         if not result_set:
             return UNDEFINED
         try:

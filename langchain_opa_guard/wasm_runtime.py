@@ -273,7 +273,8 @@ class WasmInstance:
     # -- evaluation ---------------------------------------------------------------
 
     def evaluate(self, entrypoint: int, input_json: bytes, *, timeout: float) -> bytes:
-        """Evaluate ``entrypoint`` on an input (JSON bytes); the JSON result set.
+        """Evaluate ``entrypoint`` on an input (JSON bytes); the result set in Rego's value
+        syntax (JSON unless it holds sets; see :mod:`langchain_opa_guard.rego_values`).
 
         Raises:
             EngineError: ``timeout`` when the deadline passed, ``engine_error`` for any
@@ -307,7 +308,7 @@ class WasmInstance:
             args[3].i32 = heap
             args[4].i32 = size
             args[5].i32 = end
-            args[6].i32 = 0
+            args[6].i32 = 1  # Rego value syntax: sets stay sets
             trap = trap_type()
             error = call(context(), func_ref, args, 7, ctypes.byref(trap))
             if error:
@@ -322,7 +323,7 @@ class WasmInstance:
     def _public_call(self, entrypoint: int, size: int, end: int) -> int:
         try:
             return int(
-                self._opa_eval(self.store, 0, entrypoint, self.data_addr, self.heap, size, end, 0)
+                self._opa_eval(self.store, 0, entrypoint, self.data_addr, self.heap, size, end, 1)
             )
         except wasmtime.Trap as trap:
             raise self._trapped(trap) from None
