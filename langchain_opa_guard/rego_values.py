@@ -206,9 +206,11 @@ def rego_string(value: Any) -> str:
     if isinstance(value, (int, float)):
         return json.dumps(value)
     if isinstance(value, RegoSet):
-        return "{" + ", ".join(rego_string(v) for v in value) + "}" if value else "set()"
+        members = sorted(value, key=opa_sort_key)
+        return "{" + ", ".join(rego_string(v) for v in members) + "}" if value else "set()"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{rego_string(k)}: {rego_string(v)}" for k, v in value.items()) + "}"
+        items = sorted(value.items(), key=lambda kv: opa_sort_key(kv[0]))
+        return "{" + ", ".join(f"{rego_string(k)}: {rego_string(v)}" for k, v in items) + "}"
     if isinstance(value, _Key):
         return rego_string(dict(value[1:]) if value[0] == "object" else list(value[1:]))
     if isinstance(value, (list, tuple)):

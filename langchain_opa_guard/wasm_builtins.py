@@ -143,8 +143,8 @@ def _format_one(
     else:
         body = _format_str(arg, verb, plus, sharp, space, precision)
         numeric = False
-    if body is None:
-        return f"%!{verb}({kind}={_plain(kind, arg)})"
+    if body is None:  # Go prints the value with %v and the same flags, width, precision
+        return f"%!{verb}({kind}={_format_one(kind, arg, 'v', flags, width, precision)})"
     if width is None or len(body) >= width:
         return body
     pad = width - len(body)
