@@ -249,7 +249,7 @@ class EmbeddedPolicy:
         """
         path = normalize_policy_path(path)
         deadline = time.monotonic() + self.timeout
-        value = self._evaluate(path, input, deadline)
+        value, _state = self._evaluate(path, input, deadline)
         return None if value is UNDEFINED else value
 
     def close(self) -> None:
@@ -264,9 +264,8 @@ class EmbeddedPolicy:
     # -- internals --------------------------------------------------------------------
 
     def _decide(self, input: Mapping[str, Any], deadline: float) -> Decision:
-        state = self._state
         try:
-            value = self._evaluate(self.policy, input, deadline)
+            value, state = self._evaluate(self.policy, input, deadline)
             if value is UNDEFINED:
                 raise EngineError(
                     ErrorType.UNDEFINED, f"the decision {self.policy!r} is undefined for this input"
@@ -286,7 +285,9 @@ class EmbeddedPolicy:
             return [self._decide(i, deadline) for i in inputs]
         calls = [document["tool"] for document in inputs]
         try:
-            results = self._evaluate(state.batch or "", {**shared, "calls": calls}, deadline)
+            results, state = self._evaluate(
+                state.batch or "", {**shared, "calls": calls}, deadline, state
+            )
         except EngineError as exc:
             return [self._failure(exc)] * len(inputs)
         if not isinstance(results, Mapping):
@@ -311,20 +312,28 @@ class EmbeddedPolicy:
                 decisions.append(self._failure(exc))
         return decisions
 
-    def _evaluate(self, path: str, input: Mapping[str, Any], deadline: float) -> Any:
+    def _evaluate(
+        self,
+        path: str,
+        input: Mapping[str, Any],
+        deadline: float,
+        state: _Loaded | None = None,
+    ) -> tuple[Any, _Loaded]:
+        """The value at ``path`` and the loaded policy that gave it."""
         if self._closed:
             raise EngineError(ErrorType.ENGINE, "the embedded policy engine is closed")
+        body = encode_input(input, key=None)  # also checks the input is JSON
         for _ in range(3):  # a reload may close the evaluator under us: use the new one
-            state = self._state
+            state = state or self._state
             evaluator = state.evaluator
             try:
                 if evaluator.kind == "wasm":
-                    return evaluator.evaluate(path, encode_input(input, key=None), deadline)
-                encode_input(input, key=None)  # checks the input is JSON
-                return evaluator.evaluate_document(path, input, deadline)
+                    return evaluator.evaluate(path, body, deadline), state
+                return evaluator.evaluate_document(path, input, deadline), state
             except PoolClosedError:
                 if self._closed or self._state is state:
                     break
+                state = None
         raise EngineError(ErrorType.ENGINE, "the embedded policy engine is closed")
 
     def _failure(self, exc: EngineError) -> Decision:
