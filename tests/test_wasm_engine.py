@@ -234,7 +234,9 @@ def test_timeout_counts_from_submission(tmp_path: Path) -> None:
 
     results = asyncio.run(many())
     assert all(d.error == ErrorType.TIMEOUT for _, d in results)
-    assert max(t for t, _ in results) < 0.8, sorted(t for t, _ in results)[-5:]
+    # Queued behind 2 instances, 256 decisions of 0.3 s would take about 38 s; counted
+    # from submission, each ends near its own deadline (slack for a loaded machine).
+    assert max(t for t, _ in results) < 1.5, sorted(t for t, _ in results)[-5:]
     engine.close()
 
 
@@ -242,7 +244,7 @@ def test_reload_swaps_atomically(tmp_path: Path) -> None:
     allow = 'package agent.authz\n\ndecision := {"allow": true, "reasons": []}\n'
     deny = 'package agent.authz\n\ndecision := {"allow": false, "reasons": ["no"]}\n'
     root = write_policy(tmp_path / "p", allow)
-    engine = EmbeddedPolicy(root, timeout=10)  # compiles share the cores with deciders
+    engine = EmbeddedPolicy(root, timeout=60)  # compiles share the cores with deciders
     revisions = {engine.revision: True}
     stop = threading.Event()
     seen: list[tuple[str | None, bool, str | None]] = []
