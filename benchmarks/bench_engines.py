@@ -30,8 +30,13 @@ OPA_ROUNDS = 5
 def bench_input() -> dict[str, Any]:
     doc = turn_documents(3)[0]
     doc["history"] = [
-        {**doc["turn"][0], "call_id": f"h{i}", "decision": "allow", "reasons": [],
-         "status": "success"}
+        {
+            **doc["turn"][0],
+            "call_id": f"h{i}",
+            "decision": "allow",
+            "reasons": [],
+            "status": "success",
+        }
         for i in range(4)
     ]
     return doc
@@ -39,9 +44,24 @@ def bench_input() -> dict[str, Any]:
 
 def opa_bench_ns(policy_dir: Path, input_file: Path) -> float:
     out = subprocess.run(
-        [opa_binary(), "bench", "--ignore", "*_test.rego", "-d", str(policy_dir), "-i",
-         str(input_file), "data.agent.authz.decision", "--count", "1", "--format", "gobench"],
-        capture_output=True, text=True, check=True,
+        [
+            opa_binary(),
+            "bench",
+            "--ignore",
+            "*_test.rego",
+            "-d",
+            str(policy_dir),
+            "-i",
+            str(input_file),
+            "data.agent.authz.decision",
+            "--count",
+            "1",
+            "--format",
+            "gobench",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"\s([\d.]+) ns/op", out)
     if match is None:
@@ -62,7 +82,8 @@ def run() -> list[NotedTable]:
         input_file.write_text(json.dumps(document))
         medians = interleaved(
             {"wasm": lambda: wasm.decide(document), "regopy": lambda: regopy.decide(document)},
-            rounds=30, inner=50,
+            rounds=30,
+            inner=50,
         )
         shipped, baseline = [], []
         for _ in range(OPA_ROUNDS):
@@ -76,10 +97,16 @@ def run() -> list[NotedTable]:
         ["engine", "per decision", "vs wasm"],
     )
     table.add("EmbeddedPolicy, wasm (OPA-compiled WebAssembly)", us(medians["wasm"]), "1.00x")
-    table.add("EmbeddedPolicy, regopy fallback", us(medians["regopy"]),
-              ratio(medians["regopy"], medians["wasm"]))
-    table.add("opa bench (OPA's Go evaluator, no client)", us(opa_shipped),
-              ratio(opa_shipped, medians["wasm"]))
+    table.add(
+        "EmbeddedPolicy, regopy fallback",
+        us(medians["regopy"]),
+        ratio(medians["regopy"], medians["wasm"]),
+    )
+    table.add(
+        "opa bench (OPA's Go evaluator, no client)",
+        us(opa_shipped),
+        ratio(opa_shipped, medians["wasm"]),
+    )
     speedup = medians["regopy"] / medians["wasm"]
     table.note(
         f"goal: wasm >= 3x faster than regopy per decision: {speedup:.2f}x "
@@ -92,8 +119,7 @@ def run() -> list[NotedTable]:
         ["policy", "ns/op", "vs before"],
     )
     policy.add("before (benchmarks/baseline-policy)", f"{opa_baseline * 1e9:,.0f}", "1.00x")
-    policy.add("shipped (policies/)", f"{opa_shipped * 1e9:,.0f}",
-               ratio(opa_shipped, opa_baseline))
+    policy.add("shipped (policies/)", f"{opa_shipped * 1e9:,.0f}", ratio(opa_shipped, opa_baseline))
     got = opa_shipped / opa_baseline
     policy.note(
         f"goal: at most half of before: {got:.2f}x ({'met' if got <= 0.5 else 'NOT met'}); "

@@ -140,8 +140,10 @@ class EmbeddedPolicy:
     ) -> None:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        if not isinstance(max_instances, int) or isinstance(max_instances, bool) or (
-            max_instances < 1
+        if (
+            not isinstance(max_instances, int)
+            or isinstance(max_instances, bool)
+            or (max_instances < 1)
         ):
             raise ValueError(f"max_instances must be an integer >= 1, not {max_instances!r}")
         if not isinstance(memory_limit, int) or memory_limit < 2 * 65536:
@@ -168,8 +170,7 @@ class EmbeddedPolicy:
 
     def __repr__(self) -> str:
         return (
-            f"EmbeddedPolicy({str(self.path)!r}, policy={self.policy!r}, "
-            f"backend={self.backend!r})"
+            f"EmbeddedPolicy({str(self.path)!r}, policy={self.policy!r}, backend={self.backend!r})"
         )
 
     def __enter__(self) -> EmbeddedPolicy:
@@ -276,9 +277,7 @@ class EmbeddedPolicy:
         except EngineError as exc:
             return self._failure(exc)
 
-    def _decide_many(
-        self, inputs: Sequence[Mapping[str, Any]], deadline: float
-    ) -> list[Decision]:
+    def _decide_many(self, inputs: Sequence[Mapping[str, Any]], deadline: float) -> list[Decision]:
         state = self._state
         shared = _batchable(inputs) if state.batch is not None and len(inputs) > 1 else None
         if shared is None:
@@ -456,9 +455,7 @@ class EmbeddedPolicy:
                     f"the policy at {str(self.path)!r} does not compile: {exc}"
                 ) from None
         try:  # the generated batch rule does not fit this policy: compile without it
-            return find_compiled(
-                sources, entrypoints, opa=self._opa, cache_dir=self._cache_dir
-            )
+            return find_compiled(sources, entrypoints, opa=self._opa, cache_dir=self._cache_dir)
         except CompileError as exc:
             raise ValueError(f"the policy at {str(self.path)!r} does not compile: {exc}") from None
 
@@ -474,7 +471,9 @@ class EmbeddedPolicy:
                 memory_limit=self.memory_limit,
             )
         except EngineError as exc:
-            raise ValueError(f"the policy at {str(self.path)!r} could not be loaded: {exc}") from None
+            raise ValueError(
+                f"the policy at {str(self.path)!r} could not be loaded: {exc}"
+            ) from None
 
     def _regopy(self, sources: PolicySources) -> Any:
         from langchain_opa_guard.regopy_evaluator import KNOWN_DIFFERENCES, RegopyEvaluator

@@ -78,7 +78,7 @@ class _Reader:
             return self.braces()
         if c == ord("["):
             self.pos += 1
-            items = []
+            items: list[Any] = []
             if self.peek() == ord("]"):
                 self.pos += 1
                 return items

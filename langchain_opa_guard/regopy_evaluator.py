@@ -130,14 +130,14 @@ class RegopyEvaluator:
                 ErrorType.TIMEOUT, "no policy interpreter became free in time"
             ) from None
         try:
-            bundle = compiled.bundle if entrypoint == self.policy else compiled.extra.get(entrypoint)
+            bundle = (
+                compiled.bundle if entrypoint == self.policy else compiled.extra.get(entrypoint)
+            )
             if bundle is None:
                 try:
                     bundle = compiled.interpreter.build(path_to_ref(entrypoint), [entrypoint])
                 except regopy.RegoError as exc:
-                    raise EngineError(
-                        ErrorType.ENGINE, f"{entrypoint!r} does not compile"
-                    ) from exc
+                    raise EngineError(ErrorType.ENGINE, f"{entrypoint!r} does not compile") from exc
                 compiled.extra[entrypoint] = bundle
             try:
                 _set_input(compiled.interpreter, document)

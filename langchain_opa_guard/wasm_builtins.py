@@ -249,7 +249,9 @@ def _format_str(
     if verb == "q":
         if plus:
             return "".join(
-                c if c.isascii() else (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+                c
+                if c.isascii()
+                else (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
                 for c in go_quote(value)
             )
         if sharp and "`" not in value and all(c.isprintable() or c == "\t" for c in value):

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -315,10 +316,8 @@ def compile_modules(
     if bundle is None:
         bundle = build_bundle(modules, entrypoints, opa=opa)
         if cached is not None:
-            try:
+            with contextlib.suppress(OSError):  # a read-only cache costs a compile next time
                 write_bundle(bundle, cached)
-            except OSError:
-                pass  # a read-only cache only costs a compile next time
     with _MEMORY_LOCK:
         _MEMORY[key] = bundle
     return bundle

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_opa_guard.decision import EngineError, ErrorType
-from langchain_opa_guard.rego_values import parse_value, to_json
 from langchain_opa_guard.instance_pool import InstancePool, PoolClosedError, PoolTimeoutError
+from langchain_opa_guard.rego_values import parse_value, to_json
 from langchain_opa_guard.wasm_builtins import HOST_BUILTINS, check_builtins
 from langchain_opa_guard.wasm_runtime import WasmInstance, compiled_module
 
@@ -90,9 +90,7 @@ class WasmEvaluator:
         try:
             generation, instance = self.pool.checkout(deadline=deadline)
         except PoolTimeoutError:
-            raise EngineError(
-                ErrorType.TIMEOUT, "no policy instance became free in time"
-            ) from None
+            raise EngineError(ErrorType.TIMEOUT, "no policy instance became free in time") from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             self.pool.checkin(generation, instance)

@@ -59,6 +59,7 @@ _REQUIRED_EXPORTS = (
     "opa_json_parse",
     "opa_json_dump",
     "opa_value_dump",
+    "opa_value_parse",
     "opa_heap_ptr_get",
     "opa_eval",
     "builtins",
@@ -80,7 +81,7 @@ try:  # wasmtime-py's C bindings, for the one hot call (see the module docstring
         )
     )
 except ImportError:  # pragma: no cover - a wasmtime-py without the private module
-    _ffi = None
+    _ffi = None  # type: ignore[assignment]
     _RAW_OK = False
 
 
@@ -178,7 +179,8 @@ class WasmModule:
         missing = [name for name in _REQUIRED_EXPORTS if name not in exports]
         if missing:
             raise ValueError(
-                "the policy module lacks OPA's exports " + ", ".join(missing)
+                "the policy module lacks OPA's exports "
+                + ", ".join(missing)
                 + " (build it with `opa build -t wasm`, OPA 0.27 or later)"
             )
         opa_eval = exports["opa_eval"]
@@ -236,26 +238,26 @@ class WasmInstance:
         self.store = store
         self.abort_message = ""
         self._builtins_by_id: dict[int, tuple[str, HostBuiltin]] = {}
-        memory_type = next(i.type for i in module.module.imports if i.name == "memory")
         try:
-            self.memory = wasmtime.Memory(store, memory_type)
             imports: list[Any] = []
             for imp in module.module.imports:
-                if imp.name == "memory":
+                kind, name = imp.type, imp.name or ""
+                if name == "memory" and isinstance(kind, wasmtime.MemoryType):
+                    self.memory = wasmtime.Memory(store, kind)
                     imports.append(self.memory)
-                elif imp.name == "opa_abort":
-                    imports.append(wasmtime.Func(store, imp.type, self._abort))
-                elif imp.name == "opa_println":
-                    imports.append(wasmtime.Func(store, imp.type, _ignore))
-                elif imp.name.startswith("opa_builtin"):
-                    imports.append(
-                        wasmtime.Func(store, imp.type, self._builtin, access_caller=True)
-                    )
+                elif not isinstance(kind, wasmtime.FuncType):
+                    raise ValueError(f"the policy module imports an unknown {name!r}")
+                elif name == "opa_abort":
+                    imports.append(wasmtime.Func(store, kind, self._abort))
+                elif name == "opa_println":
+                    imports.append(wasmtime.Func(store, kind, _ignore))
+                elif name.startswith("opa_builtin"):
+                    imports.append(wasmtime.Func(store, kind, self._builtin, access_caller=True))
                 else:
                     raise ValueError(f"the policy module imports an unknown {imp.name!r}")
             self.instance = wasmtime.Instance(store, module.module, imports)
             exports = self.instance.exports(store)
-            self._exports = {name: exports[name] for name in _REQUIRED_EXPORTS}
+            self._exports = {name: _func(exports[name], name) for name in _REQUIRED_EXPORTS}
             if host_builtins is not None:
                 wanted = self.dump_export("builtins")
                 self._builtins_by_id = {
@@ -410,7 +412,7 @@ class WasmInstance:
         if entry is None:
             return 0
         _name, function = entry
-        exports = self.instance.exports(caller)
+        exports = self._exports
         try:
             values = [self._read_value(caller, exports, a) for a in args]
             result = function(values)
@@ -438,6 +440,12 @@ class WasmInstance:
     def close(self) -> None:
         """Drop the instance (its store and memory go with the last reference)."""
         self._raw = None
+
+
+def _func(item: Any, name: str) -> wasmtime.Func:
+    if not isinstance(item, wasmtime.Func):
+        raise ValueError(f"the policy module's {name} export is not a function")
+    return item
 
 
 def _ignore(_addr: int) -> None:

@@ -137,9 +137,9 @@ def test_host_builtins_are_refused_at_load_with_their_lines(tmp_path: Path) -> N
     policy = write_policy(
         tmp_path / "p",
         "package agent.authz\n\n"
-        "decision := {\"allow\": true, \"reasons\": []} if {\n"
+        'decision := {"allow": true, "reasons": []} if {\n'
         "\tnet.lookup_ip_addr(input.host)\n"
-        "\thttp.send({\"method\": \"get\", \"url\": input.url}).status_code == 200\n"
+        '\thttp.send({"method": "get", "url": input.url}).status_code == 200\n'
         "}\n",
     )
     with pytest.raises(UnsupportedBuiltinError) as info:
@@ -151,7 +151,9 @@ def test_host_builtins_are_refused_at_load_with_their_lines(tmp_path: Path) -> N
 
 def test_a_deadline_fails_closed_and_the_next_decision_is_fresh(tmp_path: Path) -> None:
     engine = EmbeddedPolicy(
-        write_policy(tmp_path / "p", SLOW_POLICY), timeout=0.2, max_instances=1,
+        write_policy(tmp_path / "p", SLOW_POLICY),
+        timeout=0.2,
+        max_instances=1,
         memory_limit=1 << 30,
     )
     assert engine.decide({"n": 10}).allow
@@ -185,8 +187,8 @@ def test_the_memory_cap_fails_closed(tmp_path: Path) -> None:
 def test_an_evaluation_error_fails_closed(tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path / "p",
-        "package agent.authz\n\ndecision := {\"allow\": true, \"reasons\": []} if input.a\n\n"
-        "decision := {\"allow\": false, \"reasons\": []} if input.b\n",
+        'package agent.authz\n\ndecision := {"allow": true, "reasons": []} if input.a\n\n'
+        'decision := {"allow": false, "reasons": []} if input.b\n',
     )
     engine = EmbeddedPolicy(policy)
     conflict = engine.decide({"a": True, "b": True})
@@ -220,7 +222,9 @@ def test_timeout_counts_from_submission(tmp_path: Path) -> None:
     import asyncio
 
     engine = EmbeddedPolicy(
-        write_policy(tmp_path / "p", SLOW_POLICY), timeout=0.3, max_instances=2,
+        write_policy(tmp_path / "p", SLOW_POLICY),
+        timeout=0.3,
+        max_instances=2,
         memory_limit=1 << 30,
     )
 
@@ -258,9 +262,7 @@ def test_reload_swaps_atomically(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     for i in range(6):
-        (root / "policy.rego").write_text(
-            (deny if i % 2 == 0 else allow) + f"\nversion := {i}\n"
-        )
+        (root / "policy.rego").write_text((deny if i % 2 == 0 else allow) + f"\nversion := {i}\n")
         engine.reload()
         revisions[engine.revision] = i % 2 == 1
         time.sleep(0.05)
@@ -295,9 +297,7 @@ def test_a_turn_in_one_guest_call_matches_one_by_one() -> None:
         ]
         together = engine.decide_many(docs)
         alone = [engine.decide(d) for d in docs]
-        assert [(d.verdict, d.reasons) for d in together] == [
-            (d.verdict, d.reasons) for d in alone
-        ]
+        assert [(d.verdict, d.reasons) for d in together] == [(d.verdict, d.reasons) for d in alone]
     # Duplicate call ids cannot be keyed: decided one by one, still correct.
     twins = [call_input("delete_customer", GUEST, "same"), call_input("fetch_url", GUEST, "same")]
     assert [d.allow for d in engine.decide_many(twins)] == [False, True]
