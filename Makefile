@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.tools/bin
 OPA := $(or $(OPA_BIN),$(shell command -v opa 2>/dev/null),$(TOOLS)/opa)
 JAEGER := $(or $(JAEGER_BIN),$(TOOLS)/jaeger)
 
-.PHONY: demo test lint typecheck policy-test pytest bench clean opa jaeger
+.PHONY: demo test lint typecheck policy-test pytest bench clean opa jaeger bundle bundle-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,16 @@ jaeger: $(if $(filter $(TOOLS)/jaeger,$(JAEGER)),$(TOOLS)/jaeger)
 demo: $(VENV)/.installed
 	$(BIN)/python -m langchain_opa_guard.demo
 
-## Everything: lint, types, Rego checks and tests, pytest against a real OPA.
-test: $(VENV)/.dev opa jaeger lint typecheck policy-test pytest
+## Everything: lint, types, Rego checks and tests, the shipped bundle, pytest against a real OPA.
+test: $(VENV)/.dev opa jaeger lint typecheck policy-test bundle-check pytest
+
+## The wasm bundle of policies/ shipped with the package: rebuilt when policies/ changed
+## (rerun after a merge that touched policies/, then commit it); bundle-check fails when stale.
+bundle: $(VENV)/.installed opa
+	OPA_BIN=$(OPA) $(BIN)/python tools/policy_bundle.py build
+
+bundle-check: $(VENV)/.installed
+	$(BIN)/python tools/policy_bundle.py check
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 
 BENCHMARKS = [
+    ("0. Engines per decision: wasm, regopy, opa bench", "bench_engines"),
     ("1. Guard overhead per ReAct round", "bench_overhead"),
     ("2. OPAServer client vs the wire", "bench_client"),
     ("3. One turn of N calls decided together", "bench_batch"),

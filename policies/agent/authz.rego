@@ -29,16 +29,11 @@ default decision := {
 	}],
 }
 
-decision := {"allow": false, "reasons": sort(deny)} if count(deny) > 0
-
-decision := {"allow": false, "require_approval": true, "reasons": sort(approval)} if {
-	count(deny) == 0
+decision := {"allow": false, "reasons": sort(deny)} if {
+	count(deny) > 0
+} else := {"allow": false, "require_approval": true, "reasons": sort(approval)} if {
 	count(approval) > 0
-}
-
-decision := {"allow": true, "reasons": []} if {
-	count(deny) == 0
-	count(approval) == 0
+} else := {"allow": true, "reasons": []} if {
 	allow
 }
 
@@ -63,7 +58,20 @@ allow if user_role in config.tool_roles[tool_name]
 
 # --- Deny: malformed requests and default deny ------------------------------
 
-deny contains {
+# A request with a version-1 shape, a user with a role, and a tool name: the
+# common case, checked in one rule before any of the reasons below is looked for.
+well_formed if {
+	input.version == 1
+	user_role
+	tool_name
+}
+
+deny contains reason if {
+	not well_formed
+	some reason in malformed
+}
+
+malformed contains {
 	"code": "unsupported_version",
 	"message": "unsupported input version (this policy expects version 1)",
 } if not input.version == 1
@@ -71,12 +79,12 @@ deny contains {
 # (Helper rules keep "not" away from refs that may be undefined.)
 has_user if is_object(input.user)
 
-deny contains {
+malformed contains {
 	"code": "no_user",
 	"message": "no user is attached to the request; tool calls need an authenticated user",
 } if not has_user
 
-deny contains {
+malformed contains {
 	"code": "no_role",
 	"message": "the user has no role; tool calls need a user with a role",
 } if {
@@ -84,15 +92,15 @@ deny contains {
 	not user_role
 }
 
-deny contains {"code": "no_tool_name", "message": "the tool call has no name"} if not tool_name
+malformed contains {"code": "no_tool_name", "message": "the tool call has no name"} if not tool_name
 
 deny contains reason if {
 	not allow
 	reason := not_allowed_reason
 }
 
-# Messages are built with concat, not sprintf: the embedded engine (regopy,
-# rego-cpp) mangles sprintf %s arguments that come from other builtins.
+# Messages are built with concat, not sprintf: the regopy fallback (rego-cpp)
+# mangles sprintf %s arguments that come from other builtins.
 not_allowed_reason := {
 	"code": "tool_not_permitted_for_role",
 	"message": concat("", ["tool \"", tool_name, "\" is not permitted for role \"", user_role, "\""]),

@@ -8,8 +8,8 @@ import data.agent.config
 
 # A tool with a customer-database name must really come from that toolkit.
 deny contains {"code": "wrong_toolkit", "message": message} if {
-	tool_name in config.customer_db.tools
 	not input.tool.metadata.toolkit == config.customer_db.toolkit
+	tool_name in config.customer_db.tools
 	message := concat("", [
 		"tool \"", tool_name, "\" is not registered under toolkit \"",
 		config.customer_db.toolkit, "\"",
@@ -38,22 +38,22 @@ requested_fields contains lower(field) if {
 # The message names the requested PII fields: schema field names from data,
 # not values (the intersection with pii_fields keeps out anything else).
 deny contains {"code": "pii_fields_for_role", "message": message} if {
-	tool_name == "get_customer_details"
+	input.tool.name == "get_customer_details"
 	not user_role in config.customer_db.pii_roles
+	some message in pii_messages
+}
+
+pii_messages contains concat("", ["role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(asked))]) if {
 	asked := requested_fields & pii_fields
 	count(asked) > 0
-	message := concat("", ["role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(asked))])
 }
 
 # No fields (missing or empty) means "all fields", which includes PII.
-deny contains {"code": "pii_fields_for_role", "message": message} if {
-	tool_name == "get_customer_details"
-	not user_role in config.customer_db.pii_roles
+pii_messages contains concat("", [
+	"role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(pii_fields)),
+	" (no fields requested means all fields)",
+]) if {
 	count(requested_fields) == 0
-	message := concat("", [
-		"role \"", user_role, "\" may not read PII fields: ", concat(", ", sort(pii_fields)),
-		" (no fields requested means all fields)",
-	])
 }
 
 # --- update_customer_status: allowed status values -------------------------
@@ -62,7 +62,7 @@ new_status := tool_args.new_status if is_string(tool_args.new_status)
 
 # The message leaves out the requested value: it is model output.
 deny contains {"code": "invalid_status", "message": message} if {
-	tool_name == "update_customer_status"
+	input.tool.name == "update_customer_status"
 	is_string(new_status)
 	not new_status in config.customer_db.statuses
 	message := concat("", [
@@ -75,6 +75,6 @@ deny contains {
 	"code": "status_missing",
 	"message": "update_customer_status needs new_status as a string",
 } if {
-	tool_name == "update_customer_status"
+	input.tool.name == "update_customer_status"
 	not new_status
 }

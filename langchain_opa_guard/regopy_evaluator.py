@@ -1,0 +1,272 @@
+"""The regopy (rego-cpp) evaluator: the embedded engine's fallback when no compiled policy
+module can be had (no ``opa`` binary to compile the Rego with, and no matching bundle).
+
+rego-cpp is a second implementation of Rego, not OPA: strings reach it JSON-escaped, so
+string builtins see escapes instead of characters (``count("é")`` is 6, ``regex.match``
+on a tab differs, ``upper`` of non-ASCII text is garbled), ``sprintf`` mangles ``%s``
+arguments, and any module using ``with`` slows every decision. :data:`KNOWN_DIFFERENCES`
+names them; the engine logs them once when it falls back.
+
+A policy is compiled once per interpreter; interpreters are not documented as
+thread-safe, so each lives in a bounded :class:`~langchain_opa_guard.instance_pool.InstancePool`.
+
+Example:
+    ```python
+    import time
+
+    from langchain_opa_guard.policy_sources import load_sources
+    from langchain_opa_guard.regopy_evaluator import RegopyEvaluator
+
+    evaluator = RegopyEvaluator(load_sources("policies"), "agent/authz/decision", size=2)
+    value = evaluator.evaluate_document("agent/authz/decision", {}, time.monotonic() + 1.0)
+    ```
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import regopy
+
+from langchain_opa_guard.decision import EngineError, ErrorType
+from langchain_opa_guard.engine import path_to_ref
+from langchain_opa_guard.instance_pool import InstancePool, PoolTimeoutError
+from langchain_opa_guard.policy_sources import PolicySources
+from langchain_opa_guard.wasm_evaluator import UNDEFINED
+
+__all__ = ["KNOWN_DIFFERENCES", "RegopyEvaluator", "parse_check"]
+
+KNOWN_DIFFERENCES = (
+    "strings reach rego-cpp JSON-escaped (count, upper/lower, regex.match and comparisons "
+    "differ on non-ASCII and control characters), sprintf mangles %s arguments, "
+    "builtins such as http.send, net.* and json.match_schema are missing, and a module "
+    "using `with` slows every decision"
+)
+"""How the regopy fallback differs from OPA, as logged when it is used."""
+
+
+def parse_check(sources: PolicySources, where: str) -> None:
+    """Raise ``ValueError`` when regopy cannot parse the modules (no ``opa`` needed).
+
+    Raises:
+        ValueError: A module does not parse.
+    """
+    interpreter = regopy.Interpreter()
+    try:
+        for name, source in sources.modules.items():
+            interpreter.add_module(name, source)
+        interpreter.query("true")
+    except regopy.RegoError as exc:
+        raise ValueError(f"the policy at {where!r} does not compile: {exc}") from None
+
+
+class _Compiled:
+    __slots__ = ("bundle", "extra", "interpreter")
+
+    def __init__(self, interpreter: Any, bundle: Any) -> None:
+        self.interpreter = interpreter
+        self.bundle = bundle
+        self.extra: dict[str, Any] = {}
+
+
+class RegopyEvaluator:
+    """The policy compiled by regopy, in a bounded pool of interpreters.
+
+    Raises:
+        ValueError: The policy does not compile.
+    """
+
+    kind = "regopy"
+
+    def __init__(self, sources: PolicySources, policy: str, *, size: int) -> None:
+        self.sources = sources
+        self.policy = policy
+        self.entrypoints: dict[str, int] = {}
+        first = self._compile()
+        self.pool: InstancePool[_Compiled] = InstancePool(self._compile_checked, size=size)
+        self.pool.replace(self._compile_checked, first)
+
+    def has(self, entrypoint: str) -> bool:
+        return True
+
+    def _compile(self) -> _Compiled:
+        interpreter = regopy.Interpreter()
+        # A failing builtin is an error (as with OPA's strict-builtin-errors), not text
+        # spliced into the output.
+        interpreter.strict_built_in_errors = True
+        try:
+            for name, source in self.sources.modules.items():
+                interpreter.add_module(name, source)
+            if self.sources.data:
+                interpreter.add_data_json(json.dumps(self.sources.data))
+            bundle = interpreter.build(path_to_ref(self.policy), [self.policy])
+        except regopy.RegoError as exc:
+            raise ValueError(f"the policy does not compile: {exc}") from exc
+        return _Compiled(interpreter, bundle)
+
+    def _compile_checked(self) -> _Compiled:
+        try:
+            return self._compile()
+        except ValueError as exc:
+            raise EngineError(ErrorType.ENGINE, "the embedded policy failed to compile") from exc
+
+    def evaluate_document(self, entrypoint: str, document: Any, deadline: float) -> Any:
+        """The value of ``entrypoint`` for ``document``, or ``UNDEFINED``.
+
+        regopy cannot be interrupted: an evaluation that ends past the deadline is a
+        ``timeout`` all the same.
+
+        Raises:
+            EngineError: The evaluation failed, timed out, or gave unreadable output.
+        """
+        try:
+            generation, compiled = self.pool.checkout(deadline=deadline)
+        except PoolTimeoutError:
+            raise EngineError(
+                ErrorType.TIMEOUT, "no policy interpreter became free in time"
+            ) from None
+        try:
+            bundle = (
+                compiled.bundle if entrypoint == self.policy else compiled.extra.get(entrypoint)
+            )
+            if bundle is None:
+                try:
+                    bundle = compiled.interpreter.build(path_to_ref(entrypoint), [entrypoint])
+                except regopy.RegoError as exc:
+                    raise EngineError(ErrorType.ENGINE, f"{entrypoint!r} does not compile") from exc
+                compiled.extra[entrypoint] = bundle
+            try:
+                _set_input(compiled.interpreter, document)
+                ok, text = _query(compiled.interpreter, bundle, entrypoint)
+            except (regopy.RegoError, ValueError) as exc:
+                raise EngineError(
+                    ErrorType.ENGINE, "the embedded policy failed to evaluate"
+                ) from exc
+        finally:
+            self.pool.checkin(generation, compiled)
+        if time.monotonic() > deadline:
+            raise EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
+        if not ok:
+            raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate")
+        if text == "undefined":
+            return UNDEFINED
+        try:
+            return json.loads(text, strict=False)["expressions"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EngineError(
+                ErrorType.MALFORMED, "the embedded policy's output is unreadable"
+            ) from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _escaped(value: Any) -> Any:
+    """A copy of a JSON document whose strings are in the form regopy keeps parsed JSON in."""
+    if isinstance(value, str):
+        return value if _plain(value) else json.dumps(value)[1:-1]
+    if isinstance(value, Mapping):
+        return {(k if _plain(k) else json.dumps(k)[1:-1]): _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def _set_input(interpreter: Any, document: Any) -> None:
+    """Give ``document`` to the interpreter as its input.
+
+    regopy's own converter walks the document with abstract-type checks and one buffer per
+    string; this walk pushes the same values onto regopy's input builder directly (about
+    twice as fast), with strings in the escaped form regopy keeps parsed JSON in.
+    """
+    if _shared is None:  # pragma: no cover
+        interpreter.set_input(_escaped(document))
+        return
+    handle = _shared.rego_new_input()
+    try:
+        try:
+            failed = _push(handle, document)
+        except (TypeError, OverflowError, ctypes.ArgumentError):
+            failed = True
+        if failed:  # a value the fast path does not take (a huge integer, say)
+            interpreter.set_input_term(json.dumps(document))
+            return
+        _shared.rego_set_input(interpreter._impl, handle)
+    finally:
+        _shared.rego_free_input(handle)
+
+
+def _push(handle: Any, value: Any) -> int:
+    """Push ``value`` onto a regopy input builder; non-zero if any push failed."""
+    lib = _shared.rego  # type: ignore[union-attr]
+    failed = 0
+    kind = type(value)
+    if kind is str:
+        text = value if _plain(value) else json.dumps(value)[1:-1]
+        return int(lib.regoInputString(handle, text.encode()))
+    if kind is dict:
+        for key, item in value.items():
+            text = key if _plain(key) else json.dumps(key)[1:-1]
+            failed |= lib.regoInputString(handle, text.encode())
+            failed |= _push(handle, item)
+            failed |= lib.regoInputObjectItem(handle)
+        return failed | int(lib.regoInputObject(handle, len(value)))
+    if kind is list or kind is tuple:
+        for item in value:
+            failed |= _push(handle, item)
+        return failed | int(lib.regoInputArray(handle, len(value)))
+    if kind is bool:
+        return int(lib.regoInputBoolean(handle, value))
+    if kind is int:
+        return int(lib.regoInputInt(handle, value))
+    if kind is float:
+        return int(lib.regoInputFloat(handle, value))
+    if value is None:
+        return int(lib.regoInputNull(handle))
+    return _push(handle, _escaped(json.loads(json.dumps(value, default=str))))
+
+
+def _query(interpreter: Any, bundle: Any, entrypoint: str) -> tuple[bool, str]:
+    """Evaluate an entrypoint; ``(ok, output text)``.
+
+    regopy's ``Output`` parses its own text with a strict JSON parser, which fails on a string
+    holding a control character (a tool name the model made up, say), and parses it once more
+    than needed. The output handle is read and freed directly instead.
+    """
+    if _shared is None:  # pragma: no cover - older/newer regopy layouts
+        output = interpreter.query_bundle_entrypoint(bundle, entrypoint)
+        return bool(output.ok()), str(output)
+    impl = _shared.rego_bundle_query_entrypoint(interpreter._impl, bundle._impl, entrypoint)
+    try:
+        return bool(_shared.rego_output_ok(impl)), str(_shared.rego_output_string(impl))
+    finally:
+        _shared.rego_free_output(impl)
+
+
+try:
+    from regopy import rego_shared as _shared
+
+    if not all(
+        hasattr(_shared, name)
+        for name in (
+            "rego",
+            "rego_new_input",
+            "rego_set_input",
+            "rego_free_input",
+            "rego_bundle_query_entrypoint",
+            "rego_output_ok",
+            "rego_output_string",
+            "rego_free_output",
+        )
+    ):
+        _shared = None
+except ImportError:  # pragma: no cover
+    _shared = None
