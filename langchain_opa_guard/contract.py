@@ -44,7 +44,13 @@ CONTRACT_VERSION = 1
 """Version of the input document; bumped on any incompatible change."""
 
 GUARD_ARTIFACT_KEY = "opa_guard"
-"""Key of the decision record in the ``artifact`` of the guard's own ToolMessages."""
+"""Key of the decision record on the guard's own ToolMessages.
+
+The record is in the message's ``artifact`` (for people and logs) and in its
+``response_metadata``, which is the copy the history trusts: a tool's output can become its
+message's ``artifact`` (``response_format="content_and_artifact"``), so an artifact could be
+written by whoever wrote a web page; ``response_metadata`` of a tool's answer is set by code,
+never by a tool's output."""
 
 _MAX_DEPTH = 64
 
@@ -150,9 +156,9 @@ def history_documents(
 def _guard_record(message: ToolMessage | None) -> Mapping[str, Any] | None:
     if message is None:
         return None
-    artifact = message.artifact
-    if isinstance(artifact, Mapping):
-        record = artifact.get(GUARD_ARTIFACT_KEY)
+    metadata = message.response_metadata
+    if isinstance(metadata, Mapping):
+        record = metadata.get(GUARD_ARTIFACT_KEY)
         if isinstance(record, Mapping):
             return record
     return None

@@ -112,6 +112,7 @@ def denial_message(
         tool_call_id=_call_id(call),
         status="error",
         artifact={GUARD_ARTIFACT_KEY: decision_record(decision)},
+        response_metadata={GUARD_ARTIFACT_KEY: decision_record(decision)},
     )
 
 
@@ -142,6 +143,7 @@ def rejection_message(
         tool_call_id=_call_id(call),
         status="error",
         artifact={GUARD_ARTIFACT_KEY: record},
+        response_metadata={GUARD_ARTIFACT_KEY: record},
     )
 
 
@@ -168,6 +170,7 @@ def guard_answer(
         tool_call_id=_call_id(call),
         status=status,
         artifact={GUARD_ARTIFACT_KEY: record},
+        response_metadata={GUARD_ARTIFACT_KEY: record},
     )
 
 

@@ -178,6 +178,7 @@ class GuardedTool(BaseTool):
                 tool_call_id=str(call["id"]),
                 status="error",
                 artifact={"opa_guard": decision_record(decision)},
+                response_metadata={"opa_guard": decision_record(decision)},
             )
         return text
 

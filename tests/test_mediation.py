@@ -231,7 +231,7 @@ REUSED_ID_HISTORY = [
         tool_call_id="0",
         name="send_email",
         status="error",
-        artifact={"opa_guard": {"verdict": "deny", "reasons": ["rejected"]}},
+        response_metadata={"opa_guard": {"verdict": "deny", "reasons": ["rejected"]}},
     ),
 ]
 
