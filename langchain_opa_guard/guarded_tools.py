@@ -14,7 +14,7 @@ from pydantic import ConfigDict
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.denials import DenialStyle, decision_record, denial_text
 from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import prepared_call
+from langchain_opa_guard.execution import injected_fields, prepared_call
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 
 __all__ = ["GuardedTool", "guard_tools"]
@@ -107,7 +107,7 @@ class GuardedTool(BaseTool):
         if not decision.allow:
             return self._denied(decision, call)
         return self.inner.run(
-            _as_allowed(tool_input, call, decision),
+            _as_allowed(self.inner, tool_input, call, decision),
             verbose,
             start_color,
             color,
@@ -137,7 +137,7 @@ class GuardedTool(BaseTool):
         if not decision.allow:
             return self._denied(decision, call)
         return await self.inner.arun(
-            _as_allowed(tool_input, call, decision),
+            _as_allowed(self.inner, tool_input, call, decision),
             verbose,
             start_color,
             color,
@@ -163,8 +163,8 @@ class GuardedTool(BaseTool):
 
     def _call(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> ToolCall:
         if isinstance(tool_input, dict):
-            visible = _visible_fields(self.inner)
-            args = {k: v for k, v in tool_input.items() if visible is None or k in visible}
+            hidden = injected_fields(self.inner)
+            args = {k: v for k, v in tool_input.items() if k not in hidden}
         else:
             args = {"input": tool_input}
         return ToolCall(name=self.name, args=args, id=tool_call_id, type="tool_call")
@@ -184,7 +184,7 @@ class GuardedTool(BaseTool):
 
 
 def _as_allowed(
-    tool_input: str | dict[str, Any], call: ToolCall, decision: Decision
+    tool: BaseTool, tool_input: str | dict[str, Any], call: ToolCall, decision: Decision
 ) -> str | dict[str, Any]:
     """What the wrapped tool runs with: the decided arguments (the policy's rewrite, if
     any), plus the values the ToolNode injected (state, store, runtime), which the model
@@ -193,19 +193,9 @@ def _as_allowed(
         return tool_input
     args = dict(decision.args) if decision.args is not None and not decision.shadowed else None
     decided = args if args is not None else dict(call["args"])
-    injected = {k: v for k, v in tool_input.items() if k not in call["args"]}
+    hidden = injected_fields(tool)
+    injected = {k: v for k, v in tool_input.items() if k in hidden}
     return {**injected, **decided}
-
-
-def _visible_fields(tool: BaseTool) -> set[str] | None:
-    schema = tool.tool_call_schema
-    fields = getattr(schema, "model_fields", None)
-    if isinstance(fields, dict):
-        return set(fields)
-    if isinstance(schema, dict):
-        properties = schema.get("properties")
-        return set(properties) if isinstance(properties, dict) else None
-    return None
 
 
 def _with_callbacks(config: RunnableConfig | None, callbacks: Callbacks) -> RunnableConfig:

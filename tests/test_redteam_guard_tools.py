@@ -52,21 +52,23 @@ def run_agent(engine: PolicyEngine, tools: list[Any], args: dict[str, Any]) -> l
 
 def test_control_the_amount_by_its_field_name_is_denied(engine: PolicyEngine) -> None:
     ran: list[Any] = []
-    answers = run_agent(engine, [pay_tool(ran, PayByAlias)], {"amount": 5000})
-    assert ran == [] and answers[0].status == "error"
+    run_agent(engine, [pay_tool(ran, PayByAlias)], {"amount": 5000})
+    # "amount" is not a name this schema takes (only its alias is): the tool never sees
+    # 5000, and the policy decided the arguments the tool did run with.
+    assert 5000 not in ran
 
 
 def test_guard_tools_an_aliased_argument_is_decided(engine: PolicyEngine) -> None:
-    """The model writes the amount under the field's alias: the policy (amount > 1000 is
-    denied) must see 5000, or the 5000 payment must not run."""
+    """The model writes the amount under the field's alias, the name its schema shows: the
+    policy (a payment over 1000 is denied) must see 5000, or the 5000 payment must not run."""
     ran: list[Any] = []
     run_agent(engine, [pay_tool(ran, PayByAlias)], {"sum": 5000})
     assert 5000 not in ran, f"a payment of 5000 ran: {ran}"
 
 
 def test_guard_tools_alias_beside_the_field_name_is_decided(engine: PolicyEngine) -> None:
-    """With populate_by_name the model sends both spellings: the policy sees the field
-    name (10), the tool runs the alias (5000)."""
+    """With populate_by_name the model sends both spellings: the policy must decide the
+    value the tool will read (the alias's 5000), not the other spelling's 10."""
     ran: list[Any] = []
     run_agent(engine, [pay_tool(ran, PayByAliasOrName)], {"sum": 5000, "amount": 10})
     assert 5000 not in ran, f"a payment of 5000 ran: {ran}"

@@ -24,8 +24,7 @@ decision := {"allow": false, "require_approval": true, "reasons": [{"code": "ask
 
 decision := {"allow": false, "reasons": [{"code": "big_payment", "message": "amount over 1000"}]} if {
 	input.tool.name == "pay"
-	is_number(input.tool.args.amount)
-	input.tool.args.amount > 1000
+	big_payment
 }
 
 decision := {"allow": true, "reasons": []} if {
@@ -36,6 +35,12 @@ decision := {"allow": true, "reasons": []} if {
 big_payment if {
 	is_number(input.tool.args.amount)
 	input.tool.args.amount > 1000
+}
+
+# A payment tool may name its field "sum" in the schema the model sees (an alias).
+big_payment if {
+	is_number(input.tool.args.sum)
+	input.tool.args.sum > 1000
 }
 
 decision := {"allow": false, "require_approval": true, "reasons": [{"code": "scope", "message": "all scopes need a human"}]} if {
