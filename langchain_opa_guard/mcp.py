@@ -246,7 +246,8 @@ def _stamp(tool: BaseTool, server: str, name_prefix: bool) -> BaseTool:
         name = name[len(prefix) :]
     digest = definition_digest(name, tool.description, _input_schema(tool), annotations)
     metadata[MCP_METADATA_KEY] = {"server": server, "tool": name, "digest": digest}
-    return tool.model_copy(update={"metadata": metadata})
+    stamped: BaseTool = tool.model_copy(update={"metadata": metadata})
+    return stamped
 
 
 def _input_schema(tool: BaseTool) -> Mapping[str, Any]:
