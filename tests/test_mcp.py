@@ -28,6 +28,7 @@ from langgraph.types import Command
 from mcp_process import MCPHTTPServer, calls_in, stdio_connection
 from opa_process import OPAProcess
 from test_guard_node import ADMIN, INTERNAL, assert_every_call_answered_once
+from test_tracing import Recorder
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
@@ -42,6 +43,7 @@ from langchain_opa_guard import (
     visible_tools,
     with_mcp_metadata,
 )
+from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
@@ -500,3 +502,36 @@ async def test_the_middleware_binds_only_visible_mcp_tools(
         agent = create_agent(Recording(script=["hello"]), tools, middleware=middleware)
         await agent.ainvoke({"messages": [("user", "hi")]}, context={"user": GUEST})
     assert bound == [["fetch_page"]]
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+async def test_decision_and_tool_spans_name_the_mcp_server(
+    servers: Servers, engine: PolicyEngine
+) -> None:
+    recorder = Recorder()
+    async with loaded(servers) as tools:
+        graph = node_surface(engine, guest_turn(), tools)
+        await graph.ainvoke(
+            {"messages": [("user", "go")]},
+            {"callbacks": [recorder.handler]},
+            context={"user": GUEST},
+        )
+    decisions = {s.attributes[A.GEN_AI_TOOL_NAME]: s for s in recorder.by_name("run_guardrail")}
+    assert set(decisions) == {"fetch_page", "get_ticket", "delete_ticket"}
+    digests = {t.name: t.metadata["mcp"]["digest"] for t in tools}  # type: ignore[index]
+    for name, server in [
+        ("fetch_page", "web"),
+        ("get_ticket", "tickets"),
+        ("delete_ticket", "tickets"),
+    ]:
+        assert decisions[name].attributes[A.MCP_SERVER_NAME] == server
+        assert decisions[name].attributes[A.MCP_TOOL_DIGEST] == digests[name]
+    (executed,) = recorder.by_name("execute_tool")
+    assert executed.name == "execute_tool fetch_page"
+    assert executed.attributes[A.MCP_SERVER_NAME] == "web"
+    (root,) = recorder.by_name("invoke_agent")
+    assert {s.context.trace_id for s in recorder.spans} == {root.context.trace_id}
+    tools_node = recorder.parent_of(executed)
+    assert tools_node is not None and tools_node.name == "tools"
