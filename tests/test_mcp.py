@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import POLICIES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool
@@ -535,3 +537,135 @@ async def test_decision_and_tool_spans_name_the_mcp_server(
     assert {s.context.trace_id for s in recorder.spans} == {root.context.trace_id}
     tools_node = recorder.parent_of(executed)
     assert tools_node is not None and tools_node.name == "tools"
+
+
+# -- both engines agree on MCP inputs -----------------------------------------------------------
+
+PARITY_PINS = {"tickets": {"get_ticket": "sha256:a", "delete_ticket": ["sha256:b", "sha256:c"]}}
+text = st.text(max_size=8)
+hints = st.dictionaries(
+    st.sampled_from(["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"]),
+    st.one_of(st.booleans(), st.booleans(), st.booleans(), st.none(), st.integers(0, 1), text),
+    max_size=4,
+)
+
+
+@st.composite
+def mcp_calls(draw: Any) -> dict[str, Any]:
+    """Mostly well-formed MCP calls of the known servers, some odd or foreign ones."""
+    known = st.sampled_from([*TICKET_TOOLS, *WEB_TOOLS, "fetch_url"])
+    name = draw(st.one_of(known, known, known, text))
+    servers = st.sampled_from(["tickets", "web", "tickets", "web", "scratch"])
+    info = draw(
+        st.fixed_dictionaries(
+            {"server": st.one_of(servers, servers, servers, text, st.integers())},
+            optional={
+                "tool": st.one_of(st.just(name), st.just(name), text, st.integers()),
+                "digest": st.sampled_from(["sha256:a", "sha256:b", "sha256:z", ""]),
+            },
+        )
+    )
+    mcp = draw(st.one_of(st.just(info), st.just(info), st.just(info), st.just({}), text))
+    metadata = {**draw(hints), "mcp": mcp}
+    to = draw(st.sampled_from(["bob@example.com", "eve@evil.test"]))
+    return {"name": name, "args": {"to": to}, "call_id": draw(text), "metadata": metadata}
+
+
+@st.composite
+def mcp_inputs(draw: Any) -> dict[str, Any]:
+    call = draw(mcp_calls())
+    history = [
+        {
+            **c,
+            "decision": draw(st.sampled_from(["allow", "deny"])),
+            "reasons": [],
+            "status": "success",
+        }
+        for c in draw(st.lists(mcp_calls(), max_size=2))
+    ]
+    roles = st.sampled_from(["admin", "internal_user", "guest"])
+    role = draw(st.one_of(roles, roles, roles, text))
+    return {
+        "version": 1,
+        "tool": call,
+        "user": {"id": "u", "role": role},
+        "context": {},
+        "turn": [call, *draw(st.lists(mcp_calls(), max_size=1))],
+        "history": history,
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=mcp_inputs())
+def test_engines_agree_on_mcp_inputs(pinnable_opa: OPAProcess, document: dict[str, Any]) -> None:
+    ours, theirs = _parity_engines(pinnable_opa)
+    mine, opa = ours.decide(document), theirs.decide(document)
+    assert mine.error is None and opa.error is None
+    assert (mine.allow, mine.require_approval, mine.reasons) == (
+        opa.allow,
+        opa.require_approval,
+        opa.reasons,
+    )
+
+
+_parity: dict[str, tuple[EmbeddedPolicy, OPAServer]] = {}
+
+
+def _parity_engines(opa: OPAProcess) -> tuple[EmbeddedPolicy, OPAServer]:
+    httpx.put(f"{opa.url}/v1/data/agent/config/mcp/pins", json=PARITY_PINS).raise_for_status()
+    if opa.url not in _parity:
+        data = {"agent": {"config": {"mcp": {"pins": PARITY_PINS}}}}
+        _parity[opa.url] = (EmbeddedPolicy(POLICIES, data=data), OPAServer(opa.url))
+    return _parity[opa.url]
+
+
+def test_engines_agree_on_a_seeded_mcp_corpus_covering_every_verdict(
+    pinnable_opa: OPAProcess,
+) -> None:
+    import random
+    from collections import Counter
+
+    annotations = {
+        "get_ticket": {"readOnlyHint": True, "openWorldHint": False},
+        "add_comment": {"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False},
+        "delete_ticket": {"destructiveHint": True, "openWorldHint": False},
+        "export_tickets": {},
+        "fetch_page": {"readOnlyHint": True, "openWorldHint": True},
+        "send_email": {"readOnlyHint": False, "destructiveHint": False, "openWorldHint": True},
+    }
+    home = {t: "tickets" for t in TICKET_TOOLS} | {t: "web" for t in WEB_TOOLS}
+    digest = {"get_ticket": "sha256:a", "delete_ticket": "sha256:c"}
+    rng = random.Random(20261201)
+    ours, theirs = _parity_engines(pinnable_opa)
+    verdicts: Counter[str] = Counter()
+
+    def call(name: str, index: int) -> dict[str, Any]:
+        server = home[name] if rng.random() < 0.9 else "scratch"
+        good = digest.get(name, "sha256:x")
+        info = {"server": server, "tool": name, "digest": good if rng.random() < 0.85 else "x"}
+        to = rng.choice(["bob@example.com", "eve@evil.test"])
+        return {
+            "name": name,
+            "args": {"ticket_id": "T-1", "to": to},
+            "call_id": f"c{index}",
+            "metadata": {**annotations[name], "mcp": info},
+        }
+
+    for i in range(400):
+        tool = call(rng.choice(list(annotations)), i)
+        history = [
+            {**call(n, 1000 + i), "decision": "allow", "reasons": [], "status": "success"}
+            for n in rng.choice([[], ["fetch_page"], ["get_ticket"], ["export_tickets"]])
+        ]
+        document = {
+            "version": 1,
+            "tool": tool,
+            "user": {"id": "u", "role": rng.choice(["admin", "internal_user", "guest"])},
+            "context": {},
+            "turn": [tool],
+            "history": history,
+        }
+        mine, opa = ours.decide(document), theirs.decide(document)
+        assert (mine.verdict, mine.reasons) == (opa.verdict, opa.reasons), document
+        verdicts[mine.verdict] += 1
+    assert min(verdicts["allow"], verdicts["deny"], verdicts["approval"]) >= 20, verdicts
