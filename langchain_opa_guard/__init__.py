@@ -20,6 +20,7 @@ from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.execution import GuardedToolNode, GuardWiringError
 from langchain_opa_guard.guard_node import PolicyGuardNode
 from langchain_opa_guard.guarded_tools import GuardedTool, guard_tools
+from langchain_opa_guard.mcp import definition_digest, mcp_pins, mcp_tools, with_mcp_metadata
 from langchain_opa_guard.opa_server import OPAServer
 from langchain_opa_guard.policy_sources import PolicyNotFoundError
 from langchain_opa_guard.span_tree import format_span_tree
@@ -46,9 +47,13 @@ __all__ = [
     "ToolCallGuard",
     "TracingSetup",
     "configure_tracing",
+    "definition_digest",
     "format_span_tree",
     "guard_tools",
+    "mcp_pins",
+    "mcp_tools",
     "visible_tools",
+    "with_mcp_metadata",
 ]
 
 

@@ -70,6 +70,10 @@ OPA_ARGS_REWRITTEN = "opa.args.rewritten"
 OPA_ARGS_PROPOSED_HASH = "opa.args.proposed.hash"
 OPA_ARGS_EXECUTED_HASH = "opa.args.executed.hash"
 
+# -- MCP (the tool's server and definition, from its metadata) ------------------------------
+MCP_SERVER_NAME = "mcp.server.name"
+MCP_TOOL_DIGEST = "mcp.tool.definition.digest"
+
 # -- LangGraph position ------------------------------------------------------------------
 LANGGRAPH_NODE = "langgraph.node"
 LANGGRAPH_STEP = "langgraph.step"
