@@ -51,6 +51,7 @@ __all__ = [
     "call_digest",
     "calls_payload",
     "grant_matches",
+    "executed_injections",
     "injected_fields",
     "prepared_call",
 ]
@@ -107,6 +108,26 @@ def injected_fields(tool: BaseTool) -> frozenset[str]:
         aliases = [full.model_fields[k].alias for k in hidden]
         cached = _INJECTED[(full, visible)] = frozenset([*hidden, *(a for a in aliases if a)])
     return cached
+
+
+def executed_injections(tool: BaseTool) -> frozenset[str]:
+    """Every argument a ``ToolNode`` may add to a call before the tool runs.
+
+    The schema's injected fields, and the parameters LangGraph's ``ToolNode`` fills from
+    the tool's signature (state, store, runtime; MCP tools take a ``runtime`` although
+    their schema is plain JSON). The latter comes from ``langgraph.prebuilt.tool_node``'s
+    own analysis, a private function pinned by a test.
+    """
+    names = set(injected_fields(tool))
+    try:
+        from langgraph.prebuilt.tool_node import _get_all_injected_args
+
+        found = _get_all_injected_args(tool)
+        names.update(found.state)
+        names.update(n for n in (found.store, found.runtime) if n)
+    except Exception:  # noqa: BLE001 - a LangGraph without it: the schema's fields only
+        pass
+    return frozenset(names)
 
 
 # Keyed by the schema classes (tools themselves are not hashable): as many as the

@@ -30,7 +30,7 @@ from langchain_opa_guard.contract import state_messages, subject_from
 from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.denials import DenialStyle, changed_call_message
 from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import call_digest, injected_fields
+from langchain_opa_guard.execution import call_digest, executed_injections
 from langchain_opa_guard.guard_node import PolicyGuardNode, _Outcome, _Turn
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.visibility import DEFAULT_VISIBILITY_PATH, visible_tools
@@ -402,7 +402,7 @@ class _CheckedTool(BaseTool):
         raise NotImplementedError("the checked tool delegates in invoke()")
 
     def _visible_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        hidden = injected_fields(self.inner)
+        hidden = executed_injections(self.inner)
         return {k: v for k, v in args.items() if k not in hidden}
 
     def _refusal(self, input: Any) -> ToolMessage | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from opa_process import ROOT, OPAProcess
+from opa_process import ROOT, OPAProcess, opa_binary
 
 from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine
+
+# The embedded engine compiles Rego with the same OPA the tests run as a server (without
+# one it would fall back to regopy, which the fallback's own tests choose explicitly).
+os.environ.setdefault("OPA_BIN", opa_binary())
 
 POLICIES = ROOT / "policies"
 SERVER_POLICIES = ROOT / "server-policies"

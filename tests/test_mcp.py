@@ -190,6 +190,7 @@ SURFACES = {
     "guard_tools": guard_tools_surface,
 }
 STATEFUL_SURFACES = ["node", "interceptor", "middleware"]
+APPROVAL_SURFACES = ["node", "middleware"]  # the interceptor and guard_tools deny instead
 
 
 def answers(messages: list[Any]) -> dict[str, ToolMessage]:
@@ -335,8 +336,10 @@ def delete_turn() -> ScriptedChatModel:
     )
 
 
-@pytest.mark.parametrize("surface", STATEFUL_SURFACES)
-@pytest.mark.parametrize("answer", ["approve", {"action": "reject", "reason": "keep it"}])
+@pytest.mark.parametrize("surface", APPROVAL_SURFACES)
+@pytest.mark.parametrize(
+    "answer", ["approve", {"decisions": [{"type": "reject", "message": "keep it"}]}]
+)
 async def test_destructive_tool_is_held_for_approval(
     servers: Servers, engine: PolicyEngine, surface: str, answer: Any
 ) -> None:
@@ -355,6 +358,18 @@ async def test_destructive_tool_is_held_for_approval(
     assert servers.ran() == expected
     assert answers(result["messages"])["d1"].status == ("success" if expected else "error")
     assert_every_call_answered_once(result["messages"])
+
+
+async def test_the_interceptor_denies_a_destructive_tool_that_needs_approval(
+    servers: Servers, engine: PolicyEngine
+) -> None:
+    async with loaded(servers) as tools:
+        graph = interceptor_surface(engine, delete_turn(), tools)
+        result = await graph.ainvoke(
+            {"messages": [("user", "delete T-9")]}, context={"user": INTERNAL}
+        )
+    assert "__interrupt__" not in result and servers.ran() == []
+    assert "needs a human's approval" in str(answers(result["messages"])["d1"].content)
 
 
 async def test_destructive_tool_runs_for_an_admin_and_not_for_plain_tools(

@@ -40,7 +40,7 @@ untrusted_in_turn contains call_label(call) if {
 }
 
 approval contains {"code": "egress_after_untrusted", "message": message} if {
-	input.tool.metadata.egress == true
+	sends_data_out(input.tool)
 	count(untrusted_in_history) > 0
 	message := concat("", [
 		"\"", tool_name, "\" sends data out after untrusted content was read (",
@@ -49,7 +49,7 @@ approval contains {"code": "egress_after_untrusted", "message": message} if {
 }
 
 approval contains {"code": "egress_in_untrusted_turn", "message": message} if {
-	input.tool.metadata.egress == true
+	sends_data_out(input.tool)
 	count(untrusted_in_turn) > 0
 	message := concat("", [
 		"\"", tool_name, "\" sends data out in the same turn as untrusted content is read (",
@@ -91,7 +91,7 @@ outside_recipients contains address if {
 }
 
 deny contains {"code": "egress_outside_domains", "message": message} if {
-	input.tool.metadata.egress == true
+	sends_data_out(input.tool)
 	count(untrusted_sources) > 0
 	count(outside_recipients) > 0
 	message := concat("", [
