@@ -8,13 +8,14 @@ can evaluate them together rather than one after another.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 
-__all__ = ["PolicyEngine", "encode_input", "DEFAULT_POLICY"]
+__all__ = ["PolicyEngine", "encode_input", "DEFAULT_POLICY", "policy_revision", "apolicy_revision"]
 
 DEFAULT_POLICY = "agent/authz/decision"
 """The decision path both engines evaluate unless told otherwise."""
@@ -31,8 +32,8 @@ class PolicyEngine(Protocol):
     calls of a turn are evaluated in order, off the event loop, instead of concurrently),
     ``batches`` (``True``: ``decide_many`` answers a whole turn in one round trip),
     ``query(path, input)`` (other documents of the policy, for tool visibility),
-    ``revision`` or ``current_revision()`` (the policy revision in force, for resume
-    re-checks).
+    ``revision``, ``current_revision()`` or ``acurrent_revision()`` (the policy revision
+    in force, for resume re-checks), ``aquery`` (``query`` without blocking the loop).
     """
 
     engine_name: str
@@ -53,6 +54,27 @@ class PolicyEngine(Protocol):
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """Async twin of :meth:`decide_many`."""
         ...
+
+
+def policy_revision(engine: Any) -> str | None:
+    """The policy revision an engine has in force now (``current_revision()`` or
+    ``revision``), or ``None`` when it does not say."""
+    current = getattr(engine, "current_revision", None)
+    value = current() if callable(current) else getattr(engine, "revision", None)
+    return value if isinstance(value, str) else None
+
+
+async def apolicy_revision(engine: Any) -> str | None:
+    """Async twin of :func:`policy_revision`: an engine's ``acurrent_revision()``, else its
+    ``current_revision()`` in a worker thread, so the event loop never waits on I/O."""
+    acurrent = getattr(engine, "acurrent_revision", None)
+    if callable(acurrent):
+        value = await acurrent()
+    elif callable(getattr(engine, "current_revision", None)):
+        value = await asyncio.to_thread(engine.current_revision)
+    else:
+        value = getattr(engine, "revision", None)
+    return value if isinstance(value, str) else None
 
 
 def encode_input(input: Mapping[str, Any], *, key: str | None = "input") -> bytes:

@@ -9,7 +9,6 @@ import os
 import threading
 import types
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -58,8 +57,9 @@ from langchain_opa_guard.denials import (
     rejection_message,
     turn_stopped_message,
 )
-from langchain_opa_guard.engine import PolicyEngine
+from langchain_opa_guard.engine import PolicyEngine, apolicy_revision, policy_revision
 from langchain_opa_guard.telemetry import Telemetry
+from langchain_opa_guard.workers import Workers
 
 __all__ = ["PolicyGuardNode", "InputBuilder", "ToolRegistry"]
 
@@ -228,7 +228,8 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             answers = self._ask(ticket)
-            keys, jobs = self._review_jobs(ticket, answers, config, runtime)
+            revision = policy_revision(self.engine)
+            keys, jobs = self._review_jobs(ticket, answers, config, runtime, revision)
             decided = dict(zip(keys, self._run(jobs), strict=True))
             return self._after_review(state, ticket, answers, decided, config)
         turn = self._plan(state, config, runtime)
@@ -240,7 +241,8 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             answers = self._ask(ticket)
-            keys, jobs = self._review_jobs(ticket, answers, config, runtime)
+            revision = await apolicy_revision(self.engine)  # off the event loop
+            keys, jobs = self._review_jobs(ticket, answers, config, runtime, revision)
             decided = dict(zip(keys, await self._arun(jobs), strict=True))
             return self._after_review(state, ticket, answers, decided, config)
         turn = self._plan(state, config, runtime)
@@ -254,7 +256,7 @@ class PolicyGuardNode(RunnableCallable):
         if len(jobs) > 1 and getattr(self.engine, "batches", False):
             return judge_batch(*_batch_args(jobs))
         if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
-            return list(_io_pool().map(_run_job, jobs))
+            return _io_pool().map(_run_job, jobs)
         return [_run_job(job) for job in jobs]
 
     async def _arun(self, jobs: list[_Job]) -> list[Decision]:
@@ -263,8 +265,7 @@ class PolicyGuardNode(RunnableCallable):
         if len(jobs) > 1 and getattr(self.engine, "batches", False):
             return await ajudge_batch(*_batch_args(jobs))
         if getattr(self.engine, "in_process", False):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_cpu_pool(), lambda: [_run_job(j) for j in jobs])
+            return await _cpu_pool().run(lambda: [_run_job(j) for j in jobs])
         if len(jobs) == 1:
             return [await _arun_job(jobs[0])]
         return list(await asyncio.gather(*(_arun_job(job) for job in jobs)))
@@ -491,6 +492,7 @@ class PolicyGuardNode(RunnableCallable):
         answers: Mapping[str, ReviewAnswer],
         config: RunnableConfig,
         runtime: Runtime | None,
+        revision: str | None,
     ) -> tuple[list[str], list[_Job]]:
         """What must be decided again on resume, keyed ``"edit:<id>"`` / ``"recheck:<id>"``.
 
@@ -502,7 +504,7 @@ class PolicyGuardNode(RunnableCallable):
         conversation = thread_id(config)
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = jsonable(subject_from(context, config, self.user_key))
-        changed = user != ticket.get("user") or self._revision_changed(ticket.get("revision"))
+        changed = user != ticket.get("user") or _revision_changed(ticket.get("revision"), revision)
         keys: list[str] = []
         jobs: list[_Job] = []
 
@@ -542,10 +544,6 @@ class PolicyGuardNode(RunnableCallable):
                 document = ticket.get("documents", {}).get(str(call.get("id")))
                 add(f"recheck:{call.get('id')}", call, document)
         return keys, jobs
-
-    def _revision_changed(self, before: Any) -> bool:
-        now = _engine_revision(self.engine)
-        return now is not None and before is not None and now != before
 
     def _after_review(
         self,
@@ -662,27 +660,30 @@ async def _arun_job(job: _Job) -> Decision:
     )
 
 
-_pools: dict[str, ThreadPoolExecutor] = {}
+_pools: dict[str, Workers] = {}
 _pools_lock = threading.Lock()
 
 
-def _pool(kind: str, workers: int) -> ThreadPoolExecutor:
+def _pool(kind: str, workers: int) -> Workers:
+    """A pool shared by the guards of this process: bounded, fork-safe (a forked child
+    starts threads of its own), and carrying the caller's context (trace, LangGraph config)
+    into its threads."""
     pool = _pools.get(kind)
     if pool is None:
         with _pools_lock:
             pool = _pools.get(kind)
             if pool is None:
-                pool = ThreadPoolExecutor(workers, thread_name_prefix=f"opa-guard-{kind}")
+                pool = Workers(workers, f"opa-guard-{kind}")
                 _pools[kind] = pool
     return pool
 
 
-def _io_pool() -> ThreadPoolExecutor:
+def _io_pool() -> Workers:
     """Threads that wait on a policy server: the calls of a turn go out concurrently."""
     return _pool("io", 32)
 
 
-def _cpu_pool() -> ThreadPoolExecutor:
+def _cpu_pool() -> Workers:
     """Threads for in-process evaluation off the event loop."""
     return _pool("cpu", max(2, os.cpu_count() or 2))
 
@@ -721,13 +722,8 @@ def _with_rewrites(
     return message.model_copy(update={"tool_calls": calls, "content": content})
 
 
-def _engine_revision(engine: Any) -> str | None:
-    current = getattr(engine, "current_revision", None)
-    if callable(current):
-        value = current()
-        return value if isinstance(value, str) else None
-    value = getattr(engine, "revision", None)
-    return value if isinstance(value, str) else None
+def _revision_changed(before: Any, now: str | None) -> bool:
+    return now is not None and before is not None and now != before
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

@@ -17,7 +17,7 @@ from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.denials import DenialStyle
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
-from langchain_opa_guard.visibility import DEFAULT_VISIBILITY_PATH, visible_tools
+from langchain_opa_guard.visibility import DEFAULT_VISIBILITY_PATH, avisible_tools, visible_tools
 
 __all__ = ["OPAGuardMiddleware"]
 
@@ -86,6 +86,26 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _visible(self, request: ModelRequest) -> ModelRequest:
         if not self.visibility:
             return request
+        tools = visible_tools(
+            cast(Any, self.engine),
+            request.tools,
+            user=self._subject(request),
+            path=self.visibility_path,
+        )
+        return request.override(tools=tools)
+
+    async def _avisible(self, request: ModelRequest) -> ModelRequest:
+        if not self.visibility:
+            return request
+        tools = await avisible_tools(
+            cast(Any, self.engine),
+            request.tools,
+            user=self._subject(request),
+            path=self.visibility_path,
+        )
+        return request.override(tools=tools)
+
+    def _subject(self, request: ModelRequest) -> Any:
         runtime = request.runtime
         context = getattr(runtime, "context", None)
         user = subject_from(context, {}, self.user_key)
@@ -96,10 +116,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 user = subject_from(None, get_config(), self.user_key)
             except RuntimeError:
                 user = None
-        tools = visible_tools(
-            cast(Any, self.engine), request.tools, user=user, path=self.visibility_path
-        )
-        return request.override(tools=tools)
+        return user
 
     def wrap_model_call(
         self,
@@ -113,7 +130,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse:
-        return await handler(self._visible(request))
+        return await handler(await self._avisible(request))
 
     def wrap_tool_call(
         self,
