@@ -256,7 +256,7 @@ class PolicyGuardNode(RunnableCallable):
         if len(jobs) > 1 and getattr(self.engine, "batches", False):
             return judge_batch(*_batch_args(jobs))
         if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
-            return _io_pool().map(_run_job, jobs)
+            return _io_pool(self.engine).map(_run_job, jobs)
         return [_run_job(job) for job in jobs]
 
     async def _arun(self, jobs: list[_Job]) -> list[Decision]:
@@ -678,9 +678,12 @@ def _pool(kind: str, workers: int) -> Workers:
     return pool
 
 
-def _io_pool() -> Workers:
-    """Threads that wait on a policy server: the calls of a turn go out concurrently."""
-    return _pool("io", 32)
+def _io_pool(engine: Any) -> Workers:
+    """Threads that wait on a policy server: the calls of a turn go out concurrently. An
+    engine with worker threads of its own (``OPAServer.workers``) gets them, so a stalled
+    engine never holds up the guards of another."""
+    own = getattr(engine, "workers", None)
+    return own if isinstance(own, Workers) else _pool("io", 32)
 
 
 def _cpu_pool() -> Workers:

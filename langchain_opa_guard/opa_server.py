@@ -143,7 +143,9 @@ class OPAServer:
         self.max_response_bytes = max_response_bytes
         self._path = f"/v1/data/{self.policy}{query}"
         self._transport = self._new_transport(verify, cert, session)
-        self._workers = Workers(max_connections, f"opa-guard-{id(self):x}")
+        self.workers = Workers(max_connections, f"opa-guard-{id(self):x}")
+        """The engine's own worker threads (``max_connections`` of them): ``adecide`` runs
+        its requests there, and the guard fans a turn's calls out on them."""
         self.batch_path: str | None = None
         if batch:
             parent = self.policy.rsplit("/", 1)[0] if "/" in self.policy else ""
@@ -217,7 +219,7 @@ class OPAServer:
         shared = self._batchable(inputs)
         if shared is not None:
             return self._batch_reply(inputs, shared, self._request_headers(), self._deadline())
-        return self._workers.map(self.decide, inputs)
+        return self.workers.map(self.decide, inputs)
 
     # -- async ------------------------------------------------------------------------
 
@@ -229,7 +231,7 @@ class OPAServer:
             # The trace context is read here, on the event loop, and sent with the request
             # from one of the engine's worker threads.
             headers = self._request_headers()
-            status, content = await self._workers.run(
+            status, content = await self.workers.run(
                 self._transport.request, "POST", self._path, body, headers, deadline
             )
             return self._read(status, content)
@@ -244,7 +246,7 @@ class OPAServer:
         if shared is not None:
             deadline = time.monotonic() + self.timeout
             headers = self._request_headers()
-            return await self._workers.run(self._batch_reply, inputs, shared, headers, deadline)
+            return await self.workers.run(self._batch_reply, inputs, shared, headers, deadline)
         return list(await asyncio.gather(*(self.adecide(i) for i in inputs)))
 
     # -- a turn in one request ------------------------------------------------------
@@ -360,7 +362,7 @@ class OPAServer:
 
     async def acurrent_revision(self) -> str | None:
         """Async twin of :meth:`current_revision`; never blocks the event loop."""
-        return await self._workers.run(self.current_revision)
+        return await self.workers.run(self.current_revision)
 
     def query(self, path: str, input: Mapping[str, Any]) -> Any:
         """Evaluate another document (``agent/authz/visible_tools``); ``None`` if undefined.
@@ -383,7 +385,7 @@ class OPAServer:
 
     async def aquery(self, path: str, input: Mapping[str, Any]) -> Any:
         """Async twin of :meth:`query`; never blocks the event loop."""
-        return await self._workers.run(self.query, path, input)
+        return await self.workers.run(self.query, path, input)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -391,7 +393,7 @@ class OPAServer:
         """Close the connections and stop the worker threads (a user's session stays
         open). A later call opens them again."""
         self._transport.close()
-        self._workers.close()
+        self.workers.close()
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
