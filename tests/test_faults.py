@@ -461,6 +461,50 @@ def test_fail_open_never_overrides_a_policy_deny(
     recorder.provider.shutdown()
 
 
+FAIL_OPEN_FAULTS = [
+    pytest.param("delay", {"delay": 3.0}, ErrorType.TIMEOUT, True, id="timeout"),
+    pytest.param("status", {"status": 503}, ErrorType.SERVER_ERROR, True, id="http_503"),
+    pytest.param("close", {}, ErrorType.UNREACHABLE, True, id="connection_closed"),
+    pytest.param("undefined", {}, ErrorType.UNDEFINED, False, id="undefined"),
+    pytest.param("malformed", {}, ErrorType.MALFORMED, False, id="malformed_json"),
+    pytest.param("wrong_type", {"wrong_value": 42}, ErrorType.MALFORMED, False, id="result_number"),
+    pytest.param("status", {"status": 404}, ErrorType.HTTP_STATUS, False, id="http_404"),
+    pytest.param("status", {"status": 401}, ErrorType.UNAUTHORIZED, False, id="http_401"),
+    pytest.param("redirect", {}, ErrorType.REDIRECT, False, id="redirect"),
+]
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+@pytest.mark.parametrize(("fault", "options", "error", "opens"), FAIL_OPEN_FAULTS)
+def test_fail_open_applies_to_transport_failures_only(
+    proxy: FaultProxy,
+    fault: str,
+    options: dict[str, Any],
+    error: str,
+    opens: bool,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OPA unreachable, too slow or answering 5xx: a ``fail_open`` tool runs. An answer
+    that is not a decision (undefined, malformed, refused, redirected) is no reason to."""
+    tools, db = customer_db_tools()
+    graph = fail_open_graph(OPAServer(proxy.url, timeout=0.5), tools)
+    proxy.set(fault, **options)
+    with caplog.at_level(logging.WARNING, logger="langchain_opa_guard"):
+        result = run(graph, INTERNAL, mode)
+    assert_every_call_answered_once(result["messages"])
+    answers = tool_messages(result)
+    assert answers["c-upd"].artifact["opa_guard"]["error"] == error
+    ran = [name for name, _ in db.executed]
+    if opens:
+        assert ran == ["get_customer_details", "get_customer_details"]
+        assert len(fail_open_records(caplog)) == 2
+    else:
+        assert ran == [], f"{fault}: a fail_open tool ran on an answer that is not a decision"
+        assert answers["c-read"].artifact["opa_guard"]["error"] == error
+        assert not fail_open_records(caplog)
+
+
 def interceptor_graph(guard: ToolCallGuard, tools: Any) -> Any:
     """agent -> tools, with the guard as the ToolNode's interceptor."""
     node = ToolNode(
