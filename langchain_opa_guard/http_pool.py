@@ -90,17 +90,17 @@ class ConnectionPool:
         self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
         self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._in_use = 0  # connections checked out (the cap counts them with the idle ones)
+        self._free = threading.Condition(threading.Lock())
         reset_after_fork(self)
 
     def _after_fork_in_child(self) -> None:
         # The idle sockets are shared with the parent: a request sent on one here could
         # read the parent's reply. Forget them (closing our copy of a descriptor does not
-        # end the parent's connection) and start with fresh locks and slots.
+        # end the parent's connection) and start with a fresh lock and no connection in use.
         idle, self._idle = self._idle, []
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._in_use = 0
+        self._free = threading.Condition(threading.Lock())
         for connection in idle:
             connection.close()
 
@@ -123,24 +123,35 @@ class ConnectionPool:
         ``TimeoutError`` once ``deadline`` (default: ``timeout`` from now) has passed."""
         if deadline is None:
             deadline = time.monotonic() + self.timeout
-        slots = self._slots
-        if not slots.acquire(timeout=remaining(deadline)):
-            raise TimeoutError("no connection to OPA became free before the deadline")
+        free = self._free
+        with free:
+            while self._in_use >= self.max_connections:
+                if not free.wait(remaining(deadline)) and self._in_use >= self.max_connections:
+                    raise TimeoutError("no connection to OPA became free before the deadline")
+            self._in_use += 1
+            connection = self._idle.pop() if self._idle else None
+        keep = False
         try:
-            return self._request(method, path, body, headers, deadline)
+            connection, status, content, keep = self._request(
+                connection, method, path, body, headers, deadline
+            )
+            return status, content
         finally:
-            slots.release()
+            with free:
+                self._in_use -= 1
+                if keep and connection is not None:
+                    self._idle.append(connection)
+                free.notify()
 
     def _request(
         self,
+        connection: http.client.HTTPConnection | None,
         method: str,
         path: str,
         body: bytes | None,
         headers: dict[str, str],
         deadline: float,
-    ) -> tuple[int, bytes]:
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
+    ) -> tuple[http.client.HTTPConnection, int, bytes, bool]:
         reused = connection is not None
         if connection is None:
             connection = self._new(deadline)
@@ -157,13 +168,9 @@ class ConnectionPool:
             connection.close()
             raise
         status, content, keep = result
-        if keep:
-            with self._lock:
-                if len(self._idle) < self.max_connections:
-                    self._idle.append(connection)
-                    return status, content
-        connection.close()
-        return status, content
+        if not keep:
+            connection.close()
+        return connection, status, content, keep
 
     def _send(
         self,
@@ -199,7 +206,7 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close every idle connection."""
-        with self._lock:
+        with self._free:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
