@@ -9,6 +9,7 @@ the parent. Real forks, a real OPA; a child that hangs is killed and the test fa
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -197,7 +198,7 @@ def test_a_fork_process_pool_decides_correctly(warm_engine: OPAServer) -> None:
         futures = [pool.submit(_decide_in_worker, role) for role in roles]
         parent = verdicts(warm_engine, "admin")  # the parent keeps deciding meanwhile
         results = [future.result(timeout=CHILD_DEADLINE) for future in futures]
-    except TimeoutError:
+    except concurrent.futures.TimeoutError:  # TimeoutError itself from 3.11 on
         for process in multiprocessing.active_children():
             process.kill()
         pytest.fail("a forked pool worker hung")

@@ -102,7 +102,7 @@ def test_a_decision_cut_off_by_wait_for_ends_its_span(
     call = tool_call("get_customer_details", {"customer_id": "CUST-001"}, "c-1")
 
     async def give_up() -> None:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # TimeoutError itself from 3.11 on
             await asyncio.wait_for(guard.acheck(call, None, {}, {"user": INTERNAL}), 0.3)
 
     asyncio.run(give_up())
