@@ -2,12 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+VENV_MIN := .venv-min
 OPA_VERSION := v1.22.2
 TOOLS := $(CURDIR)/.tools/bin
 OPA := $(or $(OPA_BIN),$(shell command -v opa 2>/dev/null),$(TOOLS)/opa)
 JAEGER := $(or $(JAEGER_BIN),$(TOOLS)/jaeger)
 
-.PHONY: demo test lint typecheck policy-test pytest bench clean opa jaeger bundle bundle-check
+.PHONY: demo test test-min lint typecheck policy-test pytest bench clean opa jaeger bundle bundle-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,16 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The lowest versions pyproject.toml allows: every dependency (and the agents extra) pinned
+# to its floor, the test tools at their newest.
+$(VENV_MIN)/.installed: pyproject.toml tools/min_constraints.py
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/pip install -q --upgrade pip
+	$(PYTHON) tools/min_constraints.py pyproject.toml agents > $(VENV_MIN)/constraints.txt
+	$(VENV_MIN)/bin/pip install -q -e '.[dev]' -c $(VENV_MIN)/constraints.txt
 	touch $@
 
 $(TOOLS)/opa:
@@ -62,10 +73,15 @@ policy-test: opa
 pytest: $(VENV)/.dev opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks
 
+## The pytest suite again on the declared minimum versions of the dependencies.
+test-min: $(VENV_MIN)/.installed opa jaeger
+	@echo "dependencies pinned to their floors:" && cat $(VENV_MIN)/constraints.txt
+	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(VENV_MIN)/bin/pytest -q tests
+
 ## The benchmarks (figures and ratios, not tests); writes benchmarks/RESULTS.md.
 bench: $(VENV)/.dev opa
 	$(BIN)/pip install -q -r benchmarks/requirements.txt
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ from langchain_opa_guard.policy_sources import PolicyNotFoundError
 from langchain_opa_guard.span_tree import format_span_tree
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.tracing_setup import TracingSetup, configure_tracing
-from langchain_opa_guard.visibility import visible_tools
+from langchain_opa_guard.visibility import avisible_tools, visible_tools
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -46,6 +46,7 @@ __all__ = [
     "PolicyNotFoundError",
     "ToolCallGuard",
     "TracingSetup",
+    "avisible_tools",
     "configure_tracing",
     "definition_digest",
     "format_span_tree",

@@ -42,6 +42,7 @@ class _Run:
     kind: str = "chain"
     started: float = field(default_factory=time.perf_counter)
     labels: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
 
 
 class OTelCallbackHandler(BaseCallbackHandler):
@@ -138,13 +139,21 @@ class OTelCallbackHandler(BaseCallbackHandler):
         node: str | None = None,
         alias: bool = False,
         labels: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
     ) -> None:
         evicted: list[_Run] = []
         with self._lock:
             parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+            if namespace is None and parent is not None:
+                namespace = parent.namespace
             if alias and parent is not None:
                 self._runs[run_id] = _Run(
-                    parent.span, parent.root, owns_span=False, node=parent.node, kind=run_kind
+                    parent.span,
+                    parent.root,
+                    owns_span=False,
+                    node=parent.node,
+                    kind=run_kind,
+                    namespace=namespace,
                 )
                 return
             ctx = (
@@ -157,7 +166,7 @@ class OTelCallbackHandler(BaseCallbackHandler):
             )
             root = parent.root if parent is not None else run_id
             self._runs[run_id] = _Run(
-                span, root, node=node, kind=run_kind, labels=dict(labels or {})
+                span, root, node=node, kind=run_kind, labels=dict(labels or {}), namespace=namespace
             )
             while len(self._runs) > self.max_runs:
                 evicted.append(self._runs.popitem(last=False)[1])
@@ -211,21 +220,33 @@ class OTelCallbackHandler(BaseCallbackHandler):
                 attributes[A.GEN_AI_CONVERSATION_ID] = str(conversation)
             self._start(run_id, None, f"{A.OP_INVOKE_AGENT} {agent}", attributes=attributes)
             return
+        namespace = metadata.get("langgraph_checkpoint_ns")
+        namespace = namespace if isinstance(namespace, str) and namespace else None
         if _HIDDEN_TAG in tags:
-            self._start(run_id, parent_run_id, name, alias=True)
+            self._start(run_id, parent_run_id, name, alias=True, namespace=namespace)
             return
+        with self._lock:
+            parent = self._runs.get(parent_run_id)
         node = metadata.get("langgraph_node")
-        if node is not None and name == node and any(t.startswith("graph:step:") for t in tags):
+        # A graph node's own run is the first run of its task: LangGraph gives every task
+        # a checkpoint namespace ("node:task-id"), and the runs inside it share it.
+        starts_task = namespace is not None and (parent is None or parent.namespace != namespace)
+        if node is not None and name == node and starts_task:
             attributes = {A.LANGGRAPH_NODE: str(node), A.LANGCHAIN_RUN_ID: str(run_id)}
             step = metadata.get("langgraph_step")
             if isinstance(step, int):
                 attributes[A.LANGGRAPH_STEP] = step
             if conversation is not None:
                 attributes[A.GEN_AI_CONVERSATION_ID] = str(conversation)
-            self._start(run_id, parent_run_id, str(node), attributes=attributes, node=str(node))
+            self._start(
+                run_id,
+                parent_run_id,
+                str(node),
+                attributes=attributes,
+                node=str(node),
+                namespace=namespace,
+            )
             return
-        with self._lock:
-            parent = self._runs.get(parent_run_id)
         collapse = parent is not None and parent.node == name and parent.owns_span
         self._start(
             run_id,
@@ -234,6 +255,7 @@ class OTelCallbackHandler(BaseCallbackHandler):
             attributes={A.LANGCHAIN_RUN_TYPE: "chain"},
             alias=collapse,
             node=parent.node if parent is not None else None,
+            namespace=namespace,
         )
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:

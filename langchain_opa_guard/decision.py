@@ -31,17 +31,31 @@ __all__ = ["Decision", "EngineError", "ErrorType"]
 
 
 class ErrorType:
-    """Error types of a failed evaluation (the ``error.type`` of its span)."""
+    """Error types of a failed evaluation (the ``error.type`` of its span).
+
+    ``TIMEOUT``, ``UNREACHABLE`` (refused, reset, TLS failure, proxy failure) and
+    ``SERVER_ERROR`` (HTTP 5xx) mean no answer came; ``HTTP_STATUS`` (another HTTP error),
+    ``REDIRECT`` (never followed), ``UNAUTHORIZED``, ``UNDEFINED``, ``MALFORMED``,
+    ``ENGINE``, ``INPUT`` and ``INVALID_CALL`` mean an answer came that is not a decision;
+    ``CANCELLED``: the caller gave up (task cancelled) before the decision was made.
+    """
 
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"
+    SERVER_ERROR = "server_error"
     HTTP_STATUS = "http_status"
+    REDIRECT = "redirect"
     UNAUTHORIZED = "unauthorized"
     UNDEFINED = "undefined"
     MALFORMED = "malformed"
     ENGINE = "engine_error"
     INPUT = "invalid_input"
     INVALID_CALL = "invalid_call"
+    CANCELLED = "cancelled"
+
+    TRANSPORT_FAILURES = frozenset({TIMEOUT, UNREACHABLE, SERVER_ERROR})
+    """Failures to reach an answer at all (OPA unreachable, too slow, HTTP 5xx): the only
+    ones ``fail_open`` applies to. An undefined or malformed answer is never one."""
 
 
 class EngineError(Exception):

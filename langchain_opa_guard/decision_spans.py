@@ -6,6 +6,7 @@ nests under it and carries its ``traceparent``; OPA's own spans then join the tr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -77,8 +78,10 @@ class Rules:
     """How the guard treats one call's decision beyond allow/deny.
 
     Attributes:
-        fail_open: An engine *failure* lets the call run (explicit per tool; logged at
-            WARNING and traced as ``opa.decision.fail_open``). A policy's deny never does.
+        fail_open: A transport failure of the engine (unreachable, timeout, HTTP 5xx: see
+            ``ErrorType.TRANSPORT_FAILURES``) lets the call run (explicit per tool; logged
+            at WARNING and traced as ``opa.decision.fail_open``). A policy's deny, an
+            undefined decision or a malformed answer never does.
         shadow: A predicate on a policy's deny (or approval): when it holds, the decision
             is recorded, traced and counted as "would deny" but the call runs.
         log: Where decisions are recorded for replay.
@@ -201,7 +204,7 @@ def _settle(decision: Decision, rules: Rules, tool: str, span: Span) -> Decision
     if decision.allow:
         return decision
     if decision.error is not None:
-        if rules.fail_open:
+        if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES:
             logger.warning(
                 "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
                 decision.error,
@@ -237,12 +240,48 @@ def _finish(
 ) -> Decision:
     decision = _settle(decision, rules, tool_label, span)
     record_decision(telemetry, span, decision, document, time.perf_counter() - started, tool_label)
+    return decision
+
+
+def _log(rules: Rules, document: Mapping[str, Any], decision: Decision) -> None:
     if rules.log is not None:
         try:
             rules.log.write(document, decision)
         except OSError:
             logger.exception("could not record the decision")
-    return decision
+
+
+async def _alog(entries: Sequence[tuple[Rules, Mapping[str, Any], Decision]]) -> None:
+    """Write decision-log lines from a worker thread: file I/O never runs on the loop."""
+    entries = [entry for entry in entries if entry[0].log is not None]
+
+    def write() -> None:
+        for entry in entries:
+            _log(*entry)
+
+    if entries:
+        await asyncio.to_thread(write)
+
+
+def _interrupted(
+    telemetry: Telemetry,
+    engine: PolicyEngine,
+    spans: Sequence[Span],
+    documents: Sequence[Mapping[str, Any]],
+    started: float,
+    labels: Sequence[str],
+) -> None:
+    """End the spans of decisions abandoned mid-way (task cancelled, interpreter exiting):
+    an ERROR status with ``error.type=cancelled``, and the metric counts them."""
+    decision = Decision.failure(
+        ErrorType.CANCELLED,
+        "the decision was cancelled before it was made",
+        engine=getattr(engine, "engine_name", ""),
+        policy=getattr(engine, "policy", ""),
+    )
+    seconds = time.perf_counter() - started
+    for span, document, label in zip(spans, documents, labels, strict=True):
+        record_decision(telemetry, span, decision, document, seconds, label)
 
 
 def _finish_batch(
@@ -288,10 +327,16 @@ def judge_batch(
         decisions = engine.decide_many(documents)
     except Exception:  # noqa: BLE001
         decisions = [_crash(engine)] * len(documents)
+    except BaseException:
+        _interrupted(telemetry, engine, spans, documents, started, labels)
+        raise
     finally:
         if token is not None:
             otel_context.detach(token)
-    return _finish_batch(telemetry, spans, decisions, documents, started, labels, rules)
+    finished = _finish_batch(telemetry, spans, decisions, documents, started, labels, rules)
+    for rule, document, decision in zip(rules, documents, finished, strict=True):
+        _log(rule, document, decision)
+    return finished
 
 
 async def ajudge_batch(
@@ -311,10 +356,15 @@ async def ajudge_batch(
         decisions = await engine.adecide_many(documents)
     except Exception:  # noqa: BLE001
         decisions = [_crash(engine)] * len(documents)
+    except BaseException:  # cancelled: the spans end, the error says so, then it goes on
+        _interrupted(telemetry, engine, spans, documents, started, labels)
+        raise
     finally:
         if token is not None:
             otel_context.detach(token)
-    return _finish_batch(telemetry, spans, decisions, documents, started, labels, rules)
+    finished = _finish_batch(telemetry, spans, decisions, documents, started, labels, rules)
+    await _alog(list(zip(rules, documents, finished, strict=True)))
+    return finished
 
 
 def judge(
@@ -334,9 +384,14 @@ def judge(
         decision = engine.decide(document)
     except Exception:  # noqa: BLE001 - a broken engine denies, it never crashes the graph
         decision = _crash(engine)
+    except BaseException:
+        _interrupted(telemetry, engine, [span], [document], started, [tool_label])
+        raise
     finally:
         otel_context.detach(token)
-    return _finish(telemetry, span, decision, document, started, tool_label, rules)
+    decision = _finish(telemetry, span, decision, document, started, tool_label, rules)
+    _log(rules, document, decision)
+    return decision
 
 
 async def ajudge(
@@ -356,9 +411,14 @@ async def ajudge(
         decision = await engine.adecide(document)
     except Exception:  # noqa: BLE001
         decision = _crash(engine)
+    except BaseException:  # cancelled: the span ends, the error says so, then it goes on
+        _interrupted(telemetry, engine, [span], [document], started, [tool_label])
+        raise
     finally:
         otel_context.detach(token)
-    return _finish(telemetry, span, decision, document, started, tool_label, rules)
+    decision = _finish(telemetry, span, decision, document, started, tool_label, rules)
+    await _alog([(rules, document, decision)])
+    return decision
 
 
 def record_review(

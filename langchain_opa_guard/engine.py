@@ -31,8 +31,8 @@ class PolicyEngine(Protocol):
     calls of a turn are evaluated in order, off the event loop, instead of concurrently),
     ``batches`` (``True``: ``decide_many`` answers a whole turn in one round trip),
     ``query(path, input)`` (other documents of the policy, for tool visibility),
-    ``revision`` or ``current_revision()`` (the policy revision in force, for resume
-    re-checks).
+    ``revision``, ``current_revision()`` or ``acurrent_revision()`` (the policy revision
+    in force, for resume re-checks), ``aquery`` (``query`` without blocking the loop).
     """
 
     engine_name: str

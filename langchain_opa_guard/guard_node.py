@@ -10,7 +10,6 @@ import threading
 import types
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -74,6 +73,7 @@ from langchain_opa_guard.denials import (
 from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.execution import GuardedToolNode, calls_payload, prepared_call
 from langchain_opa_guard.telemetry import Telemetry
+from langchain_opa_guard.workers import Workers
 
 __all__ = ["PolicyGuardNode", "InputBuilder", "ToolRegistry"]
 
@@ -302,7 +302,7 @@ class PolicyGuardNode(RunnableCallable):
         if len(jobs) > 1 and getattr(self.engine, "batches", False):
             return judge_batch(*_batch_args(jobs))
         if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
-            return list(_io_pool().map(_run_job, jobs))
+            return _io_pool(self.engine).map(_run_job, jobs)
         return [_run_job(job) for job in jobs]
 
     async def _arun(self, jobs: list[_Job]) -> list[Decision]:
@@ -311,8 +311,7 @@ class PolicyGuardNode(RunnableCallable):
         if len(jobs) > 1 and getattr(self.engine, "batches", False):
             return await ajudge_batch(*_batch_args(jobs))
         if getattr(self.engine, "in_process", False):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_cpu_pool(), lambda: [_run_job(j) for j in jobs])
+            return await _cpu_pool().run(lambda: [_run_job(j) for j in jobs])
         if len(jobs) == 1:
             return [await _arun_job(jobs[0])]
         return list(await asyncio.gather(*(_arun_job(job) for job in jobs)))
@@ -559,14 +558,17 @@ class PolicyGuardNode(RunnableCallable):
         """What must be decided again on resume, keyed ``"edit:<id>"`` / ``"recheck:<id>"``.
 
         Edited calls go through the tool's schema and back to the policy with their new
-        arguments. When the policy revision or the subject changed while the graph waited,
-        every call of the turn is decided again under the current policy and subject.
+        arguments; every other call of the turn is decided again under the policy and the
+        subject in force now.
         """
         telemetry, parent = self._telemetry(config)
         conversation = thread_id(config)
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = jsonable(subject_from(context, config, self.user_key))
-        changed = user != ticket.get("user") or self._revision_changed(ticket.get("revision"))
+        # Every call of the turn is decided again under the policy and subject in force
+        # now: an approval is never honoured for a call the policy has since denied, even
+        # where nothing announces the change (OPA's Data API, a bundle without revision).
+        changed = True
         keys: list[str] = []
         jobs: list[_Job] = []
         edits: dict[str, tuple[ToolCall, str | None]] = {}
@@ -614,10 +616,6 @@ class PolicyGuardNode(RunnableCallable):
                 document = ticket.get("documents", {}).get(str(call.get("id")))
                 add(f"recheck:{call.get('id')}", call, document)
         return keys, jobs, edits
-
-    def _revision_changed(self, before: Any) -> bool:
-        now = _engine_revision(self.engine)
-        return now is not None and before is not None and now != before
 
     def _settle_review(
         self,
@@ -745,27 +743,33 @@ async def _arun_job(job: _Job) -> Decision:
     )
 
 
-_pools: dict[str, ThreadPoolExecutor] = {}
+_pools: dict[str, Workers] = {}
 _pools_lock = threading.Lock()
 
 
-def _pool(kind: str, workers: int) -> ThreadPoolExecutor:
+def _pool(kind: str, workers: int) -> Workers:
+    """A pool shared by the guards of this process: bounded, fork-safe (a forked child
+    starts threads of its own), and carrying the caller's context (trace, LangGraph config)
+    into its threads."""
     pool = _pools.get(kind)
     if pool is None:
         with _pools_lock:
             pool = _pools.get(kind)
             if pool is None:
-                pool = ThreadPoolExecutor(workers, thread_name_prefix=f"opa-guard-{kind}")
+                pool = Workers(workers, f"opa-guard-{kind}")
                 _pools[kind] = pool
     return pool
 
 
-def _io_pool() -> ThreadPoolExecutor:
-    """Threads that wait on a policy server: the calls of a turn go out concurrently."""
-    return _pool("io", 32)
+def _io_pool(engine: Any) -> Workers:
+    """Threads that wait on a policy server: the calls of a turn go out concurrently. An
+    engine with worker threads of its own (``OPAServer.workers``) gets them, so a stalled
+    engine never holds up the guards of another."""
+    own = getattr(engine, "workers", None)
+    return own if isinstance(own, Workers) else _pool("io", 32)
 
 
-def _cpu_pool() -> ThreadPoolExecutor:
+def _cpu_pool() -> Workers:
     """Threads for in-process evaluation off the event loop."""
     return _pool("cpu", max(2, os.cpu_count() or 2))
 
@@ -839,15 +843,6 @@ def _as_run(
         # Malformed calls (denied anyway) cannot make a valid message; the calls that run
         # travel on their own, so the history keeps the model's message as it was.
         return message
-
-
-def _engine_revision(engine: Any) -> str | None:
-    current = getattr(engine, "current_revision", None)
-    if callable(current):
-        value = current()
-        return value if isinstance(value, str) else None
-    value = getattr(engine, "revision", None)
-    return value if isinstance(value, str) else None
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

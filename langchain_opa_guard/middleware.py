@@ -33,7 +33,7 @@ from langchain_opa_guard.engine import PolicyEngine
 from langchain_opa_guard.execution import call_digest, executed_injections
 from langchain_opa_guard.guard_node import PolicyGuardNode, _Outcome, _Turn
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
-from langchain_opa_guard.visibility import DEFAULT_VISIBILITY_PATH, visible_tools
+from langchain_opa_guard.visibility import DEFAULT_VISIBILITY_PATH, avisible_tools, visible_tools
 
 __all__ = ["OPAGuardMiddleware"]
 
@@ -166,7 +166,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
-        request = self._visible(request)
+        request = await self._avisible(request)
         self._learn(request.tools)
         response = await handler(request)
         planned = self._plan(request, response)
@@ -354,6 +354,26 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _visible(self, request: ModelRequest) -> ModelRequest:
         if not self.visibility:
             return request
+        tools = visible_tools(
+            cast(Any, self.engine),
+            request.tools,
+            user=self._subject(request),
+            path=self.visibility_path,
+        )
+        return request.override(tools=tools)
+
+    async def _avisible(self, request: ModelRequest) -> ModelRequest:
+        if not self.visibility:
+            return request
+        tools = await avisible_tools(
+            cast(Any, self.engine),
+            request.tools,
+            user=self._subject(request),
+            path=self.visibility_path,
+        )
+        return request.override(tools=tools)
+
+    def _subject(self, request: ModelRequest) -> Any:
         runtime = request.runtime
         context = getattr(runtime, "context", None)
         user = subject_from(context, {}, self.user_key)
@@ -362,10 +382,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 user = subject_from(None, get_config(), self.user_key)
             except RuntimeError:
                 user = None
-        tools = visible_tools(
-            cast(Any, self.engine), request.tools, user=user, path=self.visibility_path
-        )
-        return request.override(tools=tools)
+        return user
 
     def _learn(self, tools: Sequence[Any]) -> None:
         """Tools bound to the model: their schemas check arguments before the policy."""

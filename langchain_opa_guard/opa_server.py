@@ -1,11 +1,12 @@
 """A real OPA server reached over its REST Data API.
 
 One client object with sync and async twins sharing their logic: ``decide`` and
-``adecide`` build the same request and read the reply with the same code. Both send over
-one pool of kept-alive standard-library connections (the leanest client for a short
-loopback POST): ``adecide`` hands the request to a worker thread and awaits it, so the
-event loop never blocks. With a custom ``transport``/``async_transport`` (a UNIX socket, a
-proxy) httpx carries the requests instead.
+``adecide`` build the same request and read the reply with the same code. By default both
+send over one pool of kept-alive standard-library connections (the leanest client for a
+short loopback POST); ``adecide`` hands the request to one of the engine's own worker
+threads and awaits it, so the event loop never blocks. A user's ``requests.Session`` (UNIX
+sockets, proxies with authentication, custom adapters) carries the requests instead when
+given, and a session of the engine's own does when an ``HTTP(S)_PROXY`` variable applies.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ import json
 import logging
 import socket
 import ssl
-import threading
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import requests
+import urllib3
 from opentelemetry import propagate
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
-from langchain_opa_guard.http_pool import ConnectionPool, ResponseTooLarge
+from langchain_opa_guard.http_pool import ConnectionPool, ResponseTooLarge, Transport
+from langchain_opa_guard.http_session import SessionTransport, environment_proxy, proxy_session
 from langchain_opa_guard.policy_sources import PolicyNotFoundError, defines
+from langchain_opa_guard.workers import Workers, queued_since
 
 __all__ = ["OPAServer"]
 
@@ -43,18 +45,26 @@ class OPAServer:
 
     Each decision is one ``POST /v1/data/{policy}`` with ``{"input": ...}``; the calls of a
     turn are sent concurrently over the kept-alive pool. Every failure (connection refused,
-    timeout, HTTP error, undefined decision, malformed reply) is a deny whose ``error`` says
-    what failed.
+    timeout, HTTP error, redirect, undefined decision, malformed reply) is a deny whose
+    ``error`` says what failed.
+
+    The engine owns a bounded pool of worker threads and at most ``max_connections``
+    connections; ``close()`` (or ``with``/``async with``) releases both, and a later call
+    opens them again. It is safe across ``fork()``: a child process (gunicorn
+    ``--preload``, Celery prefork, ``multiprocessing``) never reuses its parent's
+    connections or threads.
 
     Args:
         url: Base URL of the OPA server.
         policy: Decision path, ``agent/authz/decision`` or ``data.agent.authz.decision``.
         token: Bearer token for OPA's ``--authentication=token``.
-        timeout: Seconds a decision may take, connection included.
+        timeout: Seconds a decision may take, counted from the call: waiting for a free
+            connection or worker, connecting and reading the reply all count.
         verify: TLS verification: ``True``, a CA bundle path, or an ``ssl.SSLContext``.
         cert: Client certificate for mutual TLS (path, or ``(cert, key)`` paths).
         headers: Extra HTTP headers sent with every request.
-        max_connections: Size of the connection pool.
+        max_connections: The most connections (and requests in flight) to OPA at once;
+            also the number of worker threads. Further requests wait, within ``timeout``.
         propagate_context: Send the current trace context (``traceparent``) to OPA so its
             spans join the caller's trace.
         max_response_bytes: Replies larger than this are refused (fail closed).
@@ -67,19 +77,24 @@ class OPAServer:
         verify_policy: At start-up, check that a loaded policy defines the decision path
             and raise :class:`PolicyNotFoundError` if none does (an OPA that cannot be
             reached yet is only logged: decisions fail closed until it answers).
-        transport, async_transport: httpx transports (for UNIX sockets or proxies); with
-            ``transport`` the sync side uses httpx too. An async transport is bound to the
-            event loop it first runs on: pass a factory (``httpx.AsyncHTTPTransport`` or a
-            function) to get one per event loop.
+        session: A ``requests.Session`` to send every request through (adapters, UNIX
+            sockets, proxies with authentication, corporate CAs); TLS settings then belong
+            to the session, so ``verify``/``cert`` must be left alone. It stays open when
+            the engine closes. Without it, ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``
+            are honoured as ``requests`` honours them (read when the engine is created).
+
+    Raises:
+        ValueError: An argument is out of range (``timeout``, ``max_connections``,
+            ``max_response_bytes``), or ``verify``/``cert`` were given with ``session``.
 
     Example:
         ```python
         from langchain_opa_guard import OPAServer
 
-        opa = OPAServer("http://localhost:8181", policy="agent/authz/decision")
-        decision = opa.decide({"tool": {"name": "delete_customer", "args": {}}, "user": None})
-        if not decision.allow:
-            print(decision.reasons)
+        with OPAServer("http://localhost:8181", policy="agent/authz/decision") as opa:
+            decision = opa.decide({"tool": {"name": "delete_customer", "args": {}}, "user": None})
+            if not decision.allow:
+                print(decision.reasons)
         ```
     """
 
@@ -102,52 +117,35 @@ class OPAServer:
         provenance: bool = True,
         verify_policy: bool = True,
         batch: bool | str = False,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport
-        | Callable[[], httpx.AsyncBaseTransport]
-        | None = None,
+        session: requests.Session | None = None,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not (isinstance(max_connections, int) and max_connections >= 1):
+            raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
+        if not (isinstance(max_response_bytes, int) and max_response_bytes >= 1):
+            raise ValueError(f"max_response_bytes must be positive, got {max_response_bytes!r}")
+        if session is not None and (verify is not True or cert is not None):
+            raise ValueError(
+                "verify= and cert= configure the built-in client; with session= set them on "
+                "the session (session.verify, session.cert)"
+            )
         self.url = _without_credentials(url.rstrip("/"))
         self.policy = normalize_policy_path(policy)
         self.timeout = timeout
         self.propagate_context = propagate_context
         query = "?provenance=true" if provenance else ""
         self._query = query
-        self._endpoint = f"{self.url}/v1/data/{self.policy}{query}"
         self._headers = {"Content-Type": _JSON, "Accept": _JSON, **(headers or {})}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._verify = _ssl_context(verify, cert)
-        self._async_transport = async_transport
+        self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
         self._path = f"/v1/data/{self.policy}{query}"
-        self._client: httpx.Client | None = None
-        self._pool: ConnectionPool | None = None
-        if transport is not None:
-            self._client = httpx.Client(
-                timeout=timeout, limits=self._limits, verify=self._verify, transport=transport
-            )
-        else:
-            context = self._verify if isinstance(self._verify, ssl.SSLContext) else None
-            if context is None and self._verify is False:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._pool = ConnectionPool(
-                self.url,
-                timeout=timeout,
-                ssl_context=context,
-                max_idle=max_connections,
-                max_response_bytes=max_response_bytes,
-            )
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
-        self._aclients = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-        self._threads: ThreadPoolExecutor | None = None
-        self._max_workers = max_connections
+        self._transport = self._new_transport(verify, cert, session)
+        self.workers = Workers(max_connections, f"opa-guard-{id(self):x}")
+        """The engine's own worker threads (``max_connections`` of them): ``adecide`` runs
+        its requests there, and the guard fans a turn's calls out on them."""
         self.batch_path: str | None = None
         if batch:
             parent = self.policy.rsplit("/", 1)[0] if "/" in self.policy else ""
@@ -157,6 +155,41 @@ class OPAServer:
         if verify_policy:
             self.verify_policy()
 
+    def _new_transport(
+        self,
+        verify: bool | str | ssl.SSLContext,
+        cert: str | tuple[str, str] | None,
+        session: requests.Session | None,
+    ) -> Transport:
+        timeout, connections, size = self.timeout, self.max_connections, self.max_response_bytes
+        if session is not None:
+            return SessionTransport(
+                session,
+                self.url,
+                timeout=timeout,
+                max_connections=connections,
+                max_response_bytes=size,
+            )
+        context = _ssl_context(verify, cert)
+        if environment_proxy(self.url) is not None:
+            logger.info("requests to OPA go through the proxy set in the environment")
+            own_context = context if isinstance(verify, ssl.SSLContext) else None
+            return SessionTransport(
+                proxy_session(verify, cert, own_context, connections),
+                self.url,
+                timeout=timeout,
+                max_connections=connections,
+                max_response_bytes=size,
+                owned=True,
+            )
+        return ConnectionPool(
+            self.url,
+            timeout=timeout,
+            ssl_context=context,
+            max_connections=connections,
+            max_response_bytes=size,
+        )
+
     def __repr__(self) -> str:
         return f"OPAServer({self.url!r}, policy={self.policy!r})"
 
@@ -164,29 +197,15 @@ class OPAServer:
 
     def decide(self, input: Mapping[str, Any]) -> Decision:
         """Ask OPA for the decision on one input document."""
+        deadline = self._deadline()
         try:
             body = encode_input(input)
-            if self._pool is not None:
-                status, content = self._pool.request(
-                    "POST", self._path, body, self._request_headers()
-                )
-            else:
-                assert self._client is not None
-                with self._client.stream(
-                    "POST", self._endpoint, content=body, headers=self._request_headers()
-                ) as response:
-                    status = response.status_code
-                    content = _read_capped_sync(response, self.max_response_bytes)
+            status, content = self._transport.request(
+                "POST", self._path, body, self._request_headers(), deadline
+            )
             return self._read(status, content)
-        except EngineError as exc:
-            return self._failure(exc)
-        except ResponseTooLarge:
-            return self._failure(_too_large(self.max_response_bytes))
-        except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
-            return self._failure(_transport_error(exc, self.timeout))
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything else
-            logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
-            return self._failure(_transport_error(exc, self.timeout))
+        except Exception as exc:  # noqa: BLE001 - every failure is a fail-closed deny
+            return self._failed(exc)
 
     @property
     def batches(self) -> bool:
@@ -199,56 +218,35 @@ class OPAServer:
             return [self.decide(i) for i in inputs]
         shared = self._batchable(inputs)
         if shared is not None:
-            return self._batch_reply(inputs, lambda body: self._post(self._batch_url, body), shared)
-        return list(self._executor().map(self.decide, inputs))
+            return self._batch_reply(inputs, shared, self._request_headers(), self._deadline())
+        return self.workers.map(self.decide, inputs)
 
     # -- async ------------------------------------------------------------------------
 
     async def adecide(self, input: Mapping[str, Any]) -> Decision:
         """Async twin of :meth:`decide`; never blocks the event loop."""
+        deadline = time.monotonic() + self.timeout
         try:
             body = encode_input(input)
-            if self._pool is not None and self._async_transport is None:
-                # The kept-alive pool in a worker thread: measured here about twice as fast
-                # per decision as httpx's async client, and far faster under concurrency
-                # (httpcore's pool assigns queued requests in quadratic time). The trace
-                # context is read here, on the event loop, and sent with the request.
-                headers = self._request_headers()
-                loop = asyncio.get_running_loop()
-                status, content = await loop.run_in_executor(
-                    self._executor(), self._pool.request, "POST", self._path, body, headers
-                )
-                return self._read(status, content)
-            client = self._async_client()
-            async with client.stream(
-                "POST", self._endpoint, content=body, headers=self._request_headers()
-            ) as response:
-                content = await _read_capped(response, self.max_response_bytes)
-            return self._read(response.status_code, content)
-        except EngineError as exc:
-            return self._failure(exc)
-        except ResponseTooLarge:
-            return self._failure(_too_large(self.max_response_bytes))
-        except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
-            return self._failure(_transport_error(exc, self.timeout))
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything else
-            logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
-            return self._failure(_transport_error(exc, self.timeout))
+            # The trace context is read here, on the event loop, and sent with the request
+            # from one of the engine's worker threads.
+            headers = self._request_headers()
+            status, content = await self.workers.run(
+                self._transport.request, "POST", self._path, body, headers, deadline
+            )
+            return self._read(status, content)
+        except Exception as exc:  # noqa: BLE001 - every failure is a fail-closed deny
+            return self._failed(exc)
 
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """Async twin of :meth:`decide_many`."""
         if len(inputs) <= 1:
             return [await self.adecide(i) for i in inputs]
         shared = self._batchable(inputs)
-        if shared is not None and self._pool is not None:
-            loop = asyncio.get_running_loop()
+        if shared is not None:
+            deadline = time.monotonic() + self.timeout
             headers = self._request_headers()
-            return await loop.run_in_executor(
-                self._executor(),
-                lambda: self._batch_reply(
-                    inputs, lambda body: self._post(self._batch_url, body, headers), shared
-                ),
-            )
+            return await self.workers.run(self._batch_reply, inputs, shared, headers, deadline)
         return list(await asyncio.gather(*(self.adecide(i) for i in inputs)))
 
     # -- a turn in one request ------------------------------------------------------
@@ -272,27 +270,22 @@ class OPAServer:
                 return None
         return shared if len(set(ids)) == len(ids) else None
 
-    def _post(
-        self, path: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        return self._send("POST", path, body, headers or self._request_headers())
-
     def _batch_reply(
         self,
         inputs: Sequence[Mapping[str, Any]],
-        post: Callable[[bytes], tuple[int, bytes]],
         shared: Mapping[str, Any],
+        headers: dict[str, str],
+        deadline: float,
     ) -> list[Decision]:
         calls = [document["tool"] for document in inputs]
         try:
-            status, content = post(encode_input({**shared, "calls": calls}))
+            body = encode_input({**shared, "calls": calls})
+            status, content = self._transport.request(
+                "POST", self._batch_url, body, headers, deadline
+            )
             reply = self._reply(status, content)
-        except EngineError as exc:
-            return [self._failure(exc)] * len(inputs)
-        except ResponseTooLarge:
-            return [self._failure(_too_large(self.max_response_bytes))] * len(inputs)
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything else
-            return [self._failure(_transport_error(exc, self.timeout))] * len(inputs)
+        except Exception as exc:  # noqa: BLE001 - every failure is a fail-closed deny
+            return [self._failed(exc)] * len(inputs)
         results = reply.get("result")
         if not isinstance(results, Mapping):
             error = EngineError(ErrorType.UNDEFINED, "the turn's batch decision is undefined")
@@ -319,13 +312,13 @@ class OPAServer:
                 decisions.append(self._failure(exc))
         return decisions
 
-    # -- lifecycle --------------------------------------------------------------------
+    # -- other documents, health, revision ------------------------------------------
 
     def health(self) -> bool:
         """``True`` when ``GET /health`` answers 200."""
         try:
             return self._send("GET", "/health")[0] == 200
-        except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge):
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
             return False
 
     def verify_policy(self) -> bool:
@@ -346,7 +339,7 @@ class OPAServer:
             if not defined:
                 status, content = self._send("GET", f"/v1/data/{self.policy}")
                 defined = status == 200 and "result" in json.loads(content)
-        except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge, ValueError):
+        except Exception:  # noqa: BLE001 - not reachable yet: decisions fail closed meanwhile
             logger.warning("OPA is not reachable yet; the decision path is not verified")
             return False
         if self.batch_path is not None and not defines(modules, {}, self.batch_path):
@@ -364,8 +357,12 @@ class OPAServer:
             if status != 200:
                 return None
             return _revision_of(json.loads(content).get("result"))
-        except (OSError, http.client.HTTPException, httpx.HTTPError, ResponseTooLarge, ValueError):
+        except Exception:  # noqa: BLE001 - no answer means no known revision
             return None
+
+    async def acurrent_revision(self) -> str | None:
+        """Async twin of :meth:`current_revision`; never blocks the event loop."""
+        return await self.workers.run(self.current_revision)
 
     def query(self, path: str, input: Mapping[str, Any]) -> Any:
         """Evaluate another document (``agent/authz/visible_tools``); ``None`` if undefined.
@@ -378,18 +375,48 @@ class OPAServer:
             status, content = self._send(
                 "POST", f"/v1/data/{path}", encode_input(input), self._request_headers()
             )
-        except ResponseTooLarge:
-            raise _too_large(self.max_response_bytes) from None
-        except (OSError, http.client.HTTPException, httpx.HTTPError) as exc:
-            raise _transport_error(exc, self.timeout) from None
-        if status in (401, 403):
-            raise EngineError(ErrorType.UNAUTHORIZED, f"OPA refused the client (HTTP {status})")
-        if status != 200:
-            raise EngineError(ErrorType.HTTP_STATUS, f"OPA answered HTTP {status}")
-        try:
-            return json.loads(content).get("result")
-        except (ValueError, AttributeError):
-            raise EngineError(ErrorType.MALFORMED, "OPA's reply is not valid JSON") from None
+            reply = self._reply(status, content)
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is an EngineError
+            failure = self._failed(exc)
+            raise EngineError(failure.error or ErrorType.ENGINE, _reason(failure)) from None
+        return reply.get("result")
+
+    async def aquery(self, path: str, input: Mapping[str, Any]) -> Any:
+        """Async twin of :meth:`query`; never blocks the event loop."""
+        return await self.workers.run(self.query, path, input)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connections and stop the worker threads (a user's session stays
+        open). A later call opens them again."""
+        self._transport.close()
+        self.workers.close()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        self.close()
+
+    def __enter__(self) -> OPAServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> OPAServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- shared logic -----------------------------------------------------------------
+
+    def _deadline(self) -> float:
+        """The end of the time allowed, counted from when the work was handed to one of
+        the engine's (or the guard's) workers, else from now."""
+        return (queued_since() or time.monotonic()) + self.timeout
 
     def _send(
         self,
@@ -399,35 +426,7 @@ class OPAServer:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         headers = headers if headers is not None else dict(self._headers)
-        if self._pool is not None:
-            return self._pool.request(method, path, body, headers)
-        assert self._client is not None
-        with self._client.stream(method, self.url + path, content=body, headers=headers) as reply:
-            return reply.status_code, _read_capped_sync(reply, self.max_response_bytes)
-
-    def close(self) -> None:
-        """Close the sync pool (async pools close with their event loop)."""
-        if self._client is not None:
-            self._client.close()
-        if self._pool is not None:
-            self._pool.close()
-        if self._threads is not None:
-            self._threads.shutdown(wait=False)
-
-    async def aclose(self) -> None:
-        """Close this event loop's async pool."""
-        loop = asyncio.get_running_loop()
-        client = self._aclients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
-
-    def __enter__(self) -> OPAServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- shared logic -----------------------------------------------------------------
+        return self._transport.request(method, path, body, headers, self._deadline())
 
     def _request_headers(self) -> dict[str, str]:
         if not self.propagate_context:
@@ -458,6 +457,13 @@ class OPAServer:
             raise EngineError(
                 ErrorType.UNAUTHORIZED, f"OPA refused the client's credentials (HTTP {status})"
             )
+        if 300 <= status < 400:
+            raise EngineError(
+                ErrorType.REDIRECT,
+                f"OPA answered with a redirect (HTTP {status}), which is not followed",
+            )
+        if status >= 500:
+            raise EngineError(ErrorType.SERVER_ERROR, f"OPA answered HTTP {status}")
         if status != 200:
             raise EngineError(ErrorType.HTTP_STATUS, f"OPA answered HTTP {status}")
         try:
@@ -473,45 +479,39 @@ class OPAServer:
             exc.error_type, exc.reason, engine=self.engine_name, policy=self.policy
         )
 
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            with self._lock:
-                if self._threads is None:
-                    self._threads = ThreadPoolExecutor(
-                        max_workers=self._max_workers, thread_name_prefix="opa-guard"
-                    )
-        return self._threads
+    def _failed(self, exc: Exception) -> Decision:
+        """The fail-closed deny for anything that went wrong while deciding."""
+        if isinstance(exc, EngineError):
+            return self._failure(exc)
+        if isinstance(exc, ResponseTooLarge):
+            return self._failure(_too_large(self.max_response_bytes))
+        if not isinstance(exc, (OSError, http.client.HTTPException)):
+            logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
+        return self._failure(_transport_error(exc, self.timeout))
 
-    def _async_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=self.timeout,
-                limits=self._limits,
-                verify=self._verify,
-                transport=_transport_for_loop(self._async_transport),
-            )
-            self._aclients[loop] = client
-        return client
+
+def _reason(decision: Decision) -> str:
+    text = decision.reasons[0] if decision.reasons else "the request to OPA failed"
+    return text.removeprefix("policy engine failed: ")
 
 
 def _transport_error(exc: BaseException, timeout: float) -> EngineError:
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError, socket.timeout)):
+    if isinstance(exc, (requests.exceptions.Timeout, TimeoutError, socket.timeout)):
         return EngineError(ErrorType.TIMEOUT, f"OPA did not answer within {timeout:g}s")
-    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError, socket.gaierror)):
-        return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
-    if isinstance(exc, ssl.SSLError):
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return EngineError(ErrorType.UNREACHABLE, "the proxy to OPA failed")
+    if isinstance(exc, (ssl.SSLError, requests.exceptions.SSLError)):
         return EngineError(ErrorType.UNREACHABLE, "the TLS handshake with OPA failed")
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause = exc.args[0] if exc.args else None
+        if isinstance(cause, urllib3.exceptions.ProtocolError):  # connected, then cut off
+            return EngineError(ErrorType.UNREACHABLE, "the connection to OPA failed")
+        return EngineError(ErrorType.UNREACHABLE, "OPA is unreachable")
     if isinstance(
         exc,
-        (
-            httpx.RemoteProtocolError,
-            httpx.ReadError,
-            httpx.WriteError,
-            ConnectionError,
-            http.client.HTTPException,
-        ),
+        (ConnectionError, http.client.HTTPException, requests.exceptions.RequestException),
     ):
         return EngineError(ErrorType.UNREACHABLE, "the connection to OPA failed")
     if isinstance(exc, OSError):
@@ -545,14 +545,6 @@ def _ids(reply: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return (decision_id if isinstance(decision_id, str) else None), revision
 
 
-def _transport_for_loop(
-    transport: httpx.AsyncBaseTransport | Callable[[], httpx.AsyncBaseTransport] | None,
-) -> httpx.AsyncBaseTransport | None:
-    if transport is None or isinstance(transport, httpx.AsyncBaseTransport):
-        return transport
-    return transport()
-
-
 def _without_credentials(url: str) -> str:
     """Drop ``user:password@`` from a URL: credentials go in ``token=``, never in a URL
     that ends up in reprs and logs."""
@@ -567,42 +559,21 @@ def _without_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _read_capped_sync(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise ResponseTooLarge(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise ResponseTooLarge(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _ssl_context(
     verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None
-) -> bool | ssl.SSLContext:
+) -> ssl.SSLContext | None:
+    """The TLS context of the built-in client (``None``: the default verifying one)."""
     if isinstance(verify, ssl.SSLContext):
         context = verify
     elif isinstance(verify, str):
         context = ssl.create_default_context(cafile=verify)
-    elif cert is not None:
+    elif cert is not None or verify is False:
         context = ssl.create_default_context()
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
     else:
-        return verify
+        return None
     if cert is not None:
         certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
         context.load_cert_chain(certfile, keyfile)

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -29,7 +30,13 @@ from typing import Any, Protocol, TypeVar
 from langchain_opa_guard.contract import CONTRACT_VERSION, jsonable
 from langchain_opa_guard.decision import EngineError
 
-__all__ = ["DEFAULT_VISIBILITY_PATH", "visible_tool_names", "visible_tools"]
+__all__ = [
+    "DEFAULT_VISIBILITY_PATH",
+    "avisible_tool_names",
+    "avisible_tools",
+    "visible_tool_names",
+    "visible_tools",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,25 @@ def _metadata_of(tool: Any) -> Any:
     return getattr(tool, "metadata", None) or {}
 
 
+def _document(user: Any, tools: Sequence[Any], context: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        "version": CONTRACT_VERSION,
+        "user": jsonable(user),
+        "context": jsonable(dict(context or {})),
+        "tools": [{"name": _name_of(t), "metadata": jsonable(_metadata_of(t))} for t in tools],
+    }
+
+
+def _names(answer: Any) -> set[str]:
+    if isinstance(answer, Mapping):
+        return {str(k) for k, v in answer.items() if v is True}
+    if isinstance(answer, (list, tuple, set, frozenset)):
+        return {a for a in answer if isinstance(a, str)}
+    if answer is not None:
+        logger.warning("tool visibility is not a set of names; showing no tools")
+    return set()
+
+
 def visible_tool_names(
     engine: _Queryable,
     tools: Sequence[Any],
@@ -66,24 +92,35 @@ def visible_tool_names(
     path: str = DEFAULT_VISIBILITY_PATH,
 ) -> set[str]:
     """The names of ``tools`` that the policy lets ``user`` see."""
-    document = {
-        "version": CONTRACT_VERSION,
-        "user": jsonable(user),
-        "context": jsonable(dict(context or {})),
-        "tools": [{"name": _name_of(t), "metadata": jsonable(_metadata_of(t))} for t in tools],
-    }
     try:
-        answer = engine.query(path, document)
+        answer = engine.query(path, _document(user, tools, context))
     except EngineError as exc:
         logger.warning("tool visibility could not be evaluated (%s); showing no tools", exc)
         return set()
-    if isinstance(answer, Mapping):
-        return {str(k) for k, v in answer.items() if v is True}
-    if isinstance(answer, (list, tuple, set, frozenset)):
-        return {a for a in answer if isinstance(a, str)}
-    if answer is not None:
-        logger.warning("tool visibility is not a set of names; showing no tools")
-    return set()
+    return _names(answer)
+
+
+async def avisible_tool_names(
+    engine: _Queryable,
+    tools: Sequence[Any],
+    *,
+    user: Any,
+    context: Mapping[str, Any] | None = None,
+    path: str = DEFAULT_VISIBILITY_PATH,
+) -> set[str]:
+    """Async twin of :func:`visible_tool_names`: the engine's ``aquery`` when it has one,
+    else ``query`` in a worker thread; the event loop never waits on the engine."""
+    document = _document(user, tools, context)
+    aquery = getattr(engine, "aquery", None)
+    try:
+        if callable(aquery):
+            answer = await aquery(path, document)
+        else:
+            answer = await asyncio.to_thread(engine.query, path, document)
+    except EngineError as exc:
+        logger.warning("tool visibility could not be evaluated (%s); showing no tools", exc)
+        return set()
+    return _names(answer)
 
 
 def visible_tools(
@@ -96,4 +133,17 @@ def visible_tools(
 ) -> list[T]:
     """``tools`` filtered to those the policy lets ``user`` see, in their order."""
     names = visible_tool_names(engine, tools, user=user, context=context, path=path)
+    return [t for t in tools if _name_of(t) in names]
+
+
+async def avisible_tools(
+    engine: _Queryable,
+    tools: Sequence[T],
+    *,
+    user: Any,
+    context: Mapping[str, Any] | None = None,
+    path: str = DEFAULT_VISIBILITY_PATH,
+) -> list[T]:
+    """Async twin of :func:`visible_tools`; never blocks the event loop."""
+    names = await avisible_tool_names(engine, tools, user=user, context=context, path=path)
     return [t for t in tools if _name_of(t) in names]

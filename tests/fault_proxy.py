@@ -20,7 +20,12 @@ mode           what the client gets
 ``close``      nothing: the connection is closed once the request has been read
 ``truncated``  ``200`` announcing a longer body than it sends (``{"result": true}``), then
                the connection is closed: a reply cut short
+``redirect``   ``307`` to the same path on OPA itself (``redirect_to``, default: the upstream):
+               a client that followed it would get a real decision
 =============  ================================================================================
+
+``connections`` counts the TCP connections the proxy accepted; ``requests`` also records
+requests sent to it as a forward proxy (their path is then an absolute URL).
 
 ``GET /health`` is always forwarded, so readiness checks see OPA itself.
 """
@@ -33,6 +38,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["MODES", "FaultProxy"]
 
@@ -47,6 +53,7 @@ MODES = (
     "undefined",
     "close",
     "truncated",
+    "redirect",
 )
 
 _REASONS = {401: "Unauthorized", 403: "Forbidden", 500: "Internal Server Error", 503: "Unavailable"}
@@ -118,6 +125,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif mode == "redirect":
+            self.send_response(307, "Temporary Redirect")
+            self.send_header("Location", (proxy.redirect_to or proxy.upstream) + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif mode == "close":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -156,6 +168,11 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up on a kept-alive connection is not an error here."""
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.proxy.lock:
+            self.proxy.connections += 1
+        super().process_request(request, client_address)
+
 
 class FaultProxy:
     """A threaded proxy on ``127.0.0.1:<free port>`` in front of ``upstream`` (OPA's URL).
@@ -175,6 +192,8 @@ class FaultProxy:
         self.status = 500
         self.wrong_value: Any = 42
         self.huge_bytes = 5 * 1024 * 1024
+        self.redirect_to: str | None = None
+        self.connections = 0
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -208,8 +227,12 @@ class FaultProxy:
         connection = http.client.HTTPConnection(
             self._upstream_host, self._upstream_port, timeout=10
         )
+        parts = urlsplit(path)
+        if parts.netloc:  # a forward-proxy request names the whole URL
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
-            sent = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            hop = ("host", "connection", "proxy-authorization", "proxy-connection")
+            sent = {k: v for k, v in headers.items() if k.lower() not in hop}
             connection.request(method, path, body=body or None, headers=sent)
             response = connection.getresponse()
             content = response.read()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import requests
 from opa_process import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,12 +102,12 @@ class JaegerProcess:
                 raise RuntimeError(f"jaeger exited with {self.process.returncode}: {args}")
             try:
                 if (
-                    httpx.get(f"{self.query_url}/api/services", timeout=0.5).status_code == 200
+                    requests.get(f"{self.query_url}/api/services", timeout=0.5).status_code == 200
                     and _port_open(self.otlp_http_port)
                     and _port_open(self.otlp_grpc_port)
                 ):
                     return self
-            except httpx.HTTPError:
+            except requests.RequestException:
                 pass
             time.sleep(0.05)
         self.stop()
@@ -115,7 +115,7 @@ class JaegerProcess:
 
     def services(self) -> list[str]:
         """Service names Jaeger has seen (``GET /api/services``)."""
-        response = httpx.get(f"{self.query_url}/api/services", timeout=5.0)
+        response = requests.get(f"{self.query_url}/api/services", timeout=5.0)
         response.raise_for_status()
         return list(response.json().get("data") or [])
 
@@ -128,7 +128,7 @@ class JaegerProcess:
         64-bit ints and ``*TimeUnixNano`` are strings, and empty fields are left out.
         """
         trace_id = trace_id_hex.lower().rjust(32, "0")
-        response = httpx.get(f"{self.query_url}/api/v3/traces/{trace_id}", timeout=5.0)
+        response = requests.get(f"{self.query_url}/api/v3/traces/{trace_id}", timeout=5.0)
         if response.status_code == 404:
             return None
         response.raise_for_status()

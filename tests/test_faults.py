@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+import requests
 from conftest import POLICIES, TEST_POLICIES
 from fault_proxy import FaultProxy
 from langchain_core.messages import ToolMessage
@@ -65,8 +65,10 @@ GO = {"messages": [("user", "go")]}
 # engine failed: ", OPAServer timeout
 FAULTS: list[tuple[str, str, dict[str, Any], str, str, float]] = [
     ("delay", "delay", {"delay": 3.0}, ErrorType.TIMEOUT, "OPA did not answer within 0.3s", 0.3),
-    ("http_500", "status", {"status": 500}, ErrorType.HTTP_STATUS, "OPA answered HTTP 500", 2.0),
-    ("http_503", "status", {"status": 503}, ErrorType.HTTP_STATUS, "OPA answered HTTP 503", 2.0),
+    ("http_500", "status", {"status": 500}, ErrorType.SERVER_ERROR, "OPA answered HTTP 500", 2.0),
+    ("http_503", "status", {"status": 503}, ErrorType.SERVER_ERROR, "OPA answered HTTP 503", 2.0),
+    ("http_404", "status", {"status": 404}, ErrorType.HTTP_STATUS, "OPA answered HTTP 404", 2.0),
+    ("redirect_307", "redirect", {}, ErrorType.REDIRECT, "a redirect (HTTP 307)", 2.0),
     ("http_401", "status", {"status": 401}, ErrorType.UNAUTHORIZED, "(HTTP 401)", 2.0),
     ("http_403", "status", {"status": 403}, ErrorType.UNAUTHORIZED, "(HTTP 403)", 2.0),
     ("malformed_json", "malformed", {}, ErrorType.MALFORMED, "not valid JSON", 2.0),
@@ -215,19 +217,14 @@ def test_fault_denies_every_call_then_recovers(
     ("fault", "error", "words", "timeout"),
     [pytest.param((m, o), e, w, t, id=name) for name, m, o, e, w, t in FAULTS],
 )
-def test_fault_on_the_httpx_transport(
+def test_fault_through_a_requests_session(
     proxy: FaultProxy, fault: tuple[str, dict[str, Any]], error: str, words: str, timeout: float
 ) -> None:
-    """With ``transport=``/``async_transport=`` both sides use httpx: the same failures."""
-    client = OPAServer(
-        proxy.url,
-        timeout=timeout,
-        transport=httpx.HTTPTransport(),
-        async_transport=httpx.AsyncHTTPTransport(),
-    )
+    """With ``session=`` both sides send through the user's ``requests.Session``: the same
+    failures, the same words (a session follows redirects by default; the guard never)."""
+    client = OPAServer(proxy.url, timeout=timeout, session=requests.Session())
 
     async def async_side() -> tuple[Decision, Decision]:
-        # One event loop: an httpx async transport belongs to the loop that first used it.
         failed = await client.adecide(READ)
         proxy.set("pass")
         recovered = await client.adecide(READ)
@@ -248,19 +245,16 @@ def test_fault_on_the_httpx_transport(
     client.close()
 
 
-def test_a_custom_async_transport_works_from_a_second_event_loop(opa_url: str) -> None:
-    """``adecide`` keeps one async client per event loop; a user's ``async_transport``
-    must not tie the engine to the first loop (``asyncio.run`` twice, as scripts do)."""
-    client = OPAServer(opa_url, async_transport=httpx.AsyncHTTPTransport)  # a factory
+@pytest.mark.parametrize("stack", ["pool", "session"])
+def test_the_client_works_from_one_event_loop_after_another(opa_url: str, stack: str) -> None:
+    """``asyncio.run`` twice, as scripts do: nothing in the engine is tied to a loop."""
+    options: dict[str, Any] = {"session": requests.Session()} if stack == "session" else {}
+    client = OPAServer(opa_url, **options)
     first = asyncio.run(client.adecide(READ))
-    second = asyncio.run(client.adecide(READ))  # must not raise, must still decide
+    second = asyncio.run(client.adecide(READ))
     assert first.allow and first.error is None
     assert second.allow and second.error is None, second
-    # One transport instance is tied to its first loop: on another it fails closed.
-    shared = OPAServer(opa_url, async_transport=httpx.AsyncHTTPTransport())
-    assert asyncio.run(shared.adecide(READ)).allow
-    again = asyncio.run(shared.adecide(READ))
-    assert not again.allow and again.error is not None
+    client.close()
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
@@ -307,13 +301,17 @@ def test_a_silent_opa_delays_a_whole_turn_by_one_timeout(proxy: FaultProxy, mode
 
 
 @pytest.mark.parametrize("side", ["sync", "async"])
-def test_a_slow_drip_reply_is_cut_off_at_the_timeout(proxy: FaultProxy, side: str) -> None:
+@pytest.mark.parametrize("stack", ["pool", "session"])
+def test_a_slow_drip_reply_is_cut_off_at_the_timeout(
+    proxy: FaultProxy, side: str, stack: str
+) -> None:
     """A server that sends one byte every 0.1 s never lets a per-read timeout fire.
 
     ``timeout`` is documented as "Seconds a decision may take, connection included", so the
     whole decision must end near it, however the reply trickles in.
     """
-    client = OPAServer(proxy.url, timeout=0.3)
+    options: dict[str, Any] = {"session": requests.Session()} if stack == "session" else {}
+    client = OPAServer(proxy.url, timeout=0.3, **options)
     proxy.set("trickle", delay=2.5, drip=0.1)
     if side == "sync":
         decision, elapsed = timed(lambda: client.decide(READ))
@@ -325,18 +323,13 @@ def test_a_slow_drip_reply_is_cut_off_at_the_timeout(proxy: FaultProxy, side: st
 
 
 @pytest.mark.parametrize("side", ["sync", "async"])
-@pytest.mark.parametrize("stack", ["pool", "httpx"])
+@pytest.mark.parametrize("stack", ["pool", "session"])
 def test_a_reply_cut_short_is_a_failure_not_a_decision(
     proxy: FaultProxy, side: str, stack: str
 ) -> None:
     """``Content-Length`` promises more than arrives: the part that did is no decision,
     even when it happens to be valid JSON that would allow the call."""
-    options: dict[str, Any] = {}
-    if stack == "httpx":
-        options = {
-            "transport": httpx.HTTPTransport(),
-            "async_transport": httpx.AsyncHTTPTransport(),
-        }
+    options: dict[str, Any] = {"session": requests.Session()} if stack == "session" else {}
     client = OPAServer(proxy.url, timeout=2.0, **options)
     proxy.set("truncated")
     decision = client.decide(READ) if side == "sync" else asyncio.run(client.adecide(READ))
@@ -466,6 +459,50 @@ def test_fail_open_never_overrides_a_policy_deny(
     for span in recorder.by_name("run_guardrail "):
         assert A.OPA_DECISION_FAIL_OPEN not in span.attributes
     recorder.provider.shutdown()
+
+
+FAIL_OPEN_FAULTS = [
+    pytest.param("delay", {"delay": 3.0}, ErrorType.TIMEOUT, True, id="timeout"),
+    pytest.param("status", {"status": 503}, ErrorType.SERVER_ERROR, True, id="http_503"),
+    pytest.param("close", {}, ErrorType.UNREACHABLE, True, id="connection_closed"),
+    pytest.param("undefined", {}, ErrorType.UNDEFINED, False, id="undefined"),
+    pytest.param("malformed", {}, ErrorType.MALFORMED, False, id="malformed_json"),
+    pytest.param("wrong_type", {"wrong_value": 42}, ErrorType.MALFORMED, False, id="result_number"),
+    pytest.param("status", {"status": 404}, ErrorType.HTTP_STATUS, False, id="http_404"),
+    pytest.param("status", {"status": 401}, ErrorType.UNAUTHORIZED, False, id="http_401"),
+    pytest.param("redirect", {}, ErrorType.REDIRECT, False, id="redirect"),
+]
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+@pytest.mark.parametrize(("fault", "options", "error", "opens"), FAIL_OPEN_FAULTS)
+def test_fail_open_applies_to_transport_failures_only(
+    proxy: FaultProxy,
+    fault: str,
+    options: dict[str, Any],
+    error: str,
+    opens: bool,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OPA unreachable, too slow or answering 5xx: a ``fail_open`` tool runs. An answer
+    that is not a decision (undefined, malformed, refused, redirected) is no reason to."""
+    tools, db = customer_db_tools()
+    graph = fail_open_graph(OPAServer(proxy.url, timeout=0.5), tools)
+    proxy.set(fault, **options)
+    with caplog.at_level(logging.WARNING, logger="langchain_opa_guard"):
+        result = run(graph, INTERNAL, mode)
+    assert_every_call_answered_once(result["messages"])
+    answers = tool_messages(result)
+    assert answers["c-upd"].artifact["opa_guard"]["error"] == error
+    ran = [name for name, _ in db.executed]
+    if opens:
+        assert ran == ["get_customer_details", "get_customer_details"]
+        assert len(fail_open_records(caplog)) == 2
+    else:
+        assert ran == [], f"{fault}: a fail_open tool ran on an answer that is not a decision"
+        assert answers["c-read"].artifact["opa_guard"]["error"] == error
+        assert not fail_open_records(caplog)
 
 
 def interceptor_graph(guard: ToolCallGuard, tools: Any) -> Any:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+import requests
 from conftest import POLICIES
 from langchain_core.messages import AIMessage, ToolMessage
 from opa_process import OPAProcess
@@ -287,22 +287,18 @@ def test_a_client_certificate_authenticates_over_mutual_tls(cert_opa: str, pki: 
     without.close()
 
 
-@pytest.mark.parametrize("transport", ["pool", "httpx"])
+@pytest.mark.parametrize("transport", ["pool", "session"])
 def test_credentials_in_the_url_do_not_replace_the_token(
     token_opa: str, pki: PKI, transport: str
 ) -> None:
     """Sync and async send the configured bearer token, on either HTTP stack."""
     port = token_opa.rsplit(":", 1)[1]
-    options: dict[str, Any] = {}
-    if transport == "httpx":
-        context = ssl.create_default_context(cafile=str(pki.ca))
-        options = {
-            "transport": httpx.HTTPTransport(verify=context),
-            "async_transport": httpx.AsyncHTTPTransport(verify=context),
-        }
-    client = OPAServer(
-        f"https://ops:hunter2@127.0.0.1:{port}", token=TOKEN, verify=str(pki.ca), **options
-    )
+    options: dict[str, Any] = {"verify": str(pki.ca)}
+    if transport == "session":
+        session = requests.Session()
+        session.verify = str(pki.ca)  # a corporate CA, set where requests users set it
+        options = {"session": session}
+    client = OPAServer(f"https://ops:hunter2@127.0.0.1:{port}", token=TOKEN, **options)
     sync, async_ = both_sides(client)
     assert sync.allow, sync
     assert async_.allow, async_
