@@ -35,6 +35,7 @@ from langchain_opa_guard.contract import (
     policy_input,
     state_messages,
     subject_from,
+    task_document,
     thread_id,
     tool_label,
     where_document,
@@ -325,6 +326,7 @@ class PolicyGuardNode(RunnableCallable):
         context = getattr(runtime, "context", None) if runtime is not None else None
         user = subject_from(context, config, self.user_key)
         where_doc = where_document(config, context, agent=self.agent_node, tools=self.tools_node)
+        where_doc.update(task_document(messages[:index], context, config))
         docs = [call_document(c, metadata_for(self.metadata_of, c.get("name"))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
         user_doc = jsonable(user)
