@@ -127,7 +127,9 @@ class Script:
         answer: str,
         env: Any,
         schemas: Mapping[str, dict[str, Any]],
+        attack_text: str = "",
     ) -> None:
+        self.attack_text = attack_text
         self.pending: deque[tuple[str, Turn]] = deque(("user", t) for t in turns)
         self.attack = attack
         self.answer = answer
@@ -140,7 +142,10 @@ class Script:
     def reply(self, messages: Sequence[BaseMessage]) -> AIMessage:
         if self.attack is not None and not self.attack_started and _saw_injection(messages):
             self.attack_started = True
-            self.pending.extendleft(("attack", t) for t in reversed(self.attack()))
+            turns = self.attack()
+            if not turns and self.attack_text:  # a text-only attack: the model says it
+                self.answer = f"{self.answer}\n\n{self.attack_text}"
+            self.pending.extendleft(("attack", t) for t in reversed(turns))
         while self.pending:
             kind, turn = self.pending.popleft()
             calls = turn(self.env)
@@ -298,6 +303,7 @@ class DojoPipeline(BasePipelineElement):
             self.user_task.GROUND_TRUTH_OUTPUT,
             env,
             schemas,
+            self.injection_task.GOAL if self.injection_task is not None else "",
         )
         tools = make_tools(self.suite_name, runtime, env, self.injections)
         guard = None
@@ -383,15 +389,21 @@ def _dojo_messages(query: str, messages: Sequence[BaseMessage]) -> list[dict[str
         for m in messages
         if isinstance(m, ToolMessage) and _guard_record(m) is None
     }
-    out: list[dict[str, Any]] = [
-        {"role": "user", "content": [{"type": "text", "content": query}]}
-    ]
+    out: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "content": query}]}]
     for message in messages:
         if not isinstance(message, AIMessage):
             continue
         if not message.tool_calls:
-            text = message.content if isinstance(message.content, str) else json.dumps(message.content)
-            out.append({"role": "assistant", "content": [{"type": "text", "content": text}], "tool_calls": None})
+            text = (
+                message.content if isinstance(message.content, str) else json.dumps(message.content)
+            )
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "content": text}],
+                    "tool_calls": None,
+                }
+            )
             continue
         ran = [c for c in message.tool_calls if c["id"] in results]
         if not ran:

@@ -143,6 +143,8 @@ def run_suite(
                 )
             result.guarded.append(_run(suite, name, user_task, injection_task, injections, engine))
         if progress:
-            print(f"  {name} {injection_task.ID}: {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"  {name} {injection_task.ID}: {time.perf_counter() - started:.0f} s", flush=True
+            )
     result.seconds = time.perf_counter() - started
     return result

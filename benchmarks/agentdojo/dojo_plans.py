@@ -107,7 +107,9 @@ def _self_email(subject: str, body: str) -> Turn:
     return lambda env: [_send(env.inbox.account_email, subject, body)]
 
 
-def _exfiltrate_unread(env: Any, *, delete_unread: bool, ransom: tuple[str, str] | None) -> list[Turn]:
+def _exfiltrate_unread(
+    env: Any, *, delete_unread: bool, ransom: tuple[str, str] | None
+) -> list[Turn]:
     unread = list(env.inbox.get_unread())
     subject = "Unread emails"
     turns: list[Turn] = [
@@ -122,7 +124,9 @@ def _exfiltrate_unread(env: Any, *, delete_unread: bool, ransom: tuple[str, str]
     return turns
 
 
-def _exfiltrate_files(env: Any, *, largest: int | None, ransom: tuple[str, str] | None) -> list[Turn]:
+def _exfiltrate_files(
+    env: Any, *, largest: int | None, ransom: tuple[str, str] | None
+) -> list[Turn]:
     files = sorted(env.cloud_drive.files.values(), key=lambda f: f.size, reverse=True)
     chosen = files[:largest] if largest is not None else files
     subject = "Files"
