@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.tools/bin
 OPA := $(or $(OPA_BIN),$(shell command -v opa 2>/dev/null),$(TOOLS)/opa)
 JAEGER := $(or $(JAEGER_BIN),$(TOOLS)/jaeger)
 
-.PHONY: demo test lint typecheck policy-test pytest bench clean opa jaeger
+.PHONY: demo test lint typecheck policy-test pytest bench eval clean opa jaeger
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# AgentDojo (an optional extra: it pulls in LLM SDKs) for the replay in benchmarks/agentdojo.
+$(VENV)/.agentdojo: pyproject.toml $(VENV)/.dev
+	$(BIN)/pip install -q -e '.[dev,agentdojo]'
 	touch $@
 
 $(TOOLS)/opa:
@@ -37,7 +42,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m langchain_opa_guard.demo
 
 ## Everything: lint, types, Rego checks and tests, pytest against a real OPA.
-test: $(VENV)/.dev opa jaeger lint typecheck policy-test pytest
+test: $(VENV)/.dev $(VENV)/.agentdojo opa jaeger lint typecheck policy-test pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -51,13 +56,17 @@ policy-test: opa
 	$(OPA) fmt --fail --list policies server-policies
 	$(OPA) test policies server-policies
 
-pytest: $(VENV)/.dev opa jaeger
+pytest: $(VENV)/.dev $(VENV)/.agentdojo opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks
 
 ## The benchmarks (figures and ratios, not tests); writes benchmarks/RESULTS.md.
 bench: $(VENV)/.dev opa
 	$(BIN)/pip install -q -r benchmarks/requirements.txt
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
+
+## AgentDojo's four suites replayed through the guard (minutes); writes benchmarks/agentdojo/RESULTS.md.
+eval: $(VENV)/.agentdojo
+	$(BIN)/python benchmarks/agentdojo/run_eval.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

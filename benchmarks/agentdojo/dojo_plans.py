@@ -14,6 +14,7 @@ their calls are written here from their ``GOAL``.
 from __future__ import annotations
 
 import ast
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,10 +38,8 @@ def normalize_args(schema: dict[str, Any], args: dict[str, Any]) -> dict[str, An
         spec = properties.get(key) or {}
         kinds = {spec.get("type")} | {s.get("type") for s in spec.get("anyOf", [])}
         if "array" in kinds and isinstance(value, str) and value.startswith("["):
-            try:
+            with contextlib.suppress(ValueError, SyntaxError):
                 value = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                pass
         fixed[key] = value
     return fixed
 

@@ -37,7 +37,7 @@
 #                                  carries a link to a site neither requested nor in
 #                                  the directory
 #   destructive_after_untrusted    approval: after untrusted content, a destructive
-#                                  call whose values the user did not dictate
+#                                  call
 #   personal_data_after_untrusted  approval: an egress after both untrusted content
 #                                  and the user's personal data were read
 #   action_after_refusal           approval: after untrusted content, once a
@@ -270,20 +270,9 @@ deny contains {"code": "link_not_requested", "message": message} if {
 
 # --- Destructive calls -------------------------------------------------------
 
-# The user dictated the call: every value it sets is a string the request names.
-dictated if {
-	values := [value | some value in args; value != null]
-	count(values) > 0
-	every value in values {
-		is_string(value)
-		mentioned(value)
-	}
-}
-
 approval contains {"code": "destructive_after_untrusted", "message": message} if {
 	meta.destructive == true
 	tainted
-	not dictated
 	message := concat("", [
 		"\"", name, "\" deletes data or changes account settings after untrusted content was read (",
 		sources_text, "); a human must approve",
