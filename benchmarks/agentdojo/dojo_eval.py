@@ -121,7 +121,7 @@ def injections_for(suite: Any, user_task: Any, injection_task: Any) -> dict[str,
 
 def run_suite(
     name: str,
-    engine: PolicyEngine,
+    engine: PolicyEngine | None,
     *,
     baseline: bool = True,
     user_tasks: Sequence[str] | None = None,
