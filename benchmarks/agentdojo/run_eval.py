@@ -13,7 +13,9 @@ stricter setting ``approve_writes_after_untrusted`` (benign runs and guarded pai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
 import platform
 import sys
@@ -110,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     text = render(results, strict, seconds, engine.revision)
     args.out.write_text(text)
+    figures = {r.suite: dataclasses.asdict(dojo_report.figures(r)) for r in results}
+    args.out.with_name("results.json").write_text(
+        json.dumps(figures, indent=1, default=list) + "\n"
+    )
     print(dojo_report.goals_markdown([dojo_report.figures(r) for r in results]))
     print(f"wrote {args.out} ({seconds:.0f} s)")
     return 0
