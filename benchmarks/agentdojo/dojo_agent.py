@@ -81,6 +81,17 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+_SCHEMAS: dict[type, dict[str, Any]] = {}
+
+
+def schema_of(function: Any) -> dict[str, Any]:
+    """A suite function's JSON schema (pydantic builds it slowly; it never changes)."""
+    key = function.parameters
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = function.parameters.model_json_schema()
+    return _SCHEMAS[key]
+
+
 def make_tools(
     suite: str, runtime: FunctionsRuntime, env: Any, injections: Mapping[str, str]
 ) -> list[BaseTool]:
@@ -105,7 +116,7 @@ def make_tools(
                 func=run,
                 name=function.name,
                 description=function.description,
-                args_schema=function.parameters.model_json_schema(),
+                args_schema=schema_of(function),
                 response_format="content_and_artifact",
                 metadata=TOOL_METADATA[suite][function.name],
                 handle_tool_error=True,
@@ -292,7 +303,7 @@ class DojoPipeline(BasePipelineElement):
         extra_args: dict[str, Any] | None = None,
     ) -> tuple[str, FunctionsRuntime, Any, Sequence[Any], dict[str, Any]]:
         start_env = env.model_copy(deep=True)
-        schemas = {n: f.parameters.model_json_schema() for n, f in runtime.functions.items()}
+        schemas = {n: schema_of(f) for n, f in runtime.functions.items()}
         attack = None
         if self.injection_task is not None:
             task = self.injection_task
