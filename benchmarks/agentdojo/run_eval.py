@@ -112,6 +112,13 @@ def render(
     return "\n".join(parts)
 
 
+def _plain(figures: dojo_report.Figures) -> dict[str, object]:
+    """The figures as JSON data (``dataclasses.asdict`` would turn the Counter's items into keys)."""
+    data = {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures)}
+    data["codes"] = dict(figures.codes)
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     text = render(results, strict, seconds, engine.revision)
     args.out.write_text(text)
-    figures = {r.suite: dataclasses.asdict(dojo_report.figures(r)) for r in results}
+    figures = {r.suite: _plain(dojo_report.figures(r)) for r in results}
     args.out.with_name("results.json").write_text(
         json.dumps(figures, indent=1, default=list) + "\n"
     )
