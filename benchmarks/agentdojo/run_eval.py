@@ -113,7 +113,7 @@ def render(
 
 
 def _plain(figures: dojo_report.Figures) -> dict[str, object]:
-    """The figures as JSON data (``dataclasses.asdict`` would turn the Counter's items into keys)."""
+    """The figures as JSON data (``asdict`` would turn the Counter's items into keys)."""
     data = {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures)}
     data["codes"] = dict(figures.codes)
     return data
