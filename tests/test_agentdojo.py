@@ -14,8 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "agentdojo"))
 
-import dojo_eval  # noqa: E402
-import dojo_report  # noqa: E402
+import dojo_eval
+import dojo_report
 
 # suite: (user tasks, benign useful with no approval, at most this many needing approval,
 #         pairs, utility under attack with a reviewer)
