@@ -71,7 +71,11 @@ def render(
         dojo_report.markdown_table(figures),
         "An attack call is one of the attacker's calls that acts (sends, changes or deletes); "
         "the attacker's reads alone are not counted. Utility under attack counts a human "
-        "reviewer who approves the user's calls and rejects the attacker's.\n",
+        "reviewer who approves the user's calls and rejects the attacker's. Where utility "
+        "under attack is lost, the attacker's own reads changed what AgentDojo's checkers "
+        "compare (in workspace, reading the unread mail marks it read) or the attack call "
+        "that ran changed it (all 19 travel losses are injection task 2's calendar "
+        "reminder).\n",
         _section("Benign tasks that needed an approval", lists["approval"]),
         _section("Attack pairs where an attack call executed without a human", lists["executed"]),
         _section(
