@@ -8,7 +8,7 @@ TOOLS := $(CURDIR)/.tools/bin
 OPA := $(or $(OPA_BIN),$(shell command -v opa 2>/dev/null),$(TOOLS)/opa)
 JAEGER := $(or $(JAEGER_BIN),$(TOOLS)/jaeger)
 
-.PHONY: demo test test-min lint typecheck policy-test pytest bench clean opa jaeger bundle bundle-check
+.PHONY: demo test test-min lint typecheck policy-test pytest bench eval clean opa jaeger bundle bundle-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ $(VENV_MIN)/.installed: pyproject.toml tools/min_constraints.py
 	$(PYTHON) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/pip install -q --upgrade pip
 	$(PYTHON) tools/min_constraints.py pyproject.toml agents > $(VENV_MIN)/constraints.txt
-	$(VENV_MIN)/bin/pip install -q -e '.[dev]' -c $(VENV_MIN)/constraints.txt
+	$(VENV_MIN)/bin/pip install -q -e '.[dev,agentdojo]' -c $(VENV_MIN)/constraints.txt
+	touch $@
+
+# AgentDojo (an optional extra: it pulls in LLM SDKs) for the replay in benchmarks/agentdojo.
+$(VENV)/.agentdojo: pyproject.toml $(VENV)/.dev
+	$(BIN)/pip install -q -e '.[dev,agentdojo]'
 	touch $@
 
 $(TOOLS)/opa:
@@ -48,7 +53,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m langchain_opa_guard.demo
 
 ## Everything: lint, types, Rego checks and tests, the shipped bundle, pytest against a real OPA.
-test: $(VENV)/.dev opa jaeger lint typecheck policy-test bundle-check pytest
+test: $(VENV)/.dev $(VENV)/.agentdojo opa jaeger lint typecheck policy-test bundle-check pytest
 
 ## The wasm bundle of policies/ shipped with the package: rebuilt when policies/ changed
 ## (rerun after a merge that touched policies/, then commit it); bundle-check fails when stale.
@@ -70,7 +75,7 @@ policy-test: opa
 	$(OPA) fmt --fail --list policies server-policies
 	$(OPA) test policies server-policies
 
-pytest: $(VENV)/.dev opa jaeger
+pytest: $(VENV)/.dev $(VENV)/.agentdojo opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks
 
 ## The pytest suite again on the declared minimum versions of the dependencies.
@@ -82,6 +87,10 @@ test-min: $(VENV_MIN)/.installed opa jaeger
 bench: $(VENV)/.dev opa
 	$(BIN)/pip install -q -r benchmarks/requirements.txt
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
+
+## AgentDojo's four suites replayed through the guard (minutes); writes benchmarks/agentdojo/RESULTS.md.
+eval: $(VENV)/.agentdojo
+	$(BIN)/python benchmarks/agentdojo/run_eval.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,10 @@
 input.version   1
 input.tool      {name, args, call_id, metadata}      the call being decided
 input.user      the subject: runtime context "user", else config["configurable"]["user"]
-input.context   {thread_id, path, node, agent, tools, step, tenant}
+input.context   {thread_id, path, node, agent, tools, step, tenant, request, directory}
+                request: the text of the latest human message (the user's request for the
+                current task), null when there is none; directory: the trusted directory
+                from the runtime context or configurable "directory", null when none
 input.turn      [{name, args, call_id, metadata}, ...]  every call of the same model turn
 input.history   [{name, args, call_id, metadata, decision, reasons, status}, ...]
                 the conversation's earlier tool calls, oldest first; decision is "allow",
@@ -23,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -32,6 +35,8 @@ __all__ = [
     "call_document",
     "metadata_for",
     "history_documents",
+    "latest_request",
+    "task_document",
     "subject_from",
     "where_document",
     "policy_input",
@@ -53,6 +58,10 @@ written by whoever wrote a web page; ``response_metadata`` of a tool's answer is
 never by a tool's output."""
 
 _MAX_DEPTH = 64
+
+MAX_REQUEST_CHARS = 16_384
+"""``input.context.request`` is cut to this many characters (a longer request only ever
+loses text, so a rule that trusts what the request names trusts less, never more)."""
 
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
@@ -246,4 +255,63 @@ def policy_input(
         "context": where,
         "turn": turn,
         "history": history,
+    }
+
+
+def latest_request(messages: Sequence[Any]) -> str | None:
+    """The text of the latest human message: the user's request for the current task.
+
+    Text blocks of a multi-part message are joined with newlines; anything else in it
+    (images, files) is left out. ``None`` when no human message is found.
+
+    Example:
+        ```python
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        latest_request([HumanMessage("Pay the bill"), AIMessage("...")])  # "Pay the bill"
+        ```
+    """
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return _text_of(message.content)[:MAX_REQUEST_CHARS]
+    return None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content if isinstance(content, list) else []:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                parts.append(text)
+    return "\n".join(parts)
+
+
+def task_document(
+    messages: Sequence[Any], context: Any, config: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The task fields of ``input.context``: ``request`` and ``directory``.
+
+    ``request`` is :func:`latest_request` of the conversation. ``directory`` is what the
+    application put under ``"directory"`` in LangGraph's runtime context (else in
+    ``config["configurable"]``): the destinations it trusts for this run, such as the
+    user's contacts or existing payees. Policies may also keep a static directory in data.
+
+    Example:
+        ```python
+        graph.invoke(
+            {"messages": [("user", "Refund Bob")]},
+            context={"user": user, "directory": ["bob@example.com", "@example.com"]},
+        )
+        # input.context.request == "Refund Bob"
+        # input.context.directory == ["bob@example.com", "@example.com"]
+        ```
+    """
+    return {
+        "request": latest_request(messages),
+        "directory": jsonable(subject_from(context, config, "directory")),
     }

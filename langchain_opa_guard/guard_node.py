@@ -45,6 +45,7 @@ from langchain_opa_guard.contract import (
     policy_input,
     state_messages,
     subject_from,
+    task_document,
     thread_id,
     tool_label,
     where_document,
@@ -383,6 +384,7 @@ class PolicyGuardNode(RunnableCallable):
             prepared, problem = prepared_call(tool, call)
             turn.calls[position] = prepared
             problems.append(problem)
+        where_doc.update(task_document(messages[:index], context, config))
         docs = [call_document(c, metadata_for(self.metadata_of, c.get("name"))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
         user_doc = jsonable(user)

@@ -169,10 +169,22 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
+def _json_text(text: str) -> str:
+    """``text`` as it stands between the quotes of a JSON string, non-ASCII left as UTF-8
+    (regopy keeps ``\\u00e9`` escapes as six characters, so ``count`` and ``indexof``
+    would disagree with OPA); lone surrogates, which UTF-8 cannot hold, stay escaped."""
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    try:
+        escaped.encode()
+    except UnicodeEncodeError:
+        return json.dumps(text)[1:-1]
+    return escaped
+
+
 def _escaped(value: Any) -> Any:
     """A copy of a JSON document whose strings are in the form regopy keeps parsed JSON in."""
     if isinstance(value, str):
-        return value if _plain(value) else json.dumps(value)[1:-1]
+        return value if _plain(value) else _json_text(value)
     if isinstance(value, Mapping):
         return {(k if _plain(k) else json.dumps(k)[1:-1]): _escaped(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -210,11 +222,11 @@ def _push(handle: Any, value: Any) -> int:
     failed = 0
     kind = type(value)
     if kind is str:
-        text = value if _plain(value) else json.dumps(value)[1:-1]
+        text = value if _plain(value) else _json_text(value)
         return int(lib.regoInputString(handle, text.encode()))
     if kind is dict:
         for key, item in value.items():
-            text = key if _plain(key) else json.dumps(key)[1:-1]
+            text = key if _plain(key) else _json_text(key)
             failed |= lib.regoInputString(handle, text.encode())
             failed |= _push(handle, item)
             failed |= lib.regoInputObjectItem(handle)

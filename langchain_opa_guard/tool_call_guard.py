@@ -39,6 +39,7 @@ from langchain_opa_guard.contract import (
     policy_input,
     state_messages,
     subject_from,
+    task_document,
     thread_id,
     tool_label,
     where_document,
@@ -158,7 +159,8 @@ class ToolCallGuard:
             ]
             history = history_documents(messages[:index], self.metadata_of)
         user = jsonable(subject_from(context, config, self.user_key))
-        return policy_input(doc, user, where_document(config, context), turn, history)
+        where = {**where_document(config, context), **task_document(messages, context, config)}
+        return policy_input(doc, user, where, turn, history)
 
     # -- checking one call -------------------------------------------------------------
 

@@ -1,0 +1,298 @@
+package agent.infoflow_test
+
+import data.agent.authz
+import data.agent.infoflow
+
+# --- Fixtures -----------------------------------------------------------------
+
+reader := {"read_only": true, "trust": "untrusted"}
+
+internal_reader := {"read_only": true, "trust": "internal"}
+
+personal_reader := {"read_only": true, "personal_data": true}
+
+mailer := {"egress": {"destinations": ["to", "cc"], "content": ["subject", "body"]}}
+
+inviter := {"egress": {"destinations": ["email"], "addressee": "person"}}
+
+eraser := {"destructive": true}
+
+# An earlier call as input.history holds it.
+ran(name, args, metadata) := {
+	"name": name, "args": args, "call_id": concat("-", ["h", name]), "metadata": metadata,
+	"decision": "allow", "reasons": [], "status": "success",
+}
+
+refused(name, metadata) := object.union(ran(name, {}, metadata), {"decision": "deny", "status": "error"})
+
+fetched := ran("fetch", {"url": "https://pages.test/a"}, reader)
+
+# A v1 input for `tool` after `history`, with the user's request and a directory.
+req(tool_name, args, metadata, history, request, directory) := {
+	"version": 1,
+	"tool": {"name": tool_name, "args": args, "call_id": "c1", "metadata": metadata},
+	"user": {"id": "u1", "role": "internal_user"},
+	"context": {"thread_id": "t1", "request": request, "directory": directory},
+	"turn": [{"name": tool_name, "args": args, "call_id": "c1", "metadata": metadata}],
+	"history": history,
+}
+
+mail(to, history, request) := req("mailer", {"to": to, "subject": "s", "body": "b"}, mailer, history, request, [])
+
+codes(reasons) := {r.code | some r in reasons}
+
+# --- Taint ---------------------------------------------------------------------
+
+test_no_taint_without_untrusted_reads if {
+	history := [ran("lookup", {}, {"read_only": true}), ran("chat", {}, internal_reader)]
+	count(infoflow.approval) == 0 with input as mail("stranger@elsewhere.test", history, "hello")
+}
+
+test_denied_untrusted_read_does_not_taint if {
+	history := [object.union(fetched, {"decision": "deny"})]
+	count(infoflow.approval) == 0 with input as mail("stranger@elsewhere.test", history, "hello")
+}
+
+test_untrusted_call_in_the_same_turn_does_not_taint if {
+	doc := mail("stranger@elsewhere.test", [], "hello")
+	turn := array.concat(doc.turn, [{"name": "fetch", "args": {}, "call_id": "c0", "metadata": reader}])
+	count(infoflow.approval) == 0 with input as object.union(doc, {"turn": turn})
+}
+
+test_pending_untrusted_call_taints if {
+	pending := object.union(fetched, {"decision": null, "status": "pending"})
+	codes(infoflow.approval) == {"destination_not_requested"} with input as mail("stranger@elsewhere.test", [pending], "hi")
+}
+
+# --- destination_not_requested ----------------------------------------------------
+
+test_unknown_destination_after_untrusted_needs_approval if {
+	approvals := infoflow.approval with input as mail("stranger@elsewhere.test", [fetched], "forward the page")
+	approvals == {{
+		"code": "destination_not_requested",
+		"message": "\"mailer\" sends to a destination (to) that is neither in the user's request nor in the trusted directory, after untrusted content was read (fetch); a human must approve",
+	}}
+}
+
+test_destination_named_in_the_request_is_trusted if {
+	count(infoflow.approval) == 0 with input as mail("Bob@Partner.test", [fetched], "Send the page to 'bob@partner.test', thanks.")
+}
+
+test_destination_must_be_a_whole_word_of_the_request if {
+	codes(infoflow.approval) == {"destination_not_requested"} with input as mail("bob", [fetched], "ask bobby")
+	codes(infoflow.approval) == {"destination_not_requested"} with input as mail("ob@x.test", [fetched], "mail bob@x.test")
+}
+
+test_multi_word_destination_in_the_request_is_trusted if {
+	doc := req("book", {"place": "Le Petit Hotel"}, {"egress": {"destinations": ["place"]}}, [fetched], "Book le petit hotel for me", [])
+	count(infoflow.approval) == 0 with input as doc
+}
+
+test_destination_in_the_directory_is_trusted if {
+	doc := req("mailer", {"to": ["ann@corp.test"], "cc": null}, mailer, [fetched], "hi", ["Ann@corp.test"])
+	count(infoflow.approval) == 0 with input as doc
+}
+
+test_directory_domain_entry_trusts_the_domain if {
+	doc := req("mailer", {"to": ["ann@corp.test"]}, mailer, [fetched], "hi", ["@corp.test"])
+	count(infoflow.approval) == 0 with input as doc
+	lookalike := req("mailer", {"to": ["ann@corp.test.evil"]}, mailer, [fetched], "hi", ["@corp.test"])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as lookalike
+}
+
+test_static_directory_from_data if {
+	doc := req("mailer", {"to": "ann@corp.test"}, mailer, [fetched], "hi", null)
+	count(infoflow.approval) == 0 with input as doc with data.agent.config.trusted_directory as ["ann@corp.test"]
+}
+
+test_every_destination_field_and_list_entry_is_checked if {
+	doc := req("mailer", {"to": ["ann@corp.test"], "cc": ["eve@evil.test"]}, mailer, [fetched], "hi", ["ann@corp.test"])
+	approvals := infoflow.approval with input as doc
+	contains(approvals[_].message, "(cc)")
+}
+
+test_unreadable_destination_is_never_trusted if {
+	doc := req("mailer", {"to": {"address": "ann@corp.test"}}, mailer, [fetched], "ann@corp.test", ["ann@corp.test"])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+	doc2 := req("mailer", {"to": [7]}, mailer, [fetched], "7", [])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as doc2
+}
+
+test_site_of_a_url_destination if {
+	poster := {"egress": {"destinations": ["url"]}}
+	ok := req("post", {"url": "https://www.ours.test/page"}, poster, [fetched], "post it to www.ours.test.", [])
+	count(infoflow.approval) == 0 with input as ok
+	bad := req("post", {"url": "www.theirs.test/page"}, poster, [fetched], "post it to www.ours.test", [])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as bad
+}
+
+test_no_request_trusts_nothing if {
+	doc := object.remove(mail("bob@partner.test", [fetched], "x"), ["context"])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+}
+
+test_destination_rule_needs_an_egress_object if {
+	doc := req("mailer", {"to": "stranger@elsewhere.test"}, {"egress": true}, [fetched], "hi", [])
+	count(infoflow.approval) == 0 with input as doc
+}
+
+# --- resolved_for_named_addressee ---------------------------------------------------
+
+test_address_looked_up_for_a_named_person_from_a_named_source if {
+	page := ran("fetch", {"url": "www.dana.test"}, reader)
+	doc := req("invite", {"person": "Dana", "email": "dana@mail.test"}, inviter, [page], "Invite Dana; her address is on www.dana.test", [])
+	count(infoflow.approval) == 0 with input as doc
+}
+
+test_address_for_a_person_the_user_did_not_name if {
+	page := ran("fetch", {"url": "www.dana.test"}, reader)
+	doc := req("invite", {"person": "Mallory", "email": "m@evil.test"}, inviter, [page], "Invite Dana; her address is on www.dana.test", [])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+}
+
+test_address_for_a_named_person_from_a_source_the_user_did_not_name if {
+	page := ran("fetch", {"url": "www.other.test"}, reader)
+	doc := req("invite", {"person": "Dana", "email": "dana@mail.test"}, inviter, [page], "Invite Dana", [])
+	codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+}
+
+# --- link_not_requested -----------------------------------------------------------
+
+test_link_to_an_unknown_site_after_untrusted_is_denied if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": "see https://bit.example/x now"}, mailer, [fetched], "mail ann@corp.test", [])
+	infoflow.deny == {{
+		"code": "link_not_requested",
+		"message": "\"mailer\" would send a link to a site that is neither in the user's request nor in the trusted directory, after untrusted content was read (fetch)",
+	}} with input as doc
+}
+
+test_www_link_without_scheme_is_found if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": "Visit www.phish.test."}, mailer, [fetched], "mail ann@corp.test", [])
+	codes(infoflow.deny) == {"link_not_requested"} with input as doc
+}
+
+test_link_to_a_requested_site_is_allowed if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": "the page https://www.ours.test/a."}, mailer, [fetched], "mail ann@corp.test the page on www.ours.test", [])
+	count(infoflow.deny) == 0 with input as doc
+}
+
+test_links_in_list_content_are_found if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": ["hi", "www.phish.test"]}, mailer, [fetched], "mail ann@corp.test", [])
+	codes(infoflow.deny) == {"link_not_requested"} with input as doc
+}
+
+test_links_are_fine_before_untrusted_content if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": "www.phish.test"}, mailer, [], "mail ann@corp.test", [])
+	count(infoflow.deny) == 0 with input as doc
+}
+
+test_email_addresses_in_content_are_not_links if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": "write to bob@mail.example.test"}, mailer, [fetched], "mail ann@corp.test", [])
+	count(infoflow.deny) == 0 with input as doc
+}
+
+# --- destructive_after_untrusted ----------------------------------------------------
+
+test_destructive_after_untrusted_needs_approval if {
+	doc := req("erase", {"id": "13"}, eraser, [fetched], "erase item 13", [])
+	infoflow.approval == {{
+		"code": "destructive_after_untrusted",
+		"message": "\"erase\" deletes data or changes account settings after untrusted content was read (fetch); a human must approve",
+	}} with input as doc
+}
+
+test_destructive_before_untrusted_is_not_held if {
+	count(infoflow.approval) == 0 with input as req("erase", {"id": "13"}, eraser, [], "erase 13", [])
+}
+
+# --- personal_data_after_untrusted ----------------------------------------------------
+
+test_egress_after_personal_data_and_untrusted_needs_approval if {
+	history := [ran("profile", {}, personal_reader), fetched]
+	doc := mail("wife@home.test", history, "send it to wife@home.test")
+	infoflow.approval == {{
+		"code": "personal_data_after_untrusted",
+		"message": "\"mailer\" sends data out after both personal data (profile) and untrusted content (fetch) were read; a human must approve",
+	}} with input as doc
+}
+
+test_coarse_egress_counts_for_personal_data if {
+	history := [ran("profile", {}, personal_reader), fetched]
+	doc := req("upload", {}, {"egress": true}, history, "", [])
+	codes(infoflow.approval) == {"personal_data_after_untrusted"} with input as doc
+}
+
+test_personal_data_without_untrusted_content_is_not_held if {
+	doc := mail("wife@home.test", [ran("profile", {}, personal_reader)], "send it to wife@home.test")
+	count(infoflow.approval) == 0 with input as doc
+}
+
+# --- action_after_refusal ---------------------------------------------------------------
+
+test_actions_after_a_refused_call_need_approval if {
+	history := [fetched, refused("mailer", mailer)]
+	doc := req("note", {"text": "x"}, {}, history, "", [])
+	infoflow.approval == {{
+		"code": "action_after_refusal",
+		"message": "\"note\" comes after a refused call (mailer) in a conversation that read untrusted content (fetch); every further action needs a human",
+	}} with input as doc
+}
+
+test_reads_after_a_refused_call_are_not_held if {
+	history := [fetched, refused("mailer", mailer)]
+	count(infoflow.approval) == 0 with input as req("lookup", {}, {"read_only": true}, history, "", [])
+}
+
+test_refusal_before_untrusted_content_does_not_count if {
+	history := [refused("mailer", mailer), fetched]
+	count(infoflow.approval) == 0 with input as req("note", {"text": "x"}, {}, history, "", [])
+}
+
+test_refused_read_does_not_count if {
+	history := [fetched, refused("lookup", {"read_only": true})]
+	count(infoflow.approval) == 0 with input as req("note", {"text": "x"}, {}, history, "", [])
+}
+
+# --- write_after_untrusted (optional) ------------------------------------------------------
+
+test_strict_setting_holds_every_write_after_untrusted if {
+	doc := req("note", {"text": "x"}, {}, [fetched], "", [])
+	count(infoflow.approval) == 0 with input as doc
+	codes(infoflow.approval) == {"write_after_untrusted"} with input as doc
+		with data.agent.config.infoflow.approve_writes_after_untrusted as true
+	count(infoflow.approval) == 0 with input as req("lookup", {}, {"read_only": true}, [fetched], "", [])
+		with data.agent.config.infoflow.approve_writes_after_untrusted as true
+}
+
+# --- Combined with the decision --------------------------------------------------------------
+
+# The customer-database policy permits fetch_url and send_email for internal users.
+test_decision_asks_for_approval if {
+	doc := req("send_email", {"to": "stranger@elsewhere.test"}, mailer, [fetched], "hi", [])
+	d := authz.decision with input as doc
+	d.require_approval == true
+	codes(d.reasons) == {"destination_not_requested"}
+}
+
+test_decision_deny_overrides_approval if {
+	doc := req("send_email", {"to": "stranger@elsewhere.test", "body": "www.phish.test"}, mailer, [fetched], "hi", [])
+	d := authz.decision with input as doc
+	d.allow == false
+	not d.require_approval
+	codes(d.reasons) == {"link_not_requested"}
+}
+
+test_decision_allows_a_requested_destination if {
+	doc := req("send_email", {"to": "bob@partner.test"}, mailer, [fetched], "mail bob@partner.test", [])
+	authz.decision == {"allow": true, "reasons": []} with input as doc
+}
+
+test_messages_never_echo_argument_values if {
+	history := [ran("profile", {}, personal_reader), fetched, refused("send_email", mailer)]
+	doc := req("send_email", {"to": "CANARY@canary.test", "body": "www.CANARY.test"}, mailer, history, "hi", [])
+	d := authz.decision with input as doc
+	count(d.reasons) > 0
+	every r in d.reasons {
+		not contains(lower(r.message), "canary")
+	}
+}
