@@ -20,6 +20,7 @@ from test_integrations import plain_agent
 
 from langchain_opa_guard import (
     DecisionLog,
+    GuardedToolNode,
     OPAGuardMiddleware,
     PolicyEngine,
     PolicyGuardNode,
@@ -81,7 +82,7 @@ def surface_graph(surface: str, engine: PolicyEngine, log: DecisionLog) -> tuple
     tools, outbox = web_tools()
     model = fetch_then_mail()
     if surface == "node":
-        tool_node = ToolNode(tools)
+        tool_node = GuardedToolNode(tools)
         guard = PolicyGuardNode(engine, registry=FLOW_METADATA, decision_log=log)
         builder = StateGraph(MessagesState)
         builder.add_node("agent", lambda s: {"messages": [model.invoke(s["messages"])]})

@@ -36,7 +36,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 
-from langchain_opa_guard import Decision, PolicyEngine, PolicyGuardNode
+from langchain_opa_guard import Decision, GuardedToolNode, PolicyEngine, PolicyGuardNode
 
 __all__ = ["CallRecord", "DojoPipeline", "RecordingEngine", "RunRecord", "build_graph"]
 
@@ -49,7 +49,8 @@ MODEL_NAME = "gpt-4o-2024-05-13"
 
 def build_graph(model: BaseChatModel, tools: Sequence[BaseTool], guard: Any | None) -> Any:
     """``agent -> guard -> tools``; without a guard, ``agent -> tools`` (the baseline)."""
-    tool_node = ToolNode(list(tools), handle_tool_errors=True)
+    node_type = ToolNode if guard is None else GuardedToolNode
+    tool_node = node_type(list(tools), handle_tool_errors=True)
     builder = StateGraph(MessagesState)
     builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
     builder.add_node("tools", tool_node)
