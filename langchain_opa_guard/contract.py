@@ -35,6 +35,7 @@ __all__ = [
     "call_document",
     "metadata_for",
     "history_documents",
+    "unpaired_answers",
     "latest_request",
     "task_document",
     "subject_from",
@@ -67,11 +68,18 @@ loses text, so a rule that trusts what the request names trusts less, never more
 def jsonable(value: Any, _depth: int = 0) -> Any:
     """Convert ``value`` into plain JSON data (dict, list, str, int, float, bool, None).
 
-    Non-finite floats become strings (``"NaN"``, ``"Infinity"``), sets and tuples lists,
+    Non-finite floats become strings (``"NaN"``, ``"Infinity"``), lone surrogates in
+    strings ``"?"`` (UTF-8 cannot hold them), sets and tuples lists,
     dataclasses and pydantic models their fields, and anything else its ``str()``.
     Nesting deeper than 64 levels is cut off with ``"..."``.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # lone surrogates (JSON can carry "\ud800"): as "?"
+            return value.encode("utf-8", "replace").decode()
+        return value
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if math.isfinite(value):
@@ -160,6 +168,23 @@ def history_documents(
                 doc.update(decision="allow", reasons=[], status=answer.status)
             history.append(doc)
     return history
+
+
+def unpaired_answers(messages: Sequence[BaseMessage]) -> list[str]:
+    """Ids of ``ToolMessage``s that answer no call of the model turn they follow.
+
+    In a well-formed conversation there are none. One appears when a model message with a
+    reused id replaced an earlier turn in the state (``add_messages`` replaces by id), which
+    also erases that turn's calls from the history a policy reads.
+    """
+    unpaired: list[str] = []
+    calls: set[Any] = set()
+    for message in messages:
+        if isinstance(message, AIMessage):
+            calls = {c.get("id") for c in message.tool_calls}
+        elif isinstance(message, ToolMessage) and message.tool_call_id not in calls:
+            unpaired.append(message.tool_call_id)
+    return unpaired
 
 
 def _guard_record(message: ToolMessage | None) -> Mapping[str, Any] | None:

@@ -95,8 +95,8 @@ class Rules:
 def shadow_rule(shadow: bool | Collection[str], tool: str) -> Callable[[Decision], bool] | None:
     """Shadow mode as a predicate: ``True`` for all, or tool names and reason codes.
 
-    With codes, a decision is shadowed only when every one of its codes is in shadow mode,
-    so a rule under rollout never masks an enforced rule's deny.
+    With codes, a decision is shadowed only when every one of its reasons has a code and
+    every code is in shadow mode, so a rule under rollout never masks an enforced rule's deny.
     """
     if shadow is True:
         return lambda decision: True
@@ -105,7 +105,13 @@ def shadow_rule(shadow: bool | Collection[str], tool: str) -> Callable[[Decision
     names = frozenset(shadow)
     if tool in names:
         return lambda decision: True
-    return lambda decision: bool(decision.codes) and set(decision.codes) <= names
+    # Every reason must carry a code, and every code be in shadow mode: a reason without a
+    # code (a plain string, a message alone) is an enforced rule's and is never masked.
+    return lambda decision: (
+        bool(decision.codes)
+        and len(decision.codes) == len(decision.reasons)
+        and set(decision.codes) <= names
+    )
 
 
 def record_decision(

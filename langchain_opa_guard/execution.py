@@ -29,6 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -41,7 +44,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.contract import jsonable
-from langchain_opa_guard.denials import changed_call_message
+from langchain_opa_guard.denials import changed_call_message, guard_answer
 
 __all__ = [
     "GRANT_KEY",
@@ -54,6 +57,8 @@ __all__ = [
     "executed_injections",
     "injected_fields",
     "prepared_call",
+    "run_once",
+    "arun_once",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +68,9 @@ PAYLOAD_TYPE = "opa_guard.calls"
 
 GRANT_KEY = "__opa_guard_grant__"
 """Where the tools node keeps the grants of the calls it runs (in ``configurable``)."""
+
+TURN_KEY = "__opa_guard_turn__"
+"""Where the tools node keeps the id of the model message its calls belong to."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -289,7 +297,11 @@ class GuardedToolNode(ToolNode):
         messages.append(AIMessage(content="", tool_calls=calls, id=input.get("message_id")))
         state[self._messages_key_for_guard] = messages
         base: dict[str, Any] = dict(config or {})
-        base["configurable"] = {**(base.get("configurable") or {}), GRANT_KEY: grant}
+        base["configurable"] = {
+            **(base.get("configurable") or {}),
+            GRANT_KEY: grant,
+            TURN_KEY: input.get("message_id"),
+        }
         return state, cast(RunnableConfig, base)
 
 
@@ -301,6 +313,104 @@ def _refusal(request: ToolCallRequest) -> ToolMessage:
         call.get("id"),
     )
     return changed_call_message(call)
+
+
+class _Claims:
+    """Calls that started running in this process, so one never starts twice.
+
+    A call is claimed when it starts and released if it raises (a retry, or a tool that
+    paused with ``interrupt()``, may run it again). Bounded: the oldest claims are dropped
+    past ``limit``. Runs in other processes are not seen: serialize the runs of one thread
+    across processes, as LangGraph's own server does.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._limit = limit
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys[key] = None
+            if len(self._keys) > self._limit:
+                self._keys.popitem(last=False)
+            return True
+
+    def release(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+CLAIMS = _Claims()
+
+
+def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+    """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
+
+    Two resumes of one checkpoint (a double click) run in different tasks, so the key is
+    the model's message and the call's id and arguments, not the task."""
+    config = getattr(request.runtime, "config", None) or {}
+    thread = (config.get("configurable") or {}).get("thread_id")
+    call = request.tool_call
+    call_id = call.get("id")
+    if turn is None or not isinstance(call_id, str):
+        return None
+    return (str(thread), str(turn), call_id + ":" + call_digest(call.get("name"), call.get("args")))
+
+
+def _already_ran(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.warning(
+        "tool call %r (%s) already started in this task; it does not run twice",
+        call.get("name"),
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run again: it already ran (a second run '
+        "of the same step, such as a concurrent resume, does not repeat its side effects).",
+        "the call already ran in this step",
+    )
+
+
+def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+    """Run a granted call of model turn ``turn`` (its message id) unless it already started
+    in this process."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+async def arun_once(
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+) -> ToolMessage | Command[Any]:
+    """Async twin of :func:`run_once`."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return await execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+def _turn_of(request: ToolCallRequest) -> Any:
+    config = getattr(request.runtime, "config", None) or {}
+    return (config.get("configurable") or {}).get(TURN_KEY)
 
 
 def _grant_of(request: ToolCallRequest) -> Mapping[str, Any] | None:
@@ -317,14 +427,14 @@ def _compose(
     def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if not grant_matches(_grant_of(request), request.tool_call):
             return _refusal(request)
-        return execute(request)
+        return run_once(request, execute, _turn_of(request))
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
         if not grant_matches(_grant_of(request), request.tool_call):
             return _refusal(request)
-        return await execute(request)
+        return await arun_once(request, execute, _turn_of(request))
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:

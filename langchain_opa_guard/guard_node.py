@@ -48,6 +48,7 @@ from langchain_opa_guard.contract import (
     task_document,
     thread_id,
     tool_label,
+    unpaired_answers,
     where_document,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
@@ -395,6 +396,9 @@ class PolicyGuardNode(RunnableCallable):
                 key = _call_key(entry.get("name"), entry.get("args"))
                 denied_before[key] = denied_before.get(key, 0) + 1
         turn.repeats = [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
+        # A history with answers to calls it no longer holds cannot be trusted: an earlier
+        # turn was replaced (a reused message id) and what it did is gone from it.
+        broken = bool(unpaired_answers(messages))
         # The id each call's answer would carry: one answer per id.
         keys = [answer_id(call) for call in turn.calls]
         seen = Counter(keys)
@@ -408,6 +412,11 @@ class PolicyGuardNode(RunnableCallable):
                 continue
             first_seen.add(key)
             problem = _invalid_call(call, seen) or problem
+            if broken and problem is None:
+                problem = (
+                    "the conversation holds tool answers without their calls (a model message "
+                    "with a reused id replaced an earlier turn), so its history cannot be trusted"
+                )
             if problem is not None:
                 turn.inputs.append(None)
                 turn.decisions.append(
@@ -515,13 +524,22 @@ class PolicyGuardNode(RunnableCallable):
         allowed: Sequence[ToolCall],
         update: dict[str, Any] | None,
     ) -> Command[Any]:
-        """The allowed calls themselves, with their grants, to the tools node; else back."""
+        """The allowed calls themselves, each with its grant, to the tools node; else back."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         if isinstance(state, Mapping):
             state = {k: v for k, v in state.items() if k != TICKET_KEY}
-        payload = calls_payload(allowed, state, self.messages_key, earlier, ai_message)
-        return Command(update=update, goto=Send(self.tools_node, payload))
+        # One task per call: a task LangGraph runs again (a retry policy, an interrupt()
+        # inside a tool, a resume) runs that call again, never its neighbours, whose
+        # results are already saved.
+        sends = [
+            Send(
+                self.tools_node,
+                calls_payload([call], state, self.messages_key, earlier, ai_message),
+            )
+            for call in allowed
+        ]
+        return Command(update=update, goto=sends)
 
     def _stop_turn(
         self,

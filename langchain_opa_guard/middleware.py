@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -30,7 +31,7 @@ from langchain_opa_guard.contract import state_messages, subject_from
 from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.denials import DenialStyle, changed_call_message
 from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import call_digest, executed_injections
+from langchain_opa_guard.execution import arun_once, call_digest, executed_injections, run_once
 from langchain_opa_guard.guard_node import PolicyGuardNode, _Outcome, _Turn
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.visibility import DEFAULT_VISIBILITY_PATH, avisible_tools, visible_tools
@@ -180,12 +181,18 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self, request: ModelRequest, response: ModelResponse
     ) -> tuple[_Turn, RunnableConfig] | None:
         message = _last_ai(response.result)
-        if message is None or not message.tool_calls:
+        if message is None:
             return None
-        if message.id is None:  # the decision is bound to the message by its id
+        taken = {m.id for m in request.state["messages"] if getattr(m, "id", None)}
+        if (message.id is None and message.tool_calls) or message.id in taken:
+            # The decision is bound to the message by its id; and a reused id (some servers
+            # repeat response ids) would make the state replace an earlier turn with this
+            # one, erasing what that turn did from the history the policy reads.
             named = message.model_copy(update={"id": f"lc_opa_guard-{uuid.uuid4().hex}"})
             response.result = [named if m is message else m for m in response.result]
             message = named
+        if not message.tool_calls:
+            return None
         # The whole response: a structured-output answer that follows the turn counts.
         state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
         config = _current_config()
@@ -218,14 +225,16 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             if turn is None:
                 return self._cleared(state)
             verdicts = self._fallback._run(self._fallback._jobs(turn, config))
-            return self._settled_fallback(message, self._fallback._settle(turn, verdicts))
+            return self._settled_fallback(state, message, self._fallback._settle(turn, verdicts))
         if not ticket["pending"]:
-            return self._settled(message, ticket, ticket["allowed"], [], ticket["ai_message"])
+            return self._settled(
+                state, message, ticket, ticket["allowed"], [], ticket["ai_message"]
+            )
         answers = self._turns._ask(ticket)
         keys, jobs, edits = self._turns._review_jobs(ticket, answers, config, runtime)
         decided = dict(zip(keys, self._turns._run(jobs), strict=True))
         allowed, replies, updated = self._turns._settle_review(ticket, answers, decided, edits)
-        return self._settled(message, ticket, allowed, replies, updated)
+        return self._settled(state, message, ticket, allowed, replies, updated)
 
     async def aafter_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         message, ticket = self._current(state)
@@ -237,14 +246,16 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             if turn is None:
                 return self._cleared(state)
             verdicts = await self._fallback._arun(self._fallback._jobs(turn, config))
-            return self._settled_fallback(message, self._fallback._settle(turn, verdicts))
+            return self._settled_fallback(state, message, self._fallback._settle(turn, verdicts))
         if not ticket["pending"]:
-            return self._settled(message, ticket, ticket["allowed"], [], ticket["ai_message"])
+            return self._settled(
+                state, message, ticket, ticket["allowed"], [], ticket["ai_message"]
+            )
         answers = self._turns._ask(ticket)
         keys, jobs, edits = self._turns._review_jobs(ticket, answers, config, runtime)
         decided = dict(zip(keys, await self._turns._arun(jobs), strict=True))
         allowed, replies, updated = self._turns._settle_review(ticket, answers, decided, edits)
-        return self._settled(message, ticket, allowed, replies, updated)
+        return self._settled(state, message, ticket, allowed, replies, updated)
 
     def _current(self, state: Any) -> tuple[AIMessage | None, Mapping[str, Any] | None]:
         """The model's latest turn, and the middleware's decision of it if it still holds.
@@ -278,6 +289,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     def _settled(
         self,
+        state: Any,
         message: AIMessage,
         ticket: Mapping[str, Any],
         allowed: Sequence[Mapping[str, Any]],
@@ -285,17 +297,17 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         updated: AIMessage,
     ) -> dict[str, Any]:
         messages: list[Any] = [] if updated is ticket["ai_message"] else [updated]
-        messages += [*ticket["answers"], *replies]
+        messages += _unanswered(state, [*ticket["answers"], *replies])
         return {
             "messages": messages,
             TURN_KEY: None,
             GRANTS_KEY: {"message_id": message.id, "calls": {c["id"]: _digest(c) for c in allowed}},
         }
 
-    def _settled_fallback(self, message: AIMessage, out: _Outcome) -> dict[str, Any]:
+    def _settled_fallback(self, state: Any, message: AIMessage, out: _Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
         return {
-            "messages": [*messages, *out.answers],
+            "messages": [*messages, *_unanswered(state, out.answers)],
             TURN_KEY: None,
             GRANTS_KEY: {
                 "message_id": message.id,
@@ -315,7 +327,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self.guard.wrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return handler(granted)
+        return run_once(granted, handler, _turn_id(granted))
 
     async def awrap_tool_call(
         self,
@@ -327,7 +339,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return await self.guard.awrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return await handler(granted)
+        return await arun_once(granted, handler, _turn_id(granted))
 
     def _granted(self, request: ToolCallRequest) -> ToolCallRequest | ToolMessage | None:
         """The request to run (its tool checked again where it runs), a refusal, or
@@ -347,7 +359,19 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return _refused(call)
         if request.tool is None:
             return request
-        return request.override(tool=_CheckedTool.around(request.tool, digest))
+        checked = request.override(tool=_CheckedTool.around(request.tool, digest))
+        runtime = checked.runtime
+        tools = getattr(runtime, "tools", None)
+        if dataclasses.is_dataclass(runtime) and isinstance(tools, list):
+            # A middleware inside this one may look a tool up again by name (an edit that
+            # switches tools): every tool it can find runs only the call allowed here.
+            wrapped = [
+                _CheckedTool.around(t, digest) if isinstance(t, BaseTool) else t for t in tools
+            ]
+            checked = dataclasses.replace(
+                checked, runtime=dataclasses.replace(runtime, tools=wrapped)
+            )
+        return checked
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -451,6 +475,23 @@ def _refused(call: Mapping[str, Any]) -> ToolMessage:
         call.get("id"),
     )
     return changed_call_message(call)
+
+
+def _unanswered(state: Any, answers: Sequence[Any]) -> list[Any]:
+    """``answers`` minus those for calls something else (another middleware, a human)
+    already answered after the turn: every call id gets one answer."""
+    answered: set[str] = set()
+    for message in reversed(state_messages(state)):
+        if isinstance(message, AIMessage):
+            break
+        if isinstance(message, ToolMessage):
+            answered.add(message.tool_call_id)
+    return [a for a in answers if getattr(a, "tool_call_id", None) not in answered]
+
+
+def _turn_id(request: ToolCallRequest) -> Any:
+    grants = request.state.get(GRANTS_KEY) if isinstance(request.state, Mapping) else None
+    return grants.get("message_id") if isinstance(grants, Mapping) else None
 
 
 def _digest(call: Mapping[str, Any]) -> str:

@@ -49,7 +49,7 @@ from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.decision_spans import Rules, ajudge, judge, record_early, shadow_rule
 from langchain_opa_guard.denials import DenialStyle, denial_message
 from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import prepared_call
+from langchain_opa_guard.execution import CLAIMS, prepared_call
 from langchain_opa_guard.telemetry import Telemetry
 
 __all__ = ["ToolCallGuard"]
@@ -232,10 +232,16 @@ class ToolCallGuard:
         """The call as it would run, or the answer for a call that cannot run at all."""
         call = request.tool_call
         problem: str | None = None
-        duplicates = _id_count(request.state, self.messages_key, call.get("id"))
-        if duplicates > 1:
-            if not _first_of(request.state, self.messages_key, call):
-                # One answer per id: the first call under a duplicated id answers for all.
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            problem = "the tool call has no id"
+        found = _turn_of(state_messages(request.state, self.messages_key), call_id)
+        duplicates = sum(1 for c in found[1].tool_calls if c.get("id") == call_id) if found else 0
+        if problem is None and duplicates > 1:
+            # One answer per id: whichever call under a duplicated id comes first answers
+            # for all of them (the ToolNode may run them in one task or in several).
+            key = (str(thread_id(config)), str(found[1].id if found else ""), f"dup:{call_id}")
+            if not CLAIMS.claim(key):
                 return call, Command(update={})
             problem = "the tool call id is used by more than one call in this turn"
         if problem is None:
@@ -278,23 +284,6 @@ def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | N
         ):
             return index, message
     return None
-
-
-def _id_count(state: Any, key: str, call_id: Any) -> int:
-    found = _turn_of(state_messages(state, key), call_id)
-    return 0 if found is None else sum(1 for c in found[1].tool_calls if c.get("id") == call_id)
-
-
-def _first_of(state: Any, key: str, call: Mapping[str, Any]) -> bool:
-    """Whether ``call`` is the first of the calls sharing its id in its turn."""
-    found = _turn_of(state_messages(state, key), call.get("id"))
-    if found is None:
-        return True
-    same = [c for c in found[1].tool_calls if c.get("id") == call.get("id")]
-    for position, candidate in enumerate(same):
-        if candidate is call:  # ToolNode hands each interceptor the message's own dict
-            return position == 0
-    return True  # cannot tell: answer rather than leave the id unanswered
 
 
 def _as_allowed(
