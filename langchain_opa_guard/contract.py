@@ -35,7 +35,6 @@ __all__ = [
     "call_document",
     "metadata_for",
     "history_documents",
-    "unpaired_answers",
     "latest_request",
     "task_document",
     "subject_from",
@@ -168,23 +167,6 @@ def history_documents(
                 doc.update(decision="allow", reasons=[], status=answer.status)
             history.append(doc)
     return history
-
-
-def unpaired_answers(messages: Sequence[BaseMessage]) -> list[str]:
-    """Ids of ``ToolMessage``s that answer no call of the model turn they follow.
-
-    In a well-formed conversation there are none. One appears when a model message with a
-    reused id replaced an earlier turn in the state (``add_messages`` replaces by id), which
-    also erases that turn's calls from the history a policy reads.
-    """
-    unpaired: list[str] = []
-    calls: set[Any] = set()
-    for message in messages:
-        if isinstance(message, AIMessage):
-            calls = {c.get("id") for c in message.tool_calls}
-        elif isinstance(message, ToolMessage) and message.tool_call_id not in calls:
-            unpaired.append(message.tool_call_id)
-    return unpaired
 
 
 def _guard_record(message: ToolMessage | None) -> Mapping[str, Any] | None:

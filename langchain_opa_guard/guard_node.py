@@ -48,7 +48,6 @@ from langchain_opa_guard.contract import (
     task_document,
     thread_id,
     tool_label,
-    unpaired_answers,
     where_document,
 )
 from langchain_opa_guard.decision import Decision, ErrorType
@@ -396,9 +395,6 @@ class PolicyGuardNode(RunnableCallable):
                 key = _call_key(entry.get("name"), entry.get("args"))
                 denied_before[key] = denied_before.get(key, 0) + 1
         turn.repeats = [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
-        # A history with answers to calls it no longer holds cannot be trusted: an earlier
-        # turn was replaced (a reused message id) and what it did is gone from it.
-        broken = bool(unpaired_answers(messages))
         # The id each call's answer would carry: one answer per id.
         keys = [answer_id(call) for call in turn.calls]
         seen = Counter(keys)
@@ -412,11 +408,6 @@ class PolicyGuardNode(RunnableCallable):
                 continue
             first_seen.add(key)
             problem = _invalid_call(call, seen) or problem
-            if broken and problem is None:
-                problem = (
-                    "the conversation holds tool answers without their calls (a model message "
-                    "with a reused id replaced an earlier turn), so its history cannot be trusted"
-                )
             if problem is not None:
                 turn.inputs.append(None)
                 turn.decisions.append(

@@ -67,10 +67,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     before the tool runs, so an interceptor that changes a call after the decision is
     refused.
 
-    **Where it goes:** last in ``middleware=[...]``. Then its ``wrap_tool_call`` is the
-    innermost (closest to the tool) and its ``after_model`` the first to see the model's
-    turn. A call changed by any middleware after the decision is refused, never run
-    unchecked; a call without a grant (added by another middleware) is decided where it
+    **Where it goes:** first in ``middleware=[...]``. Its ``wrap_model_call`` is then the
+    outermost (it decides the response the other middleware produced) and its
+    ``after_model`` the last to run (it decides what ``HumanInTheLoopMiddleware`` or
+    ``ToolCallLimitMiddleware`` left, and never answers a call they already answered). A
+    call changed by any middleware after the decision is refused where the tool runs, never
+    run unchecked; a call without a grant (added by another middleware) is decided where it
     runs, with approvals treated as denials.
 
     With ``visibility=True`` the model is also bound only to the tools the policy's

@@ -48,15 +48,16 @@ def pay_5000() -> Script:
     ids=["reject", "respond"],
 )
 def test_hitl_and_the_guard_answer_a_denied_call_once(engine: PolicyEngine, answer: Any) -> None:
-    """The guard denies pay(5000) and answers it in its after_model; HITL's after_model
-    runs next, still asks a reviewer about the denied call, and answers it again."""
+    """HumanInTheLoopMiddleware listed after the guard (README: middleware that answer or
+    change tool calls in after_model go after it): its answer and the guard's deny are one
+    answer, and nothing runs."""
     ledger = Ledger()
     graph = agent_graph(
         engine,
         pay_5000(),
         ledger,
         checkpointer=InMemorySaver(),
-        middleware=[HumanInTheLoopMiddleware(interrupt_on={"pay": True})],
+        after=[HumanInTheLoopMiddleware(interrupt_on={"pay": True})],
     )
     config = {"configurable": {"thread_id": "hitl-twice"}}
     result = graph.invoke({"messages": [("user", "pay")]}, config, context={"user": USER})
@@ -124,7 +125,7 @@ def test_tool_call_limit_and_the_guard_answer_each_call_once(
         engine,
         script,
         ledger,
-        middleware=[ToolCallLimitMiddleware(run_limit=1, exit_behavior=exit_behavior)],
+        after=[ToolCallLimitMiddleware(run_limit=1, exit_behavior=exit_behavior)],
     )
     result = graph.invoke({"messages": [("user", "go")]}, context={"user": USER})
     assert all(n == 1 for n in answers_per_turn(result["messages"])[0].values()), answers_per_turn(
