@@ -355,7 +355,19 @@ class PolicyGuardNode(RunnableCallable):
 
     # -- shared logic -----------------------------------------------------------------
 
-    def _plan(self, state: Any, config: RunnableConfig, runtime: Runtime | None) -> _Turn | None:
+    def _plan(
+        self,
+        state: Any,
+        config: RunnableConfig,
+        runtime: Runtime | None,
+        kept: Sequence[Mapping[str, Any]] = (),
+    ) -> _Turn | None:
+        """The last model turn, each call prepared and given its policy input.
+
+        ``kept`` holds history entries recorded when earlier turns were decided; those whose
+        calls are no longer in the messages (a middleware summarised them away) come first
+        in ``input.history``, so dropping messages never drops what ran.
+        """
         messages = state_messages(state, self.messages_key)
         for index in range(len(messages) - 1, -1, -1):
             message = messages[index]
@@ -387,6 +399,9 @@ class PolicyGuardNode(RunnableCallable):
         where_doc.update(task_document(messages[:index], context, config))
         docs = [call_document(c, metadata_for(self.metadata_of, c.get("name"))) for c in turn.calls]
         history = history_documents(messages[:index], self.metadata_of)
+        if kept:
+            present = {_entry_key(h) for h in history}
+            history = [*(dict(h) for h in kept if _entry_key(h) not in present), *history]
         user_doc = jsonable(user)
         turn.user = user_doc
         denied_before: dict[str, int] = {}
@@ -783,6 +798,12 @@ def _io_pool(engine: Any) -> Workers:
 def _cpu_pool() -> Workers:
     """Threads for in-process evaluation off the event loop."""
     return _pool("cpu", max(2, os.cpu_count() or 2))
+
+
+def _entry_key(entry: Mapping[str, Any]) -> str:
+    return json.dumps(
+        [entry.get("call_id"), entry.get("name"), entry.get("args")], sort_keys=True, default=str
+    )
 
 
 def _call_key(name: Any, args: Any) -> str:

@@ -27,7 +27,7 @@ from pydantic import ConfigDict
 from typing_extensions import NotRequired
 
 from langchain_opa_guard.arguments import check_choice
-from langchain_opa_guard.contract import state_messages, subject_from
+from langchain_opa_guard.contract import history_documents, state_messages, subject_from
 from langchain_opa_guard.decision_log import DecisionLog
 from langchain_opa_guard.denials import DenialStyle, changed_call_message
 from langchain_opa_guard.engine import PolicyEngine
@@ -40,6 +40,10 @@ __all__ = ["OPAGuardMiddleware"]
 
 logger = logging.getLogger(__name__)
 
+HISTORY_KEY = "opa_guard_history"
+"""Private state: the policy's history entries of the turns decided so far, so a middleware
+that summarises or trims the messages cannot erase what ran from ``input.history``."""
+
 TURN_KEY = "opa_guard_turn"
 """Private state: the model turn the middleware decided, until ``after_model`` settles it."""
 
@@ -48,6 +52,7 @@ GRANTS_KEY = "opa_guard_grants"
 
 
 class _GuardState(AgentState[Any]):
+    opa_guard_history: NotRequired[Annotated[list[dict[str, Any]], PrivateStateAttr]]
     opa_guard_turn: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
     opa_guard_grants: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
 
@@ -198,7 +203,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         # The whole response: a structured-output answer that follows the turn counts.
         state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
         config = _current_config()
-        turn = self._turns._plan(state, config, request.runtime)
+        turn = self._turns._plan(state, config, request.runtime, _kept(request.state))
         return (turn, config) if turn is not None else None
 
     def _decided(
@@ -223,7 +228,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback._plan(state, config, runtime)
+            turn = self._fallback._plan(state, config, runtime, _kept(state))
             if turn is None:
                 return self._cleared(state)
             verdicts = self._fallback._run(self._fallback._jobs(turn, config))
@@ -244,7 +249,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback._plan(state, config, runtime)
+            turn = self._fallback._plan(state, config, runtime, _kept(state))
             if turn is None:
                 return self._cleared(state)
             verdicts = await self._fallback._arun(self._fallback._jobs(turn, config))
@@ -302,14 +307,30 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         messages += _unanswered(state, [*ticket["answers"], *replies])
         return {
             "messages": messages,
+            HISTORY_KEY: self._recorded(state, updated, messages),
             TURN_KEY: None,
             GRANTS_KEY: {"message_id": message.id, "calls": {c["id"]: _digest(c) for c in allowed}},
         }
 
+    def _recorded(
+        self, state: Any, message: AIMessage, answers: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """The kept history with this turn's calls added (allowed ones as pending)."""
+        after: list[Any] = []
+        for earlier in reversed(state_messages(state)):
+            if isinstance(earlier, AIMessage):
+                break
+            after.insert(0, earlier)
+        replies = [m for m in [*after, *answers] if isinstance(m, ToolMessage)]
+        turn = history_documents([message, *replies], self._turns.metadata_of)
+        return [*_kept(state), *turn][-_KEPT_LIMIT:]
+
     def _settled_fallback(self, state: Any, message: AIMessage, out: _Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
+        messages += _unanswered(state, out.answers)
         return {
-            "messages": [*messages, *_unanswered(state, out.answers)],
+            "messages": messages,
+            HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
             GRANTS_KEY: {
                 "message_id": message.id,
@@ -477,6 +498,15 @@ def _refused(call: Mapping[str, Any]) -> ToolMessage:
         call.get("id"),
     )
     return changed_call_message(call)
+
+
+_KEPT_LIMIT = 1000
+"""At most this many history entries are kept beside the messages (the newest)."""
+
+
+def _kept(state: Any) -> list[dict[str, Any]]:
+    kept = state.get(HISTORY_KEY) if isinstance(state, Mapping) else None
+    return list(kept) if isinstance(kept, list) else []
 
 
 def _unanswered(state: Any, answers: Sequence[Any]) -> list[Any]:
