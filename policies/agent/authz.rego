@@ -94,8 +94,10 @@ malformed contains {
 
 malformed contains {"code": "no_tool_name", "message": "the tool call has no name"} if not tool_name
 
+# MCP tools are decided by mcp.rego, whose reasons name the server.
 deny contains reason if {
 	not allow
+	not mcp_tool(input.tool)
 	reason := not_allowed_reason
 }
 
@@ -121,6 +123,8 @@ not_allowed_reason := {
 # list bound to the model with it. Visibility is not enforcement: every call
 # is still decided by `decision`.
 visible_tools contains name if {
-	some name, roles in config.tool_roles
-	user_role in roles
+	some tool in input.tools
+	not mcp_tool(tool)
+	name := tool.name
+	user_role in config.tool_roles[name]
 }

@@ -167,10 +167,20 @@ test_reasons_sort_by_code if {
 }
 
 test_visible_tools_follow_the_roles if {
-	authz.visible_tools == {"fetch_url", "search_web"} with input as {"user": {"id": "g", "role": "guest"}}
+	local := [{"name": n, "metadata": {}} | some n in [
+		"fetch_url", "search_web", "send_email", "http_post",
+		"get_customer_details", "update_customer_status", "delete_customer",
+	]]
+	authz.visible_tools == {"fetch_url", "search_web"} with input as {"user": {"id": "g", "role": "guest"}, "tools": local}
 	authz.visible_tools == {
 		"fetch_url", "search_web", "send_email", "http_post", "get_customer_details",
-	} with input as {"user": {"id": "i", "role": "internal_user"}}
-	count(authz.visible_tools) == 7 with input as {"user": {"id": "a", "role": "admin"}}
-	count(authz.visible_tools) == 0 with input as {"user": null}
+	} with input as {"user": {"id": "i", "role": "internal_user"}, "tools": local}
+	count(authz.visible_tools) == 7 with input as {"user": {"id": "a", "role": "admin"}, "tools": local}
+	count(authz.visible_tools) == 0 with input as {"user": null, "tools": local}
+}
+
+# A tool from an MCP server is shown by the MCP rules alone, even under a local tool's name.
+test_visible_tools_do_not_lend_a_local_name_to_an_mcp_tool if {
+	tools := [{"name": "fetch_url", "metadata": {"mcp": {"server": "unknown", "tool": "fetch_url", "digest": "x"}}}]
+	count(authz.visible_tools) == 0 with input as {"user": {"id": "a", "role": "admin"}, "tools": tools}
 }
