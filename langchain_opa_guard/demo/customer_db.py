@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -154,6 +155,15 @@ def scenario_model(scenarios: Sequence[Scenario]) -> ScriptedChatModel:
     return ScriptedChatModel(script=[first_turn])
 
 
+def _fresh_id(reply: Any, messages: Sequence[Any]) -> Any:
+    """The model's reply with an id no earlier message has: ``add_messages`` replaces a
+    message with the same id, and some servers reuse response ids, which would erase an
+    earlier turn (and what it did) from the history the policy reads."""
+    if reply.id is not None and any(getattr(m, "id", None) == reply.id for m in messages):
+        return reply.model_copy(update={"id": f"{reply.id}-{uuid.uuid4().hex[:12]}"})
+    return reply
+
+
 def build_agent(
     engine: PolicyEngine,
     model: Any,
@@ -170,10 +180,11 @@ def build_agent(
     tool_node = GuardedToolNode(tools)
 
     def agent(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [bound.invoke(state["messages"])]}
+        return {"messages": [_fresh_id(bound.invoke(state["messages"]), state["messages"])]}
 
     async def aagent(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [await bound.ainvoke(state["messages"])]}
+        reply = await bound.ainvoke(state["messages"])
+        return {"messages": [_fresh_id(reply, state["messages"])]}
 
     from langchain_core.runnables import RunnableLambda
 
