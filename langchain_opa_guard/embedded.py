@@ -322,7 +322,7 @@ class EmbeddedPolicy:
         if self._closed:
             raise EngineError(ErrorType.ENGINE, "the embedded policy engine is closed")
         body = encode_input(input, key=None)  # also checks the input is JSON
-        for _ in range(3):  # a reload may close the evaluator under us: use the new one
+        while True:
             state = state or self._state
             evaluator = state.evaluator
             try:
@@ -330,10 +330,14 @@ class EmbeddedPolicy:
                     return evaluator.evaluate(path, body, deadline), state
                 return evaluator.evaluate_document(path, input, deadline), state
             except PoolClosedError:
+                # A reload closed this evaluator, perhaps while we waited for one of its
+                # instances: go on with the policy in force now, as many times as reloads
+                # come (the deadline bounds the waiting).
                 if self._closed or self._state is state:
-                    break
+                    raise EngineError(
+                        ErrorType.ENGINE, "the embedded policy engine is closed"
+                    ) from None
                 state = None
-        raise EngineError(ErrorType.ENGINE, "the embedded policy engine is closed")
 
     def _failure(self, exc: EngineError) -> Decision:
         return Decision.failure(

@@ -8,7 +8,11 @@ functions, ...), naming each refused builtin and the policy lines that call it: 
 that cannot be evaluated faithfully is an error at start-up, not a surprise at run time.
 
 As in OPA (without ``strict-builtin-errors``), a builtin that fails makes its expression
-undefined.
+undefined. ``regex.find_n`` and ``regex.replace`` read Go's RE2 syntax through
+:mod:`langchain_opa_guard.go_regexp`; a pattern Go accepts but Python cannot match the same
+way (``\\p{Greek}``, ``(a*)+``) is refused: at load when it is a constant in the policy
+(:class:`UnsupportedBuiltinError`), else the evaluation fails closed
+(:class:`BuiltinRefusedError` -> ``engine_error``). ``indexof_n`` counts code points, as OPA.
 
 Example:
     ```python
@@ -23,18 +27,32 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from langchain_opa_guard.go_regexp import GoRegexpUnsupported, compile_go
 from langchain_opa_guard.rego_values import Number, RegoSet, go_quote, rego_string
 
-__all__ = ["HOST_BUILTINS", "UnsupportedBuiltinError", "check_builtins", "go_sprintf"]
+__all__ = [
+    "HOST_BUILTINS",
+    "BuiltinRefusedError",
+    "UnsupportedBuiltinError",
+    "check_builtins",
+    "go_sprintf",
+]
 
 
 class UnsupportedBuiltinError(ValueError):
     """The policy calls builtins the embedded engine cannot provide (``http.send``, ...)."""
+
+
+class BuiltinRefusedError(Exception):
+    """A builtin call that the host cannot evaluate as OPA would (a regex pattern using
+    ``\\p{Greek}``, say): the whole evaluation fails, closed, instead of going on with a
+    value OPA would not have given."""
 
 
 # -- sprintf, as Go's fmt.Sprintf formats OPA's arguments -----------------------------------
@@ -330,6 +348,46 @@ def _urlquery_encode(args: list[Any]) -> str:
     return urllib.parse.quote_plus(_string_arg(args[0]), safe="-_.~")
 
 
+def _int_arg(value: Any) -> int:
+    """An integer operand as OPA's ``IntOperand`` reads it (``2.0`` and ``1e3`` are not)."""
+    if not isinstance(value, Number) or not re.fullmatch(r"-?[0-9]+", value):
+        raise TypeError("operand must be an integer number")
+    number = int(value)
+    if not -(2**63) <= number < 2**63:
+        raise ValueError("operand out of range")
+    return number
+
+
+def _indexof_n(args: list[Any]) -> list[int]:
+    # OPA: every (overlapping) occurrence, as code point indexes.
+    base, search = _string_arg(args[0]), _string_arg(args[1])
+    if not search:
+        raise ValueError("empty search character")
+    found = []
+    index = base.find(search)
+    while index >= 0:
+        found.append(index)
+        index = base.find(search, index + 1)
+    return found
+
+
+def _regexp(pattern: str) -> Any:
+    try:
+        return compile_go(pattern)
+    except GoRegexpUnsupported as exc:
+        raise BuiltinRefusedError(str(exc)) from None
+
+
+def _regex_find_n(args: list[Any]) -> list[str]:
+    pattern, text, n = _string_arg(args[0]), _string_arg(args[1]), _int_arg(args[2])
+    return list(_regexp(pattern).find_all(text, n))
+
+
+def _regex_replace(args: list[Any]) -> str:
+    text, pattern, template = _string_arg(args[0]), _string_arg(args[1]), _string_arg(args[2])
+    return str(_regexp(pattern).replace_all(text, template))
+
+
 HOST_BUILTINS: Mapping[str, Callable[[list[Any]], Any]] = {
     "sprintf": _sprintf,
     "crypto.md5": _digest("md5"),
@@ -344,6 +402,9 @@ HOST_BUILTINS: Mapping[str, Callable[[list[Any]], Any]] = {
     "strings.any_suffix_match": _any_suffix,
     "hex.encode": _hex_encode,
     "urlquery.encode": _urlquery_encode,
+    "indexof_n": _indexof_n,
+    "regex.find_n": _regex_find_n,
+    "regex.replace": _regex_replace,
 }
 """Builtins the embedded engine provides to compiled policies, by OPA name."""
 
@@ -355,8 +416,10 @@ def check_builtins(needed: Iterable[str], modules: Mapping[str, str]) -> None:
         UnsupportedBuiltinError: Naming each refused builtin and the policy lines that
             call it (``agent/egress.rego:12``), when the sources are at hand.
     """
-    refused = sorted(set(needed) - set(HOST_BUILTINS))
+    needed = set(needed)
+    refused = sorted(needed - set(HOST_BUILTINS))
     if not refused:
+        _check_patterns(needed, modules)
         return
     parts = []
     for name in refused:
@@ -379,3 +442,110 @@ def _call_sites(name: str, modules: Mapping[str, str]) -> list[str]:
             if pattern.search(code):
                 found.append(f"{file}:{number}")
     return found
+
+
+# The regex builtins the host provides, and which argument is the pattern.
+_PATTERN_ARGUMENT = {"regex.find_n": 0, "regex.replace": 1}
+
+
+def _check_patterns(needed: set[str], modules: Mapping[str, str]) -> None:
+    """Refuse constant patterns of host regex builtins that the host cannot reproduce
+    (they would fail every evaluation that reaches them)."""
+    problems = []
+    for name, position in sorted(_PATTERN_ARGUMENT.items()):
+        if name not in needed:
+            continue
+        for file, line, pattern in _literal_arguments(name, position, modules):
+            try:
+                compile_go(pattern)
+            except GoRegexpUnsupported as exc:
+                problems.append(f"{name} ({file}:{line}): {exc}")
+            except ValueError:
+                pass  # a pattern Go rejects too: undefined, as with OPA
+    if problems:
+        raise UnsupportedBuiltinError(
+            "the embedded engine cannot evaluate these regular expressions as OPA does: "
+            + "; ".join(problems)
+            + ". Evaluate this policy with an OPA server (OPAServer), or rewrite the patterns."
+        )
+
+
+def _literal_arguments(
+    name: str, position: int, modules: Mapping[str, str]
+) -> list[tuple[str, int, str]]:
+    """``(file, line, value)`` of each call of ``name`` whose argument at ``position`` is a
+    string literal."""
+    call = re.compile(r"(?<![\w.])" + re.escape(name) + r"\s*\(")
+    found = []
+    for file, source in sorted(modules.items()):
+        for match in call.finditer(source):
+            if _in_comment_or_string(source, match.start()):
+                continue
+            arguments = _split_arguments(source, match.end())
+            if arguments is None or position >= len(arguments):
+                continue
+            value = _string_literal(arguments[position].strip())
+            if value is not None:
+                found.append((file, source.count("\n", 0, match.start()) + 1, value))
+    return found
+
+
+def _in_comment_or_string(source: str, index: int) -> bool:
+    line_start = source.rfind("\n", 0, index) + 1
+    i, quote = line_start, ""
+    while i < index:
+        c = source[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in '"`':
+            quote = c
+        elif c == "#":
+            return True
+        i += 1
+    return bool(quote)
+
+
+def _split_arguments(source: str, start: int) -> list[str] | None:
+    """The top-level arguments of a call whose ``(`` ends at ``start``."""
+    arguments, depth, i, begin = [], 0, start, start
+    while i < len(source):
+        c = source[i]
+        if c == '"':
+            i += 1
+            while i < len(source) and source[i] != '"':
+                i += 2 if source[i] == "\\" else 1
+        elif c == "`":
+            i = source.find("`", i + 1)
+            if i < 0:
+                return None
+        elif c == "#":
+            i = source.find("\n", i)
+            if i < 0:
+                return None
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            if depth == 0:
+                arguments.append(source[begin:i])
+                return arguments
+            depth -= 1
+        elif c == "," and depth == 0:
+            arguments.append(source[begin:i])
+            begin = i + 1
+        i += 1
+    return None
+
+
+def _string_literal(text: str) -> str | None:
+    if len(text) >= 2 and text[0] == text[-1] == "`" and "`" not in text[1:-1]:
+        return text[1:-1]
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, str) else None
+    return None

@@ -47,6 +47,7 @@ from typing import Any
 import wasmtime
 
 from langchain_opa_guard.decision import EngineError, ErrorType
+from langchain_opa_guard.wasm_builtins import BuiltinRefusedError
 
 __all__ = ["TICK", "WasmModule", "WasmInstance", "compiled_module", "fast_path_available"]
 
@@ -407,15 +408,21 @@ class WasmInstance:
         raise _Abort(self.abort_message)
 
     def _builtin(self, caller: wasmtime.Caller, builtin_id: int, _ctx: int, *args: int) -> int:
-        """Dispatch a host builtin; an error or an unknown builtin is undefined (0)."""
+        """Dispatch a host builtin; an error or an unknown builtin is undefined (0).
+
+        A builtin that raises :class:`~langchain_opa_guard.wasm_builtins.BuiltinRefusedError`
+        (it cannot give OPA's answer) ends the evaluation with an ``engine_error``."""
         entry = self._builtins_by_id.get(builtin_id)
         if entry is None:
             return 0
-        _name, function = entry
+        name, function = entry
         exports = self._exports
         try:
             values = [self._read_value(caller, exports, a) for a in args]
             result = function(values)
+        except BuiltinRefusedError as exc:
+            self.abort_message = f"{name}: {exc}"[:200]
+            raise _Abort(self.abort_message) from None
         except Exception:  # noqa: BLE001 - OPA's default: a failing builtin is undefined
             return 0
         if result is None:

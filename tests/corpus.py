@@ -1,5 +1,9 @@
-"""Odd inputs for the engine parity tests: Unicode, control characters, regexes, sprintf
-formats, numbers and sets, fed to ``tests/policies/corpus.rego``."""
+r"""Odd inputs for the engine parity tests: Unicode, control characters, regexes, sprintf
+formats, numbers and sets, fed to ``tests/policies/corpus.rego``.
+
+``GO_REGEXES`` and ``TEMPLATES`` feed the builtins the embedded engine provides itself
+(``regex.find_n``, ``regex.replace``): Go's syntax, ASCII-only ``\w \s \b``, case folding,
+empty matches, ``$`` templates, and patterns Go rejects (undefined on both engines)."""
 
 from __future__ import annotations
 
@@ -42,6 +46,35 @@ STRINGS = [
     "\U0010ffff",
 ]
 REGEXES = ["^[a-z]+$", "é", "\\t", "^.{3}$", "[\\p{Han}]", "(?i)école", "^\\s", "\\d+", "^$"]
+GO_REGEXES = [
+    "\\w+",
+    "é|e",
+    "(?i)É",
+    "(?i)STRASSE|straße",
+    "(?i)[a-z]+",
+    "(?i)k|s",
+    "[[:punct:]]",
+    "\\bb|\\Bc",
+    "\\s*",
+    ",",
+    "(\\w)(\\w)?",
+    "(?P<a>.)(?P<b>.)?",
+    "$",
+    "(?m)^",
+    "x*",
+    "[^\\x00-\\x7f]+",
+    "\\x{1F680}",
+    "(?s).",
+    "\\Q.*\\E|%",
+    "a{,2}",
+    "\\101",
+    "(",
+    "\\1",
+    "a**",
+    "(?=x)",
+]
+TEMPLATES = ["<$0>", "[$1]", "${1}x", "$1x", "${b}${a}", "$$", "$", "${", "", "$é"]
+NEEDLES = ["a", "é", "🚀", "ss", ",", "\n", "", " "]
 NUMBERS = [
     0,
     1,
@@ -98,6 +131,10 @@ def corpus_inputs(count: int = 300, seed: int = 20261126) -> list[dict[str, Any]
                 "s": s,
                 "t": rng.choice([*STRINGS, s[:2], s[1:]]),
                 "re": REGEXES[index % len(REGEXES)],
+                "re2": GO_REGEXES[index % len(GO_REGEXES)],
+                "tmpl": rng.choice(TEMPLATES),
+                "k": rng.choice([-1, -1, 0, 1, 2, 1.5]),
+                "needle": NEEDLES[index % len(NEEDLES)],
                 "n": n,
                 "i": rng.choice([0, 7, -3, 255, 10**6, 2**31 - 1]),
                 "numtext": NUMBER_TEXTS[index % len(NUMBER_TEXTS)],

@@ -41,6 +41,23 @@ results["regex_tab"] := regex.match(`\t`, input.s)
 
 results["regex_letters"] := regex.match(`^\pL+$`, input.s)
 
+# Builtins the embedded engine provides itself (the wasm module calls out for them).
+results["indexof_n"] := indexof_n(input.s, input.t)
+
+results["indexof_n_needle"] := indexof_n(concat("", [input.s, input.needle, input.needle]), input.needle)
+
+results["find_n"] := regex.find_n(input.re2, input.s, input.k)
+
+results["find_words"] := regex.find_n(`\w+`, input.s, -1)
+
+results["find_spaces"] := regex.find_n(`\s`, input.s, -1)
+
+results["replace_re"] := regex.replace(input.s, input.re2, input.tmpl)
+
+results["replace_boundary"] := regex.replace(input.s, `\b`, "|")
+
+results["replace_scheme"] := regex.replace(concat(" ", [input.t, "HTTPS://x", "https://y"]), `https?://`, "")
+
 results["sprintf_s"] := sprintf("<%s|%s>", [input.s, input.t])
 
 results["sprintf_q"] := sprintf("%q", [input.s])
