@@ -356,7 +356,15 @@ def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | Non
     Two resumes of one checkpoint (a double click) run in different tasks, so the key is
     the model's message and the call's id and arguments, not the task."""
     config = getattr(request.runtime, "config", None) or {}
-    thread = (config.get("configurable") or {}).get("thread_id")
+    configurable = config.get("configurable") or {}
+    thread = configurable.get("thread_id")
+    if thread is None:
+        # No thread, no checkpoint to resume: nothing can run a second time, and another
+        # run may well reuse the same message and call ids. Scope the key to this task.
+        metadata = config.get("metadata") or {}
+        thread = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
+        if not thread:
+            return None
     call = request.tool_call
     call_id = call.get("id")
     if turn is None or not isinstance(call_id, str):

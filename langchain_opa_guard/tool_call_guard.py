@@ -240,7 +240,10 @@ class ToolCallGuard:
         if problem is None and duplicates > 1:
             # One answer per id: whichever call under a duplicated id comes first answers
             # for all of them (the ToolNode may run them in one task or in several).
-            key = (str(thread_id(config)), str(found[1].id if found else ""), f"dup:{call_id}")
+            scope = thread_id(config) or (config.get("metadata") or {}).get(
+                "langgraph_checkpoint_ns"
+            )
+            key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}")
             if not CLAIMS.claim(key):
                 return call, Command(update={})
             problem = "the tool call id is used by more than one call in this turn"

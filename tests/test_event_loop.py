@@ -243,7 +243,13 @@ def test_the_engine_itself(stalled: FaultProxy) -> None:
         return await asyncio.gather(
             engine.adecide(document),
             engine.adecide_many([document, document]),
-            engine.aquery("agent/authz/visible_tools", {"user": INTERNAL}),
+            engine.aquery(
+                "agent/authz/visible_tools",
+                {
+                    "user": INTERNAL,
+                    "tools": [{"name": n, "metadata": {}} for n in ("send_email", "delete_customer")],
+                },
+            ),
             engine.acurrent_revision(),
         )
 

@@ -336,16 +336,16 @@ class DojoPipeline(BasePipelineElement):
         result = graph.invoke({"messages": [HumanMessage(query)]}, config, context=context)
         while result.get("__interrupt__"):
             requests = result["__interrupt__"][0].value["requests"]
-            answers: dict[str, Any] = {}
-            for request in requests:
+            decisions: list[dict[str, Any]] = []
+            for request in requests:  # one decision per request, in order
                 call_id = str(request["tool_call_id"])
                 reviewed.add(call_id)
-                answers[call_id] = (
-                    "approve"
+                decisions.append(
+                    {"type": "approve"}
                     if script.kinds.get(call_id) == "user"
-                    else {"action": "reject", "reason": "the request did not ask for this"}
+                    else {"type": "reject", "message": "the request did not ask for this"}
                 )
-            result = graph.invoke(Command(resume=answers), config, context=context)
+            result = graph.invoke(Command(resume={"decisions": decisions}), config, context=context)
         self.messages = list(result["messages"])
         self.record = self._record(self.messages, script, reviewed)
         return query, runtime, env, _dojo_messages(query, self.messages), extra_args or {}
