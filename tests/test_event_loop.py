@@ -247,7 +247,9 @@ def test_the_engine_itself(stalled: FaultProxy) -> None:
                 "agent/authz/visible_tools",
                 {
                     "user": INTERNAL,
-                    "tools": [{"name": n, "metadata": {}} for n in ("send_email", "delete_customer")],
+                    "tools": [
+                        {"name": n, "metadata": {}} for n in ("send_email", "delete_customer")
+                    ],
                 },
             ),
             engine.acurrent_revision(),
