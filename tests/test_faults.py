@@ -135,7 +135,8 @@ def assert_all_allowed(result: dict[str, Any], db: Any) -> None:
     assert_every_call_answered_once(result["messages"])
     answers = tool_messages(result)
     assert all(a.status == "success" for a in answers.values()), answers
-    assert [name for name, _ in db.executed] == [
+    # Each allowed call runs in a task of its own, so their order is not fixed.
+    assert sorted(name for name, _ in db.executed) == [
         "get_customer_details",
         "get_customer_details",
         "update_customer_status",
