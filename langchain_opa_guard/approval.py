@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, V
 __all__ = [
     "APPROVAL_TYPE",
     "TICKET_KEY",
+    "VALIDATING",
     "ReviewAnswer",
     "ask_reviewer",
     "approval_request",
@@ -176,14 +177,16 @@ def _supports_response_schema() -> bool:
         return False
 
 
-_VALIDATING_INTERRUPT = _supports_response_schema()
+VALIDATING = _supports_response_schema()
+"""Whether this LangGraph validates resume values (``interrupt(..., response_schema=...)``):
+then a wrong answer fails the resume and can be given again; else it rejects every call."""
 
 
 def ask_reviewer(pending: Sequence[Mapping[str, Any]]) -> list[ReviewAnswer]:
     """Pause the graph for the waiting calls; on resume, one answer per call, in order."""
     value = approval_request(pending)
     names = [str(item["call"].get("name")) for item in pending]
-    if _VALIDATING_INTERRUPT:
+    if VALIDATING:
         # LangGraph checks the answer before saving it: a wrong one fails the resume and the
         # same question can be answered again.
         response = interrupt(value, response_schema=_response_type(len(pending)))

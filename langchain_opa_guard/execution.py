@@ -55,6 +55,7 @@ __all__ = [
     "calls_payload",
     "grant_matches",
     "executed_injections",
+    "toolnode_injections",
     "injected_fields",
     "prepared_call",
     "run_once",
@@ -118,24 +119,25 @@ def injected_fields(tool: BaseTool) -> frozenset[str]:
     return cached
 
 
-def executed_injections(tool: BaseTool) -> frozenset[str]:
-    """Every argument a ``ToolNode`` may add to a call before the tool runs.
-
-    The schema's injected fields, and the parameters LangGraph's ``ToolNode`` fills from
-    the tool's signature (state, store, runtime; MCP tools take a ``runtime`` although
-    their schema is plain JSON). The latter comes from ``langgraph.prebuilt.tool_node``'s
-    own analysis, a private function pinned by a test.
-    """
-    names = set(injected_fields(tool))
+def toolnode_injections(tool: BaseTool) -> frozenset[str]:
+    """The parameters LangGraph's ``ToolNode`` fills in before the tool runs (state, store,
+    runtime; MCP tools take a ``runtime`` although their schema is plain JSON), from
+    ``langgraph.prebuilt.tool_node``'s own analysis, a private function pinned by a test."""
     try:
         from langgraph.prebuilt.tool_node import _get_all_injected_args
 
         found = _get_all_injected_args(tool)
-        names.update(found.state)
-        names.update(n for n in (found.store, found.runtime) if n)
-    except Exception:  # noqa: BLE001 - a LangGraph without it: the schema's fields only
-        pass
+    except Exception:  # noqa: BLE001 - a LangGraph without it: none known
+        return frozenset()
+    names = set(found.state)
+    names.update(n for n in (found.store, found.runtime) if n)
     return frozenset(names)
+
+
+def executed_injections(tool: BaseTool) -> frozenset[str]:
+    """Every argument that may sit beside the model's in a call as it runs: the schema's
+    injected fields and what a ``ToolNode`` fills in."""
+    return injected_fields(tool) | toolnode_injections(tool)
 
 
 # Keyed by the schema classes (tools themselves are not hashable): as many as the

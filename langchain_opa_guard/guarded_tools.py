@@ -14,7 +14,7 @@ from pydantic import ConfigDict
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.denials import DenialStyle, decision_record, denial_text
 from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import injected_fields, prepared_call
+from langchain_opa_guard.execution import injected_fields, prepared_call, toolnode_injections
 from langchain_opa_guard.tool_call_guard import ToolCallGuard
 
 __all__ = ["GuardedTool", "guard_tools"]
@@ -107,7 +107,9 @@ class GuardedTool(BaseTool):
         if not decision.allow:
             return self._denied(decision, call)
         return self.inner.run(
-            _as_allowed(self.inner, tool_input, call, decision),
+            _as_allowed(
+                self.inner, tool_input, call, decision, from_model=tool_call_id is not None
+            ),
             verbose,
             start_color,
             color,
@@ -137,7 +139,9 @@ class GuardedTool(BaseTool):
         if not decision.allow:
             return self._denied(decision, call)
         return await self.inner.arun(
-            _as_allowed(self.inner, tool_input, call, decision),
+            _as_allowed(
+                self.inner, tool_input, call, decision, from_model=tool_call_id is not None
+            ),
             verbose,
             start_color,
             color,
@@ -184,16 +188,24 @@ class GuardedTool(BaseTool):
 
 
 def _as_allowed(
-    tool: BaseTool, tool_input: str | dict[str, Any], call: ToolCall, decision: Decision
+    tool: BaseTool,
+    tool_input: str | dict[str, Any],
+    call: ToolCall,
+    decision: Decision,
+    *,
+    from_model: bool,
 ) -> str | dict[str, Any]:
     """What the wrapped tool runs with: the decided arguments (the policy's rewrite, if
-    any), plus the values the ToolNode injected (state, store, runtime), which the model
-    never sees and the policy does not decide."""
+    any), plus the values injected beside them, which the model never sees and the policy
+    does not decide. For a model's call (it has a call id) those are only what a
+    ``ToolNode`` injects (state, store, runtime): a value the model sent for an
+    application-supplied ``InjectedToolArg`` is dropped. Called directly by the
+    application, the tool keeps every injected argument it was given."""
     if not isinstance(tool_input, dict):
         return tool_input
     args = dict(decision.args) if decision.args is not None and not decision.shadowed else None
     decided = args if args is not None else dict(call["args"])
-    hidden = injected_fields(tool)
+    hidden = toolnode_injections(tool) if from_model else injected_fields(tool)
     injected = {k: v for k, v in tool_input.items() if k in hidden}
     return {**injected, **decided}
 

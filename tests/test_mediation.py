@@ -38,6 +38,7 @@ from langchain_opa_guard import (
     ToolCallGuard,
     guard_tools,
 )
+from langchain_opa_guard.approval import VALIDATING
 from langchain_opa_guard.contract import history_documents
 from langchain_opa_guard.testing import tool_call
 
@@ -112,6 +113,10 @@ def test_each_approval_is_for_its_own_call_and_nothing_runs_twice(
     assert [r["tool_call_id"] for r in pending.value["requests"]] == ["s-alice", "s-mallory"]
     assert ledger.runs == []
     # A bare answer cannot approve calls nobody looked at: refused, nothing runs, ask again.
+    if not VALIDATING:  # a LangGraph without response_schema: a bare answer rejects both
+        run(graph, Command(resume="approve"), config, mode)
+        assert [name for name, _, _ in ledger.runs] == ["read"]
+        return
     for bad in ("approve", {"decisions": [{"type": "approve"}]}):
         with pytest.raises(ValidationError):
             run(graph, Command(resume=bad), config, mode)
