@@ -90,7 +90,8 @@ class EmbeddedPolicy:
         data: Extra data merged over the loaded data.
         timeout: Seconds a decision may take, from the moment it is asked for.
         max_instances: The most policy instances (and worker threads) at once.
-        memory_limit: Bytes of memory one policy instance may use.
+        memory_limit: Bytes of memory one policy instance may use (for the regopy
+            fallback: one interpreter process, over what the loaded policy takes).
         entrypoints: More documents to compile in for :meth:`query` (the decision's
             sibling ``visible_tools`` is added when the policy defines it).
         backend: ``"auto"`` (wasm, else the regopy fallback), ``"wasm"`` or ``"regopy"``.
@@ -326,9 +327,7 @@ class EmbeddedPolicy:
             state = state or self._state
             evaluator = state.evaluator
             try:
-                if evaluator.kind == "wasm":
-                    return evaluator.evaluate(path, body, deadline), state
-                return evaluator.evaluate_document(path, input, deadline), state
+                return evaluator.evaluate(path, body, deadline), state
             except PoolClosedError:
                 # A reload closed this evaluator, perhaps while we waited for one of its
                 # instances: go on with the policy in force now, as many times as reloads
@@ -492,7 +491,9 @@ class EmbeddedPolicy:
                 KNOWN_DIFFERENCES,
             )
         try:
-            return RegopyEvaluator(sources, self.policy, size=self.max_instances)
+            return RegopyEvaluator(
+                sources, self.policy, size=self.max_instances, memory_limit=self.memory_limit
+            )
         except ValueError as exc:
             raise ValueError(f"the policy at {str(self.path)!r} does not compile: {exc}") from exc
 

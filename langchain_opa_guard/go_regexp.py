@@ -25,10 +25,15 @@ What differs from Go, known and left:
 
 * ``\\pL``, ``\\p{Greek}`` and other Unicode classes are not reproduced:
   :class:`GoRegexpUnsupported` (the caller fails closed).
-* Case-insensitive matching (``(?i)``) of non-ASCII letters uses Python's Unicode case
-  rules, which differ from Go's simple case folding for a few characters (``(?i)i``
-  matches ``İ`` U+0130 here, not in Go). ASCII classes (``\\w``, ``[[:alpha:]]``) are
-  folded exactly as Go folds them (``(?i)\\w`` matches the Kelvin sign and the long s).
+* Nor are repetitions of something that can match the empty string (``(a*)+``,
+  ``(|a){2,}``, ``(\\b|a)*``): Python's loops pick other submatches, and sometimes other
+  matches, than RE2's there. ``?`` and exact counts of such a thing are fine.
+* ``(?i)`` is done here, not by Python's ``re.IGNORECASE`` (whose Unicode rules differ:
+  it matches ``İ`` for ``i``): each character and class gets its simple case folding orbit,
+  built from Python's Unicode tables the way Go's ``unicode.SimpleFold`` walks them
+  (``(?i)k`` matches the Kelvin sign, ``(?i)\\w`` the long s). The orbits are the same as
+  Go's for every code point today; a character a later Unicode version adds to a case
+  pair can differ until both sides know it.
 * Go limits the size and nesting depth of a compiled pattern ("expression too large");
   patterns that large are not refused here.
 * Python's ``re`` backtracks: a pattern with nested repetitions can take exponential

@@ -61,14 +61,22 @@ class InstancePool(Generic[T]):
 
     ``generation`` tells instances of an older policy apart: :meth:`replace` swaps the
     factory and bumps it, idle old instances are dropped at once, busy ones when they come
-    back.
+    back. ``dispose``, when given, is called with every instance the pool drops (to end a
+    process, say), outside the pool's lock.
     """
 
-    def __init__(self, factory: Callable[[], T], *, size: int) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], T],
+        *,
+        size: int,
+        dispose: Callable[[T], None] | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
         self._factory = factory
+        self._dispose = dispose
         self._generation = 0
         self._closed = False
         self._reset_after_fork()
@@ -138,11 +146,14 @@ class InstancePool(Generic[T]):
         if self._pid != os.getpid():
             return
         with self._lock:
-            if generation == self._generation and not self._closed:
+            kept = generation == self._generation and not self._closed
+            if kept:
                 self._idle.append((generation, instance))
             else:
                 self._count -= 1
             self._hand_over()
+        if not kept:
+            self._drop([instance])
 
     def discard(self, generation: int, instance: T) -> None:
         """Drop a borrowed instance that must not be used again (it trapped)."""
@@ -151,6 +162,7 @@ class InstancePool(Generic[T]):
         with self._lock:
             self._count -= 1
             self._hand_over()
+        self._drop([instance])
 
     def replace(self, factory: Callable[[], T], first: T | None = None) -> None:
         """Make later checkouts use ``factory`` (a reloaded policy); ``first`` is an
@@ -158,12 +170,15 @@ class InstancePool(Generic[T]):
         with self._lock:
             self._generation += 1
             self._count -= len(self._idle)
-            self._idle = []
+            dropped, self._idle = self._idle, []
             self._factory = factory
             if first is not None and self._count < self.size:
                 self._count += 1
                 self._idle.append((self._generation, first))
+            elif first is not None:
+                dropped.append((self._generation, first))
             self._hand_over()
+        self._drop([instance for _, instance in dropped])
 
     def _hand_over(self) -> None:
         """Serve the waiters in order: idle instances first, then free slots (the waiter
@@ -186,9 +201,15 @@ class InstancePool(Generic[T]):
         with self._lock:
             self._closed = True
             self._count -= len(self._idle)
-            self._idle = []
+            dropped, self._idle = self._idle, []
             for waiter in self._waiters:
                 waiter.cond.notify()
+        self._drop([instance for _, instance in dropped])
+
+    def _drop(self, instances: list[T]) -> None:
+        if self._dispose is not None:
+            for instance in instances:
+                self._dispose(instance)
 
 
 class _Waiter(Generic[T]):

@@ -9,6 +9,10 @@ names them; the engine logs them once when it falls back.
 
 A policy is compiled once per interpreter; interpreters are not documented as
 thread-safe, so each lives in a bounded :class:`~langchain_opa_guard.instance_pool.InstancePool`.
+rego-cpp can be neither interrupted nor capped, so on POSIX systems each interpreter runs
+in a child process (:mod:`langchain_opa_guard.regopy_worker`): past the deadline the
+process is killed, and its memory is capped at ``memory_limit`` over what the loaded policy
+takes. An evaluation cannot go on after its decision timed out, nor take the host's memory.
 
 Example:
     ```python
@@ -17,8 +21,11 @@ Example:
     from langchain_opa_guard.policy_sources import load_sources
     from langchain_opa_guard.regopy_evaluator import RegopyEvaluator
 
-    evaluator = RegopyEvaluator(load_sources("policies"), "agent/authz/decision", size=2)
-    value = evaluator.evaluate_document("agent/authz/decision", {}, time.monotonic() + 1.0)
+    evaluator = RegopyEvaluator(
+        load_sources("policies"), "agent/authz/decision", size=2, memory_limit=128 << 20
+    )
+    value = evaluator.evaluate("agent/authz/decision", b"{}", time.monotonic() + 1.0)
+    evaluator.close()
     ```
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,11 +42,19 @@ import regopy
 
 from langchain_opa_guard.decision import EngineError, ErrorType
 from langchain_opa_guard.engine import path_to_ref
-from langchain_opa_guard.instance_pool import InstancePool, PoolTimeoutError
+from langchain_opa_guard.instance_pool import InstancePool, PoolClosedError, PoolTimeoutError
 from langchain_opa_guard.policy_sources import PolicySources
 from langchain_opa_guard.wasm_evaluator import UNDEFINED
 
-__all__ = ["KNOWN_DIFFERENCES", "RegopyEvaluator", "parse_check"]
+__all__ = [
+    "ISOLATED",
+    "KNOWN_DIFFERENCES",
+    "PoolClosedError",
+    "RegopyEvaluator",
+    "compile_sources",
+    "parse_check",
+    "run_query",
+]
 
 KNOWN_DIFFERENCES = (
     "strings reach rego-cpp JSON-escaped (count, upper/lower, regex.match and comparisons "
@@ -65,91 +81,142 @@ def parse_check(sources: PolicySources, where: str) -> None:
 
 
 class _Compiled:
-    __slots__ = ("bundle", "extra", "interpreter")
+    __slots__ = ("bundle", "extra", "interpreter", "policy")
 
-    def __init__(self, interpreter: Any, bundle: Any) -> None:
+    def __init__(self, interpreter: Any, bundle: Any, policy: str) -> None:
         self.interpreter = interpreter
         self.bundle = bundle
+        self.policy = policy
         self.extra: dict[str, Any] = {}
+
+
+def compile_sources(sources: PolicySources, policy: str) -> _Compiled:
+    """The policy compiled by one regopy interpreter, its decision built.
+
+    Raises:
+        ValueError: The policy does not compile.
+    """
+    interpreter = regopy.Interpreter()
+    # A failing builtin is an error (as with OPA's strict-builtin-errors), not text
+    # spliced into the output.
+    interpreter.strict_built_in_errors = True
+    try:
+        for name, source in sources.modules.items():
+            interpreter.add_module(name, source)
+        if sources.data:
+            interpreter.add_data_json(json.dumps(sources.data))
+        bundle = interpreter.build(path_to_ref(policy), [policy])
+    except regopy.RegoError as exc:
+        raise ValueError(f"the policy does not compile: {exc}") from exc
+    return _Compiled(interpreter, bundle, policy)
+
+
+def run_query(compiled: _Compiled, entrypoint: str, document: Any) -> tuple[bool, str]:
+    """Evaluate ``entrypoint`` (built on first use) on ``document``: ``(ok, output text)``.
+
+    Raises:
+        regopy.RegoError, ValueError: The entrypoint does not compile, or the input is
+            refused.
+    """
+    bundle = compiled.bundle if entrypoint == compiled.policy else compiled.extra.get(entrypoint)
+    if bundle is None:
+        bundle = compiled.interpreter.build(path_to_ref(entrypoint), [entrypoint])
+        compiled.extra[entrypoint] = bundle
+    _set_input(compiled.interpreter, document)
+    return _query(compiled.interpreter, bundle, entrypoint)
+
+
+ISOLATED = os.name == "posix"
+"""Whether interpreters run in child processes (killed at the deadline, memory capped)."""
+
+_STARTUP = 60.0  # seconds the first interpreter process may take to load the policy
 
 
 class RegopyEvaluator:
     """The policy compiled by regopy, in a bounded pool of interpreters.
 
+    On POSIX systems each interpreter lives in a child process
+    (:class:`~langchain_opa_guard.regopy_worker.RegopyProcess`): an evaluation past its
+    deadline is killed with its process, and one that needs more than ``memory_limit``
+    bytes fails; either way the decision fails closed and the next one gets a fresh
+    process. Elsewhere interpreters run in process, where neither bound holds.
+
     Raises:
-        ValueError: The policy does not compile.
+        ValueError: The policy does not compile, or its first process does not start.
     """
 
     kind = "regopy"
 
-    def __init__(self, sources: PolicySources, policy: str, *, size: int) -> None:
+    def __init__(
+        self,
+        sources: PolicySources,
+        policy: str,
+        *,
+        size: int,
+        memory_limit: int | None = None,
+        isolated: bool = ISOLATED,
+    ) -> None:
         self.sources = sources
         self.policy = policy
+        self.memory_limit = memory_limit
+        self.isolated = isolated
         self.entrypoints: dict[str, int] = {}
-        first = self._compile()
-        self.pool: InstancePool[_Compiled] = InstancePool(self._compile_checked, size=size)
-        self.pool.replace(self._compile_checked, first)
+        compiled = compile_sources(sources, policy)  # a policy that does not compile: here
+        self.pool: InstancePool[Any]
+        if not isolated:
+            self.pool = InstancePool(self._compile_checked, size=size)
+            self.pool.replace(self._compile_checked, compiled)
+            return
+        del compiled
+        self.pool = InstancePool(self._start, size=size, dispose=_kill)
+        generation, first = self.pool.checkout(deadline=time.monotonic() + 1)
+        try:
+            first.wait_ready(time.monotonic() + _STARTUP)
+        except EngineError as exc:
+            self.pool.discard(generation, first)
+            raise ValueError(f"the regopy process could not load the policy: {exc}") from None
+        self.pool.checkin(generation, first)
 
     def has(self, entrypoint: str) -> bool:
         return True
 
-    def _compile(self) -> _Compiled:
-        interpreter = regopy.Interpreter()
-        # A failing builtin is an error (as with OPA's strict-builtin-errors), not text
-        # spliced into the output.
-        interpreter.strict_built_in_errors = True
-        try:
-            for name, source in self.sources.modules.items():
-                interpreter.add_module(name, source)
-            if self.sources.data:
-                interpreter.add_data_json(json.dumps(self.sources.data))
-            bundle = interpreter.build(path_to_ref(self.policy), [self.policy])
-        except regopy.RegoError as exc:
-            raise ValueError(f"the policy does not compile: {exc}") from exc
-        return _Compiled(interpreter, bundle)
+    def _start(self) -> Any:
+        from langchain_opa_guard.regopy_worker import RegopyProcess
+
+        return RegopyProcess(self.sources, memory_limit=self.memory_limit, policy=self.policy)
 
     def _compile_checked(self) -> _Compiled:
         try:
-            return self._compile()
+            return compile_sources(self.sources, self.policy)
         except ValueError as exc:
             raise EngineError(ErrorType.ENGINE, "the embedded policy failed to compile") from exc
 
-    def evaluate_document(self, entrypoint: str, document: Any, deadline: float) -> Any:
-        """The value of ``entrypoint`` for ``document``, or ``UNDEFINED``.
-
-        regopy cannot be interrupted: an evaluation that ends past the deadline is a
-        ``timeout`` all the same.
+    def evaluate(self, entrypoint: str, body: bytes, deadline: float) -> Any:
+        """The value of ``entrypoint`` for the input ``body`` (JSON), or ``UNDEFINED``.
 
         Raises:
             EngineError: The evaluation failed, timed out, or gave unreadable output.
+            PoolClosedError: The evaluator was closed (a reload replaced it).
         """
         try:
-            generation, compiled = self.pool.checkout(deadline=deadline)
+            generation, interpreter = self.pool.checkout(deadline=deadline)
         except PoolTimeoutError:
             raise EngineError(
                 ErrorType.TIMEOUT, "no policy interpreter became free in time"
             ) from None
-        try:
-            bundle = (
-                compiled.bundle if entrypoint == self.policy else compiled.extra.get(entrypoint)
-            )
-            if bundle is None:
-                try:
-                    bundle = compiled.interpreter.build(path_to_ref(entrypoint), [entrypoint])
-                except regopy.RegoError as exc:
-                    raise EngineError(ErrorType.ENGINE, f"{entrypoint!r} does not compile") from exc
-                compiled.extra[entrypoint] = bundle
+        if self.isolated:
+            ok, text = self._in_child(generation, interpreter, entrypoint, body, deadline)
+        else:
             try:
-                _set_input(compiled.interpreter, document)
-                ok, text = _query(compiled.interpreter, bundle, entrypoint)
+                ok, text = run_query(interpreter, entrypoint, json.loads(body))
             except (regopy.RegoError, ValueError) as exc:
                 raise EngineError(
                     ErrorType.ENGINE, "the embedded policy failed to evaluate"
                 ) from exc
-        finally:
-            self.pool.checkin(generation, compiled)
-        if time.monotonic() > deadline:
-            raise EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
+            finally:
+                self.pool.checkin(generation, interpreter)
+            if time.monotonic() > deadline:  # it cannot be stopped here: late is a timeout
+                raise EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
         if not ok:
             raise EngineError(ErrorType.ENGINE, "the embedded policy failed to evaluate")
         if text == "undefined":
@@ -161,8 +228,39 @@ class RegopyEvaluator:
                 ErrorType.MALFORMED, "the embedded policy's output is unreadable"
             ) from None
 
+    def _in_child(
+        self, generation: int, worker: Any, entrypoint: str, body: bytes, deadline: float
+    ) -> tuple[bool, str]:
+        from langchain_opa_guard.regopy_worker import AnsweredError, StillStartingError
+
+        try:
+            result: tuple[bool, str] = worker.evaluate(entrypoint, body, deadline)
+        except (StillStartingError, AnsweredError):
+            self.pool.checkin(generation, worker)  # healthy: not ready yet, or it said no
+            raise
+        except BaseException:
+            worker.kill()  # past its deadline, out of memory, or gone: never reused
+            self.pool.discard(generation, worker)
+            self._replenish()
+            raise
+        self.pool.checkin(generation, worker)
+        return result
+
+    def _replenish(self) -> None:
+        """Start the replacement of a killed process now (it loads the policy while the
+        next decision is on its way), if the pool has room and nobody waits."""
+        try:
+            generation, worker = self.pool.checkout(deadline=time.monotonic())
+        except (PoolTimeoutError, PoolClosedError, EngineError):
+            return
+        self.pool.checkin(generation, worker)
+
     def close(self) -> None:
         self.pool.close()
+
+
+def _kill(worker: Any) -> None:
+    worker.kill()
 
 
 def _plain(text: str) -> bool:

@@ -153,8 +153,12 @@ def cases() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def engine() -> Any:
-    with EmbeddedPolicy(
-        TEST_POLICIES, policy="shapes/object_decision", entrypoints=[PATH], backend="wasm"
+    with EmbeddedPolicy(  # a long deadline: thousands of host calls on a loaded machine
+        TEST_POLICIES,
+        policy="shapes/object_decision",
+        entrypoints=[PATH],
+        backend="wasm",
+        timeout=60,
     ) as engine:
         yield engine
 
