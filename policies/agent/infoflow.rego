@@ -151,17 +151,25 @@ directory_entries contains canon(entry) if {
 
 in_directory(value) if canon(value) in directory_entries
 
+# A directory entry "@example.com" vouches for one mailbox of that domain: the whole
+# value must be a single address (a URL or a list that merely ends in "@example.com" is
+# not one).
 in_directory(value) if {
-	parts := split(canon(value), "@")
-	count(parts) > 1
-	concat("", ["@", parts[count(parts) - 1]]) in directory_entries
+	address := canon(value)
+	regex.match(`^[^@\s,;<>/?#:"'()\[\]]+@[a-z0-9.-]+$`, address)
+	parts := split(address, "@")
+	concat("", ["@", parts[1]]) in directory_entries
 }
 
-# The site of a URL-like value ("www.example.com/page" -> "www.example.com").
+# The host of a URL-like value: what a browser would open ("www.example.com/page" ->
+# "www.example.com"; "evil.test?@example.com/x" -> no host, "user@evil.test/x" ->
+# "evil.test").
 site(value) := host if {
-	host := split(canon(value), "/")[0]
-	host != canon(value)
-	contains(host, ".")
+	authority := split(split(split(canon(value), "/")[0], "?")[0], "#")[0]
+	authority != canon(value)
+	parts := split(authority, "@")
+	host := parts[count(parts) - 1]
+	regex.match(`^[a-z0-9-]+(\.[a-z0-9-]+)+(:[0-9]+)?$`, host)
 }
 
 trusted(value) if mentioned(value)
@@ -179,10 +187,21 @@ destination_fields contains field if {
 	is_string(field)
 }
 
-# Values a destination argument holds; anything but a string is unreadable.
-field_values(field) := [args[field]] if is_string(args[field])
+# Values a destination argument holds; anything but a string is unreadable. A string that
+# lists several destinations ("a@x.test, b@y.test") counts as each of them.
+field_values(field) := listed(args[field]) if is_string(args[field])
 
-field_values(field) := args[field] if is_array(args[field])
+field_values(field) := [v | some item in args[field]; some v in listed_item(item)] if is_array(args[field])
+
+listed_item(item) := listed(item) if is_string(item)
+
+listed_item(item) := [item] if not is_string(item)
+
+listed(text) := [trim_space(part) |
+	some piece in split(text, ",")
+	some part in split(piece, ";")
+	trim_space(part) != ""
+]
 
 field_values(field) := [] if args[field] == null
 
@@ -248,10 +267,16 @@ content_texts contains lower(text) if {
 	is_string(text)
 }
 
-link_sites contains trim_right(split(strip_scheme(link), "/")[0], ".,;:!?") if {
+link_sites contains host if {
 	some text in content_texts
 	some link in regex.find_n(`(https?://|www\.)[^\s"'<>()\[\]{}]+`, text, -1)
+	host := link_host(trim_right(link, ".,;:!?"))
 }
+
+# A link whose host cannot be read is a host nobody vouched for.
+link_host(link) := site(link)
+
+link_host(link) := canon(link) if not site(link)
 
 unknown_link_sites contains host if {
 	some host in link_sites

@@ -296,3 +296,31 @@ test_messages_never_echo_argument_values if {
 		not contains(lower(r.message), "canary")
 	}
 }
+
+# --- A domain entry vouches for single mailboxes of that domain, nothing else ------------
+
+poster := {"egress": {"destinations": ["url"], "content": ["body"]}}
+
+test_a_domain_entry_vouches_for_a_single_address if {
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": "b"}, mailer, [fetched], "hi", ["@example.com"])
+	count(infoflow.approval) == 0 with input as doc
+}
+
+test_a_list_ending_in_a_vouched_address_is_not_vouched_for if {
+	doc := req("mailer", {"to": "eve@evil.test, bob@example.com", "subject": "s", "body": "b"}, mailer, [fetched], "hi", ["@example.com"])
+	"destination_not_requested" in codes(infoflow.approval) with input as doc
+}
+
+test_a_url_ending_in_a_domain_entry_is_not_vouched_for if {
+	every url in ["https://evil.test/upload?@example.com", "https://evil.test/@example.com"] {
+		doc := req("post", {"url": url, "body": "b"}, poster, [fetched], "hi", ["@example.com"])
+		"destination_not_requested" in codes(infoflow.approval) with input as doc
+	}
+}
+
+test_a_link_host_is_what_a_browser_opens if {
+	every body in ["see https://evil.test?@example.com/reset?t=1", "see https://evil.test#@example.com"] {
+		doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "hi", ["@example.com", "example.com"])
+		"link_not_requested" in codes(infoflow.deny) with input as doc
+	}
+}
