@@ -232,12 +232,12 @@ def mcp_span_attributes(metadata: Any) -> dict[str, str]:
 
 
 def _stamp(tool: BaseTool, server: str, name_prefix: bool) -> BaseTool:
-    metadata = dict(tool.metadata or {})
-    metadata.pop(MCP_METADATA_KEY, None)
-    for key in ANNOTATION_KEYS:
-        if metadata.get(key) is None:
-            metadata.pop(key, None)
-    annotations = {k: metadata[k] for k in ANNOTATION_KEYS if k in metadata}
+    # Only the annotations MCP defines, each of them covered by the digest: anything else a
+    # server puts in a tool's annotations (the adapters copy them all into the metadata)
+    # could steer a policy past its pin, so it is dropped.
+    given = dict(tool.metadata or {})
+    annotations = {k: given[k] for k in ANNOTATION_KEYS if given.get(k) is not None}
+    metadata: dict[str, Any] = dict(annotations)
     name = tool.name
     if name_prefix:
         prefix = f"{server}_"
