@@ -1,0 +1,464 @@
+"""Enforcement where tools run: a call executes only with an allow for exactly that call.
+
+The guard node decides a turn and hands the ``ToolNode`` the calls it allowed, each with a
+*grant*: its id and a digest of its name and arguments. :class:`GuardedToolNode` runs nothing
+else. It does not read tool calls from the conversation at all (a model message kept as a
+streamed chunk, a provider's ``tool_use`` blocks or ``additional_kwargs`` cannot bring a
+denied call back), it refuses input that did not come from the guard (a static edge
+``guard -> tools`` or ``agent -> tools`` fails loudly on the first run), and right before each
+tool runs it checks that the call still matches its grant (an interceptor that changed the
+arguments after the decision is refused).
+
+The same grants protect ``create_agent``: :class:`~langchain_opa_guard.OPAGuardMiddleware`
+records them when it decides a turn in ``after_model`` and checks them where the tool runs.
+
+Example:
+    ```python
+    from langchain_opa_guard import GuardedToolNode, PolicyGuardNode
+
+    tool_node = GuardedToolNode(tools)
+    builder.add_node("guard", PolicyGuardNode(engine, registry=tool_node))
+    builder.add_node("tools", tool_node)
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    builder.add_edge("tools", "agent")
+    ```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+from pydantic import BaseModel, ValidationError, create_model
+
+from langchain_opa_guard.contract import jsonable
+from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
+
+__all__ = [
+    "GRANT_KEY",
+    "PAYLOAD_TYPE",
+    "GuardWiringError",
+    "GuardedToolNode",
+    "call_digest",
+    "calls_payload",
+    "grant_matches",
+    "executed_injections",
+    "toolnode_injections",
+    "injected_fields",
+    "prepared_call",
+    "run_once",
+    "arun_once",
+]
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_TYPE = "opa_guard.calls"
+"""The ``__type`` of the guard node's ``Send`` payload to the tools node."""
+
+GRANT_KEY = "__opa_guard_grant__"
+"""Where the tools node keeps the grants of the calls it runs (in ``configurable``)."""
+
+TURN_KEY = "__opa_guard_turn__"
+"""Where the tools node keeps the id of the model message its calls belong to."""
+
+Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
+AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
+Wrapper = Callable[[ToolCallRequest, Execute], "ToolMessage | Command[Any]"]
+AsyncWrapper = Callable[[ToolCallRequest, AsyncExecute], Awaitable["ToolMessage | Command[Any]"]]
+
+
+class GuardWiringError(RuntimeError):
+    """The graph can run tools without the guard: fix the wiring (the message says how)."""
+
+
+def call_digest(name: Any, args: Any) -> str:
+    """A digest of a call's tool name and arguments (canonical JSON, SHA-256)."""
+    text = json.dumps(
+        [name, jsonable(args)], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def grant_matches(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> bool:
+    """Whether ``grant`` (call id -> digest) allows exactly ``call``."""
+    if not isinstance(grant, Mapping):
+        return False
+    call_id = call.get("id")
+    expected = grant.get(call_id) if isinstance(call_id, str) else None
+    return isinstance(expected, str) and expected == call_digest(call.get("name"), call.get("args"))
+
+
+def injected_fields(tool: BaseTool) -> frozenset[str]:
+    """Arguments the ToolNode injects (state, store, call id, runtime): not the model's."""
+    full = tool.args_schema
+    visible = tool.tool_call_schema
+    if not (
+        isinstance(full, type)
+        and issubclass(full, BaseModel)
+        and isinstance(visible, type)
+        and issubclass(visible, BaseModel)
+    ):
+        return frozenset()
+    cached = _INJECTED.get((full, visible))
+    if cached is None:
+        hidden = [k for k in full.model_fields if k not in visible.model_fields]
+        aliases = [full.model_fields[k].alias for k in hidden]
+        cached = _INJECTED[(full, visible)] = frozenset([*hidden, *(a for a in aliases if a)])
+    return cached
+
+
+def toolnode_injections(tool: BaseTool) -> frozenset[str]:
+    """The parameters LangGraph's ``ToolNode`` fills in before the tool runs (state, store,
+    runtime; MCP tools take a ``runtime`` although their schema is plain JSON), from
+    ``langgraph.prebuilt.tool_node``'s own analysis, a private function pinned by a test."""
+    try:
+        from langgraph.prebuilt.tool_node import _get_all_injected_args
+
+        found = _get_all_injected_args(tool)
+    except Exception:  # noqa: BLE001 - a LangGraph without it: none known
+        return frozenset()
+    names = set(found.state)
+    names.update(n for n in (found.store, found.runtime) if n)
+    return frozenset(names)
+
+
+def executed_injections(tool: BaseTool) -> frozenset[str]:
+    """Every argument that may sit beside the model's in a call as it runs: the schema's
+    injected fields and what a ``ToolNode`` fills in."""
+    return injected_fields(tool) | toolnode_injections(tool)
+
+
+# Keyed by the schema classes (tools themselves are not hashable): as many as the
+# application's tools define.
+_INJECTED: dict[tuple[type[BaseModel], type[BaseModel]], frozenset[str]] = {}
+_SCHEMAS: dict[type[BaseModel], type[BaseModel] | None] = {}
+
+
+def _decision_schema(tool: BaseTool) -> type[BaseModel] | None:
+    """The tool's own argument schema, validators and config included, with the injected
+    arguments made optional: what the tool will validate, minus what the model never sends.
+
+    (``tool_call_schema`` is a copy of the fields alone: a validator that rewrites a value
+    would run only when the tool runs, after the policy decided on the raw value.)
+    """
+    full = tool.args_schema
+    if isinstance(full, type) and full in _SCHEMAS:
+        return _SCHEMAS[full]
+    schema: type[BaseModel] | None = None
+    if isinstance(full, type) and issubclass(full, BaseModel):
+        hidden = [k for k in full.model_fields if k in injected_fields(tool)]
+        try:
+            schema = (
+                create_model(  # type: ignore[call-overload]
+                    f"{full.__name__}Decided", __base__=full, **dict.fromkeys(hidden, (Any, None))
+                )
+                if hidden
+                else full
+            )
+        except Exception:  # noqa: BLE001 - an unusual schema: the model-facing copy will do
+            schema = None
+        _SCHEMAS[full] = schema
+    if schema is None:
+        visible = tool.tool_call_schema
+        if isinstance(visible, type) and issubclass(visible, BaseModel):
+            schema = visible
+    return schema
+
+
+def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str | None]:
+    """The call with the arguments its tool will run with, or a reason it cannot run.
+
+    Arguments go through the tool's own schema first, its validators included (``"5000"``
+    becomes ``5000`` for an integer field, a validator that normalises an address runs,
+    keys the tool does not take are dropped), so the policy decides on what will run.
+    Defaults the model left out are not added: they are the tool's, not the model's.
+    Arguments keep the names the model sees in the tool's schema (an alias where a field
+    has one), so a field sent twice (by name and by alias) is decided once, as the tool will
+    read it. A tool without a Pydantic schema (a JSON-schema tool) keeps the model's
+    arguments. The reason names the fields that failed, never their values.
+    """
+    args = call.get("args")
+    if tool is None or not isinstance(args, Mapping):
+        return call, None
+    schema = _decision_schema(tool)
+    if schema is None:
+        return call, None
+    hidden = injected_fields(tool)
+    given = {k: v for k, v in args.items() if k not in hidden}
+    try:
+        model = schema.model_validate(given)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "(arguments)" for e in exc.errors()})
+        return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])
+    except Exception:  # noqa: BLE001 - a validator of the tool's own raised
+        return call, "the arguments do not match the tool's schema"
+    provided = {k for k in model.model_fields_set if k not in hidden}
+    try:
+        prepared = model.model_dump(mode="json", by_alias=True, include=provided)
+    except Exception:  # noqa: BLE001 - a value JSON cannot hold (not from a model): as is
+        prepared = model.model_dump(by_alias=True, include=provided)
+    if prepared == args:
+        return call, None
+    return cast(ToolCall, {**call, "args": prepared}), None
+
+
+def calls_payload(
+    calls: Sequence[ToolCall],
+    state: Any,
+    messages_key: str,
+    messages: Sequence[Any],
+    ai_message: AIMessage,
+) -> dict[str, Any]:
+    """The guard node's ``Send`` payload: the allowed calls, their grants, the state."""
+    plain = [
+        cast(
+            ToolCall,
+            {"name": c["name"], "args": dict(c["args"]), "id": c["id"], "type": "tool_call"},
+        )
+        for c in calls
+    ]
+    base = dict(state) if isinstance(state, Mapping) else {}
+    base[messages_key] = list(messages)
+    return {
+        "__type": PAYLOAD_TYPE,
+        "calls": plain,
+        "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
+        "message_id": ai_message.id,
+        "state": base,
+    }
+
+
+class GuardedToolNode(ToolNode):
+    """A ``ToolNode`` that runs only the calls a :class:`PolicyGuardNode` allowed.
+
+    It takes the same arguments as ``ToolNode``. Its input must be the guard node's
+    ``Send``: the allowed calls themselves with their grants. Anything else (the graph
+    state through a static edge, another node's ``Send``) raises
+    :class:`GuardWiringError` before any tool runs. Right before a tool runs, the call
+    must still match its grant: your own ``wrap_tool_call`` interceptors run outside that
+    check, and a call one of them changed is refused with an error ``ToolMessage``.
+
+    Example:
+        ```python
+        tool_node = GuardedToolNode(tools, handle_tool_errors=True)
+        builder.add_node("guard", PolicyGuardNode(engine, registry=tool_node))
+        builder.add_node("tools", tool_node)
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        builder.add_edge("tools", "agent")
+        ```
+    """
+
+    def __init__(
+        self,
+        tools: Sequence[BaseTool | Callable[..., Any]],
+        *,
+        wrap_tool_call: Wrapper | None = None,
+        awrap_tool_call: AsyncWrapper | None = None,
+        **kwargs: Any,
+    ) -> None:
+        sync_wrapper, async_wrapper = _compose(wrap_tool_call, awrap_tool_call)
+        super().__init__(
+            tools, wrap_tool_call=sync_wrapper, awrap_tool_call=async_wrapper, **kwargs
+        )
+        self._messages_key_for_guard: str = kwargs.get("messages_key", "messages")
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        state, config = self._admit(input, config)
+        return super().invoke(state, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        state, config = self._admit(input, config)
+        return await super().ainvoke(state, config, **kwargs)
+
+    def _admit(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
+        """The state the ToolNode runs on: only the granted calls, in a message of their own."""
+        if not (isinstance(input, Mapping) and input.get("__type") == PAYLOAD_TYPE):
+            raise GuardWiringError(
+                f"the tools node {self.name!r} received input that did not come from the "
+                "policy guard, so it runs nothing. Route to it only through PolicyGuardNode "
+                "(remove static edges such as 'guard -> tools' or 'agent -> tools')."
+            )
+        calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
+        grant = dict(input.get("grant") or {})
+        # Every call must carry its own grant; the payload is built by the guard alone.
+        calls = [c for c in calls if grant_matches(grant, c)]
+        state = dict(input.get("state") or {})
+        messages = list(state.get(self._messages_key_for_guard) or [])
+        messages.append(AIMessage(content="", tool_calls=calls, id=input.get("message_id")))
+        state[self._messages_key_for_guard] = messages
+        base: dict[str, Any] = dict(config or {})
+        base["configurable"] = {
+            **(base.get("configurable") or {}),
+            GRANT_KEY: grant,
+            TURN_KEY: input.get("message_id"),
+        }
+        return state, cast(RunnableConfig, base)
+
+
+def _refusal(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.error(
+        "tool call %r (%s) changed after the policy allowed it; it did not run",
+        call.get("name"),
+        call.get("id"),
+    )
+    return changed_call_message(call)
+
+
+class _Claims:
+    """Calls that started running in this process, so one never starts twice.
+
+    A call is claimed when it starts and released if it raises (a retry, or a tool that
+    paused with ``interrupt()``, may run it again). Bounded: the oldest claims are dropped
+    past ``limit``. Runs in other processes are not seen: serialize the runs of one thread
+    across processes, as LangGraph's own server does.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._limit = limit
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys[key] = None
+            if len(self._keys) > self._limit:
+                self._keys.popitem(last=False)
+            return True
+
+    def release(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+CLAIMS = _Claims()
+
+
+def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+    """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
+
+    Two resumes of one checkpoint (a double click) run in different tasks, so the key is
+    the model's message and the call's id and arguments, not the task."""
+    config = getattr(request.runtime, "config", None) or {}
+    configurable = config.get("configurable") or {}
+    thread = configurable.get("thread_id")
+    if thread is None:
+        # No thread, no checkpoint to resume: nothing can run a second time, and another
+        # run may well reuse the same message and call ids. Scope the key to this task.
+        metadata = config.get("metadata") or {}
+        thread = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
+        if not thread:
+            return None
+    call = request.tool_call
+    call_id = call.get("id")
+    if turn is None or not isinstance(call_id, str):
+        return None
+    return (str(thread), str(turn), call_id + ":" + call_digest(call.get("name"), call.get("args")))
+
+
+def _already_ran(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.warning(
+        "tool call %r (%s) already started in this task; it does not run twice",
+        call.get("name"),
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run again: it already ran (a second run '
+        "of the same step, such as a concurrent resume, does not repeat its side effects).",
+        "the call already ran in this step",
+    )
+
+
+def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+    """Run a granted call of model turn ``turn`` (its message id) unless it already started
+    in this process."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+async def arun_once(
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+) -> ToolMessage | Command[Any]:
+    """Async twin of :func:`run_once`."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return await execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+def _turn_of(request: ToolCallRequest) -> Any:
+    config = getattr(request.runtime, "config", None) or {}
+    return (config.get("configurable") or {}).get(TURN_KEY)
+
+
+def _grant_of(request: ToolCallRequest) -> Mapping[str, Any] | None:
+    config = getattr(request.runtime, "config", None) or {}
+    grant = (config.get("configurable") or {}).get(GRANT_KEY)
+    return grant if isinstance(grant, Mapping) else None
+
+
+def _compose(
+    user_sync: Wrapper | None, user_async: AsyncWrapper | None
+) -> tuple[Wrapper | None, AsyncWrapper | None]:
+    """The user's interceptors outside, the grant check innermost (next to execution)."""
+
+    def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
+        if not grant_matches(_grant_of(request), request.tool_call):
+            return _refusal(request)
+        return run_once(request, execute, _turn_of(request))
+
+    async def achecked(
+        request: ToolCallRequest, execute: AsyncExecute
+    ) -> ToolMessage | Command[Any]:
+        if not grant_matches(_grant_of(request), request.tool_call):
+            return _refusal(request)
+        return await arun_once(request, execute, _turn_of(request))
+
+    def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
+        if user_sync is None:
+            return checked(request, execute)
+        return user_sync(request, lambda r: checked(r, execute))
+
+    async def async_wrapper(
+        request: ToolCallRequest, execute: AsyncExecute
+    ) -> ToolMessage | Command[Any]:
+        if user_async is None:
+            return await achecked(request, execute)
+        return await user_async(request, lambda r: achecked(r, execute))
+
+    if user_sync is not None and user_async is None:
+        # As ToolNode does: a sync interceptor alone also serves the async path.
+        return sync_wrapper, None
+    return sync_wrapper, async_wrapper
