@@ -27,6 +27,7 @@ from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.tracing.setup import TracingSetup, configure_tracing
 from langchain_opa_guard.tracing.span_tree import format_span_tree
+from langchain_opa_guard.version import __version__ as __version__
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -65,6 +66,3 @@ def __getattr__(name: str) -> object:
 
         return OPAGuardMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__version__ = "0.1.0"

@@ -44,21 +44,16 @@ from typing import Any, Protocol
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from langchain_opa_guard.contract import jsonable
-from langchain_opa_guard.tracing import attributes as A
+from langchain_opa_guard.contract import MCP_METADATA_KEY, jsonable
 
 __all__ = [
     "ANNOTATION_KEYS",
     "MCP_METADATA_KEY",
     "definition_digest",
     "mcp_pins",
-    "mcp_span_attributes",
     "mcp_tools",
     "with_mcp_metadata",
 ]
-
-MCP_METADATA_KEY = "mcp"
-"""Key of ``{"server", "tool", "digest"}`` in an MCP tool's metadata."""
 
 ANNOTATION_KEYS = ("title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
 """The annotations MCP defines for a tool, as MCP names them."""
@@ -211,21 +206,6 @@ def mcp_pins(tools: Sequence[BaseTool]) -> dict[str, dict[str, str]]:
         if isinstance(server, str) and isinstance(name, str) and isinstance(digest, str):
             pins.setdefault(server, {})[name] = digest
     return pins
-
-
-def mcp_span_attributes(metadata: Any) -> dict[str, str]:
-    """Span attributes for a tool whose metadata is ``metadata``: the MCP server and digest."""
-    if not isinstance(metadata, Mapping):
-        return {}
-    info = metadata.get(MCP_METADATA_KEY)
-    if not isinstance(info, Mapping):
-        return {}
-    attributes: dict[str, str] = {}
-    if isinstance(info.get("server"), str):
-        attributes[A.MCP_SERVER_NAME] = info["server"]
-    if isinstance(info.get("digest"), str):
-        attributes[A.MCP_TOOL_DIGEST] = info["digest"]
-    return attributes
 
 
 # -- helpers -------------------------------------------------------------------------------

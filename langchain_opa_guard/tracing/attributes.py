@@ -1,4 +1,4 @@
-"""Span and metric attribute names, in one place.
+"""Span and metric attribute names, in one place (and the attributes an MCP tool adds).
 
 GenAI names follow the OpenTelemetry GenAI semantic conventions (development status); the
 ``gen_ai.security.*`` names mirror the open ``run_guardrail`` proposal; ``opa.*`` names mirror
@@ -6,6 +6,11 @@ the fields of OPA's decision log; ``langgraph.*`` name the graph position.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_opa_guard.contract import MCP_METADATA_KEY
 
 # -- GenAI semantic conventions ----------------------------------------------------------
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
@@ -89,3 +94,18 @@ METRIC_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"
 METRIC_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"
 
 INSTRUMENTATION_NAME = "langchain_opa_guard"
+
+
+def mcp_span_attributes(metadata: Any) -> dict[str, str]:
+    """Span attributes for a tool whose metadata is ``metadata``: the MCP server and digest."""
+    if not isinstance(metadata, Mapping):
+        return {}
+    info = metadata.get(MCP_METADATA_KEY)
+    if not isinstance(info, Mapping):
+        return {}
+    attributes: dict[str, str] = {}
+    if isinstance(info.get("server"), str):
+        attributes[MCP_SERVER_NAME] = info["server"]
+    if isinstance(info.get("digest"), str):
+        attributes[MCP_TOOL_DIGEST] = info["digest"]
+    return attributes

@@ -24,7 +24,6 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
-from langchain_opa_guard.guards.mcp import mcp_span_attributes
 from langchain_opa_guard.tracing import attributes as A
 from langchain_opa_guard.tracing.telemetry import DEFAULT_MAX_ATTRIBUTE_BYTES, Redactor, Telemetry
 
@@ -416,7 +415,7 @@ class OTelCallbackHandler(BaseCallbackHandler):
         thread = (metadata or {}).get("thread_id")
         if thread is not None:
             attributes[A.GEN_AI_CONVERSATION_ID] = str(thread)
-        attributes.update(mcp_span_attributes(metadata))  # a tool's metadata joins the run's
+        attributes.update(A.mcp_span_attributes(metadata))  # a tool's metadata joins the run's
         if self.telemetry.capture_content:
             captured = self.telemetry.content(
                 A.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str

@@ -19,7 +19,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
-from langchain_opa_guard.guards.mcp import mcp_span_attributes
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing import attributes as A
 from langchain_opa_guard.tracing.telemetry import Telemetry
@@ -66,7 +65,7 @@ def _start(
         attributes[A.SECURITY_TARGET_ID] = call_id
     if conversation_id:
         attributes[A.GEN_AI_CONVERSATION_ID] = conversation_id
-    attributes.update(mcp_span_attributes(tool.get("metadata")))  # type: ignore[union-attr]
+    attributes.update(A.mcp_span_attributes(tool.get("metadata")))  # type: ignore[union-attr]
     kind = SpanKind.INTERNAL if getattr(engine, "in_process", False) else SpanKind.CLIENT
     return telemetry.tracer.start_span(
         f"{A.OP_RUN_GUARDRAIL} {name}", context=parent, kind=kind, attributes=attributes

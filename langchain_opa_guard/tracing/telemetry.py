@@ -19,6 +19,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from langchain_opa_guard.tracing import attributes as A
+from langchain_opa_guard.version import __version__
 
 __all__ = ["Telemetry", "Redactor", "CAPTURE_CONTENT_ENV", "HASH_KEY_ENV"]
 
@@ -69,8 +70,6 @@ class Telemetry:
         max_attribute_bytes: int = DEFAULT_MAX_ATTRIBUTE_BYTES,
         hash_key: bytes | str | None = None,
     ) -> None:
-        from langchain_opa_guard import __version__
-
         self.tracer = trace.get_tracer(
             A.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
