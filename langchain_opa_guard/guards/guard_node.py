@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import threading
 import types
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -38,9 +35,16 @@ from langchain_opa_guard.contract import (
     tool_label,
     where_document,
 )
+from langchain_opa_guard.deciding import (
+    Job,
+    Rules,
+    adecide_calls,
+    decide_calls,
+    engine_crash,
+    shadow_rule,
+)
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
-from langchain_opa_guard.engines.workers import Workers
 from langchain_opa_guard.guards.approval import TICKET_KEY, ReviewAnswer, ask_reviewer
 from langchain_opa_guard.guards.arguments import (
     check_choice,
@@ -64,16 +68,7 @@ from langchain_opa_guard.guards.denials import (
 from langchain_opa_guard.guards.execution import GuardedToolNode, calls_payload, prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
-from langchain_opa_guard.tracing.decision_spans import (
-    Rules,
-    ajudge,
-    ajudge_batch,
-    judge,
-    judge_batch,
-    record_early,
-    record_review,
-    shadow_rule,
-)
+from langchain_opa_guard.tracing.decision_spans import record_early, record_review
 from langchain_opa_guard.tracing.telemetry import Telemetry
 
 __all__ = ["PolicyGuardNode", "InputBuilder", "ToolRegistry"]
@@ -297,27 +292,13 @@ class PolicyGuardNode(RunnableCallable):
             return Command(goto=END)
         return self._route(state, turn, await self._arun(self._jobs(turn, config)), config)
 
-    def _run(self, jobs: list[_Job]) -> list[Decision]:
-        """Decide a turn: in one round trip when the engine batches, concurrently over
-        the network otherwise, in order in process."""
-        if len(jobs) > 1 and getattr(self.engine, "batches", False):
-            return judge_batch(*_batch_args(jobs))
-        if len(jobs) > 1 and not getattr(self.engine, "in_process", False):
-            return _io_pool(self.engine).map(_run_job, jobs)
-        return [_run_job(job) for job in jobs]
+    def _run(self, jobs: list[Job]) -> list[Decision]:
+        return decide_calls(jobs)
 
-    async def _arun(self, jobs: list[_Job]) -> list[Decision]:
-        if not jobs:
-            return []
-        if len(jobs) > 1 and getattr(self.engine, "batches", False):
-            return await ajudge_batch(*_batch_args(jobs))
-        if getattr(self.engine, "in_process", False):
-            return await _cpu_pool().run(lambda: [_run_job(j) for j in jobs])
-        if len(jobs) == 1:
-            return [await _arun_job(jobs[0])]
-        return list(await asyncio.gather(*(_arun_job(job) for job in jobs)))
+    async def _arun(self, jobs: list[Job]) -> list[Decision]:
+        return await adecide_calls(jobs)
 
-    def _jobs(self, turn: _Turn, config: RunnableConfig) -> list[_Job]:
+    def _jobs(self, turn: _Turn, config: RunnableConfig) -> list[Job]:
         """One evaluation per call still to decide; early denials get their spans now."""
         telemetry, parent = self._telemetry(config)
         conversation_id = thread_id(config)
@@ -328,7 +309,7 @@ class PolicyGuardNode(RunnableCallable):
             if document is not None:
                 rules = self._rules(call.get("name"))
                 jobs.append(
-                    _Job(telemetry, self.engine, document, parent, conversation_id, label, rules)
+                    Job(telemetry, self.engine, document, parent, conversation_id, label, rules)
                 )
             elif early is not None and early is not _ALREADY_ANSWERED:
                 record_early(telemetry, self.engine, call, early, parent, conversation_id, label)
@@ -580,7 +561,7 @@ class PolicyGuardNode(RunnableCallable):
         answers: Mapping[str, ReviewAnswer],
         config: RunnableConfig,
         runtime: Runtime | None,
-    ) -> tuple[list[str], list[_Job], dict[str, tuple[ToolCall, str | None]]]:
+    ) -> tuple[list[str], list[Job], dict[str, tuple[ToolCall, str | None]]]:
         """What must be decided again on resume, keyed ``"edit:<id>"`` / ``"recheck:<id>"``.
 
         Edited calls go through the tool's schema and back to the policy with their new
@@ -596,7 +577,7 @@ class PolicyGuardNode(RunnableCallable):
         # where nothing announces the change (OPA's Data API, a bundle without revision).
         changed = True
         keys: list[str] = []
-        jobs: list[_Job] = []
+        jobs: list[Job] = []
         edits: dict[str, tuple[ToolCall, str | None]] = {}
 
         def add(key: str, call: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
@@ -606,7 +587,7 @@ class PolicyGuardNode(RunnableCallable):
             label = self._tool_label(call.get("name"))
             keys.append(key)
             jobs.append(
-                _Job(
+                Job(
                     telemetry,
                     self.engine,
                     document,
@@ -710,94 +691,10 @@ class PolicyGuardNode(RunnableCallable):
         return self._to_tools(state, earlier, updated, allowed, update)
 
     def _engine_crash(self) -> Decision:
-        return Decision.failure(
-            ErrorType.ENGINE,
-            "the policy engine raised an error",
-            engine=getattr(self.engine, "engine_name", ""),
-            policy=getattr(self.engine, "policy", ""),
-        )
+        return engine_crash(self.engine)
 
 
 _ALREADY_ANSWERED = Decision(False, ("already answered",))
-
-
-@dataclass(frozen=True)
-class _Job:
-    telemetry: Telemetry
-    engine: PolicyEngine
-    document: dict[str, Any]
-    parent: otel_context.Context | None
-    conversation_id: str | None
-    tool_label: str
-    rules: Rules = field(default_factory=Rules)
-
-
-def _batch_args(jobs: list[_Job]) -> tuple[Any, ...]:
-    first = jobs[0]
-    return (
-        first.telemetry,
-        first.engine,
-        [j.document for j in jobs],
-        first.parent,
-        first.conversation_id,
-        [j.tool_label for j in jobs],
-        [j.rules for j in jobs],
-    )
-
-
-def _run_job(job: _Job) -> Decision:
-    return judge(
-        job.telemetry,
-        job.engine,
-        job.document,
-        job.parent,
-        job.conversation_id,
-        job.tool_label,
-        job.rules,
-    )
-
-
-async def _arun_job(job: _Job) -> Decision:
-    return await ajudge(
-        job.telemetry,
-        job.engine,
-        job.document,
-        job.parent,
-        job.conversation_id,
-        job.tool_label,
-        job.rules,
-    )
-
-
-_pools: dict[str, Workers] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(kind: str, workers: int) -> Workers:
-    """A pool shared by the guards of this process: bounded, fork-safe (a forked child
-    starts threads of its own), and carrying the caller's context (trace, LangGraph config)
-    into its threads."""
-    pool = _pools.get(kind)
-    if pool is None:
-        with _pools_lock:
-            pool = _pools.get(kind)
-            if pool is None:
-                pool = Workers(workers, f"opa-guard-{kind}")
-                _pools[kind] = pool
-    return pool
-
-
-def _io_pool(engine: Any) -> Workers:
-    """Threads that wait on a policy server: the calls of a turn go out concurrently. An
-    engine with worker threads of its own (``OPAServer.workers``) gets them, so a stalled
-    engine never holds up the guards of another."""
-    own = getattr(engine, "workers", None)
-    return own if isinstance(own, Workers) else _pool("io", 32)
-
-
-def _cpu_pool() -> Workers:
-    """Threads for in-process evaluation off the event loop."""
-    return _pool("cpu", max(2, os.cpu_count() or 2))
 
 
 def _entry_key(entry: Mapping[str, Any]) -> str:

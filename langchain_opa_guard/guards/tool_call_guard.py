@@ -34,6 +34,7 @@ from langchain_opa_guard.contract import (
     tool_label,
     where_document,
 )
+from langchain_opa_guard.deciding import Job, Rules, adecide_call, decide_call, shadow_rule
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import (
@@ -49,13 +50,7 @@ from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.execution import CLAIMS, prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
-from langchain_opa_guard.tracing.decision_spans import (
-    Rules,
-    ajudge,
-    judge,
-    record_early,
-    shadow_rule,
-)
+from langchain_opa_guard.tracing.decision_spans import record_early
 from langchain_opa_guard.tracing.telemetry import Telemetry
 
 __all__ = ["ToolCallGuard"]
@@ -174,32 +169,22 @@ class ToolCallGuard:
         self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
     ) -> Decision:
         """Decide one call (inside a ``run_guardrail`` span)."""
-        telemetry, parent = self._telemetry_for(config)
-        document = self.document(call, state, config, context)
-        return judge(
-            telemetry,
-            self.engine,
-            document,
-            parent,
-            thread_id(config),
-            self._label(call),
-            self._rules(call),
-        )
+        return decide_call(self._job(call, state, config, context))
 
     async def acheck(
         self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
     ) -> Decision:
         """Async twin of :meth:`check`."""
+        return await adecide_call(self._job(call, state, config, context))
+
+    def _job(
+        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+    ) -> Job:
         telemetry, parent = self._telemetry_for(config)
         document = self.document(call, state, config, context)
-        return await ajudge(
-            telemetry,
-            self.engine,
-            document,
-            parent,
-            thread_id(config),
-            self._label(call),
-            self._rules(call),
+        label = self._label(call)
+        return Job(
+            telemetry, self.engine, document, parent, thread_id(config), label, self._rules(call)
         )
 
     # -- the ToolNode / middleware interface ---------------------------------------------
