@@ -65,7 +65,8 @@ from langchain_opa_guard.guards.denials import (
     response_message,
     turn_stopped_message,
 )
-from langchain_opa_guard.guards.execution import GuardedToolNode, calls_payload, prepared_call
+from langchain_opa_guard.guards.execution import GuardedToolNode, calls_payload
+from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early, record_review

@@ -14,7 +14,11 @@ from pydantic import ConfigDict
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
-from langchain_opa_guard.guards.execution import injected_fields, prepared_call, toolnode_injections
+from langchain_opa_guard.guards.prepared_calls import (
+    injected_fields,
+    prepared_call,
+    toolnode_injections,
+)
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 
 __all__ = ["GuardedTool", "guard_tools"]

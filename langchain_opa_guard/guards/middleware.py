@@ -30,13 +30,9 @@ from langchain_opa_guard.contract import history_documents, state_messages, subj
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
 from langchain_opa_guard.guards.denials import DenialStyle, changed_call_message
-from langchain_opa_guard.guards.execution import (
-    arun_once,
-    call_digest,
-    executed_injections,
-    run_once,
-)
+from langchain_opa_guard.guards.execution import arun_once, call_digest, run_once
 from langchain_opa_guard.guards.guard_node import PolicyGuardNode, _Outcome, _Turn
+from langchain_opa_guard.guards.prepared_calls import executed_injections
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.visibility import (
     DEFAULT_VISIBILITY_PATH,
