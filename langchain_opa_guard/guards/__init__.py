@@ -1,11 +1,14 @@
 """The places a guard sits, all on one decision path (:mod:`langchain_opa_guard.deciding`).
 
-- :mod:`.guard_node` and :mod:`.execution`: the guard node and the ``GuardedToolNode`` that runs
-  only the calls the guard granted; :mod:`.turns` decides a model turn for the node and the
-  middleware alike.
-- :mod:`.tool_call_guard`: the ``ToolNode`` interceptor, one call at a time.
-- :mod:`.middleware`: the guard for LangChain's ``create_agent``.
-- :mod:`.guarded_tools`: plain tools whose every call is checked.
+- :mod:`.guard_node`: :class:`~langchain_opa_guard.PolicyGuardNode`, a graph node that routes
+  a decided turn; :mod:`.execution`: the ``GuardedToolNode`` that runs only the calls the
+  guard granted.
+- :mod:`.turns`: a model turn decided for the node and the middleware alike, planned in
+  :mod:`.planning` and reviewed on resume in :mod:`.resume`.
+- :mod:`.middleware` (with :mod:`.middleware_grants`): the guard for ``create_agent``.
+- :mod:`.tool_call_guard`: the ``ToolNode`` interceptor, one call at a time;
+  :mod:`.guarded_tools`: plain tools whose every call is checked.
+- :mod:`.prepared_calls`: a call as it will run (its arguments through the tool's schema).
 - :mod:`.approval`, :mod:`.denials`, :mod:`.visibility`, :mod:`.mcp`, :mod:`.arguments`: human
   approval, what a denied call is answered with, which tools the model sees, MCP tools, and
   the constructor checks.

@@ -1,8 +1,16 @@
-"""``OPAGuardMiddleware``: the guard for LangChain's ``create_agent``."""
+"""``OPAGuardMiddleware``: the guard for LangChain's ``create_agent``.
+
+Each model turn is decided by the same :class:`~langchain_opa_guard.guards.turns.TurnDecider`
+as the guard node's; the middleware keeps the policy's history beside the messages, and grants
+the calls that may run (:mod:`langchain_opa_guard.guards.middleware_grants`).
+
+Why one module: ``AgentMiddleware`` is one class whose hooks (``wrap_model_call``,
+``after_model``, ``wrap_tool_call`` and their async twins) each act on the same turn; the
+decision path, the grant check and tool visibility are in modules of their own.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -23,17 +31,25 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
-from pydantic import ConfigDict
 from typing_extensions import NotRequired
 
 from langchain_opa_guard.contract import history_documents, state_messages, subject_from
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
-from langchain_opa_guard.guards.denials import DenialStyle, changed_call_message
-from langchain_opa_guard.guards.execution import arun_once, call_digest, run_once
-from langchain_opa_guard.guards.guard_node import PolicyGuardNode, _Outcome, _Turn
-from langchain_opa_guard.guards.prepared_calls import executed_injections
+from langchain_opa_guard.guards.denials import DenialStyle
+from langchain_opa_guard.guards.execution import arun_once, run_once
+from langchain_opa_guard.guards.middleware_grants import (
+    GRANTS_KEY,
+    checked_request,
+    digest_of,
+    granted_turn,
+    grants,
+    last_ai_message,
+)
+from langchain_opa_guard.guards.planning import Turn
+from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
+from langchain_opa_guard.guards.turns import Outcome, TurnDecider
 from langchain_opa_guard.guards.visibility import (
     DEFAULT_VISIBILITY_PATH,
     avisible_tools,
@@ -51,9 +67,6 @@ that summarises or trims the messages cannot erase what ran from ``input.history
 
 TURN_KEY = "opa_guard_turn"
 """Private state: the model turn the middleware decided, until ``after_model`` settles it."""
-
-GRANTS_KEY = "opa_guard_grants"
-"""Private state: the calls of the current turn that may run (id -> digest)."""
 
 
 class _GuardState(AgentState[Any]):
@@ -135,7 +148,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "meter_provider": meter_provider,
         }
         # The turn's decision path is the guard node's; only the wiring differs.
-        self._turns = PolicyGuardNode(
+        self._turns = TurnDecider(
             engine,
             agent="model",
             tools="tools",
@@ -143,7 +156,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             max_repeated_denials=None,
             **options,
         )
-        self._fallback = PolicyGuardNode(
+        self._fallback = TurnDecider(
             engine,
             agent="model",
             tools="tools",
@@ -171,8 +184,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if planned is None:
             return response
         turn, config = planned
-        decided = self._turns._run(self._turns._jobs(turn, config))
-        return self._decided(response, turn, self._turns._settle(turn, decided))
+        decided = self._turns.decide(turn, config)
+        return self._decided(response, turn, self._turns.settle(turn, decided))
 
     async def awrap_model_call(
         self,
@@ -186,13 +199,13 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if planned is None:
             return response
         turn, config = planned
-        decided = await self._turns._arun(self._turns._jobs(turn, config))
-        return self._decided(response, turn, self._turns._settle(turn, decided))
+        decided = await self._turns.adecide(turn, config)
+        return self._decided(response, turn, self._turns.settle(turn, decided))
 
     def _plan(
         self, request: ModelRequest, response: ModelResponse
-    ) -> tuple[_Turn, RunnableConfig] | None:
-        message = _last_ai(response.result)
+    ) -> tuple[Turn, RunnableConfig] | None:
+        message = last_ai_message(response.result)
         if message is None:
             return None
         taken = {m.id for m in request.state["messages"] if getattr(m, "id", None)}
@@ -208,13 +221,11 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         # The whole response: a structured-output answer that follows the turn counts.
         state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
         config = _current_config()
-        turn = self._turns._plan(state, config, request.runtime, _kept(request.state))
+        turn = self._turns.plan(state, config, request.runtime, _kept(request.state))
         return (turn, config) if turn is not None else None
 
-    def _decided(
-        self, response: ModelResponse, turn: _Turn, out: _Outcome
-    ) -> ExtendedModelResponse:  # type: ignore[type-arg]
-        ticket = self._turns._ticket_for(turn, out)
+    def _decided(self, response: ModelResponse, turn: Turn, out: Outcome) -> ExtendedModelResponse:  # type: ignore[type-arg]
+        ticket = self._turns.ticket_for(turn, out)
         ticket["message_id"] = turn.ai_message.id
         ticket["answers"] = out.answers
         result = [out.ai_message if m is turn.ai_message else m for m in response.result]
@@ -233,20 +244,15 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback._plan(state, config, runtime, _kept(state))
+            turn = self._fallback.plan(state, config, runtime, _kept(state))
             if turn is None:
                 return self._cleared(state)
-            verdicts = self._fallback._run(self._fallback._jobs(turn, config))
-            return self._settled_fallback(state, message, self._fallback._settle(turn, verdicts))
+            verdicts = self._fallback.decide(turn, config)
+            return self._settled_fallback(state, message, self._fallback.settle(turn, verdicts))
         if not ticket["pending"]:
-            return self._settled(
-                state, message, ticket, ticket["allowed"], [], ticket["ai_message"]
-            )
-        answers = self._turns._ask(ticket)
-        keys, jobs, edits = self._turns._review_jobs(ticket, answers, config, runtime)
-        decided = dict(zip(keys, self._turns._run(jobs), strict=True))
-        allowed, replies, updated = self._turns._settle_review(ticket, answers, decided, edits)
-        return self._settled(state, message, ticket, allowed, replies, updated)
+            reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
+            return self._settled(state, message, ticket, reviewed)
+        return self._settled(state, message, ticket, self._turns.review(ticket, config, runtime))
 
     async def aafter_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         message, ticket = self._current(state)
@@ -254,20 +260,16 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback._plan(state, config, runtime, _kept(state))
+            turn = self._fallback.plan(state, config, runtime, _kept(state))
             if turn is None:
                 return self._cleared(state)
-            verdicts = await self._fallback._arun(self._fallback._jobs(turn, config))
-            return self._settled_fallback(state, message, self._fallback._settle(turn, verdicts))
+            verdicts = await self._fallback.adecide(turn, config)
+            return self._settled_fallback(state, message, self._fallback.settle(turn, verdicts))
         if not ticket["pending"]:
-            return self._settled(
-                state, message, ticket, ticket["allowed"], [], ticket["ai_message"]
-            )
-        answers = self._turns._ask(ticket)
-        keys, jobs, edits = self._turns._review_jobs(ticket, answers, config, runtime)
-        decided = dict(zip(keys, await self._turns._arun(jobs), strict=True))
-        allowed, replies, updated = self._turns._settle_review(ticket, answers, decided, edits)
-        return self._settled(state, message, ticket, allowed, replies, updated)
+            reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
+            return self._settled(state, message, ticket, reviewed)
+        reviewed = await self._turns.areview(ticket, config, runtime)
+        return self._settled(state, message, ticket, reviewed)
 
     def _current(self, state: Any) -> tuple[AIMessage | None, Mapping[str, Any] | None]:
         """The model's latest turn, and the middleware's decision of it if it still holds.
@@ -289,7 +291,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if not isinstance(ticket, Mapping) or ticket.get("message_id") != message.id:
             return message, None
         decided: AIMessage = ticket["ai_message"]
-        if [_digest(c) for c in decided.tool_calls] != [_digest(c) for c in message.tool_calls]:
+        if [digest_of(c) for c in decided.tool_calls] != [digest_of(c) for c in message.tool_calls]:
             logger.warning("the model's turn changed after the policy decided it; deciding again")
             return message, None
         return message, ticket
@@ -300,21 +302,16 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         return None
 
     def _settled(
-        self,
-        state: Any,
-        message: AIMessage,
-        ticket: Mapping[str, Any],
-        allowed: Sequence[Mapping[str, Any]],
-        replies: list[Any],
-        updated: AIMessage,
+        self, state: Any, message: AIMessage, ticket: Mapping[str, Any], reviewed: Reviewed
     ) -> dict[str, Any]:
+        updated = reviewed.ai_message
         messages: list[Any] = [] if updated is ticket["ai_message"] else [updated]
-        messages += _unanswered(state, [*ticket["answers"], *replies])
+        messages += _unanswered(state, [*ticket["answers"], *reviewed.replies])
         return {
             "messages": messages,
             HISTORY_KEY: self._recorded(state, updated, messages),
             TURN_KEY: None,
-            GRANTS_KEY: {"message_id": message.id, "calls": {c["id"]: _digest(c) for c in allowed}},
+            GRANTS_KEY: grants(message.id, reviewed.allowed),
         }
 
     def _recorded(
@@ -330,17 +327,14 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         turn = history_documents([message, *replies], self._turns.metadata_of)
         return [*_kept(state), *turn][-_KEPT_LIMIT:]
 
-    def _settled_fallback(self, state: Any, message: AIMessage, out: _Outcome) -> dict[str, Any]:
+    def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
         messages += _unanswered(state, out.answers)
         return {
             "messages": messages,
             HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
-            GRANTS_KEY: {
-                "message_id": message.id,
-                "calls": {c["id"]: _digest(c) for c in out.allowed},
-            },
+            GRANTS_KEY: grants(message.id, out.allowed),
         }
 
     # -- where the tool runs -----------------------------------------------------------
@@ -350,56 +344,24 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
-        granted = self._granted(request)
+        granted = checked_request(request)
         if granted is None:  # not part of the decided turn: decided here, on its own
             return self.guard.wrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return run_once(granted, handler, _turn_id(granted))
+        return run_once(granted, handler, granted_turn(granted))
 
     async def awrap_tool_call(
         self,
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
-        granted = self._granted(request)
+        granted = checked_request(request)
         if granted is None:
             return await self.guard.awrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return await arun_once(granted, handler, _turn_id(granted))
-
-    def _granted(self, request: ToolCallRequest) -> ToolCallRequest | ToolMessage | None:
-        """The request to run (its tool checked again where it runs), a refusal, or
-        ``None`` when the turn's decision does not cover this call."""
-        state = request.state
-        grants = state.get(GRANTS_KEY) if isinstance(state, Mapping) else None
-        message = _last_ai(state_messages(state))
-        call = request.tool_call
-        if not isinstance(grants, Mapping) or message is None:
-            return None
-        if grants.get("message_id") != message.id:
-            return None
-        digest = (grants.get("calls") or {}).get(call.get("id"))
-        if digest is None:
-            return None
-        if digest != _digest(call):
-            return _refused(call)
-        if request.tool is None:
-            return request
-        checked = request.override(tool=_CheckedTool.around(request.tool, digest))
-        runtime = checked.runtime
-        tools = getattr(runtime, "tools", None)
-        if dataclasses.is_dataclass(runtime) and isinstance(tools, list):
-            # A middleware inside this one may look a tool up again by name (an edit that
-            # switches tools): every tool it can find runs only the call allowed here.
-            wrapped = [
-                _CheckedTool.around(t, digest) if isinstance(t, BaseTool) else t for t in tools
-            ]
-            checked = dataclasses.replace(
-                checked, runtime=dataclasses.replace(runtime, tools=wrapped)
-            )
-        return checked
+        return await arun_once(granted, handler, granted_turn(granted))
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -440,69 +402,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         """Tools bound to the model: their schemas check arguments before the policy."""
         for tool in tools:
             if isinstance(tool, BaseTool):
-                for decider in (self._turns, self._fallback):
-                    decider.tools_by_name.setdefault(tool.name, tool)
+                self._turns.learn(tool)
+                self._fallback.learn(tool)
                 self.guard.tools_by_name.setdefault(tool.name, tool)
-
-
-class _CheckedTool(BaseTool):
-    """The tool as the ToolNode runs it: the call must still be the one allowed."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    inner: BaseTool
-    digest: str
-
-    @classmethod
-    def around(cls, tool: BaseTool, digest: str) -> _CheckedTool:
-        return cls(
-            name=tool.name,
-            description=tool.description,
-            args_schema=tool.args_schema,
-            return_direct=tool.return_direct,
-            response_format=tool.response_format,
-            metadata=tool.metadata,
-            tags=tool.tags,
-            inner=tool,
-            digest=digest,
-        )
-
-    def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - invoke delegates
-        raise NotImplementedError("the checked tool delegates in invoke()")
-
-    def _visible_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        hidden = executed_injections(self.inner)
-        return {k: v for k, v in args.items() if k not in hidden}
-
-    def _refusal(self, input: Any) -> ToolMessage | None:
-        if not (isinstance(input, Mapping) and input.get("type") == "tool_call"):
-            return None
-        args = self._visible_args(input.get("args") or {})
-        if call_digest(input.get("name"), args) == self.digest:
-            return None
-        return _refused(cast(Any, input))
-
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        refusal = self._refusal(input)
-        if refusal is not None:
-            return refusal
-        return self.inner.invoke(input, config, **kwargs)
-
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        refusal = self._refusal(input)
-        if refusal is not None:
-            return refusal
-        return await self.inner.ainvoke(input, config, **kwargs)
-
-
-def _refused(call: Mapping[str, Any]) -> ToolMessage:
-    logger.error(
-        "tool call %r (%s) changed after the policy decided it (a middleware after "
-        "OPAGuardMiddleware?); it did not run",
-        call.get("name"),
-        call.get("id"),
-    )
-    return changed_call_message(call)
 
 
 _KEPT_LIMIT = 1000
@@ -524,22 +426,6 @@ def _unanswered(state: Any, answers: Sequence[Any]) -> list[Any]:
         if isinstance(message, ToolMessage):
             answered.add(message.tool_call_id)
     return [a for a in answers if getattr(a, "tool_call_id", None) not in answered]
-
-
-def _turn_id(request: ToolCallRequest) -> Any:
-    grants = request.state.get(GRANTS_KEY) if isinstance(request.state, Mapping) else None
-    return grants.get("message_id") if isinstance(grants, Mapping) else None
-
-
-def _digest(call: Mapping[str, Any]) -> str:
-    return call_digest(call.get("name"), call.get("args"))
-
-
-def _last_ai(messages: Sequence[Any]) -> AIMessage | None:
-    for message in reversed(messages):
-        if isinstance(message, AIMessage):
-            return message
-    return None
 
 
 def _current_config() -> RunnableConfig:

@@ -4,7 +4,9 @@ The policy decides on the arguments that will run, so every guard prepares each 
 (:func:`prepared_call`): values coerced and normalised by the tool's schema and validators,
 keys the tool does not take dropped, and the arguments LangGraph injects (state, store, call
 id, runtime) kept apart from the model's (:func:`injected_fields`,
-:func:`toolnode_injections`).
+:func:`toolnode_injections`). Where the guard changed a call (a schema coercion, a policy
+rewrite, a reviewer's edit), :func:`message_as_run` gives the model's message holding the calls
+as they run.
 
 Example:
     ```python
@@ -15,16 +17,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from langchain_core.messages import ToolCall
+from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError, create_model
 
 __all__ = [
+    "changed_keys",
     "executed_injections",
     "injected_fields",
+    "message_as_run",
     "prepared_call",
     "toolnode_injections",
 ]
@@ -142,3 +146,71 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     if prepared == args:
         return call, None
     return cast(ToolCall, {**call, "args": prepared}), None
+
+
+def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The argument names whose values differ between two versions of a call."""
+    old, new = before.get("args") or {}, after.get("args") or {}
+    return sorted(k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING))
+
+
+_MISSING = object()
+
+
+def message_as_run(
+    message: AIMessage, calls: Sequence[Mapping[str, Any]], rewritten: Mapping[str, list[str]]
+) -> AIMessage:
+    """The model's message as its calls will run, or ``message`` itself when nothing changed.
+
+    A changed message is rebuilt as a plain ``AIMessage`` (same id, so it replaces the
+    original in the state): a streamed chunk or raw provider tool calls in
+    ``additional_kwargs`` would bring the model's arguments back after a checkpoint round
+    trip. A policy's argument rewrite leaves a note for the model.
+    """
+    by_id = {str(c.get("id")): c for c in calls}
+    new_calls = [by_id.get(str(c.get("id")), c) for c in message.tool_calls]
+    if not rewritten and all(
+        a.get("args") == b.get("args") for a, b in zip(new_calls, message.tool_calls, strict=True)
+    ):
+        return message
+    content: Any = message.content
+    if isinstance(content, list):
+        content = [
+            b
+            for b in content
+            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
+        ]
+    if rewritten:
+        notes = "\n".join(
+            f"[policy: the arguments of {by_id[call_id].get('name')} ({call_id}) were "
+            f"adjusted: {', '.join(keys) or 'none'}]"
+            for call_id, keys in rewritten.items()
+        )
+        if isinstance(content, str):
+            content = f"{content}\n{notes}" if content else notes
+        else:
+            content = [*content, {"type": "text", "text": notes}]
+    extra = {
+        k: v
+        for k, v in message.additional_kwargs.items()
+        if k not in ("tool_calls", "function_call")
+    }
+    tool_calls = [
+        {**c, "args": dict(c["args"])} if isinstance(c.get("args"), Mapping) else dict(c)
+        for c in new_calls
+    ]
+    try:
+        return AIMessage(
+            content=content,
+            tool_calls=tool_calls,
+            invalid_tool_calls=list(message.invalid_tool_calls),
+            additional_kwargs=extra,
+            response_metadata=dict(message.response_metadata),
+            usage_metadata=message.usage_metadata,
+            id=message.id,
+            name=message.name,
+        )
+    except (ValueError, TypeError, KeyError):
+        # Malformed calls (denied anyway) cannot make a valid message; the calls that run
+        # travel on their own, so the history keeps the model's message as it was.
+        return message
