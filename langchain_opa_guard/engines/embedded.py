@@ -7,6 +7,10 @@ bundle, a directory or a single ``.rego`` file; Rego is compiled with the ``opa`
 ``policies/`` need no binary at all (their compiled bundle ships with the package). When
 neither can be had, the engine falls back to regopy (rego-cpp, a second implementation of
 Rego) and says so once, at WARNING, with the differences a policy author should know.
+
+Why one module: :class:`EmbeddedPolicy` is one engine object (its backend chosen once, its
+compiled policy found or built, its fallback to regopy said once); the backends themselves
+are in :mod:`.wasm` and :mod:`.regopy`.
 """
 
 from __future__ import annotations

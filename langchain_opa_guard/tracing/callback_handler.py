@@ -3,6 +3,10 @@
 Every span is parented explicitly from LangChain's ``parent_run_id`` (lookup and insert under
 one lock), and no callback ever attaches an OTel context, so ``invoke``, ``ainvoke``,
 ``stream``, ``astream`` and parallel tool calls each give one correctly nested trace.
+
+Why one module: LangChain's callback interface is one class with a start, end and error
+method per kind of run (chain, chat model, LLM, tool, retriever); they share one registry of
+open runs under one lock, which is what keeps each trace nested.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ short loopback POST); ``adecide`` hands the request to one of the engine's own w
 threads and awaits it, so the event loop never blocks. A user's ``requests.Session`` (UNIX
 sockets, proxies with authentication, custom adapters) carries the requests instead when
 given, and a session of the engine's own does when an ``HTTP(S)_PROXY`` variable applies.
+
+Why one module: the client is one class whose sync and async paths share the request, the
+reply and the mapping of every failure to an ``ErrorType``; the connection pool and the
+session are in :mod:`.http_pool` and :mod:`.http_session`.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ What differs from Go, known and left:
 * Python's ``re`` backtracks: a pattern with nested repetitions can take exponential
   time on hostile text, where RE2 is linear. Such a match cannot be interrupted.
 
+Why one module: the translation is one pass over the pattern; its parts (the parser, the
+classes, the flags, case folding, the find and replace loops) each assume the others.
+
 Example:
     ```python
     from langchain_opa_guard.engines.wasm.go_regexp import compile_go

@@ -14,6 +14,9 @@ the same way (``\\p{Greek}``, ``(a*)+``) is refused: at load when it is a consta
 (:class:`UnsupportedBuiltinError`), else the evaluation fails closed
 (:class:`BuiltinRefusedError` -> ``engine_error``). ``indexof_n`` counts code points, as OPA.
 
+Why one module: the host builtins are one table, with the refusal rules beside the builtins
+they refuse; split by family, a builtin could be added without its refusal.
+
 Example:
     ```python
     from langchain_opa_guard.engines.wasm.host_builtins import HOST_BUILTINS, go_sprintf

@@ -20,6 +20,9 @@ hot call goes through wasmtime's C API with a preallocated argument array instea
 uses wasmtime-py's private ``_ffi`` module; when its layout is not the one expected, the
 public ``Func.__call__`` is used (correct, only slower).
 
+Why one module: a module, its instances and the C-API fast path share one lifecycle (load,
+instantiate, call, trap, drop), and the fast path is only safe beside the checks that guard it.
+
 Example:
     ```python
     from langchain_opa_guard.engines.wasm.runtime import WasmModule
