@@ -40,12 +40,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from langchain_opa_guard.contract import (
-    jsonable,
-    subject_from,
-    thread_id,
-    tool_label,
-)
+from langchain_opa_guard.contract import jsonable, subject_from, thread_id, tool_label
 from langchain_opa_guard.deciding import (
     Job,
     Rules,
@@ -56,6 +51,7 @@ from langchain_opa_guard.deciding import (
 )
 from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.approval import ReviewAnswer
 from langchain_opa_guard.guards.arguments import (
     check_choice,
     check_denial_style,
@@ -66,15 +62,11 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
-from langchain_opa_guard.guards.denials import (
-    DenialStyle,
-    decision_record,
-    denial_message,
-)
+from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_message
 from langchain_opa_guard.guards.execution import GuardedToolNode
 from langchain_opa_guard.guards.planning import ALREADY_ANSWERED, InputBuilder, Turn, plan_turn
 from langchain_opa_guard.guards.prepared_calls import changed_keys, message_as_run
-from langchain_opa_guard.guards.resume import Reviewed, ask, settle_review, to_recheck
+from langchain_opa_guard.guards.resume import Rechecks, Reviewed, ask, settle_review, to_recheck
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early, record_review
@@ -289,7 +281,7 @@ class TurnDecider:
 
     def _resume(
         self, ticket: Mapping[str, Any], config: RunnableConfig, runtime: Runtime | None
-    ) -> tuple[dict[str, Any], Any, list[Job]]:
+    ) -> tuple[dict[str, ReviewAnswer], Rechecks, list[Job]]:
         answers = ask(ticket)
         telemetry, parent = self._telemetry(config)
         for item in ticket["pending"]:
