@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from common import Table, interleaved, start_opa, us
 
 from langchain_opa_guard import OPAServer
-from langchain_opa_guard.engine import encode_input
+from langchain_opa_guard.engines.engine import encode_input
 
 CALL = {
     "name": "get_customer_details",

@@ -56,7 +56,7 @@ from langchain_opa_guard import (
     with_mcp_metadata,
 )
 from langchain_opa_guard.demo import build_agent
-from langchain_opa_guard.denials import denial_message
+from langchain_opa_guard.guards.denials import denial_message
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 INTERNAL = {"id": "user-456", "role": "internal_user"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from langchain_opa_guard.engine import DEFAULT_POLICY, PolicyEngine
+from langchain_opa_guard.engines.engine import DEFAULT_POLICY, PolicyEngine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,15 +35,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo([])
 
-    from langchain_opa_guard.replay import replay as run_replay
+    from langchain_opa_guard.ops.replay import replay as run_replay
 
     engine: PolicyEngine
     if args.policy:
-        from langchain_opa_guard.embedded import EmbeddedPolicy
+        from langchain_opa_guard.engines.embedded import EmbeddedPolicy
 
         engine = EmbeddedPolicy(args.policy, policy=args.path)
     else:
-        from langchain_opa_guard.opa_server import OPAServer
+        from langchain_opa_guard.engines.server.opa_server import OPAServer
 
         engine = OPAServer(args.opa_url, policy=args.path)
     report = run_replay(args.log, engine, strict=args.strict)

@@ -30,6 +30,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCa
 
 __all__ = [
     "CONTRACT_VERSION",
+    "MCP_METADATA_KEY",
     "GUARD_ARTIFACT_KEY",
     "jsonable",
     "call_document",
@@ -56,6 +57,10 @@ The record is in the message's ``artifact`` (for people and logs) and in its
 message's ``artifact`` (``response_format="content_and_artifact"``), so an artifact could be
 written by whoever wrote a web page; ``response_metadata`` of a tool's answer is set by code,
 never by a tool's output."""
+
+MCP_METADATA_KEY = "mcp"
+"""Key of ``{"server", "tool", "digest"}`` in an MCP tool's metadata (``input.tool.metadata``);
+see :mod:`langchain_opa_guard.guards.mcp`."""
 
 _MAX_DEPTH = 64
 

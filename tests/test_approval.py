@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from test_guard_node import assert_every_call_answered_once
 
 from langchain_opa_guard import PolicyEngine, PolicyGuardNode
-from langchain_opa_guard.approval import VALIDATING
 from langchain_opa_guard.demo import build_agent
 from langchain_opa_guard.demo.web import web_tools
+from langchain_opa_guard.guards.approval import VALIDATING
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 INTERNAL = {"id": "user-456", "role": "internal_user"}

@@ -10,9 +10,9 @@ from test_guard_node import INTERNAL, check_mixed_result, mixed_turn_model
 from test_tracing import Recorder
 
 from langchain_opa_guard import OPAServer, PolicyGuardNode, PolicyNotFoundError
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.contract import call_document, policy_input
 from langchain_opa_guard.demo import build_agent, customer_db_tools
+from langchain_opa_guard.tracing import attributes as A
 
 
 def turn_documents(names_and_fields: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:

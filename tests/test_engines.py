@@ -127,7 +127,7 @@ def test_bad_shapes_fail_closed(opa_url: str, path: str, error: str) -> None:
 
 
 def test_a_missing_policy_is_an_error_at_start_up(opa_url: str, tmp_path: Any) -> None:
-    from langchain_opa_guard.policy_sources import PolicyNotFoundError
+    from langchain_opa_guard.engines.policy_sources import PolicyNotFoundError
 
     with pytest.raises(PolicyNotFoundError):
         EmbeddedPolicy(TEST_POLICIES, policy="shapes/no_such_rule")

@@ -41,8 +41,8 @@ from langchain_opa_guard import (
     PolicyGuardNode,
     ToolCallGuard,
 )
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent, customer_db_tools
+from langchain_opa_guard.tracing import attributes as A
 
 READ = {
     "version": 1,

@@ -38,9 +38,9 @@ from langchain_opa_guard import (
     PolicyEngine,
     PolicyGuardNode,
 )
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import customer_db_tools
-from langchain_opa_guard.denials import answer_id
+from langchain_opa_guard.guards.denials import answer_id
+from langchain_opa_guard.tracing import attributes as A
 
 GUEST = {"id": "user-789", "role": "guest"}
 MISSING = object()

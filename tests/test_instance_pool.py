@@ -9,7 +9,11 @@ import time
 
 import pytest
 
-from langchain_opa_guard.instance_pool import InstancePool, PoolClosedError, PoolTimeoutError
+from langchain_opa_guard.engines.instance_pool import (
+    InstancePool,
+    PoolClosedError,
+    PoolTimeoutError,
+)
 
 
 def _pool(size: int) -> InstancePool[int]:

@@ -45,9 +45,9 @@ from langchain_opa_guard import (
     visible_tools,
     with_mcp_metadata,
 )
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.tracing import attributes as A
 
 GUEST = {"id": "user-789", "role": "guest"}
 TICKET_TOOLS = ["get_ticket", "add_comment", "delete_ticket", "export_tickets"]

@@ -38,8 +38,8 @@ from langchain_opa_guard import (
     ToolCallGuard,
     guard_tools,
 )
-from langchain_opa_guard.approval import VALIDATING
 from langchain_opa_guard.contract import history_documents
+from langchain_opa_guard.guards.approval import VALIDATING
 from langchain_opa_guard.testing import tool_call
 
 

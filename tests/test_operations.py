@@ -32,10 +32,10 @@ from langchain_opa_guard import (
     ToolCallGuard,
     visible_tools,
 )
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent, customer_db_tools
 from langchain_opa_guard.demo.web import web_tools
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.tracing import attributes as A
 
 GUEST = {"id": "user-789", "role": "guest"}
 

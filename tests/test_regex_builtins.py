@@ -14,7 +14,7 @@ import pytest
 from conftest import POLICIES, TEST_POLICIES
 
 from langchain_opa_guard import EmbeddedPolicy, ErrorType, OPAServer
-from langchain_opa_guard.wasm_builtins import UnsupportedBuiltinError
+from langchain_opa_guard.engines.wasm.host_builtins import UnsupportedBuiltinError
 
 PATH = "regex_cases/results"
 

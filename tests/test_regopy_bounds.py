@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from langchain_opa_guard import EmbeddedPolicy, ErrorType
-from langchain_opa_guard.regopy_evaluator import ISOLATED
+from langchain_opa_guard.engines.regopy.evaluator import ISOLATED
 
 pytestmark = pytest.mark.skipif(not ISOLATED, reason="interpreters run in process here")
 

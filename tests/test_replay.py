@@ -21,9 +21,9 @@ from langchain_opa_guard import (
     PolicyEngine,
     PolicyGuardNode,
 )
-from langchain_opa_guard.decision_log import read_decision_log
 from langchain_opa_guard.demo import build_agent, customer_db_tools
-from langchain_opa_guard.replay import assert_no_decision_changes, replay
+from langchain_opa_guard.ops.decision_log import read_decision_log
+from langchain_opa_guard.ops.replay import assert_no_decision_changes, replay
 
 
 def record(engine: PolicyEngine, path: Path) -> None:

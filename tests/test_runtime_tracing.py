@@ -27,9 +27,9 @@ from langchain_opa_guard import (
     PolicyGuardNode,
     ToolCallGuard,
 )
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent, customer_db_tools
 from langchain_opa_guard.testing import tool_call
+from langchain_opa_guard.tracing import attributes as A
 
 GO = {"messages": [("user", "go")]}
 

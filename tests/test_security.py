@@ -32,9 +32,9 @@ from test_guard_node import (
 from test_tracing import Recorder
 
 from langchain_opa_guard import Decision, ErrorType, OPAServer
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent, customer_db_tools
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.tracing import attributes as A
 
 TOKEN = "tok-9f1c2e7d5b3a4c6e8f0a1b2c3d4e5f60"
 WRONG_TOKEN = "tok-wrong-0000000000000000000000000"

@@ -22,9 +22,9 @@ from opentelemetry.trace import StatusCode
 from test_guard_node import INTERNAL, mixed_turn_model
 
 from langchain_opa_guard import OPAServer, OTelCallbackHandler, PolicyEngine, format_span_tree
-from langchain_opa_guard import attributes as A
 from langchain_opa_guard.demo import build_agent, customer_db_tools
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.tracing import attributes as A
 
 
 class Recorder:

@@ -20,9 +20,9 @@ from conftest import POLICIES
 from opa_process import opa_binary
 
 from langchain_opa_guard import EmbeddedPolicy, ErrorType
-from langchain_opa_guard.wasm_builtins import UnsupportedBuiltinError
-from langchain_opa_guard.wasm_bundles import _MEMORY, SHIPPED_BUNDLE
-from langchain_opa_guard.wasm_runtime import fast_path_available
+from langchain_opa_guard.engines.wasm.bundles import _MEMORY, SHIPPED_BUNDLE
+from langchain_opa_guard.engines.wasm.host_builtins import UnsupportedBuiltinError
+from langchain_opa_guard.engines.wasm.runtime import fast_path_available
 
 GUEST = {"id": "user-789", "role": "guest"}
 ADMIN = {"id": "user-123", "role": "admin"}
@@ -84,7 +84,7 @@ def test_other_rego_without_opa_falls_back_to_regopy_with_one_warning(
     copy = tmp_path / "policies"
     shutil.copytree(POLICIES, copy)
     (copy / "agent" / "extra.rego").write_text("package agent.authz\n\nunused := 1\n")
-    with caplog.at_level(logging.WARNING, logger="langchain_opa_guard.embedded"):
+    with caplog.at_level(logging.WARNING, logger="langchain_opa_guard.engines.embedded"):
         engine = EmbeddedPolicy(copy)
         engine.reload()
         engine.decide(call_input("delete_customer", GUEST))

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from langchain_opa_guard.engine import DEFAULT_POLICY  # noqa: E402
-from langchain_opa_guard.policy_sources import defines, load_sources  # noqa: E402
-from langchain_opa_guard.wasm_bundles import (  # noqa: E402
+from langchain_opa_guard.engines.engine import DEFAULT_POLICY  # noqa: E402
+from langchain_opa_guard.engines.policy_sources import defines, load_sources  # noqa: E402
+from langchain_opa_guard.engines.wasm.bundles import (  # noqa: E402
     BATCH_ENTRYPOINT,
     BATCH_FILE,
     SHIPPED_BUNDLE,

@@ -12,17 +12,17 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
 
-from langchain_opa_guard.callback_handler import OTelCallbackHandler
 from langchain_opa_guard.demo.customer_db import (
     build_agent,
     customer_db_tools,
     load_scenarios,
     scenario_model,
 )
-from langchain_opa_guard.embedded import EmbeddedPolicy
-from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.opa_server import OPAServer
-from langchain_opa_guard.span_tree import format_span_tree
+from langchain_opa_guard.engines.embedded import EmbeddedPolicy
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.engines.server.opa_server import OPAServer
+from langchain_opa_guard.tracing.callback_handler import OTelCallbackHandler
+from langchain_opa_guard.tracing.span_tree import format_span_tree
 
 
 def _engine(policies: str) -> PolicyEngine:

@@ -16,9 +16,9 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import tools_condition
 
-from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import GuardedToolNode
-from langchain_opa_guard.guard_node import PolicyGuardNode
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.execution import GuardedToolNode
+from langchain_opa_guard.guards.guard_node import PolicyGuardNode
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 __all__ = ["Scenario", "build_agent", "customer_db_tools", "load_scenarios", "scenario_model"]

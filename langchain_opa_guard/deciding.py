@@ -1,0 +1,374 @@
+"""The decision path: the policy engine decides one tool call, or all the calls of a turn.
+
+Every guard decides through here. For each call (a :class:`Job`: the policy input and how the
+guard treats the answer) :func:`decide_call`:
+
+1. asks the engine while the call's decision span is the current span, so an HTTP call to OPA
+   nests under it and carries its ``traceparent`` (OPA's own spans then join the trace);
+2. turns an engine that raises into a fail-closed ``engine_error`` decision, and a cancelled
+   task into ``cancelled`` spans before the cancellation goes on;
+3. settles the guard's :class:`Rules` beyond allow/deny: fail-open on a transport failure
+   (only for the tools configured so, logged at WARNING), shadow mode for a policy's deny;
+4. records the decision's span and metric samples
+   (:mod:`langchain_opa_guard.tracing.decision_spans`) and writes the decision log
+   (:mod:`langchain_opa_guard.ops.decision_log`), off the event loop in the async twins.
+
+:func:`decide_calls` decides a turn: in one round trip when the engine batches (still one span
+per call), concurrently when it answers over the network, in order when it runs in process.
+
+Example:
+    ```python
+    from langchain_opa_guard.deciding import Job, Rules, decide_call
+    from langchain_opa_guard.tracing.telemetry import Telemetry
+
+    job = Job(Telemetry(), engine, document, None, None, "search", Rules(fail_open=True))
+    decision = decide_call(job)
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.engines.workers import Workers
+from langchain_opa_guard.ops.decision_log import DecisionLog
+from langchain_opa_guard.tracing.decision_spans import mark_fail_open, record_decision, start_span
+from langchain_opa_guard.tracing.telemetry import Telemetry
+
+__all__ = [
+    "Job",
+    "Rules",
+    "adecide_call",
+    "adecide_calls",
+    "decide_call",
+    "decide_calls",
+    "engine_crash",
+    "shadow_rule",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How the guard treats one call's decision beyond allow/deny.
+
+    Attributes:
+        fail_open: A transport failure of the engine (unreachable, timeout, HTTP 5xx: see
+            ``ErrorType.TRANSPORT_FAILURES``) lets the call run (explicit per tool; logged
+            at WARNING and traced as ``opa.decision.fail_open``). A policy's deny, an
+            undefined decision or a malformed answer never does.
+        shadow: A predicate on a policy's deny (or approval): when it holds, the decision
+            is recorded, traced and counted as "would deny" but the call runs.
+        log: Where decisions are recorded for replay.
+    """
+
+    fail_open: bool = False
+    shadow: Callable[[Decision], bool] | None = None
+    log: DecisionLog | None = None
+
+
+def shadow_rule(shadow: bool | Collection[str], tool: str) -> Callable[[Decision], bool] | None:
+    """Shadow mode as a predicate: ``True`` for all, or tool names and reason codes.
+
+    With codes, a decision is shadowed only when every one of its reasons has a code and
+    every code is in shadow mode, so a rule under rollout never masks an enforced rule's deny.
+    """
+    if shadow is True:
+        return lambda decision: True
+    if not shadow:
+        return None
+    names = frozenset(shadow)
+    if tool in names:
+        return lambda decision: True
+    # Every reason must carry a code, and every code be in shadow mode: a reason without a
+    # code (a plain string, a message alone) is an enforced rule's and is never masked.
+    return lambda decision: (
+        bool(decision.codes)
+        and len(decision.codes) == len(decision.reasons)
+        and set(decision.codes) <= names
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call to decide: its policy input, where its span goes, and the guard's rules.
+
+    Attributes:
+        telemetry: The tracer and meters of the run (or of the guard).
+        engine: The policy engine.
+        document: The policy input.
+        parent: The context the decision span nests in (``None``: the current one).
+        conversation_id: The thread id, traced as ``gen_ai.conversation.id``.
+        tool_label: The tool's name as metrics label it.
+        rules: Fail-open, shadow mode and the decision log for this call.
+    """
+
+    telemetry: Telemetry
+    engine: PolicyEngine
+    document: Mapping[str, Any]
+    parent: otel_context.Context | None
+    conversation_id: str | None
+    tool_label: str
+    rules: Rules = field(default_factory=Rules)
+
+
+def engine_crash(engine: PolicyEngine) -> Decision:
+    """The fail-closed decision for an engine that raised, or gave no answer for a call."""
+    return Decision.failure(
+        ErrorType.ENGINE,
+        "the policy engine raised an error",
+        engine=getattr(engine, "engine_name", ""),
+        policy=getattr(engine, "policy", ""),
+    )
+
+
+# -- one call ------------------------------------------------------------------------------
+
+
+def decide_call(job: Job) -> Decision:
+    """Decide one call inside its decision span (which is current meanwhile)."""
+    span = _start(job)
+    token = otel_context.attach(trace.set_span_in_context(span, job.parent))
+    started = time.perf_counter()
+    try:
+        decision = job.engine.decide(job.document)
+    except Exception:  # noqa: BLE001 - a broken engine denies, it never crashes the graph
+        decision = _crashed(job.engine)
+    except BaseException:
+        _interrupted([job], [span], started)
+        raise
+    finally:
+        otel_context.detach(token)
+    decision = _finish(job, span, decision, started)
+    _log(job, decision)
+    return decision
+
+
+async def adecide_call(job: Job) -> Decision:
+    """Async twin of :func:`decide_call`."""
+    span = _start(job)
+    token = otel_context.attach(trace.set_span_in_context(span, job.parent))
+    started = time.perf_counter()
+    try:
+        decision = await job.engine.adecide(job.document)
+    except Exception:  # noqa: BLE001
+        decision = _crashed(job.engine)
+    except BaseException:  # cancelled: the span ends, the error says so, then it goes on
+        _interrupted([job], [span], started)
+        raise
+    finally:
+        otel_context.detach(token)
+    decision = _finish(job, span, decision, started)
+    await _alog([(job, decision)])
+    return decision
+
+
+# -- the calls of a turn -------------------------------------------------------------------
+
+
+def decide_calls(jobs: Sequence[Job]) -> list[Decision]:
+    """Decide a turn: in one round trip when the engine batches, concurrently over the
+    network otherwise, in order in process. The jobs share one engine."""
+    if not jobs:
+        return []
+    engine = jobs[0].engine
+    if len(jobs) > 1 and getattr(engine, "batches", False):
+        return _decide_batch(jobs)
+    if len(jobs) > 1 and not getattr(engine, "in_process", False):
+        return _io_pool(engine).map(decide_call, jobs)
+    return [decide_call(job) for job in jobs]
+
+
+async def adecide_calls(jobs: Sequence[Job]) -> list[Decision]:
+    """Async twin of :func:`decide_calls`; in-process evaluation runs off the event loop."""
+    if not jobs:
+        return []
+    engine = jobs[0].engine
+    if len(jobs) > 1 and getattr(engine, "batches", False):
+        return await _adecide_batch(jobs)
+    if getattr(engine, "in_process", False):
+        return await _cpu_pool().run(lambda: [decide_call(job) for job in jobs])
+    if len(jobs) == 1:
+        return [await adecide_call(jobs[0])]
+    return list(await asyncio.gather(*(adecide_call(job) for job in jobs)))
+
+
+def _decide_batch(jobs: Sequence[Job]) -> list[Decision]:
+    """A turn in one engine round trip; still one decision span per call.
+
+    The request itself runs under the parent (the guard node's span), so OPA's server span
+    for the turn is a sibling of the decision spans.
+    """
+    first = jobs[0]
+    spans = [_start(job) for job in jobs]
+    token = otel_context.attach(first.parent) if first.parent is not None else None
+    started = time.perf_counter()
+    try:
+        decisions = first.engine.decide_many([job.document for job in jobs])
+    except Exception:  # noqa: BLE001
+        decisions = [_crashed(first.engine)] * len(jobs)
+    except BaseException:
+        _interrupted(jobs, spans, started)
+        raise
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    finished = _finish_batch(jobs, spans, decisions, started)
+    for job, decision in zip(jobs, finished, strict=True):
+        _log(job, decision)
+    return finished
+
+
+async def _adecide_batch(jobs: Sequence[Job]) -> list[Decision]:
+    """Async twin of :func:`_decide_batch`."""
+    first = jobs[0]
+    spans = [_start(job) for job in jobs]
+    token = otel_context.attach(first.parent) if first.parent is not None else None
+    started = time.perf_counter()
+    try:
+        decisions = await first.engine.adecide_many([job.document for job in jobs])
+    except Exception:  # noqa: BLE001
+        decisions = [_crashed(first.engine)] * len(jobs)
+    except BaseException:  # cancelled: the spans end, the error says so, then it goes on
+        _interrupted(jobs, spans, started)
+        raise
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    finished = _finish_batch(jobs, spans, decisions, started)
+    await _alog(list(zip(jobs, finished, strict=True)))
+    return finished
+
+
+def _finish_batch(
+    jobs: Sequence[Job], spans: Sequence[Span], decisions: Sequence[Decision], started: float
+) -> list[Decision]:
+    if len(decisions) != len(jobs):
+        # An engine that answers a turn with the wrong number of decisions is broken.
+        decisions = [
+            Decision.failure(ErrorType.ENGINE, "the policy engine answered the turn wrongly")
+        ] * len(jobs)
+    return [
+        _finish(job, span, decision, started)
+        for job, span, decision in zip(jobs, spans, decisions, strict=True)
+    ]
+
+
+# -- settling, recording, logging ----------------------------------------------------------
+
+
+def _start(job: Job) -> Span:
+    return start_span(job.telemetry, job.engine, job.document, job.parent, job.conversation_id)
+
+
+def _settle(decision: Decision, rules: Rules, tool: str, span: Span) -> Decision:
+    if decision.allow:
+        return decision
+    if decision.error is not None:
+        if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES:
+            logger.warning(
+                "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
+                decision.error,
+                tool,
+            )
+            mark_fail_open(span)
+            return replace(decision, allow=True)
+        return decision
+    if rules.shadow is not None and rules.shadow(decision):
+        logger.info("shadow mode: tool %r would be denied (%s)", tool, ", ".join(decision.codes))
+        return replace(decision, allow=True, shadowed=True)
+    return decision
+
+
+def _finish(job: Job, span: Span, decision: Decision, started: float) -> Decision:
+    decision = _settle(decision, job.rules, job.tool_label, span)
+    seconds = time.perf_counter() - started
+    record_decision(job.telemetry, span, decision, job.document, seconds, job.tool_label)
+    return decision
+
+
+def _crashed(engine: PolicyEngine) -> Decision:
+    logger.exception("policy engine raised; denying the call")
+    return engine_crash(engine)
+
+
+def _interrupted(jobs: Sequence[Job], spans: Sequence[Span], started: float) -> None:
+    """End the spans of decisions abandoned mid-way (task cancelled, interpreter exiting):
+    an ERROR status with ``error.type=cancelled``, and the metric counts them."""
+    engine = jobs[0].engine
+    decision = Decision.failure(
+        ErrorType.CANCELLED,
+        "the decision was cancelled before it was made",
+        engine=getattr(engine, "engine_name", ""),
+        policy=getattr(engine, "policy", ""),
+    )
+    seconds = time.perf_counter() - started
+    for job, span in zip(jobs, spans, strict=True):
+        record_decision(job.telemetry, span, decision, job.document, seconds, job.tool_label)
+
+
+def _log(job: Job, decision: Decision) -> None:
+    if job.rules.log is not None:
+        try:
+            job.rules.log.write(job.document, decision)
+        except OSError:
+            logger.exception("could not record the decision")
+
+
+async def _alog(entries: Sequence[tuple[Job, Decision]]) -> None:
+    """Write decision-log lines from a worker thread: file I/O never runs on the loop."""
+    entries = [entry for entry in entries if entry[0].rules.log is not None]
+
+    def write() -> None:
+        for job, decision in entries:
+            _log(job, decision)
+
+    if entries:
+        await asyncio.to_thread(write)
+
+
+# -- worker threads ------------------------------------------------------------------------
+
+_pools: dict[str, Workers] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(kind: str, workers: int) -> Workers:
+    """A pool shared by the guards of this process: bounded, fork-safe (a forked child
+    starts threads of its own), and carrying the caller's context (trace, LangGraph config)
+    into its threads."""
+    pool = _pools.get(kind)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(kind)
+            if pool is None:
+                pool = Workers(workers, f"opa-guard-{kind}")
+                _pools[kind] = pool
+    return pool
+
+
+def _io_pool(engine: Any) -> Workers:
+    """Threads that wait on a policy server: the calls of a turn go out concurrently. An
+    engine with worker threads of its own (``OPAServer.workers``) gets them, so a stalled
+    engine never holds up the guards of another."""
+    own = getattr(engine, "workers", None)
+    return own if isinstance(own, Workers) else _pool("io", 32)
+
+
+def _cpu_pool() -> Workers:
+    """Threads for in-process evaluation off the event loop."""
+    return _pool("cpu", max(2, os.cpu_count() or 2))

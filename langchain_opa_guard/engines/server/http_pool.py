@@ -1,0 +1,212 @@
+"""A small pool of kept-alive ``http.client`` connections: ``OPAServer``'s default client.
+
+A policy decision is one short POST to a server that is usually a sidecar on loopback, so
+the client's own per-request work is a large share of the round trip; the standard
+library's connection is the leanest way to send it. A connection is checked out for one
+request at a time; one that the server closed while idle is replaced and the request sent
+again once (a decision query has no side effects).
+
+``max_connections`` is a hard cap: a request waits for a free connection, within its
+deadline. A forked child never touches its parent's sockets: it starts with an empty pool.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import threading
+import time
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from langchain_opa_guard.engines.workers import reset_after_fork
+
+__all__ = ["ConnectionPool", "ResponseTooLarge", "Transport", "remaining"]
+
+
+class ResponseTooLarge(Exception):
+    """The reply was larger than the client accepts."""
+
+
+class Transport(Protocol):
+    """What ``OPAServer`` sends its requests through."""
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str], deadline: float
+    ) -> tuple[int, bytes]:
+        """Send one request to ``path`` (under the server's URL); ``(status, body)``.
+
+        Raises ``TimeoutError`` past ``deadline`` (``time.monotonic()``), ``OSError`` or
+        ``http.client`` errors for transport failures, :class:`ResponseTooLarge`.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left before ``deadline``; raises ``TimeoutError`` when none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request ran past its deadline")
+    return left
+
+
+def _limit(connection: http.client.HTTPConnection, deadline: float) -> None:
+    left = remaining(deadline)
+    if connection.sock is not None:
+        connection.sock.settimeout(left)
+
+
+_STALE = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    http.client.BadStatusLine,
+)
+
+
+class ConnectionPool:
+    """Kept-alive HTTP/1.1 connections to one origin, at most ``max_connections`` of them."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 32,
+        max_response_bytes: int = 1 << 20,
+    ) -> None:
+        parts = urlsplit(url)
+        self.scheme = parts.scheme or "http"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.base_path = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
+        self._idle: list[http.client.HTTPConnection] = []
+        self._in_use = 0  # connections checked out (the cap counts them with the idle ones)
+        self._free = threading.Condition(threading.Lock())
+        reset_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The idle sockets are shared with the parent: a request sent on one here could
+        # read the parent's reply. Forget them (closing our copy of a descriptor does not
+        # end the parent's connection) and start with a fresh lock and no connection in use.
+        idle, self._idle = self._idle, []
+        self._in_use = 0
+        self._free = threading.Condition(threading.Lock())
+        for connection in idle:
+            connection.close()
+
+    def _new(self, deadline: float) -> http.client.HTTPConnection:
+        left = remaining(deadline)
+        if self.scheme == "https":
+            context = self.ssl_context or ssl.create_default_context()
+            return http.client.HTTPSConnection(self.host, self.port, timeout=left, context=context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=left)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        deadline: float | None = None,
+    ) -> tuple[int, bytes]:
+        """Send one request; ``(status, body)``. Raises ``OSError``/``http.client`` errors,
+        ``TimeoutError`` once ``deadline`` (default: ``timeout`` from now) has passed."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        free = self._free
+        with free:
+            while self._in_use >= self.max_connections:
+                if not free.wait(remaining(deadline)) and self._in_use >= self.max_connections:
+                    raise TimeoutError("no connection to OPA became free before the deadline")
+            self._in_use += 1
+            connection = self._idle.pop() if self._idle else None
+        keep = False
+        try:
+            connection, status, content, keep = self._request(
+                connection, method, path, body, headers, deadline
+            )
+            return status, content
+        finally:
+            with free:
+                self._in_use -= 1
+                if keep and connection is not None:
+                    self._idle.append(connection)
+                free.notify()
+
+    def _request(
+        self,
+        connection: http.client.HTTPConnection | None,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        deadline: float,
+    ) -> tuple[http.client.HTTPConnection, int, bytes, bool]:
+        reused = connection is not None
+        if connection is None:
+            connection = self._new(deadline)
+        try:
+            try:
+                result = self._send(connection, method, path, body, headers, deadline)
+            except _STALE:
+                connection.close()
+                if not reused:
+                    raise
+                connection = self._new(deadline)
+                result = self._send(connection, method, path, body, headers, deadline)
+        except BaseException:
+            connection.close()
+            raise
+        status, content, keep = result
+        if not keep:
+            connection.close()
+        return connection, status, content, keep
+
+    def _send(
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        deadline: float,
+    ) -> tuple[int, bytes, bool]:
+        # The deadline bounds the whole request, not each socket operation: a server that
+        # drips its reply a byte at a time runs into the same deadline.
+        connection.timeout = remaining(deadline)
+        _limit(connection, deadline)
+        connection.request(method, self.base_path + path, body=body, headers=headers)
+        _limit(connection, deadline)
+        response = connection.getresponse()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            _limit(connection, deadline)
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise ResponseTooLarge(size)
+            chunks.append(chunk)
+        if response.length:  # the server promised more than it sent
+            raise http.client.IncompleteRead(b"".join(chunks), response.length)
+        response.close()  # fully read: the connection is free for the next request
+        return response.status, b"".join(chunks), not response.will_close
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._free:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()

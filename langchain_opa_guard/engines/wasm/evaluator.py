@@ -1,0 +1,133 @@
+"""Evaluating an OPA-compiled policy module: a bounded pool of wasmtime instances.
+
+Each evaluation borrows one instance (waiting, within the caller's deadline, when all are
+busy), makes one ``opa_eval`` guest call with the deadline left, and gives the instance
+back; an instance that trapped (deadline, memory cap, an evaluation error) is discarded so
+that the next evaluation starts on a fresh one.
+
+Example:
+    ```python
+    import time
+
+    from langchain_opa_guard.engines.wasm.evaluator import WasmEvaluator
+
+    evaluator = WasmEvaluator(wasm_bytes, data={}, modules={}, size=2, memory_limit=64 << 20)
+    value = evaluator.evaluate("agent/authz/decision", b"{}", time.monotonic() + 1.0)
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_opa_guard.decision import EngineError, ErrorType
+from langchain_opa_guard.engines.instance_pool import (
+    InstancePool,
+    PoolClosedError,
+    PoolTimeoutError,
+)
+from langchain_opa_guard.engines.wasm.host_builtins import HOST_BUILTINS, check_builtins
+from langchain_opa_guard.engines.wasm.rego_values import parse_value, to_json
+from langchain_opa_guard.engines.wasm.runtime import WasmInstance, compiled_module
+
+__all__ = ["UNDEFINED", "WasmEvaluator"]
+
+UNDEFINED: Any = object()
+"""What :meth:`WasmEvaluator.evaluate` returns for an undefined document."""
+
+
+class WasmEvaluator:
+    """A compiled policy module with a bounded pool of instances.
+
+    Raises:
+        ValueError: The module is not an OPA policy module.
+        UnsupportedBuiltinError: It needs builtins the host does not provide.
+        EngineError: Its data does not load within ``memory_limit``.
+    """
+
+    kind = "wasm"
+
+    def __init__(
+        self,
+        wasm: bytes,
+        *,
+        data: Mapping[str, Any],
+        modules: Mapping[str, str],
+        size: int,
+        memory_limit: int | None,
+    ) -> None:
+        self.module = compiled_module(wasm)
+        check_builtins(self.module.builtins, modules)
+        self.entrypoints = dict(self.module.entrypoints)
+        self._data = json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False).encode()
+        self._memory_limit = memory_limit
+        self.pool: InstancePool[WasmInstance] = InstancePool(self._instance, size=size)
+        # One instance now: a data document that does not load is an error at start-up.
+        self.pool.checkin(*self.pool.checkout(deadline=time.monotonic() + 60))
+
+    def _instance(self) -> WasmInstance:
+        return self.module.instance(
+            self._data, memory_limit=self._memory_limit, host_builtins=HOST_BUILTINS
+        )
+
+    def has(self, entrypoint: str) -> bool:
+        return entrypoint in self.entrypoints
+
+    def evaluate(self, entrypoint: str, body: bytes, deadline: float) -> Any:
+        """The value of ``entrypoint`` for the input ``body`` (JSON), or :data:`UNDEFINED`.
+
+        Raises:
+            EngineError: ``timeout`` past the deadline (waiting for an instance included),
+                ``engine_error`` when the evaluation failed, ``malformed`` for output that
+                cannot be read.
+            PoolClosedError: The evaluator was closed (a reload replaced it).
+        """
+        number = self.entrypoints.get(entrypoint)
+        if number is None:
+            raise EngineError(
+                ErrorType.ENGINE,
+                f"{entrypoint!r} is not an entrypoint of the compiled policy",
+            )
+        try:
+            generation, instance = self.pool.checkout(deadline=deadline)
+        except PoolTimeoutError:
+            raise EngineError(ErrorType.TIMEOUT, "no policy instance became free in time") from None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self.pool.checkin(generation, instance)
+            raise EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
+        try:
+            text = instance.evaluate(number, body, timeout=remaining)
+        except EngineError:
+            self.pool.discard(generation, instance)
+            raise
+        except BaseException:
+            self.pool.discard(generation, instance)
+            raise
+        self.pool.checkin(generation, instance)
+        try:
+            result_set = json.loads(text, strict=False)
+        except ValueError:
+            # Not JSON: the result holds sets (or non-string keys). Read Rego's syntax
+            # and order each set as OPA's JSON does.
+            try:
+                result_set = to_json(parse_value(text))
+            except ValueError:
+                raise EngineError(
+                    ErrorType.MALFORMED, "the policy's output is unreadable"
+                ) from None
+        if not result_set:
+            return UNDEFINED
+        try:
+            return result_set[0]["result"]
+        except (TypeError, KeyError, IndexError):
+            raise EngineError(ErrorType.MALFORMED, "the policy's output is unreadable") from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+__all__ += ["PoolClosedError"]

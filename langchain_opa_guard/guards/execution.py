@@ -1,0 +1,345 @@
+"""Enforcement where tools run: a call executes only with an allow for exactly that call.
+
+The guard node decides a turn and hands the ``ToolNode`` the calls it allowed, each with a
+*grant*: its id and a digest of its name and arguments. :class:`GuardedToolNode` runs nothing
+else. It does not read tool calls from the conversation at all (a model message kept as a
+streamed chunk, a provider's ``tool_use`` blocks or ``additional_kwargs`` cannot bring a
+denied call back), it refuses input that did not come from the guard (a static edge
+``guard -> tools`` or ``agent -> tools`` fails loudly on the first run), and right before each
+tool runs it checks that the call still matches its grant (an interceptor that changed the
+arguments after the decision is refused).
+
+The same grants protect ``create_agent``: :class:`~langchain_opa_guard.OPAGuardMiddleware`
+records them when it decides a turn in ``after_model`` and checks them where the tool runs.
+
+Example:
+    ```python
+    from langchain_opa_guard import GuardedToolNode, PolicyGuardNode
+
+    tool_node = GuardedToolNode(tools)
+    builder.add_node("guard", PolicyGuardNode(engine, registry=tool_node))
+    builder.add_node("tools", tool_node)
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    builder.add_edge("tools", "agent")
+    ```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+
+from langchain_opa_guard.contract import jsonable
+from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
+
+__all__ = [
+    "GRANT_KEY",
+    "PAYLOAD_TYPE",
+    "GuardWiringError",
+    "GuardedToolNode",
+    "call_digest",
+    "calls_payload",
+    "grant_matches",
+    "run_once",
+    "arun_once",
+]
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_TYPE = "opa_guard.calls"
+"""The ``__type`` of the guard node's ``Send`` payload to the tools node."""
+
+GRANT_KEY = "__opa_guard_grant__"
+"""Where the tools node keeps the grants of the calls it runs (in ``configurable``)."""
+
+TURN_KEY = "__opa_guard_turn__"
+"""Where the tools node keeps the id of the model message its calls belong to."""
+
+Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
+AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
+Wrapper = Callable[[ToolCallRequest, Execute], "ToolMessage | Command[Any]"]
+AsyncWrapper = Callable[[ToolCallRequest, AsyncExecute], Awaitable["ToolMessage | Command[Any]"]]
+
+
+class GuardWiringError(RuntimeError):
+    """The graph can run tools without the guard: fix the wiring (the message says how)."""
+
+
+def call_digest(name: Any, args: Any) -> str:
+    """A digest of a call's tool name and arguments (canonical JSON, SHA-256)."""
+    text = json.dumps(
+        [name, jsonable(args)], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def grant_matches(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> bool:
+    """Whether ``grant`` (call id -> digest) allows exactly ``call``."""
+    if not isinstance(grant, Mapping):
+        return False
+    call_id = call.get("id")
+    expected = grant.get(call_id) if isinstance(call_id, str) else None
+    return isinstance(expected, str) and expected == call_digest(call.get("name"), call.get("args"))
+
+
+def calls_payload(
+    calls: Sequence[ToolCall],
+    state: Any,
+    messages_key: str,
+    messages: Sequence[Any],
+    ai_message: AIMessage,
+) -> dict[str, Any]:
+    """The guard node's ``Send`` payload: the allowed calls, their grants, the state."""
+    plain = [
+        cast(
+            ToolCall,
+            {"name": c["name"], "args": dict(c["args"]), "id": c["id"], "type": "tool_call"},
+        )
+        for c in calls
+    ]
+    base = dict(state) if isinstance(state, Mapping) else {}
+    base[messages_key] = list(messages)
+    return {
+        "__type": PAYLOAD_TYPE,
+        "calls": plain,
+        "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
+        "message_id": ai_message.id,
+        "state": base,
+    }
+
+
+class GuardedToolNode(ToolNode):
+    """A ``ToolNode`` that runs only the calls a :class:`PolicyGuardNode` allowed.
+
+    It takes the same arguments as ``ToolNode``. Its input must be the guard node's
+    ``Send``: the allowed calls themselves with their grants. Anything else (the graph
+    state through a static edge, another node's ``Send``) raises
+    :class:`GuardWiringError` before any tool runs. Right before a tool runs, the call
+    must still match its grant: your own ``wrap_tool_call`` interceptors run outside that
+    check, and a call one of them changed is refused with an error ``ToolMessage``.
+
+    Example:
+        ```python
+        tool_node = GuardedToolNode(tools, handle_tool_errors=True)
+        builder.add_node("guard", PolicyGuardNode(engine, registry=tool_node))
+        builder.add_node("tools", tool_node)
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        builder.add_edge("tools", "agent")
+        ```
+    """
+
+    def __init__(
+        self,
+        tools: Sequence[BaseTool | Callable[..., Any]],
+        *,
+        wrap_tool_call: Wrapper | None = None,
+        awrap_tool_call: AsyncWrapper | None = None,
+        **kwargs: Any,
+    ) -> None:
+        sync_wrapper, async_wrapper = _compose(wrap_tool_call, awrap_tool_call)
+        super().__init__(
+            tools, wrap_tool_call=sync_wrapper, awrap_tool_call=async_wrapper, **kwargs
+        )
+        self._messages_key_for_guard: str = kwargs.get("messages_key", "messages")
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        state, config = self._admit(input, config)
+        return super().invoke(state, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        state, config = self._admit(input, config)
+        return await super().ainvoke(state, config, **kwargs)
+
+    def _admit(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
+        """The state the ToolNode runs on: only the granted calls, in a message of their own."""
+        if not (isinstance(input, Mapping) and input.get("__type") == PAYLOAD_TYPE):
+            raise GuardWiringError(
+                f"the tools node {self.name!r} received input that did not come from the "
+                "policy guard, so it runs nothing. Route to it only through PolicyGuardNode "
+                "(remove static edges such as 'guard -> tools' or 'agent -> tools')."
+            )
+        calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
+        grant = dict(input.get("grant") or {})
+        # Every call must carry its own grant; the payload is built by the guard alone.
+        calls = [c for c in calls if grant_matches(grant, c)]
+        state = dict(input.get("state") or {})
+        messages = list(state.get(self._messages_key_for_guard) or [])
+        messages.append(AIMessage(content="", tool_calls=calls, id=input.get("message_id")))
+        state[self._messages_key_for_guard] = messages
+        base: dict[str, Any] = dict(config or {})
+        base["configurable"] = {
+            **(base.get("configurable") or {}),
+            GRANT_KEY: grant,
+            TURN_KEY: input.get("message_id"),
+        }
+        return state, cast(RunnableConfig, base)
+
+
+def _refusal(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.error(
+        "tool call %r (%s) changed after the policy allowed it; it did not run",
+        call.get("name"),
+        call.get("id"),
+    )
+    return changed_call_message(call)
+
+
+class _Claims:
+    """Calls that started running in this process, so one never starts twice.
+
+    A call is claimed when it starts and released if it raises (a retry, or a tool that
+    paused with ``interrupt()``, may run it again). Bounded: the oldest claims are dropped
+    past ``limit``. Runs in other processes are not seen: serialize the runs of one thread
+    across processes, as LangGraph's own server does.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._limit = limit
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys[key] = None
+            if len(self._keys) > self._limit:
+                self._keys.popitem(last=False)
+            return True
+
+    def release(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+CLAIMS = _Claims()
+
+
+def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+    """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
+
+    Two resumes of one checkpoint (a double click) run in different tasks, so the key is
+    the model's message and the call's id and arguments, not the task."""
+    config = getattr(request.runtime, "config", None) or {}
+    configurable = config.get("configurable") or {}
+    thread = configurable.get("thread_id")
+    if thread is None:
+        # No thread, no checkpoint to resume: nothing can run a second time, and another
+        # run may well reuse the same message and call ids. Scope the key to this task.
+        metadata = config.get("metadata") or {}
+        thread = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
+        if not thread:
+            return None
+    call = request.tool_call
+    call_id = call.get("id")
+    if turn is None or not isinstance(call_id, str):
+        return None
+    return (str(thread), str(turn), call_id + ":" + call_digest(call.get("name"), call.get("args")))
+
+
+def _already_ran(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.warning(
+        "tool call %r (%s) already started in this task; it does not run twice",
+        call.get("name"),
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run again: it already ran (a second run '
+        "of the same step, such as a concurrent resume, does not repeat its side effects).",
+        "the call already ran in this step",
+    )
+
+
+def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+    """Run a granted call of model turn ``turn`` (its message id) unless it already started
+    in this process."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+async def arun_once(
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+) -> ToolMessage | Command[Any]:
+    """Async twin of :func:`run_once`."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return await execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+def _turn_of(request: ToolCallRequest) -> Any:
+    config = getattr(request.runtime, "config", None) or {}
+    return (config.get("configurable") or {}).get(TURN_KEY)
+
+
+def _grant_of(request: ToolCallRequest) -> Mapping[str, Any] | None:
+    config = getattr(request.runtime, "config", None) or {}
+    grant = (config.get("configurable") or {}).get(GRANT_KEY)
+    return grant if isinstance(grant, Mapping) else None
+
+
+def _compose(
+    user_sync: Wrapper | None, user_async: AsyncWrapper | None
+) -> tuple[Wrapper | None, AsyncWrapper | None]:
+    """The user's interceptors outside, the grant check innermost (next to execution)."""
+
+    def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
+        if not grant_matches(_grant_of(request), request.tool_call):
+            return _refusal(request)
+        return run_once(request, execute, _turn_of(request))
+
+    async def achecked(
+        request: ToolCallRequest, execute: AsyncExecute
+    ) -> ToolMessage | Command[Any]:
+        if not grant_matches(_grant_of(request), request.tool_call):
+            return _refusal(request)
+        return await arun_once(request, execute, _turn_of(request))
+
+    def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
+        if user_sync is None:
+            return checked(request, execute)
+        return user_sync(request, lambda r: checked(r, execute))
+
+    async def async_wrapper(
+        request: ToolCallRequest, execute: AsyncExecute
+    ) -> ToolMessage | Command[Any]:
+        if user_async is None:
+            return await achecked(request, execute)
+        return await user_async(request, lambda r: achecked(r, execute))
+
+    if user_sync is not None and user_async is None:
+        # As ToolNode does: a sync interceptor alone also serves the async path.
+        return sync_wrapper, None
+    return sync_wrapper, async_wrapper

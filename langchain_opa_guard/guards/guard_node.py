@@ -1,0 +1,297 @@
+"""The guard node: a LangGraph node between the reasoning node and a ``ToolNode``."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal, cast
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolCall
+from langchain_core.runnables import RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
+from langgraph.constants import END
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from langchain_opa_guard.contract import state_messages
+from langchain_opa_guard.decision import Decision
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.approval import TICKET_KEY
+from langchain_opa_guard.guards.arguments import check_name
+from langchain_opa_guard.guards.denials import DenialStyle, turn_stopped_message
+from langchain_opa_guard.guards.execution import calls_payload
+from langchain_opa_guard.guards.planning import InputBuilder, Turn
+from langchain_opa_guard.guards.resume import Reviewed
+from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
+from langchain_opa_guard.ops.decision_log import DecisionLog
+
+__all__ = ["PolicyGuardNode"]
+
+
+class PolicyGuardNode(RunnableCallable):
+    """A LangGraph node that lets a tool call run only when the policy allows it.
+
+    For every tool call of the last ``AIMessage`` it builds one policy input document (see
+    :mod:`langchain_opa_guard.contract`), asks the engine about all the calls of the turn
+    together, and then:
+
+    * sends the allowed calls themselves, each with a grant (its id and a digest of its
+      arguments), to a :class:`~langchain_opa_guard.GuardedToolNode` in one ``Send``; that
+      node runs nothing else, so a denied call can never run, whatever form the model's
+      message takes after a checkpoint round trip;
+    * answers each denied call with exactly one ``ToolMessage`` (``status="error"``) that
+      gives the policy's reasons, so the model can re-plan;
+    * asks a human once for all the calls of the turn that need approval, before anything
+      of the turn runs (``interrupt()``, answered like LangChain's
+      ``HumanInTheLoopMiddleware``; see :mod:`langchain_opa_guard.guards.approval`);
+    * goes back to the reasoning node when nothing was allowed.
+
+    Arguments are checked against the tool's own schema before the policy sees them, so
+    the policy decides on the arguments that will run (``"5000"`` for an integer field is
+    decided and run as ``5000``); a call whose arguments do not validate is denied before
+    the policy is asked. Engine failures (OPA down, slow, erroring, undefined or malformed
+    output) deny the call: the node never raises into the graph for them.
+
+    The node declares its destinations (``tools`` and ``agent``), so the compiled graph
+    draws the guard's edges.
+
+    Args:
+        engine: An :class:`~langchain_opa_guard.OPAServer`, an
+            :class:`~langchain_opa_guard.EmbeddedPolicy`, or any :class:`PolicyEngine`.
+        tools: Name of the ``GuardedToolNode`` node.
+        agent: Name of the reasoning node the model's answers come back to.
+        registry: The tools (the ``GuardedToolNode``, a list of tools, or a mapping of tool
+            name to metadata), so each input carries the tool's ``metadata`` and arguments
+            are checked against the tool's schema (not possible with a mapping).
+        build_input: ``(default_input, call, state) -> input`` to extend or replace inputs.
+        denial_style: ``"full"`` reasons, ``"generic"`` text, or a function of
+            ``(decision, call)``, for what the model is told.
+        messages_key: State key of the message list.
+        user_key: Key of the subject in the runtime context or ``configurable``.
+        approvals: What a policy's ``require_approval`` does: ``"interrupt"`` pauses the
+            graph for a human (needs a checkpointer), ``"deny"`` treats it as a deny.
+        fail_open: Names of tools that may run when the policy engine *fails* (never when
+            the policy denies). Off for every tool by default; each use is logged at
+            WARNING and traced as ``opa.decision.fail_open``.
+        shadow: Shadow mode: ``True`` for every decision, or a collection of tool names
+            and reason codes. A shadowed deny is evaluated, logged, traced and counted as
+            "would deny", but the call runs. Use it to roll a policy out before enforcing.
+        max_repeated_denials: When the model proposes a call (same tool, same arguments)
+            that was already denied this many times in the conversation, the guard ends
+            the run with a clear message instead of letting the model retry forever
+            (each repeat before that gets a firmer denial). ``None`` turns this off.
+        decision_log: Record every decision (input, decision, revision) as JSON lines,
+            for ``python -m langchain_opa_guard replay``.
+        tracer_provider, meter_provider: For decision spans and metrics when no
+            :class:`~langchain_opa_guard.OTelCallbackHandler` is in the run's callbacks
+            (with one, the handler's providers are used and the decision spans nest in the
+            guard node's span). Default: the global providers.
+        name: Name of the node's runnable.
+
+    Raises:
+        TypeError, ValueError: At construction, for an argument of the wrong type or
+            value (the message names it); for a plain ``ToolNode`` as ``registry``, which
+            would run whatever the state holds.
+
+    Example:
+        ```python
+        from langgraph.graph import END, START, MessagesState, StateGraph
+        from langgraph.prebuilt import tools_condition
+
+        from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
+
+        tool_node = GuardedToolNode(tools)
+        builder = StateGraph(MessagesState)
+        builder.add_node("agent", call_model)
+        builder.add_node("guard", PolicyGuardNode(EmbeddedPolicy("policies"), registry=tool_node))
+        builder.add_node("tools", tool_node)
+        builder.add_edge(START, "agent")
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        builder.add_edge("tools", "agent")
+        graph = builder.compile()
+
+        graph.invoke(
+            {"messages": [("user", "Delete customer CUST-003")]},
+            context={"user": {"id": "user-789", "role": "guest"}},
+        )
+        ```
+    """
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        tools: str = "tools",
+        agent: str = "agent",
+        registry: ToolRegistry | None = None,
+        build_input: InputBuilder | None = None,
+        denial_style: DenialStyle = "full",
+        messages_key: str = "messages",
+        user_key: str = "user",
+        approvals: Literal["interrupt", "deny"] = "interrupt",
+        fail_open: Collection[str] = (),
+        shadow: bool | Collection[str] = False,
+        max_repeated_denials: int | None = 3,
+        decision_log: DecisionLog | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        name: str = "policy_guard",
+    ) -> None:
+        turns = TurnDecider(
+            engine,
+            tools=tools,
+            agent=agent,
+            registry=registry,
+            build_input=build_input,
+            denial_style=denial_style,
+            messages_key=messages_key,
+            user_key=user_key,
+            approvals=approvals,
+            fail_open=fail_open,
+            shadow=shadow,
+            max_repeated_denials=max_repeated_denials,
+            decision_log=decision_log,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+        super().__init__(self._func, self._afunc, name=check_name(name, "name"), trace=False)
+        self.turns = turns
+        self.engine = turns.engine
+        self.tools_node = turns.tools_node
+        self.agent_node = turns.agent_node
+        self.messages_key = turns.messages_key
+        self._declare_destinations()
+
+    def __repr__(self) -> str:
+        return (
+            f"PolicyGuardNode({self.engine!r}, tools={self.tools_node!r}, "
+            f"agent={self.agent_node!r})"
+        )
+
+    # LangGraph reads a node's destinations from the return annotation of ``__call__``;
+    # each guard routes to its own two nodes, so each instance carries its own annotation.
+    def __call__(self, state: Any) -> Any:  # pragma: no cover - LangGraph calls invoke
+        return self.invoke(state)
+
+    def _declare_destinations(self) -> None:
+        def __call__(self: PolicyGuardNode, state: Any) -> Any:
+            return self.invoke(state)
+
+        __call__.__annotations__ = {
+            "return": Command[Literal[self.tools_node, self.agent_node]]  # type: ignore[name-defined]
+        }
+        self.__dict__["__call__"] = types.MethodType(__call__, self)
+
+    # -- the node's work, sync and async twins ----------------------------------------
+
+    def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
+        ticket = _ticket(state)
+        if ticket is not None:
+            return self._after_review(state, ticket, self.turns.review(ticket, config, runtime))
+        turn = self.turns.plan(state, config, runtime)
+        if turn is None:
+            return Command(goto=END)
+        return self._route(state, turn, self.turns.decide(turn, config), config)
+
+    async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
+        ticket = _ticket(state)
+        if ticket is not None:
+            reviewed = await self.turns.areview(ticket, config, runtime)
+            return self._after_review(state, ticket, reviewed)
+        turn = self.turns.plan(state, config, runtime)
+        if turn is None:
+            return Command(goto=END)
+        return self._route(state, turn, await self.turns.adecide(turn, config), config)
+
+    # -- routing a decided turn ---------------------------------------------------------
+
+    def _route(
+        self, state: Any, turn: Turn, decided: Sequence[Decision], config: RunnableConfig
+    ) -> Command[Any]:
+        out = self.turns.settle(turn, decided)
+        messages_update: list[Any] = []
+        if out.ai_message is not turn.ai_message:
+            messages_update.append(out.ai_message)
+        if out.stop:
+            return self._stop_turn(turn, out.allowed, out.pending, messages_update + out.answers)
+        messages_update += out.answers
+        update = {self.messages_key: messages_update} if messages_update else None
+        if out.pending:
+            payload = _with_messages(state, self.messages_key, turn.messages)
+            payload[TICKET_KEY] = self.turns.ticket_for(turn, out)
+            here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
+            return Command(update=update, goto=Send(str(here), payload))
+        earlier = turn.messages[: turn.ai_index]
+        return self._to_tools(state, earlier, out.ai_message, out.allowed, update)
+
+    def _to_tools(
+        self,
+        state: Any,
+        earlier: Sequence[AnyMessage],
+        ai_message: AIMessage,
+        allowed: Sequence[ToolCall],
+        update: dict[str, Any] | None,
+    ) -> Command[Any]:
+        """The allowed calls themselves, each with its grant, to the tools node; else back."""
+        if not allowed:
+            return Command(update=update, goto=self.agent_node)
+        if isinstance(state, Mapping):
+            state = {k: v for k, v in state.items() if k != TICKET_KEY}
+        # One task per call: a task LangGraph runs again (a retry policy, an interrupt()
+        # inside a tool, a resume) runs that call again, never its neighbours, whose
+        # results are already saved.
+        sends = [
+            Send(
+                self.tools_node,
+                calls_payload([call], state, self.messages_key, earlier, ai_message),
+            )
+            for call in allowed
+        ]
+        return Command(update=update, goto=sends)
+
+    def _stop_turn(
+        self,
+        turn: Turn,
+        allowed: Sequence[ToolCall],
+        pending: Sequence[Mapping[str, Any]],
+        replies: list[Any],
+    ) -> Command[Any]:
+        """End the run: the model keeps proposing a call the policy keeps denying."""
+        for call in [*allowed, *(cast(ToolCall, p["call"]) for p in pending)]:
+            replies.append(turn_stopped_message(call))
+        replies.append(
+            AIMessage(
+                "I stopped here: I kept proposing a tool call that the policy denies "
+                f"({self.turns.max_repeated_denials} times), so retrying will not help. "
+                "Please change the request or ask an administrator about the policy."
+            )
+        )
+        return Command(update={self.messages_key: replies}, goto=END)
+
+    # -- human approval ---------------------------------------------------------------
+
+    def _after_review(
+        self, state: Any, ticket: Mapping[str, Any], reviewed: Reviewed
+    ) -> Command[Any]:
+        replies = list(reviewed.replies)
+        if reviewed.ai_message is not ticket["ai_message"]:
+            replies.insert(0, reviewed.ai_message)
+        update = {self.messages_key: replies} if replies else None
+        earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
+        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update)
+
+
+def _ticket(state: Any) -> Mapping[str, Any] | None:
+    if isinstance(state, Mapping):
+        ticket = state.get(TICKET_KEY)
+        if isinstance(ticket, Mapping):
+            return ticket
+    return None
+
+
+def _with_messages(state: Any, key: str, messages: list[AnyMessage]) -> dict[str, Any]:
+    if isinstance(state, Mapping):
+        return {**state, key: messages}
+    return {key: messages}

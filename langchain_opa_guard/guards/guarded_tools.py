@@ -1,0 +1,230 @@
+"""``guard_tools``: plain LangChain tools whose every call is checked by the policy first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.messages import ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict
+
+from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
+from langchain_opa_guard.guards.prepared_calls import (
+    injected_fields,
+    prepared_call,
+    toolnode_injections,
+)
+from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
+
+__all__ = ["GuardedTool", "guard_tools"]
+
+
+def guard_tools(
+    tools: Sequence[BaseTool],
+    engine: PolicyEngine,
+    *,
+    denial_style: DenialStyle = "full",
+    user_key: str = "user",
+    **options: Any,
+) -> list[BaseTool]:
+    """Wrap tools so that each call is decided by the policy before the tool's body runs.
+
+    The wrapped tools keep their names, descriptions, argument schemas and metadata, so they
+    drop into a ``ToolNode``, ``create_agent`` or direct calls. A denied call never runs: in a
+    ``ToolNode`` it is answered with a ``ToolMessage`` (``status="error"``) carrying the
+    policy's reasons; invoked directly, the tool returns that text. The subject is
+    ``context["user"]`` inside a LangGraph run, else ``config["configurable"]["user"]``.
+
+    Plain tools see one call at a time and no conversation, so ``input.turn`` holds only the
+    call and ``input.history`` is empty; a policy that needs the history belongs on the guard
+    node, the ToolNode interceptor or the middleware. A ``require_approval`` answer is a deny
+    here (there is no graph to pause).
+
+    Example:
+        ```python
+        from langchain_opa_guard import EmbeddedPolicy, guard_tools
+
+        safe_tools = guard_tools(tools, EmbeddedPolicy("policies"))
+        agent = create_agent(model, safe_tools)
+        safe_tools[0].invoke({"customer_id": "CUST-3"},
+                             config={"configurable": {"user": {"role": "guest"}}})
+        ```
+    """
+    guard = ToolCallGuard(
+        engine,
+        registry=list(tools),
+        denial_style=denial_style,
+        approvals="deny",
+        user_key=user_key,
+        **options,
+    )
+    return [GuardedTool.wrap(tool, guard) for tool in tools]
+
+
+class GuardedTool(BaseTool):
+    """A tool that asks the policy before delegating to the tool it wraps."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: BaseTool
+    guard: ToolCallGuard
+
+    @classmethod
+    def wrap(cls, tool: BaseTool, guard: ToolCallGuard) -> GuardedTool:
+        return cls(
+            name=tool.name,
+            description=tool.description,
+            args_schema=tool.args_schema,
+            return_direct=tool.return_direct,
+            response_format=tool.response_format,
+            metadata=tool.metadata,
+            tags=tool.tags,
+            inner=tool,
+            guard=guard,
+        )
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - run() delegates
+        raise NotImplementedError("GuardedTool delegates in run()")
+
+    def run(  # type: ignore[override]
+        self,
+        tool_input: str | dict[str, Any],
+        verbose: bool | None = None,
+        start_color: str | None = "green",
+        color: str | None = "green",
+        callbacks: Callbacks = None,
+        *,
+        config: RunnableConfig | None = None,
+        tool_call_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        config = _with_callbacks(config, callbacks)
+        call, refusal = self._prepare(tool_input, tool_call_id)
+        if refusal is not None:
+            return self._denied(refusal, call)
+        decision = self.guard.check(call, None, config, _current_context())
+        if not decision.allow:
+            return self._denied(decision, call)
+        return self.inner.run(
+            _as_allowed(
+                self.inner, tool_input, call, decision, from_model=tool_call_id is not None
+            ),
+            verbose,
+            start_color,
+            color,
+            callbacks,
+            config=config,
+            tool_call_id=tool_call_id,
+            **kwargs,
+        )
+
+    async def arun(  # type: ignore[override]
+        self,
+        tool_input: str | dict[str, Any],
+        verbose: bool | None = None,
+        start_color: str | None = "green",
+        color: str | None = "green",
+        callbacks: Callbacks = None,
+        *,
+        config: RunnableConfig | None = None,
+        tool_call_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        config = _with_callbacks(config, callbacks)
+        call, refusal = self._prepare(tool_input, tool_call_id)
+        if refusal is not None:
+            return self._denied(refusal, call)
+        decision = await self.guard.acheck(call, None, config, _current_context())
+        if not decision.allow:
+            return self._denied(decision, call)
+        return await self.inner.arun(
+            _as_allowed(
+                self.inner, tool_input, call, decision, from_model=tool_call_id is not None
+            ),
+            verbose,
+            start_color,
+            color,
+            callbacks,
+            config=config,
+            tool_call_id=tool_call_id,
+            **kwargs,
+        )
+
+    def _prepare(
+        self, tool_input: str | dict[str, Any], tool_call_id: str | None
+    ) -> tuple[ToolCall, Decision | None]:
+        """The call as it will run (through the tool's schema), or why it cannot."""
+        call = self._call(tool_input, tool_call_id)
+        if not isinstance(tool_input, dict):
+            return call, None
+        call, problem = prepared_call(self.inner, call)
+        if problem is None:
+            return call, None
+        return call, Decision.failure(
+            ErrorType.INVALID_CALL, problem, policy=self.guard.engine.policy
+        )
+
+    def _call(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> ToolCall:
+        if isinstance(tool_input, dict):
+            hidden = injected_fields(self.inner)
+            args = {k: v for k, v in tool_input.items() if k not in hidden}
+        else:
+            args = {"input": tool_input}
+        return ToolCall(name=self.name, args=args, id=tool_call_id, type="tool_call")
+
+    def _denied(self, decision: Decision, call: ToolCall) -> Any:
+        text = denial_text(decision, call, self.guard.denial_style)
+        if call.get("id"):
+            return ToolMessage(
+                content=text,
+                name=self.name,
+                tool_call_id=str(call["id"]),
+                status="error",
+                artifact={"opa_guard": decision_record(decision)},
+                response_metadata={"opa_guard": decision_record(decision)},
+            )
+        return text
+
+
+def _as_allowed(
+    tool: BaseTool,
+    tool_input: str | dict[str, Any],
+    call: ToolCall,
+    decision: Decision,
+    *,
+    from_model: bool,
+) -> str | dict[str, Any]:
+    """What the wrapped tool runs with: the decided arguments (the policy's rewrite, if
+    any), plus the values injected beside them, which the model never sees and the policy
+    does not decide. For a model's call (it has a call id) those are only what a
+    ``ToolNode`` injects (state, store, runtime): a value the model sent for an
+    application-supplied ``InjectedToolArg`` is dropped. Called directly by the
+    application, the tool keeps every injected argument it was given."""
+    if not isinstance(tool_input, dict):
+        return tool_input
+    args = dict(decision.args) if decision.args is not None and not decision.shadowed else None
+    decided = args if args is not None else dict(call["args"])
+    hidden = toolnode_injections(tool) if from_model else injected_fields(tool)
+    injected = {k: v for k, v in tool_input.items() if k in hidden}
+    return {**injected, **decided}
+
+
+def _with_callbacks(config: RunnableConfig | None, callbacks: Callbacks) -> RunnableConfig:
+    config = ensure_config(config)
+    if callbacks is not None and config.get("callbacks") is None:
+        config = {**config, "callbacks": callbacks}
+    return config
+
+
+def _current_context() -> Any:
+    try:
+        from langgraph.runtime import get_runtime
+
+        return get_runtime().context
+    except Exception:  # noqa: BLE001 - outside a LangGraph run there is no runtime context
+        return None

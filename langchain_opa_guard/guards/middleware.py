@@ -1,0 +1,435 @@
+"""``OPAGuardMiddleware``: the guard for LangChain's ``create_agent``.
+
+Each model turn is decided by the same :class:`~langchain_opa_guard.guards.turns.TurnDecider`
+as the guard node's; the middleware keeps the policy's history beside the messages, and grants
+the calls that may run (:mod:`langchain_opa_guard.guards.middleware_grants`).
+
+Why one module: ``AgentMiddleware`` is one class whose hooks (``wrap_model_call``,
+``after_model``, ``wrap_tool_call`` and their async twins) each act on the same turn; the
+decision path, the grant check and tool visibility are in modules of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Annotated, Any, Literal, cast
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import (
+    AgentState,
+    ExtendedModelResponse,
+    PrivateStateAttr,
+)
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.config import get_config
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from typing_extensions import NotRequired
+
+from langchain_opa_guard.contract import history_documents, state_messages, subject_from
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.arguments import check_choice
+from langchain_opa_guard.guards.denials import DenialStyle
+from langchain_opa_guard.guards.execution import arun_once, run_once
+from langchain_opa_guard.guards.middleware_grants import (
+    GRANTS_KEY,
+    checked_request,
+    digest_of,
+    granted_turn,
+    grants,
+    last_ai_message,
+)
+from langchain_opa_guard.guards.planning import Turn
+from langchain_opa_guard.guards.resume import Reviewed
+from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
+from langchain_opa_guard.guards.turns import Outcome, TurnDecider
+from langchain_opa_guard.guards.visibility import (
+    DEFAULT_VISIBILITY_PATH,
+    avisible_tools,
+    visible_tools,
+)
+from langchain_opa_guard.ops.decision_log import DecisionLog
+
+__all__ = ["OPAGuardMiddleware"]
+
+logger = logging.getLogger(__name__)
+
+HISTORY_KEY = "opa_guard_history"
+"""Private state: the policy's history entries of the turns decided so far, so a middleware
+that summarises or trims the messages cannot erase what ran from ``input.history``."""
+
+TURN_KEY = "opa_guard_turn"
+"""Private state: the model turn the middleware decided, until ``after_model`` settles it."""
+
+
+class _GuardState(AgentState[Any]):
+    opa_guard_history: NotRequired[Annotated[list[dict[str, Any]], PrivateStateAttr]]
+    opa_guard_turn: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
+    opa_guard_grants: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
+
+
+class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+    """An ``AgentMiddleware`` that lets a tool call run only when the policy allows it.
+
+    Each model turn is decided as a whole, right after the model answers
+    (``wrap_model_call``): every call's arguments go through the tool's own schema, then
+    the policy decides them all. ``after_model`` then answers each denied call with a
+    ``ToolMessage`` carrying the policy's reasons (the model re-plans; a denied
+    ``return_direct`` tool does not end the run), and, when the policy asks for a human,
+    pauses once for all of the turn's approvals before anything of the turn runs
+    (``interrupt()`` with ``HumanInTheLoopMiddleware``'s request and answer shapes; needs a
+    checkpointer). Only the calls allowed or approved for exactly their arguments get a
+    grant, and ``wrap_tool_call`` runs a call only with its grant: checked again right
+    before the tool runs, so an interceptor that changes a call after the decision is
+    refused.
+
+    **Where it goes:** first in ``middleware=[...]``. Its ``wrap_model_call`` is then the
+    outermost (it decides the response the other middleware produced) and its
+    ``after_model`` the last to run (it decides what ``HumanInTheLoopMiddleware`` or
+    ``ToolCallLimitMiddleware`` left, and never answers a call they already answered). A
+    call changed by any middleware after the decision is refused where the tool runs, never
+    run unchecked; a call without a grant (added by another middleware) is decided where it
+    runs, with approvals treated as denials.
+
+    With ``visibility=True`` the model is also bound only to the tools the policy's
+    ``visible_tools`` lets the subject use; the call-time check stays, since visibility is
+    not enforcement.
+
+    Example:
+        ```python
+        from langchain.agents import create_agent
+        from langchain_opa_guard import EmbeddedPolicy, OPAGuardMiddleware
+
+        agent = create_agent(
+            model,
+            tools,
+            middleware=[OPAGuardMiddleware(EmbeddedPolicy("policies"), registry=tools)],
+        )
+        agent.invoke({"messages": [("user", "Delete CUST-003")]},
+                     context={"user": {"id": "user-789", "role": "guest"}})
+        ```
+    """
+
+    state_schema = _GuardState  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        registry: Sequence[Any] | Mapping[str, Mapping[str, Any]] | None = None,
+        denial_style: DenialStyle = "full",
+        approvals: Literal["interrupt", "deny"] = "interrupt",
+        fail_open: Collection[str] = (),
+        shadow: bool | Collection[str] = False,
+        decision_log: DecisionLog | None = None,
+        user_key: str = "user",
+        visibility: bool = False,
+        visibility_path: str = DEFAULT_VISIBILITY_PATH,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice(approvals, "approvals", ("interrupt", "deny"))
+        options: dict[str, Any] = {
+            "registry": registry,
+            "denial_style": denial_style,
+            "fail_open": fail_open,
+            "shadow": shadow,
+            "decision_log": decision_log,
+            "user_key": user_key,
+            "tracer_provider": tracer_provider,
+            "meter_provider": meter_provider,
+        }
+        # The turn's decision path is the guard node's; only the wiring differs.
+        self._turns = TurnDecider(
+            engine,
+            agent="model",
+            tools="tools",
+            approvals=approvals,
+            max_repeated_denials=None,
+            **options,
+        )
+        self._fallback = TurnDecider(
+            engine,
+            agent="model",
+            tools="tools",
+            approvals="deny",
+            max_repeated_denials=None,
+            **options,
+        )
+        self.guard = ToolCallGuard(engine, **options)
+        self.engine = self._turns.engine
+        self.visibility = visibility
+        self.visibility_path = visibility_path
+        self.user_key = user_key
+
+    # -- the model's turn: decided as the model answers --------------------------------
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], ModelResponse],
+    ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
+        request = self._visible(request)
+        self._learn(request.tools)
+        response = handler(request)
+        planned = self._plan(request, response)
+        if planned is None:
+            return response
+        turn, config = planned
+        decided = self._turns.decide(turn, config)
+        return self._decided(response, turn, self._turns.settle(turn, decided))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+    ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
+        request = await self._avisible(request)
+        self._learn(request.tools)
+        response = await handler(request)
+        planned = self._plan(request, response)
+        if planned is None:
+            return response
+        turn, config = planned
+        decided = await self._turns.adecide(turn, config)
+        return self._decided(response, turn, self._turns.settle(turn, decided))
+
+    def _plan(
+        self, request: ModelRequest, response: ModelResponse
+    ) -> tuple[Turn, RunnableConfig] | None:
+        message = last_ai_message(response.result)
+        if message is None:
+            return None
+        taken = {m.id for m in request.state["messages"] if getattr(m, "id", None)}
+        if (message.id is None and message.tool_calls) or message.id in taken:
+            # The decision is bound to the message by its id; and a reused id (some servers
+            # repeat response ids) would make the state replace an earlier turn with this
+            # one, erasing what that turn did from the history the policy reads.
+            named = message.model_copy(update={"id": f"lc_opa_guard-{uuid.uuid4().hex}"})
+            response.result = [named if m is message else m for m in response.result]
+            message = named
+        if not message.tool_calls:
+            return None
+        # The whole response: a structured-output answer that follows the turn counts.
+        state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
+        config = _current_config()
+        turn = self._turns.plan(state, config, request.runtime, _kept(request.state))
+        return (turn, config) if turn is not None else None
+
+    def _decided(self, response: ModelResponse, turn: Turn, out: Outcome) -> ExtendedModelResponse:  # type: ignore[type-arg]
+        ticket = self._turns.ticket_for(turn, out)
+        ticket["message_id"] = turn.ai_message.id
+        ticket["answers"] = out.answers
+        result = [out.ai_message if m is turn.ai_message else m for m in response.result]
+        return ExtendedModelResponse(
+            model_response=ModelResponse(
+                result=result, structured_response=response.structured_response
+            ),
+            command=Command(update={TURN_KEY: ticket}),
+        )
+
+    # -- after the model: answers, approvals, grants -----------------------------------
+
+    def after_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        message, ticket = self._current(state)
+        if message is None:
+            return self._cleared(state)
+        config = _current_config()
+        if ticket is None:
+            turn = self._fallback.plan(state, config, runtime, _kept(state))
+            if turn is None:
+                return self._cleared(state)
+            verdicts = self._fallback.decide(turn, config)
+            return self._settled_fallback(state, message, self._fallback.settle(turn, verdicts))
+        if not ticket["pending"]:
+            reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
+            return self._settled(state, message, ticket, reviewed)
+        return self._settled(state, message, ticket, self._turns.review(ticket, config, runtime))
+
+    async def aafter_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        message, ticket = self._current(state)
+        if message is None:
+            return self._cleared(state)
+        config = _current_config()
+        if ticket is None:
+            turn = self._fallback.plan(state, config, runtime, _kept(state))
+            if turn is None:
+                return self._cleared(state)
+            verdicts = await self._fallback.adecide(turn, config)
+            return self._settled_fallback(state, message, self._fallback.settle(turn, verdicts))
+        if not ticket["pending"]:
+            reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
+            return self._settled(state, message, ticket, reviewed)
+        reviewed = await self._turns.areview(ticket, config, runtime)
+        return self._settled(state, message, ticket, reviewed)
+
+    def _current(self, state: Any) -> tuple[AIMessage | None, Mapping[str, Any] | None]:
+        """The model's latest turn, and the middleware's decision of it if it still holds.
+
+        The decision holds only for the message it was made on, with every call as it was
+        decided: a middleware that changed the turn after the decision makes the guard
+        decide it again (approvals then count as denials).
+        """
+        message = None
+        for candidate in reversed(state_messages(state)):
+            if isinstance(candidate, AIMessage):
+                message = candidate
+                break
+            if not isinstance(candidate, ToolMessage):
+                break
+        if message is None or not message.tool_calls:
+            return None, None
+        ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
+        if not isinstance(ticket, Mapping) or ticket.get("message_id") != message.id:
+            return message, None
+        decided: AIMessage = ticket["ai_message"]
+        if [digest_of(c) for c in decided.tool_calls] != [digest_of(c) for c in message.tool_calls]:
+            logger.warning("the model's turn changed after the policy decided it; deciding again")
+            return message, None
+        return message, ticket
+
+    def _cleared(self, state: Any) -> dict[str, Any] | None:
+        if isinstance(state, Mapping) and (state.get(TURN_KEY) or state.get(GRANTS_KEY)):
+            return {TURN_KEY: None, GRANTS_KEY: None}
+        return None
+
+    def _settled(
+        self, state: Any, message: AIMessage, ticket: Mapping[str, Any], reviewed: Reviewed
+    ) -> dict[str, Any]:
+        updated = reviewed.ai_message
+        messages: list[Any] = [] if updated is ticket["ai_message"] else [updated]
+        messages += _unanswered(state, [*ticket["answers"], *reviewed.replies])
+        return {
+            "messages": messages,
+            HISTORY_KEY: self._recorded(state, updated, messages),
+            TURN_KEY: None,
+            GRANTS_KEY: grants(message.id, reviewed.allowed),
+        }
+
+    def _recorded(
+        self, state: Any, message: AIMessage, answers: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """The kept history with this turn's calls added (allowed ones as pending)."""
+        after: list[Any] = []
+        for earlier in reversed(state_messages(state)):
+            if isinstance(earlier, AIMessage):
+                break
+            after.insert(0, earlier)
+        replies = [m for m in [*after, *answers] if isinstance(m, ToolMessage)]
+        turn = history_documents([message, *replies], self._turns.metadata_of)
+        return [*_kept(state), *turn][-_KEPT_LIMIT:]
+
+    def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
+        messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
+        messages += _unanswered(state, out.answers)
+        return {
+            "messages": messages,
+            HISTORY_KEY: self._recorded(state, out.ai_message, messages),
+            TURN_KEY: None,
+            GRANTS_KEY: grants(message.id, out.allowed),
+        }
+
+    # -- where the tool runs -----------------------------------------------------------
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        granted = checked_request(request)
+        if granted is None:  # not part of the decided turn: decided here, on its own
+            return self.guard.wrap_tool_call(request, handler)
+        if isinstance(granted, ToolMessage):
+            return granted
+        return run_once(granted, handler, granted_turn(granted))
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        granted = checked_request(request)
+        if granted is None:
+            return await self.guard.awrap_tool_call(request, handler)
+        if isinstance(granted, ToolMessage):
+            return granted
+        return await arun_once(granted, handler, granted_turn(granted))
+
+    # -- visibility ------------------------------------------------------------------------
+
+    def _visible(self, request: ModelRequest) -> ModelRequest:
+        if not self.visibility:
+            return request
+        tools = visible_tools(
+            cast(Any, self.engine),
+            request.tools,
+            user=self._subject(request),
+            path=self.visibility_path,
+        )
+        return request.override(tools=tools)
+
+    async def _avisible(self, request: ModelRequest) -> ModelRequest:
+        if not self.visibility:
+            return request
+        tools = await avisible_tools(
+            cast(Any, self.engine),
+            request.tools,
+            user=self._subject(request),
+            path=self.visibility_path,
+        )
+        return request.override(tools=tools)
+
+    def _subject(self, request: ModelRequest) -> Any:
+        runtime = request.runtime
+        context = getattr(runtime, "context", None)
+        user = subject_from(context, {}, self.user_key)
+        if user is None:
+            try:
+                user = subject_from(None, get_config(), self.user_key)
+            except RuntimeError:
+                user = None
+        return user
+
+    def _learn(self, tools: Sequence[Any]) -> None:
+        """Tools bound to the model: their schemas check arguments before the policy."""
+        for tool in tools:
+            if isinstance(tool, BaseTool):
+                self._turns.learn(tool)
+                self._fallback.learn(tool)
+                self.guard.tools_by_name.setdefault(tool.name, tool)
+
+
+_KEPT_LIMIT = 1000
+"""At most this many history entries are kept beside the messages (the newest)."""
+
+
+def _kept(state: Any) -> list[dict[str, Any]]:
+    kept = state.get(HISTORY_KEY) if isinstance(state, Mapping) else None
+    return list(kept) if isinstance(kept, list) else []
+
+
+def _unanswered(state: Any, answers: Sequence[Any]) -> list[Any]:
+    """``answers`` minus those for calls something else (another middleware, a human)
+    already answered after the turn: every call id gets one answer."""
+    answered: set[str] = set()
+    for message in reversed(state_messages(state)):
+        if isinstance(message, AIMessage):
+            break
+        if isinstance(message, ToolMessage):
+            answered.add(message.tool_call_id)
+    return [a for a in answers if getattr(a, "tool_call_id", None) not in answered]
+
+
+def _current_config() -> RunnableConfig:
+    try:
+        return get_config()
+    except RuntimeError:  # outside a graph run
+        return {}

@@ -1,0 +1,164 @@
+"""Where a tool runs under ``OPAGuardMiddleware``: a call runs only with its grant.
+
+When the middleware settles a model turn it records, in the agent's private state, a grant
+for each call allowed or approved (:func:`grants`: the model message's id, and each call's id
+with a digest of its name and arguments). Where the tool runs, :func:`checked_request` finds
+the call's grant: a call that changed since the decision is refused (:func:`refused`), and the
+tool itself, with every tool an inner middleware could look up by name, is wrapped in a
+:class:`CheckedTool` that runs only the call allowed. A call without a grant (added by another
+middleware) is none of this module's business: the middleware decides it where it runs.
+
+Example:
+    ```python
+    state[GRANTS_KEY] = grants(message.id, allowed_calls)
+    request = checked_request(tool_call_request)  # to run, a refusal, or None
+    ```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from pydantic import ConfigDict
+
+from langchain_opa_guard.contract import state_messages
+from langchain_opa_guard.guards.denials import changed_call_message
+from langchain_opa_guard.guards.execution import call_digest
+from langchain_opa_guard.guards.prepared_calls import executed_injections
+
+__all__ = [
+    "GRANTS_KEY",
+    "CheckedTool",
+    "digest_of",
+    "checked_request",
+    "granted_turn",
+    "grants",
+    "last_ai_message",
+    "refused",
+]
+
+logger = logging.getLogger(__name__)
+
+GRANTS_KEY = "opa_guard_grants"
+"""Private state: the calls of the current turn that may run (id -> digest)."""
+
+
+def grants(message_id: Any, calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The grants of a settled turn: the calls of model message ``message_id`` that may run."""
+    return {"message_id": message_id, "calls": {c["id"]: digest_of(c) for c in calls}}
+
+
+def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage | None:
+    """The request to run (its tool checked again where it runs), a refusal, or
+    ``None`` when the turn's decision does not cover this call."""
+    state = request.state
+    recorded = state.get(GRANTS_KEY) if isinstance(state, Mapping) else None
+    message = last_ai_message(state_messages(state))
+    call = request.tool_call
+    if not isinstance(recorded, Mapping) or message is None:
+        return None
+    if recorded.get("message_id") != message.id:
+        return None
+    digest = (recorded.get("calls") or {}).get(call.get("id"))
+    if digest is None:
+        return None
+    if digest != digest_of(call):
+        return refused(call)
+    if request.tool is None:
+        return request
+    checked = request.override(tool=CheckedTool.around(request.tool, digest))
+    runtime = checked.runtime
+    tools = getattr(runtime, "tools", None)
+    if dataclasses.is_dataclass(runtime) and isinstance(tools, list):
+        # A middleware inside this one may look a tool up again by name (an edit that
+        # switches tools): every tool it can find runs only the call allowed here.
+        wrapped = [CheckedTool.around(t, digest) if isinstance(t, BaseTool) else t for t in tools]
+        checked = dataclasses.replace(checked, runtime=dataclasses.replace(runtime, tools=wrapped))
+    return checked
+
+
+class CheckedTool(BaseTool):
+    """The tool as the ToolNode runs it: the call must still be the one allowed."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: BaseTool
+    digest: str
+
+    @classmethod
+    def around(cls, tool: BaseTool, digest: str) -> CheckedTool:
+        return cls(
+            name=tool.name,
+            description=tool.description,
+            args_schema=tool.args_schema,
+            return_direct=tool.return_direct,
+            response_format=tool.response_format,
+            metadata=tool.metadata,
+            tags=tool.tags,
+            inner=tool,
+            digest=digest,
+        )
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - invoke delegates
+        raise NotImplementedError("the checked tool delegates in invoke()")
+
+    def _visible_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        hidden = executed_injections(self.inner)
+        return {k: v for k, v in args.items() if k not in hidden}
+
+    def _refusal(self, input: Any) -> ToolMessage | None:
+        if not (isinstance(input, Mapping) and input.get("type") == "tool_call"):
+            return None
+        args = self._visible_args(input.get("args") or {})
+        if call_digest(input.get("name"), args) == self.digest:
+            return None
+        return refused(cast(Any, input))
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        refusal = self._refusal(input)
+        if refusal is not None:
+            return refusal
+        return self.inner.invoke(input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        refusal = self._refusal(input)
+        if refusal is not None:
+            return refusal
+        return await self.inner.ainvoke(input, config, **kwargs)
+
+
+def refused(call: Mapping[str, Any]) -> ToolMessage:
+    """The answer for a call that changed after the policy decided it (it does not run)."""
+    logger.error(
+        "tool call %r (%s) changed after the policy decided it (a middleware after "
+        "OPAGuardMiddleware?); it did not run",
+        call.get("name"),
+        call.get("id"),
+    )
+    return changed_call_message(call)
+
+
+def granted_turn(request: ToolCallRequest) -> Any:
+    """The id of the model message whose grants cover ``request``."""
+    recorded = request.state.get(GRANTS_KEY) if isinstance(request.state, Mapping) else None
+    return recorded.get("message_id") if isinstance(recorded, Mapping) else None
+
+
+def digest_of(call: Mapping[str, Any]) -> str:
+    """The digest a grant holds for ``call`` (its tool name and arguments)."""
+    return call_digest(call.get("name"), call.get("args"))
+
+
+def last_ai_message(messages: Sequence[Any]) -> AIMessage | None:
+    """The latest model message of ``messages``, if any."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            return message
+    return None

@@ -1,0 +1,214 @@
+"""Planning a model turn: each call as it would run, and its policy input.
+
+:func:`plan_turn` finds the last model turn still to decide, prepares each call (its arguments
+through its tool's schema), and builds each call's input from the contract
+(:mod:`langchain_opa_guard.contract`): the call, the subject, where the guard sits, the task,
+the turn and the history. A call without a usable id, under an id used twice, with arguments
+that do not validate, or whose input ``build_input`` could not build gets its decision here,
+before the policy is asked; repeats of an already denied call are counted.
+
+Example:
+    ```python
+    turn = plan_turn(TurnDecider(engine, registry=tools), state, config, runtime)
+    documents = [d for d in turn.inputs if d is not None] if turn else []
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.runtime import Runtime
+
+from langchain_opa_guard.contract import (
+    call_document,
+    history_documents,
+    jsonable,
+    metadata_for,
+    policy_input,
+    state_messages,
+    subject_from,
+    task_document,
+    where_document,
+)
+from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.denials import answer_id
+from langchain_opa_guard.guards.prepared_calls import prepared_call
+
+__all__ = ["ALREADY_ANSWERED", "InputBuilder", "PlanSettings", "Turn", "plan_turn"]
+
+logger = logging.getLogger(__name__)
+
+InputBuilder = Callable[[dict[str, Any], ToolCall, Any], Mapping[str, Any]]
+"""``(default_input, call, state) -> input``: extend or replace the policy input."""
+
+
+class PlanSettings(Protocol):
+    """What planning reads of a guard (a :class:`~langchain_opa_guard.guards.turns.TurnDecider`)."""
+
+    engine: PolicyEngine
+    tools_node: str
+    agent_node: str
+    messages_key: str
+    user_key: str
+    metadata_of: dict[str, Mapping[str, Any]]
+    tools_by_name: dict[str, BaseTool]
+    build_input: InputBuilder | None
+
+
+@dataclass
+class Turn:
+    """One model turn under evaluation.
+
+    Attributes:
+        messages: The conversation, the turn's model message at ``ai_index``.
+        ai_index: Where the model's message is in ``messages``.
+        ai_message: The model's message.
+        calls: Its calls as they would run (arguments through the tools' schemas).
+        inputs: Each call's policy input, or ``None`` when it is decided without the policy.
+        decisions: Each call's decision made before the policy is asked, else ``None``.
+        repeats: How often each call (same tool, same arguments) was denied before.
+        user: The subject, as the policy sees it.
+    """
+
+    messages: list[AnyMessage]
+    ai_index: int
+    ai_message: AIMessage
+    calls: list[ToolCall]
+    inputs: list[dict[str, Any] | None] = field(default_factory=list)
+    decisions: list[Decision | None] = field(default_factory=list)
+    repeats: list[int] = field(default_factory=list)
+    user: Any = None
+
+
+def plan_turn(
+    settings: PlanSettings,
+    state: Any,
+    config: RunnableConfig,
+    runtime: Runtime | None,
+    kept: Sequence[Mapping[str, Any]] = (),
+) -> Turn | None:
+    """The last model turn, each call prepared and given its policy input.
+
+    ``kept`` holds history entries recorded when earlier turns were decided; those whose
+    calls are no longer in the messages (a middleware summarised them away) come first
+    in ``input.history``, so dropping messages never drops what ran.
+    """
+    messages = state_messages(state, settings.messages_key)
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, AIMessage):
+            break
+        if not isinstance(message, ToolMessage):
+            return None
+    else:
+        return None
+    if not message.tool_calls:
+        return None
+    turn = Turn(list(messages), index, message, list(message.tool_calls))
+    answered = {m.tool_call_id for m in messages[index + 1 :] if isinstance(m, ToolMessage)}
+
+    context = getattr(runtime, "context", None) if runtime is not None else None
+    user = subject_from(context, config, settings.user_key)
+    where_doc = where_document(
+        config, context, agent=settings.agent_node, tools=settings.tools_node
+    )
+    # Each call as it would run: its arguments through the tool's own schema.
+    problems: list[str | None] = []
+    for position, call in enumerate(turn.calls):
+        tool = (
+            settings.tools_by_name.get(call.get("name"))
+            if isinstance(call.get("name"), str)
+            else None
+        )
+        prepared, problem = prepared_call(tool, call)
+        turn.calls[position] = prepared
+        problems.append(problem)
+    where_doc.update(task_document(messages[:index], context, config))
+    docs = [call_document(c, metadata_for(settings.metadata_of, c.get("name"))) for c in turn.calls]
+    history = history_documents(messages[:index], settings.metadata_of)
+    if kept:
+        present = {_entry_key(h) for h in history}
+        history = [*(dict(h) for h in kept if _entry_key(h) not in present), *history]
+    user_doc = jsonable(user)
+    turn.user = user_doc
+    denied_before: dict[str, int] = {}
+    for entry in history:
+        if entry.get("decision") == "deny":
+            key = _call_key(entry.get("name"), entry.get("args"))
+            denied_before[key] = denied_before.get(key, 0) + 1
+    turn.repeats = [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
+    # The id each call's answer would carry: one answer per id.
+    keys = [answer_id(call) for call in turn.calls]
+    seen = Counter(keys)
+    first_seen: set[str] = set()
+    for call, doc, problem, key in zip(turn.calls, docs, problems, keys, strict=True):
+        if key in answered or key in first_seen:
+            # Answered already, or a second call under an id the first one answers:
+            # one answer per id, and nothing of a duplicated id runs.
+            turn.inputs.append(None)
+            turn.decisions.append(ALREADY_ANSWERED)
+            continue
+        first_seen.add(key)
+        problem = _invalid_call(call, seen) or problem
+        if problem is not None:
+            turn.inputs.append(None)
+            turn.decisions.append(
+                Decision.failure(ErrorType.INVALID_CALL, problem, policy=settings.engine.policy)
+            )
+            continue
+        document = policy_input(doc, user_doc, where_doc, docs, history)
+        if settings.build_input is not None:
+            try:
+                document = dict(settings.build_input(document, call, state))
+            except Exception:
+                logger.exception("build_input raised; denying the call")
+                turn.inputs.append(None)
+                turn.decisions.append(
+                    Decision.failure(
+                        ErrorType.INPUT,
+                        "the policy input could not be built",
+                        policy=settings.engine.policy,
+                    )
+                )
+                continue
+        turn.inputs.append(document)
+        turn.decisions.append(None)
+    return turn
+
+
+ALREADY_ANSWERED = Decision(False, ("already answered",))
+"""The decision of a call already answered in the conversation (or a second call under an
+id the first one answers): it gets no new answer and nothing of it runs."""
+
+
+def _entry_key(entry: Mapping[str, Any]) -> str:
+    return json.dumps(
+        [entry.get("call_id"), entry.get("name"), entry.get("args")], sort_keys=True, default=str
+    )
+
+
+def _call_key(name: Any, args: Any) -> str:
+    return json.dumps([name, args], sort_keys=True, default=str)
+
+
+def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        return "the tool call has no id"
+    if seen.get(call_id, 0) > 1:
+        return "the tool call id is used by more than one call in this turn"
+    if not isinstance(call.get("name"), str) or not call.get("name"):
+        return "the tool call has no tool name"
+    if not isinstance(call.get("args"), Mapping):
+        return "the tool call's arguments are not an object"
+    return None
