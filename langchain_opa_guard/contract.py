@@ -22,7 +22,11 @@ are converted, so a policy never sees a Python-specific value.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import enum
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,6 +89,16 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         return value
     if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, decimal.Decimal):  # money: a number, as a policy compares it
+        if not value.is_finite():
+            return str(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, _depth + 1)
     if isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -304,11 +318,16 @@ def _text_of(content: Any) -> str:
 
 
 def task_document(
-    messages: Sequence[Any], context: Any, config: Mapping[str, Any] | None
+    messages: Sequence[Any],
+    context: Any,
+    config: Mapping[str, Any] | None,
+    request: str | None = None,
 ) -> dict[str, Any]:
     """The task fields of ``input.context``: ``request`` and ``directory``.
 
-    ``request`` is :func:`latest_request` of the conversation. ``directory`` is what the
+    ``request`` is the user's request as the guard recorded it when the run began (the
+    middleware does, so a summary a model writes later as a human message is never taken
+    for it), else :func:`latest_request` of the conversation. ``directory`` is what the
     application put under ``"directory"`` in LangGraph's runtime context (else in
     ``config["configurable"]``): the destinations it trusts for this run, such as the
     user's contacts or existing payees. Policies may also keep a static directory in data.
@@ -324,6 +343,6 @@ def task_document(
         ```
     """
     return {
-        "request": latest_request(messages),
+        "request": request if request is not None else latest_request(messages),
         "directory": jsonable(subject_from(context, config, "directory")),
     }

@@ -41,7 +41,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from langchain_opa_guard.decision import Decision, ErrorType
+from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.engines.workers import Workers
 from langchain_opa_guard.ops.decision_log import DecisionLog
@@ -290,8 +290,33 @@ def _settle(decision: Decision, rules: Rules, tool: str, span: Span) -> Decision
         return decision
     if rules.shadow is not None and rules.shadow(decision):
         logger.info("shadow mode: tool %r would be denied (%s)", tool, ", ".join(decision.codes))
+        beneath = _approvals_beneath(decision)
+        if beneath is not None and not rules.shadow(beneath):
+            # A deny outranks approvals in the decision; lifting the deny in shadow mode
+            # must not lift the approvals it hid: the call waits for a human as before.
+            return beneath
         return replace(decision, allow=True, shadowed=True)
     return decision
+
+
+def _approvals_beneath(decision: Decision) -> Decision | None:
+    """The approval a policy's deny also carried (``"approvals": [...]`` beside its
+    reasons, as the shipped policy gives it), as a decision of its own."""
+    result = decision.result
+    approvals = result.get("approvals") if isinstance(result, Mapping) else None
+    if not approvals:
+        return None
+    try:
+        found = Decision.from_result(
+            {"allow": False, "require_approval": True, "reasons": approvals},
+            decision_id=decision.decision_id,
+            engine=decision.engine,
+            policy=decision.policy,
+            revision=decision.revision,
+        )
+    except EngineError:
+        return None
+    return replace(found, result=result)
 
 
 def _finish(job: Job, span: Span, decision: Decision, started: float) -> Decision:

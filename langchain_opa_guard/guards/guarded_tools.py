@@ -158,14 +158,13 @@ class GuardedTool(BaseTool):
     def _prepare(
         self, tool_input: str | dict[str, Any], tool_call_id: str | None
     ) -> tuple[ToolCall, Decision | None]:
-        """The call as it will run (through the tool's schema), or why it cannot."""
+        """The call as the tool will read it (through its schema), to decide; or why it
+        cannot run."""
         call = self._call(tool_input, tool_call_id)
-        if not isinstance(tool_input, dict):
-            return call, None
-        call, problem = prepared_call(self.inner, call)
+        view, problem = prepared_call(self.inner, call)
         if problem is None:
-            return call, None
-        return call, Decision.failure(
+            return view, None
+        return view, Decision.failure(
             ErrorType.INVALID_CALL, problem, policy=self.guard.engine.policy
         )
 
@@ -174,7 +173,8 @@ class GuardedTool(BaseTool):
             hidden = injected_fields(self.inner)
             args = {k: v for k, v in tool_input.items() if k not in hidden}
         else:
-            args = {"input": tool_input}
+            # LangChain runs a string input as the tool's first argument: decide it so.
+            args = {_first_field(self.inner): tool_input}
         return ToolCall(name=self.name, args=args, id=tool_call_id, type="tool_call")
 
     def _denied(self, decision: Decision, call: ToolCall) -> Any:
@@ -199,19 +199,29 @@ def _as_allowed(
     *,
     from_model: bool,
 ) -> str | dict[str, Any]:
-    """What the wrapped tool runs with: the decided arguments (the policy's rewrite, if
-    any), plus the values injected beside them, which the model never sees and the policy
-    does not decide. For a model's call (it has a call id) those are only what a
+    """What the wrapped tool runs with: the model's arguments as they came (the policy
+    decided them as the tool will read them; the tool validates them once, itself) or the
+    policy's rewrite, plus the values injected beside them, which the model never sees and
+    the policy does not decide. For a model's call (it has a call id) those are only what a
     ``ToolNode`` injects (state, store, runtime): a value the model sent for an
     application-supplied ``InjectedToolArg`` is dropped. Called directly by the
     application, the tool keeps every injected argument it was given."""
+    rewrite = dict(decision.args) if decision.args is not None and not decision.shadowed else None
     if not isinstance(tool_input, dict):
-        return tool_input
-    args = dict(decision.args) if decision.args is not None and not decision.shadowed else None
-    decided = args if args is not None else dict(call["args"])
+        return tool_input if rewrite is None else rewrite
     hidden = toolnode_injections(tool) if from_model else injected_fields(tool)
     injected = {k: v for k, v in tool_input.items() if k in hidden}
-    return {**injected, **decided}
+    given = {k: v for k, v in tool_input.items() if k not in injected_fields(tool)}
+    return {**injected, **(rewrite if rewrite is not None else given)}
+
+
+def _first_field(tool: BaseTool) -> str:
+    """The argument LangChain gives a string input: the first field of the tool's schema."""
+    schema = tool.args_schema
+    fields = getattr(schema, "model_fields", None)
+    if isinstance(fields, dict) and fields:
+        return str(next(iter(fields)))
+    return "input"
 
 
 def _with_callbacks(config: RunnableConfig | None, callbacks: Callbacks) -> RunnableConfig:

@@ -33,7 +33,12 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from typing_extensions import NotRequired
 
-from langchain_opa_guard.contract import history_documents, state_messages, subject_from
+from langchain_opa_guard.contract import (
+    history_documents,
+    latest_request,
+    state_messages,
+    subject_from,
+)
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
 from langchain_opa_guard.guards.denials import DenialStyle
@@ -68,9 +73,14 @@ that summarises or trims the messages cannot erase what ran from ``input.history
 TURN_KEY = "opa_guard_turn"
 """Private state: the model turn the middleware decided, until ``after_model`` settles it."""
 
+REQUEST_KEY = "opa_guard_request"
+"""Private state: the user's request as the run began (``input.context.request``), so a
+human message a middleware writes later (a summary of untrusted text) is never taken for it."""
+
 
 class _GuardState(AgentState[Any]):
     opa_guard_history: NotRequired[Annotated[list[dict[str, Any]], PrivateStateAttr]]
+    opa_guard_request: NotRequired[Annotated[str | None, PrivateStateAttr]]
     opa_guard_turn: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
     opa_guard_grants: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
 
@@ -172,6 +182,18 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     # -- the model's turn: decided as the model answers --------------------------------
 
+    # -- the run: the user's request as it began ---------------------------------------
+
+    def before_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Record the user's request: the latest human message as the run starts."""
+        request = latest_request(state_messages(state))
+        if isinstance(state, Mapping) and state.get(REQUEST_KEY) == request:
+            return None
+        return {REQUEST_KEY: request}
+
+    async def abefore_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        return self.before_agent(state, runtime)
+
     def wrap_model_call(
         self,
         request: ModelRequest,
@@ -221,7 +243,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         # The whole response: a structured-output answer that follows the turn counts.
         state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
         config = _current_config()
-        turn = self._turns.plan(state, config, request.runtime, _kept(request.state))
+        turn = self._turns.plan(
+            state, config, request.runtime, _kept(request.state), _request(request.state)
+        )
         return (turn, config) if turn is not None else None
 
     def _decided(self, response: ModelResponse, turn: Turn, out: Outcome) -> ExtendedModelResponse:  # type: ignore[type-arg]
@@ -244,7 +268,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback.plan(state, config, runtime, _kept(state))
+            turn = self._fallback.plan(state, config, runtime, _kept(state), _request(state))
             if turn is None:
                 return self._cleared(state)
             verdicts = self._fallback.decide(turn, config)
@@ -260,7 +284,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback.plan(state, config, runtime, _kept(state))
+            turn = self._fallback.plan(state, config, runtime, _kept(state), _request(state))
             if turn is None:
                 return self._cleared(state)
             verdicts = await self._fallback.adecide(turn, config)
@@ -409,6 +433,11 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
 _KEPT_LIMIT = 1000
 """At most this many history entries are kept beside the messages (the newest)."""
+
+
+def _request(state: Any) -> str | None:
+    request = state.get(REQUEST_KEY) if isinstance(state, Mapping) else None
+    return request if isinstance(request, str) else None
 
 
 def _kept(state: Any) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ class Turn:
         messages: The conversation, the turn's model message at ``ai_index``.
         ai_index: Where the model's message is in ``messages``.
         ai_message: The model's message.
-        calls: Its calls as they would run (arguments through the tools' schemas).
+        calls: Its calls, with the model's arguments (as they run).
         inputs: Each call's policy input, or ``None`` when it is decided without the policy.
         decisions: Each call's decision made before the policy is asked, else ``None``.
         repeats: How often each call (same tool, same arguments) was denied before.
@@ -96,8 +96,12 @@ def plan_turn(
     config: RunnableConfig,
     runtime: Runtime | None,
     kept: Sequence[Mapping[str, Any]] = (),
+    request: str | None = None,
 ) -> Turn | None:
     """The last model turn, each call prepared and given its policy input.
+
+    ``request`` is the user's request as recorded when the run began; without it, the
+    latest human message of the conversation is taken.
 
     ``kept`` holds history entries recorded when earlier turns were decided; those whose
     calls are no longer in the messages (a middleware summarised them away) come first
@@ -122,22 +126,26 @@ def plan_turn(
     where_doc = where_document(
         config, context, agent=settings.agent_node, tools=settings.tools_node
     )
-    # Each call as it would run: its arguments through the tool's own schema.
+    # Each call as its tool will read it (its arguments through the tool's own schema) is
+    # what the policy decides on; the call runs with the model's arguments.
     problems: list[str | None] = []
-    for position, call in enumerate(turn.calls):
+    views: list[ToolCall] = []
+    for call in turn.calls:
         tool = (
             settings.tools_by_name.get(call.get("name"))
             if isinstance(call.get("name"), str)
             else None
         )
-        prepared, problem = prepared_call(tool, call)
-        turn.calls[position] = prepared
+        view, problem = prepared_call(tool, call)
+        views.append(view)
         problems.append(problem)
-    where_doc.update(task_document(messages[:index], context, config))
-    docs = [call_document(c, metadata_for(settings.metadata_of, c.get("name"))) for c in turn.calls]
+    where_doc.update(task_document(messages[:index], context, config, request))
+    docs = [call_document(v, metadata_for(settings.metadata_of, v.get("name"))) for v in views]
     history = history_documents(messages[:index], settings.metadata_of)
     if kept:
-        present = {_entry_key(h) for h in history}
+        # A kept entry stands for a call that ran unless the messages still hold that
+        # call as it ran: a later denied repeat with the same id does not stand for it.
+        present = {_entry_key(h) for h in history if h.get("decision") != "deny"}
         history = [*(dict(h) for h in kept if _entry_key(h) not in present), *history]
     user_doc = jsonable(user)
     turn.user = user_doc

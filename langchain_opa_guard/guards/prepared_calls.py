@@ -112,16 +112,19 @@ def _decision_schema(tool: BaseTool) -> type[BaseModel] | None:
 
 
 def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str | None]:
-    """The call with the arguments its tool will run with, or a reason it cannot run.
+    """The call as its tool will read it, for the policy to decide on; or why it cannot run.
 
-    Arguments go through the tool's own schema first, its validators included (``"5000"``
+    The arguments go through the tool's own schema, its validators included (``"5000"``
     becomes ``5000`` for an integer field, a validator that normalises an address runs,
-    keys the tool does not take are dropped), so the policy decides on what will run.
-    Defaults the model left out are not added: they are the tool's, not the model's.
-    Arguments keep the names the model sees in the tool's schema (an alias where a field
-    has one), so a field sent twice (by name and by alias) is decided once, as the tool will
-    read it. A tool without a Pydantic schema (a JSON-schema tool) keeps the model's
-    arguments. The reason names the fields that failed, never their values.
+    keys the tool does not take are dropped), so the policy decides on what will run. The
+    call itself still runs with the model's arguments, which the tool validates the same
+    way: a validator is applied once, whether it is idempotent or not (one that decodes a
+    path would otherwise decode it twice). Defaults the model left out are not added: they
+    are the tool's, not the model's. Arguments keep the names the model sees in the tool's
+    schema (an alias where a field has one), so a field sent twice (by name and by alias)
+    is decided once, as the tool will read it. A tool without a Pydantic schema (a
+    JSON-schema tool) is decided on the model's arguments. The reason names the fields that
+    failed, never their values.
     """
     args = call.get("args")
     if tool is None or not isinstance(args, Mapping):
@@ -139,13 +142,12 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     except Exception:  # noqa: BLE001 - a validator of the tool's own raised
         return call, "the arguments do not match the tool's schema"
     provided = {k for k in model.model_fields_set if k not in hidden}
-    try:
-        prepared = model.model_dump(mode="json", by_alias=True, include=provided)
-    except Exception:  # noqa: BLE001 - a value JSON cannot hold (not from a model): as is
-        prepared = model.model_dump(by_alias=True, include=provided)
-    if prepared == args:
+    # Python values (a Decimal stays a number, a datetime an instant): the policy input
+    # turns them into JSON (contract.jsonable) the same way everywhere.
+    view = model.model_dump(by_alias=True, include=provided)
+    if view == args:
         return call, None
-    return cast(ToolCall, {**call, "args": prepared}), None
+    return cast(ToolCall, {**call, "args": view}), None
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

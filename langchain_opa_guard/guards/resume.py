@@ -104,12 +104,11 @@ def to_recheck(
         document = item["document"]
         if answer.action == "edit" and answer.args is not None and document:
             tool = tools_by_name.get(call.get("name"))
-            edited, problem = prepared_call(
-                tool, cast(ToolCall, {**call, "args": dict(answer.args)})
-            )
+            edited = cast(ToolCall, {**call, "args": dict(answer.args)})
+            view, problem = prepared_call(tool, edited)
             found.edits[call_id] = (edited, problem)
             if problem is None:
-                doc = call_document(edited, metadata_for(metadata_of, call.get("name")))
+                doc = call_document(view, metadata_for(metadata_of, call.get("name")))
                 turn = [doc if t.get("call_id") == doc["call_id"] else t for t in document["turn"]]
                 add(f"edit:{call_id}", call, {**document, "tool": doc, "turn": turn})
         else:
@@ -132,11 +131,21 @@ def settle_review(
     allowed: list[ToolCall] = []
     replies: list[Any] = []
     rewritten: dict[str, list[str]] = {}
+
+    def as_rewritten(call: ToolCall, again: Decision | None) -> ToolCall:
+        """The call as the policy allows it now: its current rewrite, if it has one."""
+        if again is None or not again.allow or again.shadowed or again.args is None:
+            return call
+        new = cast(ToolCall, {**call, "args": dict(again.args)})
+        if new.get("args") != call.get("args"):
+            rewritten[str(call.get("id"))] = changed_keys(call, new)
+        return new
+
     for raw in ticket["allowed"]:
         call = cast(ToolCall, raw)
         again = decided.get(f"recheck:{call.get('id')}")
         if again is None or again.allow:
-            allowed.append(call)
+            allowed.append(as_rewritten(call, again))
         else:  # the policy or the subject changed while the graph waited
             replies.append(denial_message(again, call, denial_style))
     for item in ticket["pending"]:
@@ -147,7 +156,7 @@ def settle_review(
         if again is not None and not (again.allow or again.require_approval):
             replies.append(denial_message(again, call, denial_style))
         elif answer.action == "approve":
-            allowed.append(call)
+            allowed.append(as_rewritten(call, again))
         elif answer.action == "edit" and call_id in edits:
             edited, problem = edits[call_id]
             if problem is not None:

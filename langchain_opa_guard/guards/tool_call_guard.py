@@ -235,7 +235,11 @@ class ToolCallGuard:
             scope = thread_id(config) or (config.get("metadata") or {}).get(
                 "langgraph_checkpoint_ns"
             )
-            key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}")
+            # A retried task (its attempt number grows) answers again: the answers of the
+            # attempt that failed were never saved.
+            info = getattr(request.runtime, "execution_info", None)
+            attempt = getattr(info, "node_attempt", 1)
+            key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}:{attempt}")
             if not CLAIMS.claim(key):
                 return call, Command(update={})
             problem = "the tool call id is used by more than one call in this turn"
@@ -284,15 +288,14 @@ def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | N
 def _as_allowed(
     request: ToolCallRequest, call: ToolCall, decision: Decision
 ) -> tuple[ToolCallRequest, str | None]:
-    """The request that runs: the prepared call, or the policy's rewrite of it."""
+    """The request that runs: the model's call as it came (the policy decided it as the tool
+    will read it), or the policy's rewrite of it."""
     if decision.shadowed or decision.args is None:
-        if call is request.tool_call:
-            return request, None
-        return request.override(tool_call=call), None
+        return request, None
     old = call.get("args") or {}
     new = dict(decision.args)
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    rewritten = cast(ToolCall, {**call, "args": new})
+    rewritten = cast(ToolCall, {**request.tool_call, "args": new})
     note = f"[policy: the arguments were adjusted before the call ran: {', '.join(keys) or 'none'}]"
     return request.override(tool_call=rewritten), note
 

@@ -170,11 +170,12 @@ class TurnDecider:
         config: RunnableConfig,
         runtime: Runtime | None,
         kept: Sequence[Mapping[str, Any]] = (),
+        request: str | None = None,
     ) -> Turn | None:
         """The last model turn, each call prepared and given its policy input (see
         :func:`~langchain_opa_guard.guards.planning.plan_turn`); ``None`` when the last
         model message has no calls left to decide."""
-        return plan_turn(self, state, config, runtime, kept)
+        return plan_turn(self, state, config, runtime, kept, request)
 
     # -- deciding --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 # Query data.agent.authz.decision. It is always defined:
 #   allowed:          {"allow": true,  "reasons": []}
 #   denied:           {"allow": false, "reasons": [<sorted deny reasons>]}
+#                     (and "approvals": [<sorted approval reasons>] when some apply too)
 #   needs a human:    {"allow": false, "require_approval": true, "reasons": [<sorted approval reasons>]}
 #
 # Every reason is an object {"code": <snake_case code>, "message": <text>}.
@@ -29,13 +30,19 @@ default decision := {
 	}],
 }
 
-decision := {"allow": false, "reasons": sort(deny)} if {
+# A deny outranks approvals; they come along with it, so that a deny rule in shadow mode
+# (the guard's rollout of a new rule) never lifts an approval that is enforced.
+decision := object.union({"allow": false, "reasons": sort(deny)}, approvals_beside_deny) if {
 	count(deny) > 0
 } else := {"allow": false, "require_approval": true, "reasons": sort(approval)} if {
 	count(approval) > 0
 } else := {"allow": true, "reasons": []} if {
 	allow
 }
+
+default approvals_beside_deny := {}
+
+approvals_beside_deny := {"approvals": sort(approval)} if count(approval) > 0
 
 # --- Request helpers -------------------------------------------------------
 

@@ -100,12 +100,12 @@ test_egress_metadata_must_be_true if {
 
 test_email_outside_domain_after_untrusted_history_denied if {
 	tool := email_to("attacker@evil.test")
-	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(internal_user, tool, [tool], fetched_before)
+	object.remove(authz.decision, {"approvals"}) == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(internal_user, tool, [tool], fetched_before)
 }
 
 test_email_outside_domain_in_same_turn_denied if {
 	tool := email_to("attacker@evil.test")
-	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(internal_user, tool, [fetch, tool], [])
+	object.remove(authz.decision, {"approvals"}) == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(internal_user, tool, [fetch, tool], [])
 }
 
 test_outside_domain_message_does_not_echo_recipients if {
@@ -124,7 +124,7 @@ test_outside_domain_message_does_not_echo_recipients if {
 test_outside_domain_message_names_domains_and_sources_from_data if {
 	tool := email_to("attacker@evil.test")
 	history := [past("search_web", untrusted_meta, "allow")]
-	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (corp.test, example.com) after untrusted content was read (fetch_url, search_web)")]) with input as request_with(internal_user, tool, [fetch, tool], history)
+	object.remove(authz.decision, {"approvals"}) == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (corp.test, example.com) after untrusted content was read (fetch_url, search_web)")]) with input as request_with(internal_user, tool, [fetch, tool], history)
 		with data.agent.config.allowed_email_domains as ["Example.com", "corp.test"]
 }
 
@@ -135,7 +135,7 @@ test_email_outside_domain_without_untrusted_content_allowed if {
 
 test_recipient_lists_cc_and_display_names_checked if {
 	tool := call("send_email", {"to": ["Bob <bob@example.com>", "Eve <eve@Evil.test>"], "cc": "Mallory@EXAMPLE.com.evil.test", "bcc": ["no-at-sign"]}, "c-mail", egress_meta)
-	authz.decision == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(admin_user, tool, [tool], fetched_before)
+	object.remove(authz.decision, {"approvals"}) == denied([reason("egress_outside_domains", "\"send_email\" may not send outside the allowed domains (example.com) after untrusted content was read (fetch_url)")]) with input as request_with(admin_user, tool, [tool], fetched_before)
 }
 
 test_allowed_domain_is_case_insensitive if {
@@ -153,4 +153,14 @@ test_untrusted_call_without_call_id_in_turn_needs_approval if {
 	tool := email_to("bob@example.com")
 	fetch_without_id := object.remove(fetch, ["call_id"])
 	authz.decision == needs_approval([reason("egress_in_untrusted_turn", "\"send_email\" sends data out in the same turn as untrusted content is read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [fetch_without_id, tool], [])
+}
+
+# A deny carries the approvals that apply beside it, so that the guard's shadow mode for the
+# deny rule never lifts them.
+test_a_deny_carries_the_approvals_beside_it if {
+	tool := email_to("attacker@evil.test")
+	d := authz.decision with input as request_with(internal_user, tool, [tool], fetched_before)
+	d.allow == false
+	{r.code | some r in d.reasons} == {"egress_outside_domains"}
+	{r.code | some r in d.approvals} == {"egress_after_untrusted"}
 }

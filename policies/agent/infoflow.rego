@@ -234,12 +234,18 @@ unknown_destination_fields contains field if {
 resolved_for_named_addressee if {
 	field := egress.addressee
 	is_string(args[field])
+	count(canon(args[field])) > 2
 	mentioned(args[field])
 	some i in taint_positions
 	some value in input.history[i].args
 	is_string(value)
+	specific(value)
 	mentioned(value)
 }
+
+# A value that names a particular source (a site, an address, a channel, a number), not
+# a word any request may hold ("summary", "the").
+specific(value) if regex.match(`[./@#:0-9]`, canon(value))
 
 approval contains {"code": "destination_not_requested", "message": message} if {
 	egress

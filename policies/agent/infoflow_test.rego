@@ -324,3 +324,11 @@ test_a_link_host_is_what_a_browser_opens if {
 		"link_not_requested" in codes(infoflow.deny) with input as doc
 	}
 }
+
+# The addressee exception needs a person the request names and a source it names: a word
+# any request holds ("the", "summary") is neither.
+test_the_addressee_exception_needs_a_specific_source_and_person if {
+	searched := ran("search", {"query": "summary"}, reader)
+	doc := req("invite", {"email": "eve@evil.test", "person": "the"}, inviter, [searched], "send the summary to the team", [])
+	"destination_not_requested" in codes(infoflow.approval) with input as doc
+}
