@@ -230,17 +230,22 @@ class ToolCallGuard:
         found = _turn_of(state_messages(request.state, self.messages_key), call_id)
         duplicates = sum(1 for c in found[1].tool_calls if c.get("id") == call_id) if found else 0
         if problem is None and duplicates > 1:
-            # One answer per id: whichever call under a duplicated id comes first answers
-            # for all of them (the ToolNode may run them in one task or in several).
-            scope = thread_id(config) or (config.get("metadata") or {}).get(
-                "langgraph_checkpoint_ns"
-            )
-            # A retried task (its attempt number grows) answers again: the answers of the
-            # attempt that failed were never saved.
-            info = getattr(request.runtime, "execution_info", None)
-            attempt = getattr(info, "node_attempt", 1)
-            key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}:{attempt}")
-            if not CLAIMS.claim(key):
+            # One answer per id: the first call under a duplicated id answers for all.
+            same = [c for c in found[1].tool_calls if c.get("id") == call_id] if found else []
+            position = next((i for i, c in enumerate(same) if c is call), None)
+            if position is None:
+                # Not the message's own dict (each call in a task of its own): the first to
+                # get here answers. A retried task (its attempt number grows) answers again,
+                # since the answers of the attempt that failed were never saved.
+                scope = thread_id(config) or (config.get("metadata") or {}).get(
+                    "langgraph_checkpoint_ns"
+                )
+                info = getattr(request.runtime, "execution_info", None)
+                attempt = getattr(info, "node_attempt", 1)
+                key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}:{attempt}")
+                if not CLAIMS.claim(key):
+                    return call, Command(update={})
+            elif position > 0:
                 return call, Command(update={})
             problem = "the tool call id is used by more than one call in this turn"
         if problem is None:
