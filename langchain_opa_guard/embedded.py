@@ -34,6 +34,7 @@ from langchain_opa_guard.policy_sources import (
 from langchain_opa_guard.wasm_bundles import (
     BATCH_ENTRYPOINT,
     BATCH_FILE,
+    TURN_BATCH_ENTRYPOINT,
     CompileError,
     batch_module,
     default_cache_dir,
@@ -57,6 +58,7 @@ class _Loaded:
     evaluator: Any  # WasmEvaluator | RegopyEvaluator
     revision: str
     batch: str | None
+    turn_batch: str | None = None  # the batch entrypoint taking positions in input.turn
 
 
 class EmbeddedPolicy:
@@ -284,15 +286,21 @@ class EmbeddedPolicy:
         if shared is None:
             return [self._decide(i, deadline) for i in inputs]
         calls = [document["tool"] for document in inputs]
+        # Each call once: by its position in input.turn where the module takes that.
+        positions = _turn_positions(shared, calls) if state.turn_batch is not None else None
+        entrypoint, listed = (
+            (state.turn_batch, positions) if positions is not None else (state.batch, calls)
+        )
         try:
             results, state = self._evaluate(
-                state.batch or "", {**shared, "calls": calls}, deadline, state
+                entrypoint or "", {**shared, "calls": listed}, deadline, state
             )
         except EngineError as exc:
             return [self._failure(exc)] * len(inputs)
         if not isinstance(results, Mapping):
             results = {}
         decisions = []
+        made: list[tuple[Any, Decision]] = []  # calls decided alike share one Decision
         for call in calls:
             try:
                 if call["call_id"] not in results:
@@ -300,14 +308,18 @@ class EmbeddedPolicy:
                         ErrorType.UNDEFINED,
                         f"the decision {self.policy!r} is undefined for this input",
                     )
-                decisions.append(
-                    Decision.from_result(
-                        results[call["call_id"]],
+                result = results[call["call_id"]]
+                decision = next((d for r, d in made if _same(r, result)), None)
+                if decision is None:
+                    decision = Decision.from_result(
+                        result,
                         engine=self.engine_name,
                         policy=self.policy,
                         revision=state.revision,
                     )
-                )
+                    if len(made) < 4:
+                        made.append((result, decision))
+                decisions.append(decision)
             except EngineError as exc:
                 decisions.append(self._failure(exc))
         return decisions
@@ -389,8 +401,7 @@ class EmbeddedPolicy:
                 evaluator = self._wasm(bundle.wasm, data, bundle.modules)
                 bundle.data = data
                 revision = bundle.revision or bundle.digest()[:16]
-                batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
-                return _Loaded(evaluator, revision, batch)
+                return _loaded(evaluator, revision)
         sources = self._read()
         revision = sources.revision or sources.digest()[:16]
         defined = defines(sources.modules.values(), sources.data, self.policy)
@@ -404,9 +415,7 @@ class EmbeddedPolicy:
                     ) from None
                 raise
             if wasm is not None:
-                evaluator = self._wasm(wasm, sources.data, sources.modules)
-                batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
-                return _Loaded(evaluator, revision, batch)
+                return _loaded(self._wasm(wasm, sources.data, sources.modules), revision)
             if self._backend_choice == "wasm":
                 raise ValueError(
                     "backend='wasm' needs the opa binary to compile this policy "
@@ -448,7 +457,7 @@ class EmbeddedPolicy:
         try:
             return find_compiled(
                 PolicySources(modules=batched, data=sources.data),
-                [*entrypoints, BATCH_ENTRYPOINT],
+                [*entrypoints, BATCH_ENTRYPOINT, TURN_BATCH_ENTRYPOINT],
                 opa=self._opa,
                 cache_dir=self._cache_dir,
             )
@@ -496,6 +505,42 @@ class EmbeddedPolicy:
             )
         except ValueError as exc:
             raise ValueError(f"the policy at {str(self.path)!r} does not compile: {exc}") from exc
+
+
+def _loaded(evaluator: Any, revision: str) -> _Loaded:
+    """A loaded wasm policy with the batch entrypoints its module has."""
+    batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
+    turn_batch = TURN_BATCH_ENTRYPOINT if evaluator.has(TURN_BATCH_ENTRYPOINT) else None
+    return _Loaded(evaluator, revision, batch, turn_batch)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality, strict about types (``1 == True`` and ``1 == 1.0`` are not)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:
+    """Where each call sits in ``shared["turn"]`` (the guard's inputs carry the very
+    objects of the turn), or ``None`` when one is not there."""
+    turn = shared.get("turn")
+    if not isinstance(turn, list):
+        return None
+    by_identity = {id(entry): index for index, entry in enumerate(turn)}
+    positions = []
+    for call in calls:
+        index = by_identity.get(id(call))
+        if index is None:
+            index = next((i for i, entry in enumerate(turn) if entry == call), None)
+            if index is None:
+                return None
+        positions.append(index)
+    return positions
 
 
 def _batchable(inputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -372,3 +372,23 @@ def test_arguments_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=name):
             EmbeddedPolicy(POLICIES, **kwargs)
+
+
+def test_result_set_reader_takes_the_json_fast_path_and_keeps_sets() -> None:
+    from langchain_opa_guard.decision import EngineError
+    from langchain_opa_guard.wasm_evaluator import read_result_set
+
+    # One result of plain JSON: read as JSON.
+    assert read_result_set(b'{{"result": {"allow": true, "reasons": []}}}') == [
+        {"result": {"allow": True, "reasons": []}}
+    ]
+    # A result holding sets: the Rego reader, sets ordered as OPA's JSON orders them.
+    assert read_result_set(b'{{"result": {"b", "a"}}}') == [{"result": ["a", "b"]}]
+    assert read_result_set(b'{{"result": {"k": set()}}}') == [{"result": {"k": []}}]
+    # Undefined: an empty result set.
+    assert read_result_set(b"set()") == []
+    # Two results are not mistaken for one.
+    assert read_result_set(b'{{"result": 1}, {"result": 2}}') == [{"result": 1}, {"result": 2}]
+    with pytest.raises(EngineError) as caught:
+        read_result_set(b"{{not rego")
+    assert caught.value.error_type == ErrorType.MALFORMED
