@@ -93,16 +93,37 @@ def call_digest(name: Any, args: Any) -> str:
 
 def grant_matches(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> bool:
     """Whether ``grant`` (call id -> digest) allows exactly ``call``."""
+    return _granted_digest(grant, call) is not None
+
+
+def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> str | None:
+    """The call's digest when ``grant`` allows exactly ``call``, else ``None``."""
     if not isinstance(grant, Mapping):
-        return False
+        return None
     call_id = call.get("id")
     expected = grant.get(call_id) if isinstance(call_id, str) else None
-    return isinstance(expected, str) and expected == call_digest(call.get("name"), call.get("args"))
+    if not isinstance(expected, str):
+        return None
+    digest = call_digest(call.get("name"), call.get("args"))
+    return digest if digest == expected else None
 
 
 def injected_fields(tool: BaseTool) -> frozenset[str]:
     """Arguments the ToolNode injects (state, store, call id, runtime): not the model's."""
     full = tool.args_schema
+    key = (id(tool), id(full))
+    known = _INJECTED_BY_TOOL.get(key)
+    if known is not None and known[0] is tool and known[1] is full:
+        return known[2]
+    found = _injected_fields(tool, full)
+    if len(_INJECTED_BY_TOOL) >= 1024:
+        _INJECTED_BY_TOOL.clear()
+    _INJECTED_BY_TOOL[key] = (tool, full, found)
+    return found
+
+
+def _injected_fields(tool: BaseTool, full: Any) -> frozenset[str]:
+    # ``tool_call_schema`` builds a model on every read: asked once per tool and schema.
     visible = tool.tool_call_schema
     if not (
         isinstance(full, type)
@@ -143,6 +164,8 @@ def executed_injections(tool: BaseTool) -> frozenset[str]:
 # Keyed by the schema classes (tools themselves are not hashable): as many as the
 # application's tools define.
 _INJECTED: dict[tuple[type[BaseModel], type[BaseModel]], frozenset[str]] = {}
+# By tool object and schema (both kept, so their ids stay theirs); bounded.
+_INJECTED_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, frozenset[str]]] = {}
 _SCHEMAS: dict[type[BaseModel], type[BaseModel] | None] = {}
 
 
@@ -352,11 +375,14 @@ class _Claims:
 CLAIMS = _Claims()
 
 
-def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+def claim_key(
+    request: ToolCallRequest, turn: Any, digest: str | None = None
+) -> tuple[str, str, str] | None:
     """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
 
     Two resumes of one checkpoint (a double click) run in different tasks, so the key is
-    the model's message and the call's id and arguments, not the task."""
+    the model's message and the call's id and arguments, not the task. ``digest`` is the
+    call's :func:`call_digest` when the caller has it already."""
     config = getattr(request.runtime, "config", None) or {}
     configurable = config.get("configurable") or {}
     thread = configurable.get("thread_id")
@@ -371,7 +397,9 @@ def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | Non
     call_id = call.get("id")
     if turn is None or not isinstance(call_id, str):
         return None
-    return (str(thread), str(turn), call_id + ":" + call_digest(call.get("name"), call.get("args")))
+    if digest is None:
+        digest = call_digest(call.get("name"), call.get("args"))
+    return (str(thread), str(turn), call_id + ":" + digest)
 
 
 def _already_ran(request: ToolCallRequest) -> ToolMessage:
@@ -389,10 +417,12 @@ def _already_ran(request: ToolCallRequest) -> ToolMessage:
     )
 
 
-def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+def run_once(
+    request: ToolCallRequest, execute: Execute, turn: Any, digest: str | None = None
+) -> ToolMessage | Command[Any]:
     """Run a granted call of model turn ``turn`` (its message id) unless it already started
-    in this process."""
-    key = claim_key(request, turn)
+    in this process (``digest``: the call's :func:`call_digest`, when known)."""
+    key = claim_key(request, turn, digest)
     if key is not None and not CLAIMS.claim(key):
         return _already_ran(request)
     try:
@@ -404,10 +434,10 @@ def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessa
 
 
 async def arun_once(
-    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any, digest: str | None = None
 ) -> ToolMessage | Command[Any]:
     """Async twin of :func:`run_once`."""
-    key = claim_key(request, turn)
+    key = claim_key(request, turn, digest)
     if key is not None and not CLAIMS.claim(key):
         return _already_ran(request)
     try:
@@ -435,16 +465,18 @@ def _compose(
     """The user's interceptors outside, the grant check innermost (next to execution)."""
 
     def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
-        if not grant_matches(_grant_of(request), request.tool_call):
+        digest = _granted_digest(_grant_of(request), request.tool_call)
+        if digest is None:
             return _refusal(request)
-        return run_once(request, execute, _turn_of(request))
+        return run_once(request, execute, _turn_of(request), digest)
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
-        if not grant_matches(_grant_of(request), request.tool_call):
+        digest = _granted_digest(_grant_of(request), request.tool_call)
+        if digest is None:
             return _refusal(request)
-        return await arun_once(request, execute, _turn_of(request))
+        return await arun_once(request, execute, _turn_of(request), digest)
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:
