@@ -58,6 +58,7 @@ __all__ = [
     "toolnode_injections",
     "injected_fields",
     "prepared_call",
+    "reads_no_state",
     "run_once",
     "arun_once",
 ]
@@ -153,6 +154,28 @@ def toolnode_injections(tool: BaseTool) -> frozenset[str]:
     names = set(found.state)
     names.update(n for n in (found.store, found.runtime) if n)
     return frozenset(names)
+
+
+def reads_no_state(node: Any) -> bool:
+    """Whether ``node`` can run its calls without the conversation: a
+    :class:`GuardedToolNode` (not a subclass) without interceptors of the user's, whose
+    tools take neither the graph state nor a ``ToolRuntime`` (which carries it).
+
+    The guard node then sends each call without a copy of the state, which a checkpointer
+    would otherwise store once per call. Anything it cannot tell counts as reading it.
+    """
+    if type(node) is not GuardedToolNode or node.intercepts:
+        return False
+    try:
+        from langgraph.prebuilt.tool_node import _get_all_injected_args
+
+        for tool in node.tools_by_name.values():
+            found = _get_all_injected_args(tool)
+            if found.state or found.runtime:
+                return False
+    except Exception:  # noqa: BLE001 - a LangGraph without it: the state may be read
+        return False
+    return True
 
 
 def executed_injections(tool: BaseTool) -> frozenset[str]:
@@ -295,6 +318,7 @@ class GuardedToolNode(ToolNode):
         super().__init__(
             tools, wrap_tool_call=sync_wrapper, awrap_tool_call=async_wrapper, **kwargs
         )
+        self.intercepts = wrap_tool_call is not None or awrap_tool_call is not None
         self._messages_key_for_guard: str = kwargs.get("messages_key", "messages")
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:

@@ -72,7 +72,12 @@ from langchain_opa_guard.denials import (
     turn_stopped_message,
 )
 from langchain_opa_guard.engine import PolicyEngine
-from langchain_opa_guard.execution import GuardedToolNode, calls_payload, prepared_call
+from langchain_opa_guard.execution import (
+    GuardedToolNode,
+    calls_payload,
+    prepared_call,
+    reads_no_state,
+)
 from langchain_opa_guard.telemetry import Telemetry
 from langchain_opa_guard.workers import Workers
 
@@ -233,6 +238,8 @@ class PolicyGuardNode(RunnableCallable):
         self.tools_node = check_name(tools, "tools")
         self.agent_node = check_name(agent, "agent")
         self.metadata_of, self.tools_by_name = registry_index(registry)
+        # A tools node that never reads the state gets each call without a copy of it.
+        self._stateless_sends = reads_no_state(registry)
         if build_input is not None and not callable(build_input):
             raise TypeError("build_input must be a function (default_input, call, state) -> input")
         self.build_input = build_input
@@ -533,7 +540,9 @@ class PolicyGuardNode(RunnableCallable):
         """The allowed calls themselves, each with its grant, to the tools node; else back."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
-        if isinstance(state, Mapping):
+        if self._stateless_sends:
+            state, earlier = {}, ()
+        elif isinstance(state, Mapping):
             state = {k: v for k, v in state.items() if k != TICKET_KEY}
         # One task per call: a task LangGraph runs again (a retry policy, an interrupt()
         # inside a tool, a resume) runs that call again, never its neighbours, whose
