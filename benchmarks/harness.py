@@ -153,7 +153,10 @@ def turn_documents(n: int) -> list[dict[str, Any]]:
         "configurable": {"thread_id": "bench-thread"},
     }
     where = where_document(config, {"user": ADMIN}, agent="agent", tools="tools")
-    return [policy_input(doc, dict(ADMIN), where, docs, []) for doc in docs]
+    user: dict[str, Any] = dict(ADMIN)
+    history: list[dict[str, Any]] = []
+    # As the guard builds them: the documents of a turn share everything but ``tool``.
+    return [policy_input(doc, user, where, docs, history) for doc in docs]
 
 
 def rss_bytes() -> int:

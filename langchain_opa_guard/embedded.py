@@ -300,7 +300,9 @@ class EmbeddedPolicy:
         if not isinstance(results, Mapping):
             results = {}
         decisions = []
-        made: list[tuple[Any, Decision]] = []  # calls decided alike share one Decision
+        # Calls decided alike share one Decision, keyed by the result's repr (which,
+        # unlike ==, tells true from 1 and 1.0 from 1).
+        made: dict[str, Decision] = {}
         for call in calls:
             try:
                 if call["call_id"] not in results:
@@ -309,16 +311,15 @@ class EmbeddedPolicy:
                         f"the decision {self.policy!r} is undefined for this input",
                     )
                 result = results[call["call_id"]]
-                decision = next((d for r, d in made if _same(r, result)), None)
+                key = repr(result)
+                decision = made.get(key)
                 if decision is None:
-                    decision = Decision.from_result(
+                    decision = made[key] = Decision.from_result(
                         result,
                         engine=self.engine_name,
                         policy=self.policy,
                         revision=state.revision,
                     )
-                    if len(made) < 4:
-                        made.append((result, decision))
                 decisions.append(decision)
             except EngineError as exc:
                 decisions.append(self._failure(exc))
@@ -515,14 +516,9 @@ def _loaded(evaluator: Any, revision: str) -> _Loaded:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """JSON equality, strict about types (``1 == True`` and ``1 == 1.0`` are not)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
+    """JSON equality, strict about types (``1 == True`` and ``1 == 1.0`` are not): equal,
+    and equal in ``repr`` too (which tells those apart)."""
+    return a is b or (a == b and repr(a) == repr(b))
 
 
 def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:
@@ -545,21 +541,32 @@ def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int
 
 def _batchable(inputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The shared part of a turn's inputs, when they differ only in ``tool`` and every
-    ``tool`` has its own string ``call_id``."""
+    ``tool`` has its own string ``call_id``. (The guard's inputs share the very objects;
+    others are compared as JSON, strict about types.)"""
     first = inputs[0]
     shared = {k: v for k, v in first.items() if k != "tool"}
-    ids = set()
+    size = len(first)
+    ids: set[str] = set()
     for document in inputs:
         tool = document.get("tool")
-        if not isinstance(tool, Mapping) or not isinstance(tool.get("call_id"), str):
+        if not isinstance(tool, Mapping):
             return None
-        ids.add(tool["call_id"])
-        if document is not first and (
-            len(document) != len(first)
-            or any(document.get(k) is not v and document.get(k) != v for k, v in shared.items())
-        ):
+        call_id = tool.get("call_id")
+        if not isinstance(call_id, str) or call_id in ids:
             return None
-    return shared if len(ids) == len(inputs) else None
+        ids.add(call_id)
+        if document is first:
+            continue
+        if len(document) != size:
+            return None
+        for key, value in shared.items():
+            other = document.get(key, _MISSING)
+            if other is not value and not _same(other, value):
+                return None
+    return shared
+
+
+_MISSING: Any = object()
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
