@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
-from langchain_opa_guard.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
+from langchain_opa_guard.engine import (
+    DEFAULT_POLICY,
+    encode_input,
+    normalize_policy_path,
+    shared_part,
+)
 from langchain_opa_guard.instance_pool import PoolClosedError
 from langchain_opa_guard.policy_sources import (
     PolicyNotFoundError,
@@ -282,7 +287,7 @@ class EmbeddedPolicy:
 
     def _decide_many(self, inputs: Sequence[Mapping[str, Any]], deadline: float) -> list[Decision]:
         state = self._state
-        shared = _batchable(inputs) if state.batch is not None and len(inputs) > 1 else None
+        shared = shared_part(inputs) if state.batch is not None and len(inputs) > 1 else None
         if shared is None:
             return [self._decide(i, deadline) for i in inputs]
         calls = [document["tool"] for document in inputs]
@@ -515,12 +520,6 @@ def _loaded(evaluator: Any, revision: str) -> _Loaded:
     return _Loaded(evaluator, revision, batch, turn_batch)
 
 
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality, strict about types (``1 == True`` and ``1 == 1.0`` are not): equal,
-    and equal in ``repr`` too (which tells those apart)."""
-    return a is b or (a == b and repr(a) == repr(b))
-
-
 def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:
     """Where each call sits in ``shared["turn"]`` (the guard's inputs carry the very
     objects of the turn), or ``None`` when one is not there."""
@@ -537,36 +536,6 @@ def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int
                 return None
         positions.append(index)
     return positions
-
-
-def _batchable(inputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The shared part of a turn's inputs, when they differ only in ``tool`` and every
-    ``tool`` has its own string ``call_id``. (The guard's inputs share the very objects;
-    others are compared as JSON, strict about types.)"""
-    first = inputs[0]
-    shared = {k: v for k, v in first.items() if k != "tool"}
-    size = len(first)
-    ids: set[str] = set()
-    for document in inputs:
-        tool = document.get("tool")
-        if not isinstance(tool, Mapping):
-            return None
-        call_id = tool.get("call_id")
-        if not isinstance(call_id, str) or call_id in ids:
-            return None
-        ids.add(call_id)
-        if document is first:
-            continue
-        if len(document) != size:
-            return None
-        for key, value in shared.items():
-            other = document.get(key, _MISSING)
-            if other is not value and not _same(other, value):
-                return None
-    return shared
-
-
-_MISSING: Any = object()
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
