@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import start_opa, us
+from common import POLICIES, start_opa, us
 from harness import (
     NotedTable,
     median,
@@ -40,7 +40,7 @@ def run() -> list[NotedTable]:
     opa = start_opa()
     server = OPAServer(opa.url)
     batched = OPAServer(opa.url, batch=True)
-    embedded = EmbeddedPolicy("policies")
+    embedded = EmbeddedPolicy(POLICIES)
     # The floor: the same turns on a policy that allows everything, so what is left is
     # encoding the turn, parsing it in the module and one `with` per call.
     floor_dir = tempfile.TemporaryDirectory()
