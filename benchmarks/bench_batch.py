@@ -34,6 +34,9 @@ COUNTS = (1, 3, 8, 32)
 ALLOW_ALL = 'package agent.authz\n\ndecision := {"allow": true, "reasons": []}\n'
 ROUNDS = 15
 BLOCK = {1: 30, 3: 15, 8: 8, 32: 2}  # turns per timed block
+# In process a turn takes tens of microseconds: blocks of about 20 ms, so that one
+# scheduling hiccup does not decide a median.
+IN_PROCESS_BLOCK = {1: 400, 3: 200, 8: 100, 32: 30}
 
 
 def run() -> list[NotedTable]:
@@ -75,12 +78,14 @@ def run() -> list[NotedTable]:
                     batched.decide_many(docs)
                 return k
 
-            def embedded_many(docs: list[dict[str, Any]] = docs, k: int = k) -> int:
+            k_in = IN_PROCESS_BLOCK[n]
+
+            def embedded_many(docs: list[dict[str, Any]] = docs, k: int = k_in) -> int:
                 for _ in range(k):
                     embedded.decide_many(docs)
                 return k
 
-            def floor_many(docs: list[dict[str, Any]] = docs, k: int = k) -> int:
+            def floor_many(docs: list[dict[str, Any]] = docs, k: int = k_in) -> int:
                 for _ in range(k):
                     floor.decide_many(docs)
                 return k
