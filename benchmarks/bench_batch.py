@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from common import start_opa, us
+from common import POLICIES, start_opa, us
 from harness import (
     NotedTable,
     median,
@@ -29,15 +31,24 @@ from harness import (
 from langchain_opa_guard import EmbeddedPolicy, OPAServer
 
 COUNTS = (1, 3, 8, 32)
+ALLOW_ALL = 'package agent.authz\n\ndecision := {"allow": true, "reasons": []}\n'
 ROUNDS = 15
 BLOCK = {1: 30, 3: 15, 8: 8, 32: 2}  # turns per timed block
+# In process a turn takes tens of microseconds: blocks of about 20 ms, so that one
+# scheduling hiccup does not decide a median.
+IN_PROCESS_BLOCK = {1: 400, 3: 200, 8: 100, 32: 30}
 
 
 def run() -> list[NotedTable]:
     opa = start_opa()
     server = OPAServer(opa.url)
     batched = OPAServer(opa.url, batch=True)
-    embedded = EmbeddedPolicy("policies")
+    embedded = EmbeddedPolicy(POLICIES)
+    # The floor: the same turns on a policy that allows everything, so what is left is
+    # encoding the turn, parsing it in the module and one `with` per call.
+    floor_dir = tempfile.TemporaryDirectory()
+    (Path(floor_dir.name) / "allow.rego").write_text(ALLOW_ALL)
+    floor = EmbeddedPolicy(floor_dir.name, backend="wasm")
     loop = asyncio.new_event_loop()
     try:
         assert opa.process is not None
@@ -67,9 +78,16 @@ def run() -> list[NotedTable]:
                     batched.decide_many(docs)
                 return k
 
-            def embedded_many(docs: list[dict[str, Any]] = docs, k: int = k) -> int:
+            k_in = IN_PROCESS_BLOCK[n]
+
+            def embedded_many(docs: list[dict[str, Any]] = docs, k: int = k_in) -> int:
                 for _ in range(k):
                     embedded.decide_many(docs)
+                return k
+
+            def floor_many(docs: list[dict[str, Any]] = docs, k: int = k_in) -> int:
+                for _ in range(k):
+                    floor.decide_many(docs)
                 return k
 
             for decisions in (
@@ -77,6 +95,7 @@ def run() -> list[NotedTable]:
                 loop.run_until_complete(server.adecide_many(docs)),
                 batched.decide_many(docs),
                 embedded.decide_many(docs),
+                floor.decide_many(docs),
             ):
                 if len(decisions) != n or not all(d.allow for d in decisions):
                     raise RuntimeError(f"unexpected decisions: {decisions}")
@@ -103,6 +122,7 @@ def run() -> list[NotedTable]:
                     "async": with_opa_cpu("async", async_many),
                     "batch": with_opa_cpu("batch", batch_many),
                     "embedded": embedded_many,
+                    "floor": floor_many,
                 },
                 rounds=ROUNDS,
                 warmup=2,
@@ -125,6 +145,8 @@ def run() -> list[NotedTable]:
                 "vs 1 call",
                 "embedded decide_many",
                 "vs 1 call",
+                "embedded, allow-all policy",
+                "vs 1 call",
                 "input size",
             ],
         )
@@ -142,6 +164,8 @@ def run() -> list[NotedTable]:
                 ratio(r["batch"], one["batch"]),
                 us(r["embedded"]),
                 ratio(r["embedded"], one["embedded"]),
+                us(r["floor"]),
+                ratio(r["floor"], one["floor"]),
                 f"{size:,} B",
             )
         for key, label in (
@@ -153,14 +177,18 @@ def run() -> list[NotedTable]:
             verdict = "met" if got <= 2.0 else "NOT met"
             table.note(f"goal, OPA {label}: 8 calls <= 2x one call: {got:.2f}x ({verdict})")
         got = results[8]["embedded"] / one["embedded"]
+        floor_ratio = results[8]["floor"] / one["floor"]
         table.note(
             f"goal, embedded decide_many (one guest call per turn): 8 calls <= 2.5x one call: "
-            f"{got:.2f}x ({'met' if got <= 2.5 else 'NOT met'})"
+            f"{got:.2f}x ({'met' if got <= 2.5 else 'NOT met'}); on a policy that allows "
+            f"everything the same turns take {floor_ratio:.2f}x: encoding the turn, the "
+            "module parsing it and one `with` per call, before any rule runs"
         )
         table.note(
             "each input carries the whole turn (`input.turn`), so one input grows with N "
             "(input size: one encoded request body); the embedded engine decides the turn in "
-            "one guest call, evaluating the decision once per call inside it"
+            "one guest call, the calls given by their position in `input.turn`, evaluating "
+            "the decision once per call inside it"
         )
         table.note(
             "async: each block is one `loop.run_until_complete` over several turns on a "
@@ -203,6 +231,8 @@ def run() -> list[NotedTable]:
         loop.close()
         server.close()
         embedded.close()
+        floor.close()
+        floor_dir.cleanup()
         opa.stop()
 
 

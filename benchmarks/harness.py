@@ -85,6 +85,43 @@ def unguarded_agent(model: Any, tools: Sequence[BaseTool], *, noop_node: bool = 
     return builder.compile()
 
 
+def task_per_call_agent(model: Any, tools: Sequence[BaseTool]) -> Any:
+    """The unguarded graph in the shape the guard gives the tools step: each tool call of a
+    turn a task of its own (a ``Send`` per call, as LangChain's ``create_agent`` does), so
+    a retried or interrupted task never runs its neighbours again.
+
+    ``agent -> [Send(tools, call) ...] -> agent``; the same agent node and tools as
+    :func:`unguarded_agent`. The difference to it is what one task per call costs in
+    LangGraph before any guard does anything.
+    """
+    from langgraph.types import Send
+
+    bound = model.bind_tools(tools)
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [bound.invoke(state["messages"])]}
+
+    async def aagent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await bound.ainvoke(state["messages"])]}
+
+    def route(state: MessagesState) -> Any:
+        last = state["messages"][-1]
+        if not getattr(last, "tool_calls", None):
+            return END
+        return [
+            Send("tools", {"__type": "tool_call_with_context", "tool_call": call, "state": state})
+            for call in last.tool_calls
+        ]
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", RunnableLambda(agent, afunc=aagent, name="agent"))
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", route, ["tools", END])
+    builder.add_edge("tools", "agent")
+    return builder.compile()
+
+
 def _noop(state: MessagesState) -> dict[str, Any]:
     return {}
 
@@ -116,7 +153,10 @@ def turn_documents(n: int) -> list[dict[str, Any]]:
         "configurable": {"thread_id": "bench-thread"},
     }
     where = where_document(config, {"user": ADMIN}, agent="agent", tools="tools")
-    return [policy_input(doc, dict(ADMIN), where, docs, []) for doc in docs]
+    user: dict[str, Any] = dict(ADMIN)
+    history: list[dict[str, Any]] = []
+    # As the guard builds them: the documents of a turn share everything but ``tool``.
+    return [policy_input(doc, user, where, docs, history) for doc in docs]
 
 
 def rss_bytes() -> int:

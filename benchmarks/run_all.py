@@ -41,6 +41,7 @@ def main() -> int:
     timings: list[tuple[str, float]] = []
     for title, module_name in BENCHMARKS:
         print(f"\n# {title} ({module_name})", flush=True)
+        load_at_start = os.getloadavg()[0]
         begin = time.perf_counter()
         try:
             module = importlib.import_module(module_name)
@@ -53,7 +54,10 @@ def main() -> int:
             body = f"**FAILED**\n\n```text\n{error.strip()[-3000:]}\n```\n"
         spent = time.perf_counter() - begin
         timings.append((module_name, spent))
-        sections.append(f"## {title}\n\n_{module_name}.py, {spent:.0f} s_\n\n{body}")
+        sections.append(
+            f"## {title}\n\n_{module_name}.py, {spent:.0f} s; load average (1 min) "
+            f"{load_at_start:.2f} at its start, {os.getloadavg()[0]:.2f} at its end_\n\n{body}"
+        )
     total = time.perf_counter() - started
     load_after = os.getloadavg()
     header = [

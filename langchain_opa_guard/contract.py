@@ -73,6 +73,11 @@ MAX_REQUEST_CHARS = 16_384
 loses text, so a rule that trusts what the request names trusts less, never more)."""
 
 
+# Values that are their own JSON (no lone surrogates in ASCII text, finite numbers are
+# checked below): kept as they are without a call.
+_SCALARS = frozenset({bool, int, type(None)})
+
+
 def jsonable(value: Any, _depth: int = 0) -> Any:
     """Convert ``value`` into plain JSON data (dict, list, str, int, float, bool, None).
 
@@ -81,6 +86,15 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     dataclasses and pydantic models their fields, and anything else its ``str()``.
     Nesting deeper than 64 levels is cut off with ``"..."``.
     """
+    # The common case first, by exact type: plain JSON from a model or a schema dump.
+    kind = type(value)
+    if kind is dict and _depth < _MAX_DEPTH:
+        return {
+            k if type(k) is str else str(k): v if type(v) in _SCALARS else jsonable(v, _depth + 1)
+            for k, v in value.items()
+        }
+    if kind is list and _depth < _MAX_DEPTH:
+        return [v if type(v) in _SCALARS else jsonable(v, _depth + 1) for v in value]
     if isinstance(value, str):
         try:
             value.encode()

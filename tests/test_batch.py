@@ -56,6 +56,14 @@ def test_inputs_that_differ_go_one_by_one(opa_url: str) -> None:
     assert decisions[0].decision_id != decisions[1].decision_id
 
 
+def test_inputs_that_differ_only_in_json_type_go_one_by_one(opa_url: str) -> None:
+    batched = OPAServer(opa_url, batch=True)
+    # true == 1 in Python, not in Rego: the second input must be decided on its own.
+    decisions = batched.decide_many([TURN[0], {**TURN[1], "version": True}])
+    assert [d.verdict for d in decisions] == ["allow", "deny"]
+    assert "unsupported_version" in decisions[1].codes
+
+
 def test_a_missing_batch_rule_is_an_error_at_start_up(opa_url: str) -> None:
     with pytest.raises(PolicyNotFoundError):
         OPAServer(opa_url, batch="agent/authz/no_batch_here")

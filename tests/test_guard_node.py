@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.prebuilt.tool_node import ToolRuntime
 
 from langchain_opa_guard import Decision, ErrorType, OPAServer, PolicyEngine, PolicyGuardNode
 from langchain_opa_guard.demo import build_agent, customer_db_tools, load_scenarios, scenario_model
@@ -303,3 +304,78 @@ def test_graph_draws_the_guard(embedded: PolicyEngine) -> None:
     assert "agent -. &nbsp;tools&nbsp; .-> guard;" in mermaid
     assert "guard -.-> tools;" in mermaid and "guard -.-> agent;" in mermaid
     assert "tools --> agent;" in mermaid
+
+
+def tools_task_inputs(graph: Any, user: dict[str, Any]) -> list[Any]:
+    """The input of every task of the ``tools`` node in one run."""
+    seen = []
+    for event in graph.stream(
+        {"messages": [("user", "Get CUST-001's name")]},
+        context={"user": user},
+        stream_mode="tasks",
+    ):
+        if event.get("name") == "tools" and "input" in event:
+            seen.append(event["input"])
+    return seen
+
+
+def test_calls_go_to_a_tools_node_that_reads_no_state_without_the_conversation(
+    embedded: PolicyEngine,
+) -> None:
+    from langchain_opa_guard.guards.execution import reads_no_state
+
+    tools, db = customer_db_tools()
+    model = ScriptedChatModel(
+        script=[
+            AIMessage(
+                "",
+                tool_calls=[
+                    tool_call("get_customer_details", {"customer_id": "CUST-001"}, "r1"),
+                    tool_call("get_customer_details", {"customer_id": "CUST-002"}, "r2"),
+                ],
+            ),
+            "ok",
+        ]
+    )
+    graph = build_agent(embedded, model, tools)
+    inputs = tools_task_inputs(graph, ADMIN)
+    # One task per call, each with its call and grant and no copy of the conversation.
+    assert sorted(i["calls"][0]["id"] for i in inputs) == ["r1", "r2"]
+    assert all(i["state"] == {"messages": []} for i in inputs)
+    assert sorted(args["customer_id"] for _, args in db.executed) == ["CUST-001", "CUST-002"]
+    from langchain_opa_guard import GuardedToolNode
+
+    assert reads_no_state(GuardedToolNode(tools))
+    assert not reads_no_state(GuardedToolNode(tools, wrap_tool_call=lambda r, h: h(r)))
+    assert not reads_no_state(tools)
+
+
+def test_a_tool_that_reads_the_state_gets_the_conversation(embedded: PolicyEngine) -> None:
+    from langchain_core.tools import tool
+
+    from langchain_opa_guard import GuardedToolNode
+    from langchain_opa_guard.guards.execution import reads_no_state
+
+    seen: list[list[str]] = []
+
+    @tool
+    def get_customer_details(customer_id: str, runtime: ToolRuntime) -> str:
+        """Read a customer."""
+        seen.append([m.type for m in runtime.state["messages"]])
+        return "Alice"
+
+    get_customer_details.metadata = {"toolkit": "CustomerDBTool"}
+    assert not reads_no_state(GuardedToolNode([get_customer_details]))
+    model = ScriptedChatModel(
+        script=[
+            AIMessage(
+                "", tool_calls=[tool_call("get_customer_details", {"customer_id": "C-1"}, "s1")]
+            ),
+            "ok",
+        ]
+    )
+    graph = build_agent(embedded, model, [get_customer_details])
+    inputs = tools_task_inputs(graph, ADMIN)
+    assert [m.type for m in inputs[0]["state"]["messages"]] == ["human"]
+    # The tool sees the conversation as it was, its own call last.
+    assert seen == [["human", "ai"]]

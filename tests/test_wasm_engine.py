@@ -303,6 +303,85 @@ def test_a_turn_in_one_guest_call_matches_one_by_one() -> None:
     assert [d.allow for d in engine.decide_many(twins)] == [False, True]
 
 
+def test_a_turn_is_sent_by_position_or_whole_and_both_decide_alike() -> None:
+    from langchain_opa_guard.engines.wasm.bundles import BATCH_ENTRYPOINT, TURN_BATCH_ENTRYPOINT
+
+    engine = EmbeddedPolicy(POLICIES)
+    assert engine._state.turn_batch == TURN_BATCH_ENTRYPOINT
+    assert engine._state.batch == BATCH_ENTRYPOINT
+    names = ["get_customer_details", "delete_customer", "fetch_url"]
+    calls = [call_input(n, GUEST, f"id-{i}")["tool"] for i, n in enumerate(names)]
+    shared = {"version": 1, "user": GUEST, "context": {}, "turn": calls, "history": []}
+    by_position = [{**shared, "tool": c} for c in calls]
+    # Copies of the calls (a build_input may make them): found in the turn by value.
+    by_value = [{**shared, "tool": dict(c)} for c in calls]
+    # Calls that are not in the turn at all go whole, through the other entrypoint.
+    elsewhere = [{**shared, "turn": [], "tool": c} for c in calls]
+    alone = [(d.verdict, d.reasons) for d in (engine.decide(x) for x in by_position)]
+    assert [d.verdict for d in engine.decide_many(by_position)] == ["deny", "deny", "allow"]
+    for docs in (by_position, by_value, elsewhere):
+        assert [(d.verdict, d.reasons) for d in engine.decide_many(docs)] == alone
+
+
+def test_a_bundle_built_before_the_positional_entrypoint_still_decides_a_turn(
+    tmp_path: Path,
+) -> None:
+    from langchain_opa_guard.engines.policy_sources import load_sources
+    from langchain_opa_guard.engines.wasm.bundles import (
+        BATCH_ENTRYPOINT,
+        BATCH_FILE,
+        batch_module,
+        build_bundle,
+        write_bundle,
+    )
+
+    sources = load_sources(POLICIES)
+    old_module = batch_module("agent/authz/decision").split("\n\nturn_decisions")[0] + "\n"
+    bundle = build_bundle(
+        {**sources.modules, BATCH_FILE: old_module},
+        ["agent/authz/decision", BATCH_ENTRYPOINT],
+        opa=opa_binary(),
+        data=sources.data,
+    )
+    path = tmp_path / "old.tar.gz"
+    write_bundle(bundle, path)
+    engine = EmbeddedPolicy(path)
+    assert engine.batches and engine._state.turn_batch is None
+    calls = [call_input(n, GUEST, f"id-{i}")["tool"] for i, n in enumerate(["x", "fetch_url"])]
+    docs = [
+        {"version": 1, "user": GUEST, "context": {}, "turn": calls, "history": [], "tool": c}
+        for c in calls
+    ]
+    assert [d.allow for d in engine.decide_many(docs)] == [False, True]
+
+
+def test_inputs_that_differ_in_json_type_are_not_decided_as_one() -> None:
+    engine = EmbeddedPolicy(POLICIES)
+    first = call_input("fetch_url", GUEST, "a")
+    second = {**call_input("fetch_url", GUEST, "b"), "version": True}  # true is not 1
+    decisions = engine.decide_many([first, second])
+    assert [d.allow for d in decisions] == [True, False]
+    assert "unsupported_version" in decisions[1].codes
+
+
+def test_alike_results_share_a_decision_but_true_is_not_1(tmp_path: Path) -> None:
+    root = write_policy(
+        tmp_path / "p",
+        'package agent.authz\n\ndecision := {"allow": input.tool.args.v, "reasons": []}\n',
+    )
+    engine = EmbeddedPolicy(root)
+    docs = []
+    for call_id, value in (("a", True), ("b", True), ("c", 1)):
+        doc = call_input("fetch_url", GUEST, call_id)
+        doc["tool"]["args"] = {"v": value}
+        docs.append(doc)
+    turn = [d["tool"] for d in docs]
+    docs = [{**d, "turn": turn} for d in docs]
+    a, b, c = engine.decide_many(docs)
+    assert a.allow and b.allow and a is b
+    assert (c.allow, c.error) == (False, ErrorType.MALFORMED)
+
+
 def _child_verdicts(engine: EmbeddedPolicy) -> list[bool]:
     import asyncio
 
@@ -372,3 +451,23 @@ def test_arguments_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=name):
             EmbeddedPolicy(POLICIES, **kwargs)
+
+
+def test_result_set_reader_takes_the_json_fast_path_and_keeps_sets() -> None:
+    from langchain_opa_guard.decision import EngineError
+    from langchain_opa_guard.engines.wasm.evaluator import read_result_set
+
+    # One result of plain JSON: read as JSON.
+    assert read_result_set(b'{{"result": {"allow": true, "reasons": []}}}') == [
+        {"result": {"allow": True, "reasons": []}}
+    ]
+    # A result holding sets: the Rego reader, sets ordered as OPA's JSON orders them.
+    assert read_result_set(b'{{"result": {"b", "a"}}}') == [{"result": ["a", "b"]}]
+    assert read_result_set(b'{{"result": {"k": set()}}}') == [{"result": {"k": []}}]
+    # Undefined: an empty result set.
+    assert read_result_set(b"set()") == []
+    # Two results are not mistaken for one.
+    assert read_result_set(b'{{"result": 1}, {"result": 2}}') == [{"result": 1}, {"result": 2}]
+    with pytest.raises(EngineError) as caught:
+        read_result_set(b"{{not rego")
+    assert caught.value.error_type == ErrorType.MALFORMED

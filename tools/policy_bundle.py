@@ -26,6 +26,7 @@ from langchain_opa_guard.engines.wasm.bundles import (  # noqa: E402
     BATCH_ENTRYPOINT,
     BATCH_FILE,
     SHIPPED_BUNDLE,
+    TURN_BATCH_ENTRYPOINT,
     _opa_version,
     batch_module,
     build_bundle,
@@ -45,7 +46,8 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="build even when current")
     args = parser.parse_args()
     sources = load_sources(POLICIES)
-    current, why = shipped_is_current(sources)
+    modules = {**sources.modules, BATCH_FILE: batch_module(DEFAULT_POLICY)}
+    current, why = shipped_is_current(sources, modules)
     if args.command == "check":
         if current:
             print(f"{SHIPPED_BUNDLE.relative_to(ROOT)} is current with policies/")
@@ -63,10 +65,9 @@ def main() -> int:
     visible = DEFAULT_POLICY.rsplit("/", 1)[0] + "/visible_tools"
     if defines(sources.modules.values(), {}, visible):
         entrypoints.append(visible)
-    modules = {**sources.modules, BATCH_FILE: batch_module(DEFAULT_POLICY)}
     bundle = build_bundle(
         modules,
-        [*entrypoints, BATCH_ENTRYPOINT],
+        [*entrypoints, BATCH_ENTRYPOINT, TURN_BATCH_ENTRYPOINT],
         opa=opa,
         revision=sources.digest()[:16],
         data=sources.data,

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
-from langchain_opa_guard.engines.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
+from langchain_opa_guard.engines.engine import (
+    DEFAULT_POLICY,
+    encode_input,
+    normalize_policy_path,
+    shared_part,
+)
 from langchain_opa_guard.engines.instance_pool import PoolClosedError
 from langchain_opa_guard.engines.policy_sources import (
     PolicyNotFoundError,
@@ -38,6 +43,7 @@ from langchain_opa_guard.engines.policy_sources import (
 from langchain_opa_guard.engines.wasm.bundles import (
     BATCH_ENTRYPOINT,
     BATCH_FILE,
+    TURN_BATCH_ENTRYPOINT,
     CompileError,
     batch_module,
     default_cache_dir,
@@ -61,6 +67,7 @@ class _Loaded:
     evaluator: Any  # WasmEvaluator | RegopyEvaluator
     revision: str
     batch: str | None
+    turn_batch: str | None = None  # the batch entrypoint taking positions in input.turn
 
 
 class EmbeddedPolicy:
@@ -284,19 +291,27 @@ class EmbeddedPolicy:
 
     def _decide_many(self, inputs: Sequence[Mapping[str, Any]], deadline: float) -> list[Decision]:
         state = self._state
-        shared = _batchable(inputs) if state.batch is not None and len(inputs) > 1 else None
+        shared = shared_part(inputs) if state.batch is not None and len(inputs) > 1 else None
         if shared is None:
             return [self._decide(i, deadline) for i in inputs]
         calls = [document["tool"] for document in inputs]
+        # Each call once: by its position in input.turn where the module takes that.
+        positions = _turn_positions(shared, calls) if state.turn_batch is not None else None
+        entrypoint, listed = (
+            (state.turn_batch, positions) if positions is not None else (state.batch, calls)
+        )
         try:
             results, state = self._evaluate(
-                state.batch or "", {**shared, "calls": calls}, deadline, state
+                entrypoint or "", {**shared, "calls": listed}, deadline, state
             )
         except EngineError as exc:
             return [self._failure(exc)] * len(inputs)
         if not isinstance(results, Mapping):
             results = {}
         decisions = []
+        # Calls decided alike share one Decision, keyed by the result's repr (which,
+        # unlike ==, tells true from 1 and 1.0 from 1).
+        made: dict[str, Decision] = {}
         for call in calls:
             try:
                 if call["call_id"] not in results:
@@ -304,14 +319,17 @@ class EmbeddedPolicy:
                         ErrorType.UNDEFINED,
                         f"the decision {self.policy!r} is undefined for this input",
                     )
-                decisions.append(
-                    Decision.from_result(
-                        results[call["call_id"]],
+                result = results[call["call_id"]]
+                key = repr(result)
+                decision = made.get(key)
+                if decision is None:
+                    decision = made[key] = Decision.from_result(
+                        result,
                         engine=self.engine_name,
                         policy=self.policy,
                         revision=state.revision,
                     )
-                )
+                decisions.append(decision)
             except EngineError as exc:
                 decisions.append(self._failure(exc))
         return decisions
@@ -393,8 +411,7 @@ class EmbeddedPolicy:
                 evaluator = self._wasm(bundle.wasm, data, bundle.modules)
                 bundle.data = data
                 revision = bundle.revision or bundle.digest()[:16]
-                batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
-                return _Loaded(evaluator, revision, batch)
+                return _loaded(evaluator, revision)
         sources = self._read()
         revision = sources.revision or sources.digest()[:16]
         defined = defines(sources.modules.values(), sources.data, self.policy)
@@ -408,9 +425,7 @@ class EmbeddedPolicy:
                     ) from None
                 raise
             if wasm is not None:
-                evaluator = self._wasm(wasm, sources.data, sources.modules)
-                batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
-                return _Loaded(evaluator, revision, batch)
+                return _loaded(self._wasm(wasm, sources.data, sources.modules), revision)
             if self._backend_choice == "wasm":
                 raise ValueError(
                     "backend='wasm' needs the opa binary to compile this policy "
@@ -452,7 +467,7 @@ class EmbeddedPolicy:
         try:
             return find_compiled(
                 PolicySources(modules=batched, data=sources.data),
-                [*entrypoints, BATCH_ENTRYPOINT],
+                [*entrypoints, BATCH_ENTRYPOINT, TURN_BATCH_ENTRYPOINT],
                 opa=self._opa,
                 cache_dir=self._cache_dir,
             )
@@ -502,23 +517,29 @@ class EmbeddedPolicy:
             raise ValueError(f"the policy at {str(self.path)!r} does not compile: {exc}") from exc
 
 
-def _batchable(inputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The shared part of a turn's inputs, when they differ only in ``tool`` and every
-    ``tool`` has its own string ``call_id``."""
-    first = inputs[0]
-    shared = {k: v for k, v in first.items() if k != "tool"}
-    ids = set()
-    for document in inputs:
-        tool = document.get("tool")
-        if not isinstance(tool, Mapping) or not isinstance(tool.get("call_id"), str):
-            return None
-        ids.add(tool["call_id"])
-        if document is not first and (
-            len(document) != len(first)
-            or any(document.get(k) is not v and document.get(k) != v for k, v in shared.items())
-        ):
-            return None
-    return shared if len(ids) == len(inputs) else None
+def _loaded(evaluator: Any, revision: str) -> _Loaded:
+    """A loaded wasm policy with the batch entrypoints its module has."""
+    batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
+    turn_batch = TURN_BATCH_ENTRYPOINT if evaluator.has(TURN_BATCH_ENTRYPOINT) else None
+    return _Loaded(evaluator, revision, batch, turn_batch)
+
+
+def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:
+    """Where each call sits in ``shared["turn"]`` (the guard's inputs carry the very
+    objects of the turn), or ``None`` when one is not there."""
+    turn = shared.get("turn")
+    if not isinstance(turn, list):
+        return None
+    by_identity = {id(entry): index for index, entry in enumerate(turn)}
+    positions = []
+    for call in calls:
+        index = by_identity.get(id(call))
+        if index is None:
+            index = next((i for i, entry in enumerate(turn) if entry == call), None)
+            if index is None:
+                return None
+        positions.append(index)
+    return positions
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

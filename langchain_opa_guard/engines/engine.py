@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 
-__all__ = ["PolicyEngine", "encode_input", "DEFAULT_POLICY"]
+__all__ = ["PolicyEngine", "encode_input", "same_json", "shared_part", "DEFAULT_POLICY"]
 
 DEFAULT_POLICY = "agent/authz/decision"
 """The decision path both engines evaluate unless told otherwise."""
@@ -66,6 +66,51 @@ def encode_input(input: Mapping[str, Any], *, key: str | None = "input") -> byte
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise EngineError(ErrorType.INPUT, "the policy input could not be encoded as JSON") from exc
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """JSON equality, strict about types (``1 == True`` and ``1 == 1.0`` are not): equal,
+    and equal in ``repr`` too (which tells those apart)."""
+    return a is b or (a == b and repr(a) == repr(b))
+
+
+def shared_part(inputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The shared part of a turn's inputs (all but ``tool``), when they differ only in
+    ``tool`` and every ``tool`` has its own string ``call_id``; else ``None``.
+
+    The guard's inputs share the very objects; others are compared as JSON, strict about
+    types, so an input is never decided on another's values.
+
+    Example:
+        ```python
+        turn = [{"version": 1, "tool": {"call_id": "a"}}, {"version": 1, "tool": {"call_id": "b"}}]
+        assert shared_part(turn) == {"version": 1}
+        ```
+    """
+    first = inputs[0]
+    shared = {k: v for k, v in first.items() if k != "tool"}
+    size = len(first)
+    ids: set[str] = set()
+    for document in inputs:
+        tool = document.get("tool")
+        if not isinstance(tool, Mapping):
+            return None
+        call_id = tool.get("call_id")
+        if not isinstance(call_id, str) or call_id in ids:
+            return None
+        ids.add(call_id)
+        if document is first:
+            continue
+        if len(document) != size:
+            return None
+        for key, value in shared.items():
+            other = document.get(key, _MISSING)
+            if other is not value and not same_json(other, value):
+                return None
+    return shared
+
+
+_MISSING: Any = object()
 
 
 def path_to_ref(policy: str) -> str:

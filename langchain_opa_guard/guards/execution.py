@@ -53,6 +53,7 @@ __all__ = [
     "call_digest",
     "calls_payload",
     "grant_matches",
+    "reads_no_state",
     "run_once",
     "arun_once",
 ]
@@ -88,11 +89,19 @@ def call_digest(name: Any, args: Any) -> str:
 
 def grant_matches(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> bool:
     """Whether ``grant`` (call id -> digest) allows exactly ``call``."""
+    return _granted_digest(grant, call) is not None
+
+
+def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> str | None:
+    """The call's digest when ``grant`` allows exactly ``call``, else ``None``."""
     if not isinstance(grant, Mapping):
-        return False
+        return None
     call_id = call.get("id")
     expected = grant.get(call_id) if isinstance(call_id, str) else None
-    return isinstance(expected, str) and expected == call_digest(call.get("name"), call.get("args"))
+    if not isinstance(expected, str):
+        return None
+    digest = call_digest(call.get("name"), call.get("args"))
+    return digest if digest == expected else None
 
 
 def calls_payload(
@@ -153,6 +162,7 @@ class GuardedToolNode(ToolNode):
         super().__init__(
             tools, wrap_tool_call=sync_wrapper, awrap_tool_call=async_wrapper, **kwargs
         )
+        self.intercepts = wrap_tool_call is not None or awrap_tool_call is not None
         self._messages_key_for_guard: str = kwargs.get("messages_key", "messages")
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -233,11 +243,14 @@ class _Claims:
 CLAIMS = _Claims()
 
 
-def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+def claim_key(
+    request: ToolCallRequest, turn: Any, digest: str | None = None
+) -> tuple[str, str, str] | None:
     """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
 
     Two resumes of one checkpoint (a double click) run in different tasks, so the key is
-    the model's message and the call's id and arguments, not the task."""
+    the model's message and the call's id and arguments, not the task. ``digest`` is the
+    call's :func:`call_digest` when the caller has it already."""
     config = getattr(request.runtime, "config", None) or {}
     configurable = config.get("configurable") or {}
     thread = configurable.get("thread_id")
@@ -252,7 +265,9 @@ def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | Non
     call_id = call.get("id")
     if turn is None or not isinstance(call_id, str):
         return None
-    return (str(thread), str(turn), call_id + ":" + call_digest(call.get("name"), call.get("args")))
+    if digest is None:
+        digest = call_digest(call.get("name"), call.get("args"))
+    return (str(thread), str(turn), call_id + ":" + digest)
 
 
 def _already_ran(request: ToolCallRequest) -> ToolMessage:
@@ -270,10 +285,12 @@ def _already_ran(request: ToolCallRequest) -> ToolMessage:
     )
 
 
-def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+def run_once(
+    request: ToolCallRequest, execute: Execute, turn: Any, digest: str | None = None
+) -> ToolMessage | Command[Any]:
     """Run a granted call of model turn ``turn`` (its message id) unless it already started
-    in this process."""
-    key = claim_key(request, turn)
+    in this process (``digest``: the call's :func:`call_digest`, when known)."""
+    key = claim_key(request, turn, digest)
     if key is not None and not CLAIMS.claim(key):
         return _already_ran(request)
     try:
@@ -285,10 +302,10 @@ def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessa
 
 
 async def arun_once(
-    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any, digest: str | None = None
 ) -> ToolMessage | Command[Any]:
     """Async twin of :func:`run_once`."""
-    key = claim_key(request, turn)
+    key = claim_key(request, turn, digest)
     if key is not None and not CLAIMS.claim(key):
         return _already_ran(request)
     try:
@@ -316,16 +333,18 @@ def _compose(
     """The user's interceptors outside, the grant check innermost (next to execution)."""
 
     def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
-        if not grant_matches(_grant_of(request), request.tool_call):
+        digest = _granted_digest(_grant_of(request), request.tool_call)
+        if digest is None:
             return _refusal(request)
-        return run_once(request, execute, _turn_of(request))
+        return run_once(request, execute, _turn_of(request), digest)
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
-        if not grant_matches(_grant_of(request), request.tool_call):
+        digest = _granted_digest(_grant_of(request), request.tool_call)
+        if digest is None:
             return _refusal(request)
-        return await arun_once(request, execute, _turn_of(request))
+        return await arun_once(request, execute, _turn_of(request), digest)
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:
@@ -343,3 +362,25 @@ def _compose(
         # As ToolNode does: a sync interceptor alone also serves the async path.
         return sync_wrapper, None
     return sync_wrapper, async_wrapper
+
+
+def reads_no_state(node: Any) -> bool:
+    """Whether ``node`` can run its calls without the conversation: a
+    :class:`GuardedToolNode` (not a subclass) without interceptors of the user's, whose
+    tools take neither the graph state nor a ``ToolRuntime`` (which carries it).
+
+    The guard node then sends each call without a copy of the state, which a checkpointer
+    would otherwise store once per call. Anything it cannot tell counts as reading it.
+    """
+    if type(node) is not GuardedToolNode or node.intercepts:
+        return False
+    try:
+        from langgraph.prebuilt.tool_node import _get_all_injected_args
+
+        for tool in node.tools_by_name.values():
+            found = _get_all_injected_args(tool)
+            if found.state or found.runtime:
+                return False
+    except Exception:  # noqa: BLE001 - a LangGraph without it: the state may be read
+        return False
+    return True

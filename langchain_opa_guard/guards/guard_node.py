@@ -21,7 +21,7 @@ from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.approval import TICKET_KEY
 from langchain_opa_guard.guards.arguments import check_name
 from langchain_opa_guard.guards.denials import DenialStyle, turn_stopped_message
-from langchain_opa_guard.guards.execution import calls_payload
+from langchain_opa_guard.guards.execution import calls_payload, reads_no_state
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
@@ -162,6 +162,8 @@ class PolicyGuardNode(RunnableCallable):
         self.tools_node = turns.tools_node
         self.agent_node = turns.agent_node
         self.messages_key = turns.messages_key
+        # A tools node that never reads the state gets each call without a copy of it.
+        self._stateless_sends = reads_no_state(registry)
         self._declare_destinations()
 
     def __repr__(self) -> str:
@@ -237,7 +239,9 @@ class PolicyGuardNode(RunnableCallable):
         """The allowed calls themselves, each with its grant, to the tools node; else back."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
-        if isinstance(state, Mapping):
+        if self._stateless_sends:
+            state, earlier = {}, ()
+        elif isinstance(state, Mapping):
             state = {k: v for k, v in state.items() if k != TICKET_KEY}
         # One task per call: a task LangGraph runs again (a retry policy, an interrupt()
         # inside a tool, a resume) runs that call again, never its neighbours, whose

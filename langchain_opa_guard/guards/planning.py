@@ -154,7 +154,11 @@ def plan_turn(
         if entry.get("decision") == "deny":
             key = _call_key(entry.get("name"), entry.get("args"))
             denied_before[key] = denied_before.get(key, 0) + 1
-    turn.repeats = [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
+    turn.repeats = (
+        [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
+        if denied_before
+        else [0] * len(docs)
+    )
     # The id each call's answer would carry: one answer per id.
     keys = [answer_id(call) for call in turn.calls]
     seen = Counter(keys)

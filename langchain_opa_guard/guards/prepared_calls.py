@@ -37,6 +37,19 @@ __all__ = [
 def injected_fields(tool: BaseTool) -> frozenset[str]:
     """Arguments the ToolNode injects (state, store, call id, runtime): not the model's."""
     full = tool.args_schema
+    key = (id(tool), id(full))
+    known = _INJECTED_BY_TOOL.get(key)
+    if known is not None and known[0] is tool and known[1] is full:
+        return known[2]
+    found = _injected_fields(tool, full)
+    if len(_INJECTED_BY_TOOL) >= 1024:
+        _INJECTED_BY_TOOL.clear()
+    _INJECTED_BY_TOOL[key] = (tool, full, found)
+    return found
+
+
+def _injected_fields(tool: BaseTool, full: Any) -> frozenset[str]:
+    # ``tool_call_schema`` builds a model on every read: asked once per tool and schema.
     visible = tool.tool_call_schema
     if not (
         isinstance(full, type)
@@ -77,6 +90,8 @@ def executed_injections(tool: BaseTool) -> frozenset[str]:
 # Keyed by the schema classes (tools themselves are not hashable): as many as the
 # application's tools define.
 _INJECTED: dict[tuple[type[BaseModel], type[BaseModel]], frozenset[str]] = {}
+# By tool object and schema (both kept, so their ids stay theirs); bounded.
+_INJECTED_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, frozenset[str]]] = {}
 _SCHEMAS: dict[type[BaseModel], type[BaseModel] | None] = {}
 
 

@@ -18,6 +18,12 @@
 #   deny      - reasons to refuse; any deny overrides allow and approval
 #   approval  - reasons a human must approve first (only when nothing denies)
 # Anything no rule allows is denied with a coded reason.
+#
+# Cost: every rule of deny and approval is tried for every call. Rules that only
+# concern some calls (MCP tools, calls that send data out, conversations that
+# read untrusted content) are grouped behind one cached fact each (mcp_call,
+# egress_call, infoflow.tainted), so a call outside a group pays one lookup for
+# the whole group.
 package agent.authz
 
 import data.agent.config
@@ -53,6 +59,10 @@ user_role := input.user.role if {
 }
 
 tool_name := input.tool.name if is_string(input.tool.name)
+
+# The call is an MCP tool's (mcp.rego decides those): mcp_tool(input.tool),
+# written out and computed once per decision.
+mcp_call if is_string(input.tool.metadata.mcp.server)
 
 # The tool arguments; {} when the model sent something that is not an object.
 default tool_args := {}
@@ -104,7 +114,7 @@ malformed contains {"code": "no_tool_name", "message": "the tool call has no nam
 # MCP tools are decided by mcp.rego, whose reasons name the server.
 deny contains reason if {
 	not allow
-	not mcp_tool(input.tool)
+	not mcp_call
 	reason := not_allowed_reason
 }
 

@@ -24,6 +24,10 @@ call_label(call) := "unnamed tool" if not has_name(call)
 
 has_name(call) if is_string(call.name)
 
+# The call being decided sends data out; computed once per decision, so the
+# rules below cost one cached check for every other call.
+egress_call if sends_data_out(input.tool)
+
 # Untrusted-output tools that ran earlier in the conversation. Anything not
 # denied counts as having run (conservative: "allow" and any other value).
 untrusted_in_history contains call_label(call) if {
@@ -40,7 +44,7 @@ untrusted_in_turn contains call_label(call) if {
 }
 
 approval contains {"code": "egress_after_untrusted", "message": message} if {
-	sends_data_out(input.tool)
+	egress_call
 	count(untrusted_in_history) > 0
 	message := concat("", [
 		"\"", tool_name, "\" sends data out after untrusted content was read (",
@@ -49,7 +53,7 @@ approval contains {"code": "egress_after_untrusted", "message": message} if {
 }
 
 approval contains {"code": "egress_in_untrusted_turn", "message": message} if {
-	sends_data_out(input.tool)
+	egress_call
 	count(untrusted_in_turn) > 0
 	message := concat("", [
 		"\"", tool_name, "\" sends data out in the same turn as untrusted content is read (",
@@ -91,7 +95,7 @@ outside_recipients contains address if {
 }
 
 deny contains {"code": "egress_outside_domains", "message": message} if {
-	sends_data_out(input.tool)
+	egress_call
 	count(untrusted_sources) > 0
 	count(outside_recipients) > 0
 	message := concat("", [

@@ -83,16 +83,21 @@ label(call) := "unnamed tool" if not is_string(call.name)
 
 seen(call) if call.decision != "deny"
 
-untrusted(call) if call.metadata.trust == "untrusted"
-
-# Positions in input.history of untrusted calls whose output the model saw.
+# Positions in input.history of untrusted calls ("trust": "untrusted") whose
+# output the model saw (not denied).
 taint_positions contains i if {
 	some i, call in input.history
-	seen(call)
-	untrusted(call)
+	call.metadata.trust == "untrusted"
+	call.decision != "deny"
 }
 
-tainted if count(taint_positions) > 0
+# The same as count(taint_positions) > 0, without building the set: this is
+# asked for every decision.
+tainted if {
+	some call in input.history
+	call.metadata.trust == "untrusted"
+	call.decision != "deny"
+}
 
 untrusted_sources contains label(input.history[i]) if some i in taint_positions
 

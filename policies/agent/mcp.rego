@@ -67,10 +67,20 @@ mcp_open_world(call) if {
 
 # --- Allow, unknown servers and roles -----------------------------------------
 
-allow if mcp_role_permitted(input.tool)
+allow if {
+	mcp_call
+	mcp_role_permitted(input.tool)
+}
 
-deny contains {"code": "mcp_unknown_server", "message": message} if {
-	mcp_tool(input.tool)
+# The denials below are looked at only for an MCP tool's call (one cached check
+# for every other call).
+deny contains reason if {
+	mcp_call
+	some reason in mcp_deny
+}
+
+mcp_deny contains {"code": "mcp_unknown_server", "message": message} if {
+	mcp_call
 	not mcp_server_config(input.tool)
 	message := concat("", [
 		"MCP tool \"", tool_name, "\" comes from server \"", mcp_server(input.tool),
@@ -78,7 +88,7 @@ deny contains {"code": "mcp_unknown_server", "message": message} if {
 	])
 }
 
-deny contains {"code": "mcp_tool_not_permitted_for_role", "message": message} if {
+mcp_deny contains {"code": "mcp_tool_not_permitted_for_role", "message": message} if {
 	mcp_server_config(input.tool)
 	not mcp_role_permitted(input.tool)
 	message := concat("", [
@@ -99,6 +109,7 @@ destructive_hint_text(call) := "no destructiveHint, and MCP's default is true" i
 }
 
 approval contains {"code": "mcp_destructive", "message": message} if {
+	mcp_call
 	mcp_destructive(input.tool)
 	mcp_role_permitted(input.tool)
 	not mcp_destructive_allowed(input.tool)
@@ -136,7 +147,7 @@ mcp_tool_unpinned(call) if {
 	not mcp_pin(call)
 }
 
-deny contains {"code": "mcp_definition_changed", "message": message} if {
+mcp_deny contains {"code": "mcp_definition_changed", "message": message} if {
 	mcp_definition_changed(input.tool)
 	message := concat("", [
 		"MCP tool \"", mcp_name(input.tool), "\" of server \"", mcp_server(input.tool),
@@ -145,7 +156,7 @@ deny contains {"code": "mcp_definition_changed", "message": message} if {
 	])
 }
 
-deny contains {"code": "mcp_tool_not_pinned", "message": message} if {
+mcp_deny contains {"code": "mcp_tool_not_pinned", "message": message} if {
 	mcp_tool_unpinned(input.tool)
 	message := concat("", [
 		"MCP tool \"", mcp_name(input.tool), "\" of server \"", mcp_server(input.tool),

@@ -31,7 +31,12 @@ import urllib3
 from opentelemetry import propagate
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
-from langchain_opa_guard.engines.engine import DEFAULT_POLICY, encode_input, normalize_policy_path
+from langchain_opa_guard.engines.engine import (
+    DEFAULT_POLICY,
+    encode_input,
+    normalize_policy_path,
+    shared_part,
+)
 from langchain_opa_guard.engines.policy_sources import PolicyNotFoundError, defines
 from langchain_opa_guard.engines.server.http_pool import ConnectionPool, ResponseTooLarge, Transport
 from langchain_opa_guard.engines.server.http_session import (
@@ -267,16 +272,7 @@ class OPAServer:
         """The shared part of a turn's inputs, when they can go in one request."""
         if self.batch_path is None:
             return None
-        shared = {k: v for k, v in inputs[0].items() if k != "tool"}
-        ids = []
-        for document in inputs:
-            tool = document.get("tool")
-            if not isinstance(tool, Mapping) or not isinstance(tool.get("call_id"), str):
-                return None
-            ids.append(tool["call_id"])
-            if {k: v for k, v in document.items() if k != "tool"} != shared:
-                return None
-        return shared if len(set(ids)) == len(ids) else None
+        return shared_part(inputs)
 
     def _batch_reply(
         self,

@@ -108,17 +108,7 @@ class WasmEvaluator:
             self.pool.discard(generation, instance)
             raise
         self.pool.checkin(generation, instance)
-        try:
-            result_set = json.loads(text, strict=False)
-        except ValueError:
-            # Not JSON: the result holds sets (or non-string keys). Read Rego's syntax
-            # and order each set as OPA's JSON does.
-            try:
-                result_set = to_json(parse_value(text))
-            except ValueError:
-                raise EngineError(
-                    ErrorType.MALFORMED, "the policy's output is unreadable"
-                ) from None
+        result_set = read_result_set(text)
         if not result_set:
             return UNDEFINED
         try:
@@ -128,6 +118,36 @@ class WasmEvaluator:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def read_result_set(text: bytes) -> Any:
+    """The result set ``opa_eval`` wrote in Rego's value syntax, as JSON values.
+
+    The result set is itself a set: ``{{"result": ...}}`` for one result, ``set()`` for
+    none. Its member is read as JSON when it is JSON (no sets, no non-string keys inside),
+    which is the common case and several times faster than the Rego reader; otherwise the
+    whole text goes through the Rego reader and each set is ordered as OPA's JSON orders it.
+
+    Raises:
+        EngineError: ``malformed`` when the text is neither.
+    """
+    if text == b"set()":
+        return []
+    if text.startswith(b"{{") and text.endswith(b"}}"):
+        try:
+            member = json.loads(text[1:-1], strict=False)
+        except ValueError:
+            member = None
+        if isinstance(member, dict) and list(member) == ["result"]:
+            return [member]
+    try:
+        return json.loads(text, strict=False)
+    except ValueError:
+        pass
+    try:
+        return to_json(parse_value(text))
+    except ValueError:
+        raise EngineError(ErrorType.MALFORMED, "the policy's output is unreadable") from None
 
 
 __all__ += ["PoolClosedError"]

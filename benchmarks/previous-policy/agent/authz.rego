@@ -1,0 +1,130 @@
+# Authorization of LLM-proposed tool calls (input contract v1).
+#
+# Query data.agent.authz.decision. It is always defined:
+#   allowed:          {"allow": true,  "reasons": []}
+#   denied:           {"allow": false, "reasons": [<sorted deny reasons>]}
+#   needs a human:    {"allow": false, "require_approval": true, "reasons": [<sorted approval reasons>]}
+#
+# Every reason is an object {"code": <snake_case code>, "message": <text>}.
+# Codes are stable identifiers for counting in traces and audits; messages are
+# for people. Reasons sort by code, then message. Messages may name the tool,
+# the role, argument field names, allowed values from data and the names of
+# untrusted tools, but never echo argument values the model sent (they end up
+# in traces and logs).
+#
+# Rules in this package add to three sets/rules:
+#   allow     - the user's role may call the tool (data.agent.config.tool_roles)
+#   deny      - reasons to refuse; any deny overrides allow and approval
+#   approval  - reasons a human must approve first (only when nothing denies)
+# Anything no rule allows is denied with a coded reason.
+package agent.authz
+
+import data.agent.config
+
+default decision := {
+	"allow": false,
+	"reasons": [{
+		"code": "default_deny",
+		"message": "denied by default: no policy rule reached a decision",
+	}],
+}
+
+decision := {"allow": false, "reasons": sort(deny)} if {
+	count(deny) > 0
+} else := {"allow": false, "require_approval": true, "reasons": sort(approval)} if {
+	count(approval) > 0
+} else := {"allow": true, "reasons": []} if {
+	allow
+}
+
+# --- Request helpers -------------------------------------------------------
+
+# The caller's role, when there is a usable one.
+user_role := input.user.role if {
+	is_string(input.user.role)
+	input.user.role != ""
+}
+
+tool_name := input.tool.name if is_string(input.tool.name)
+
+# The tool arguments; {} when the model sent something that is not an object.
+default tool_args := {}
+
+tool_args := input.tool.args if is_object(input.tool.args)
+
+# --- Allow -----------------------------------------------------------------
+
+allow if user_role in config.tool_roles[tool_name]
+
+# --- Deny: malformed requests and default deny ------------------------------
+
+# A request with a version-1 shape, a user with a role, and a tool name: the
+# common case, checked in one rule before any of the reasons below is looked for.
+well_formed if {
+	input.version == 1
+	user_role
+	tool_name
+}
+
+deny contains reason if {
+	not well_formed
+	some reason in malformed
+}
+
+malformed contains {
+	"code": "unsupported_version",
+	"message": "unsupported input version (this policy expects version 1)",
+} if not input.version == 1
+
+# (Helper rules keep "not" away from refs that may be undefined.)
+has_user if is_object(input.user)
+
+malformed contains {
+	"code": "no_user",
+	"message": "no user is attached to the request; tool calls need an authenticated user",
+} if not has_user
+
+malformed contains {
+	"code": "no_role",
+	"message": "the user has no role; tool calls need a user with a role",
+} if {
+	has_user
+	not user_role
+}
+
+malformed contains {"code": "no_tool_name", "message": "the tool call has no name"} if not tool_name
+
+# MCP tools are decided by mcp.rego, whose reasons name the server.
+deny contains reason if {
+	not allow
+	not mcp_tool(input.tool)
+	reason := not_allowed_reason
+}
+
+# Messages are built with concat, not sprintf: the regopy fallback (rego-cpp)
+# mangles sprintf %s arguments that come from other builtins.
+not_allowed_reason := {
+	"code": "tool_not_permitted_for_role",
+	"message": concat("", ["tool \"", tool_name, "\" is not permitted for role \"", user_role, "\""]),
+} if {
+	config.tool_roles[tool_name]
+}
+
+not_allowed_reason := {
+	"code": "no_rule_for_tool",
+	"message": concat("", ["no rule allows tool \"", tool_name, "\""]),
+} if {
+	not config.tool_roles[tool_name]
+}
+
+# --- Tool visibility -------------------------------------------------------
+
+# The tools this subject may use at all: the guard's helpers filter the tool
+# list bound to the model with it. Visibility is not enforcement: every call
+# is still decided by `decision`.
+visible_tools contains name if {
+	some tool in input.tools
+	not mcp_tool(tool)
+	name := tool.name
+	user_role in config.tool_roles[name]
+}
