@@ -11,6 +11,11 @@ The package ships the wasm bundle of its own ``policies/`` (``make bundle`` buil
 ``make bundle-check`` fails when it is stale): a directory whose modules have the digest
 recorded in that bundle needs no ``opa`` binary at all.
 
+Why one module: reading a bundle, compiling one and checking the shipped one share the
+bundle format (the manifest's ``wasm`` list and revision), the digest that names a compiled
+policy and the generated batch module with its entrypoints; split apart, each half would
+import the other's private details.
+
 Example:
     ```python
     from langchain_opa_guard.engines.policy_sources import load_sources
