@@ -379,3 +379,44 @@ def test_a_tool_that_reads_the_state_gets_the_conversation(embedded: PolicyEngin
     assert [m.type for m in inputs[0]["state"]["messages"]] == ["human"]
     # The tool sees the conversation as it was, its own call last.
     assert seen == [["human", "ai"]]
+
+
+def test_calls_sent_without_the_state_to_a_node_that_reads_it_run_nothing(
+    embedded: PolicyEngine,
+) -> None:
+    """The guard sends calls without the state because its registry= reads none; the graph's
+    tools node is another one, whose interceptor reads the state: it refuses to run."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import tools_condition
+
+    from langchain_opa_guard import GuardedToolNode, GuardWiringError
+
+    tools, db = customer_db_tools()
+    seen: list[int] = []
+
+    def reads_state(request: Any, handler: Any) -> Any:
+        seen.append(len(request.state["messages"]))
+        return handler(request)
+
+    model = ScriptedChatModel(
+        script=[
+            AIMessage(
+                "",
+                tool_calls=[tool_call("get_customer_details", {"customer_id": "CUST-001"}, "r1")],
+            ),
+            "ok",
+        ]
+    )
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda s: {"messages": [model.invoke(s["messages"])]})
+    builder.add_node(
+        "guard", PolicyGuardNode(embedded, registry=GuardedToolNode(tools), user_key="user")
+    )
+    builder.add_node("tools", GuardedToolNode(tools, wrap_tool_call=reads_state))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    builder.add_edge("tools", "agent")
+    graph = builder.compile()
+    with pytest.raises(GuardWiringError, match="registry="):
+        graph.invoke({"messages": [("user", "Get CUST-001's name")]}, context={"user": ADMIN})
+    assert db.executed == [] and seen == []

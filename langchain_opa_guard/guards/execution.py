@@ -110,8 +110,11 @@ def calls_payload(
     messages_key: str,
     messages: Sequence[Any],
     ai_message: AIMessage,
+    *,
+    stateless: bool = False,
 ) -> dict[str, Any]:
-    """The guard node's ``Send`` payload: the allowed calls, their grants, the state."""
+    """The guard node's ``Send`` payload: the allowed calls, their grants, the state
+    (``stateless``: none, for a tools node that :func:`reads_no_state`)."""
     plain = [
         cast(
             ToolCall,
@@ -127,6 +130,7 @@ def calls_payload(
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
         "message_id": ai_message.id,
         "state": base,
+        "stateless": stateless,
     }
 
 
@@ -180,6 +184,12 @@ class GuardedToolNode(ToolNode):
                 f"the tools node {self.name!r} received input that did not come from the "
                 "policy guard, so it runs nothing. Route to it only through PolicyGuardNode "
                 "(remove static edges such as 'guard -> tools' or 'agent -> tools')."
+            )
+        if input.get("stateless") and not reads_no_state(self):
+            raise GuardWiringError(
+                f"the tools node {self.name!r} reads the graph state (an interceptor, or a "
+                "tool that takes the state or a ToolRuntime), but the policy guard sent its "
+                "calls without it: pass this same node as the guard's registry=."
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
         grant = dict(input.get("grant") or {})

@@ -249,7 +249,14 @@ class PolicyGuardNode(RunnableCallable):
         sends = [
             Send(
                 self.tools_node,
-                calls_payload([call], state, self.messages_key, earlier, ai_message),
+                calls_payload(
+                    [call],
+                    state,
+                    self.messages_key,
+                    earlier,
+                    ai_message,
+                    stateless=self._stateless_sends,
+                ),
             )
             for call in allowed
         ]
