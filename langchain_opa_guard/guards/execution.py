@@ -52,9 +52,11 @@ __all__ = [
     "GuardedToolNode",
     "call_digest",
     "calls_payload",
+    "decided_turn",
     "grant_matches",
     "reads_no_state",
     "run_once",
+    "task_scope",
     "arun_once",
 ]
 
@@ -67,7 +69,7 @@ GRANT_KEY = "__opa_guard_grant__"
 """Where the tools node keeps the grants of the calls it runs (in ``configurable``)."""
 
 TURN_KEY = "__opa_guard_turn__"
-"""Where the tools node keeps the id of the model message its calls belong to."""
+"""Where the tools node keeps the decided turn its calls belong to (:func:`decided_turn`)."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -110,8 +112,10 @@ def calls_payload(
     messages_key: str,
     messages: Sequence[Any],
     ai_message: AIMessage,
+    config: RunnableConfig | None = None,
 ) -> dict[str, Any]:
-    """The guard node's ``Send`` payload: the allowed calls, their grants, the state."""
+    """The guard node's ``Send`` payload: the allowed calls, their grants, the state, and
+    the turn as decided (``config``: the deciding task's, see :func:`decided_turn`)."""
     plain = [
         cast(
             ToolCall,
@@ -126,6 +130,7 @@ def calls_payload(
         "calls": plain,
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
         "message_id": ai_message.id,
+        "turn": decided_turn(ai_message.id, config),
         "state": base,
     }
 
@@ -193,7 +198,7 @@ class GuardedToolNode(ToolNode):
         base["configurable"] = {
             **(base.get("configurable") or {}),
             GRANT_KEY: grant,
-            TURN_KEY: input.get("message_id"),
+            TURN_KEY: input.get("turn"),
         }
         return state, cast(RunnableConfig, base)
 
@@ -219,23 +224,25 @@ class _Claims:
 
     def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, ...], str | None] = OrderedDict()
         self._limit = limit
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def claim(self, key: tuple[str, str, str]) -> bool:
+    def claim(self, key: tuple[str, ...], owner: str | None = None) -> bool:
+        """Take ``key``; ``False`` if it is taken, unless by the same ``owner`` (a task
+        LangGraph runs again takes its own claim again)."""
         with self._lock:
             if key in self._keys:
-                return False
-            self._keys[key] = None
+                return owner is not None and self._keys[key] == owner
+            self._keys[key] = owner
             if len(self._keys) > self._limit:
                 self._keys.popitem(last=False)
             return True
 
-    def release(self, key: tuple[str, str, str]) -> None:
+    def release(self, key: tuple[str, ...]) -> None:
         with self._lock:
             self._keys.pop(key, None)
 
@@ -243,37 +250,53 @@ class _Claims:
 CLAIMS = _Claims()
 
 
-def claim_key(
-    request: ToolCallRequest, turn: Any, digest: str | None = None
-) -> tuple[str, str, str] | None:
-    """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
-
-    Two resumes of one checkpoint (a double click) run in different tasks, so the key is
-    the model's message and the call's id and arguments, not the task. ``digest`` is the
-    call's :func:`call_digest` when the caller has it already."""
-    config = getattr(request.runtime, "config", None) or {}
+def task_scope(config: Mapping[str, Any] | None) -> str | None:
+    """The LangGraph task ``config`` belongs to: its checkpoint namespace, which ends with
+    the task's id (LangGraph derives it from the checkpoint the task runs from, the node and
+    the task's path). Two runs resuming one checkpoint (a double click) run the same task;
+    a replay from an earlier checkpoint runs new ones, in the fork LangGraph saves for it."""
+    if not isinstance(config, Mapping):
+        return None
     configurable = config.get("configurable") or {}
-    thread = configurable.get("thread_id")
-    if thread is None:
-        # No thread, no checkpoint to resume: nothing can run a second time, and another
-        # run may well reuse the same message and call ids. Scope the key to this task.
-        metadata = config.get("metadata") or {}
-        thread = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
-        if not thread:
-            return None
-    call = request.tool_call
-    call_id = call.get("id")
+    metadata = config.get("metadata") or {}
+    scope = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
+    return scope if isinstance(scope, str) and scope else None
+
+
+def decided_turn(message_id: Any, config: Mapping[str, Any] | None) -> str | None:
+    """The identity of a decided model turn: the task that decided it and the model's
+    message. A call of one decided turn runs at most once in this process, whatever
+    arguments an answer gives it (:func:`run_once`); a turn decided again (a replay from a
+    checkpoint before the decision) is a turn of its own, whose calls run again.
+
+    Example:
+        ```python
+        turn = decided_turn(ai_message.id, config)  # in the node that decides the turn
+        run_once(request, execute, turn)  # where the tool runs
+        ```
+    """
+    scope = task_scope(config)
+    if message_id is None or scope is None:
+        return None  # outside a LangGraph task there is no step to run a second time
+    return f"{scope}/{message_id}"
+
+
+def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+    """``(thread, decided turn, call id)`` of a granted call: one decided turn's call runs
+    once, whatever its arguments (an approval and an edit sent at once are both answers to
+    one question, and the call runs for one of them)."""
+    call_id = request.tool_call.get("id")
     if turn is None or not isinstance(call_id, str):
         return None
-    if digest is None:
-        digest = call_digest(call.get("name"), call.get("args"))
-    return (str(thread), str(turn), call_id + ":" + digest)
+    config = getattr(request.runtime, "config", None) or {}
+    thread = (config.get("configurable") or {}).get("thread_id")
+    return ("" if thread is None else str(thread), str(turn), call_id)
 
 
 def _already_ran(request: ToolCallRequest) -> ToolMessage:
     call = request.tool_call
     logger.warning(
-        "tool call %r (%s) already started in this task; it does not run twice",
+        "tool call %r (%s) already started for this decision; it does not run twice",
         call.get("name"),
         call.get("id"),
     )
@@ -286,11 +309,11 @@ def _already_ran(request: ToolCallRequest) -> ToolMessage:
 
 
 def run_once(
-    request: ToolCallRequest, execute: Execute, turn: Any, digest: str | None = None
+    request: ToolCallRequest, execute: Execute, turn: Any
 ) -> ToolMessage | Command[Any]:
-    """Run a granted call of model turn ``turn`` (its message id) unless it already started
-    in this process (``digest``: the call's :func:`call_digest`, when known)."""
-    key = claim_key(request, turn, digest)
+    """Run a granted call of ``turn`` (its :func:`decided_turn`) unless that call of that
+    turn already started in this process."""
+    key = claim_key(request, turn)
     if key is not None and not CLAIMS.claim(key):
         return _already_ran(request)
     try:
@@ -302,10 +325,10 @@ def run_once(
 
 
 async def arun_once(
-    request: ToolCallRequest, execute: AsyncExecute, turn: Any, digest: str | None = None
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any
 ) -> ToolMessage | Command[Any]:
     """Async twin of :func:`run_once`."""
-    key = claim_key(request, turn, digest)
+    key = claim_key(request, turn)
     if key is not None and not CLAIMS.claim(key):
         return _already_ran(request)
     try:
@@ -336,7 +359,7 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
-        return run_once(request, execute, _turn_of(request), digest)
+        return run_once(request, execute, _turn_of(request))
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
@@ -344,7 +367,7 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
-        return await arun_once(request, execute, _turn_of(request), digest)
+        return await arun_once(request, execute, _turn_of(request))
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:

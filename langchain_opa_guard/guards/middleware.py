@@ -335,7 +335,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, updated, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, reviewed.allowed),
+            GRANTS_KEY: grants(message.id, reviewed.allowed, _current_config()),
         }
 
     def _recorded(
@@ -358,7 +358,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, out.allowed),
+            GRANTS_KEY: grants(message.id, out.allowed, _current_config()),
         }
 
     # -- where the tool runs -----------------------------------------------------------

@@ -47,7 +47,7 @@ from langchain_opa_guard.guards.arguments import (
     registry_index,
 )
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
-from langchain_opa_guard.guards.execution import CLAIMS
+from langchain_opa_guard.guards.execution import CLAIMS, task_scope
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
@@ -234,16 +234,15 @@ class ToolCallGuard:
             same = [c for c in found[1].tool_calls if c.get("id") == call_id] if found else []
             position = next((i for i, c in enumerate(same) if c is call), None)
             if position is None:
-                # Not the message's own dict (each call in a task of its own): the first to
-                # get here answers. A retried task (its attempt number grows) answers again,
-                # since the answers of the attempt that failed were never saved.
-                scope = thread_id(config) or (config.get("metadata") or {}).get(
-                    "langgraph_checkpoint_ns"
-                )
+                # Not the message's own dict (each call in a task of its own): the task
+                # that gets here first answers, and answers again whenever LangGraph runs
+                # that task again (a retry, a second resume of its checkpoint, a replay),
+                # since each of those runs saves its own answers.
                 info = getattr(request.runtime, "execution_info", None)
-                attempt = getattr(info, "node_attempt", 1)
-                key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}:{attempt}")
-                if not CLAIMS.claim(key):
+                step = str(getattr(info, "checkpoint_id", "") or "")
+                scope = thread_id(config) or step or task_scope(config)
+                key = (str(scope), step, str(found[1].id if found else ""), f"dup:{call_id}")
+                if not CLAIMS.claim(key, owner=task_scope(config)):
                     return call, Command(update={})
             elif position > 0:
                 return call, Command(update={})
