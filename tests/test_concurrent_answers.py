@@ -164,9 +164,7 @@ def test_two_different_edits_at_once_run_the_call_once(
     )
     thread = f"two-edits-{kind}-{use_async}-{engine_kind}"
     try:
-        ledger, results = _answered_at_once(
-            engine, kind, ("edit", "other edit"), use_async, thread
-        )
+        ledger, results = _answered_at_once(engine, kind, ("edit", "other edit"), use_async, thread)
     finally:
         if isinstance(engine, OPAServer):
             engine.close()

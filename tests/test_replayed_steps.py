@@ -1,34 +1,63 @@
-"""Red team 3: the ToolCallGuard interceptor's claim for a duplicated id outlives the run
-that took it, so replaying the step leaves the id with no answer at all.
+"""A step that runs again answers every call of it exactly once, and runs a call twice only
+when the turn was decided twice.
 
-README: "Every tool call gets exactly one answer". When the ToolNode's calls come back from
-a checkpoint (each call in a task of its own, after `interrupt_before=["tools"]`), the
-first of two calls under one id is found by a process-wide claim keyed by (thread, model
-message, id, attempt). Time travel (LangGraph's replay of a checkpoint: "re-run from
-here" in Studio, `graph.invoke(None, state.config)`) runs the same step again in the same
-thread: both calls find the claim taken and return an empty Command, the id gets no answer,
-and the next model call fails (create_react_agent refuses the history; OpenAI-style APIs
-reject it).
+README: "Every tool call gets exactly one answer". LangGraph runs a step again when a thread
+is replayed from an earlier checkpoint (time travel: "re-run from here" in Studio,
+`graph.invoke(None, past_state.config)`), when an answered question is answered again, and
+when a task is retried. The ToolCallGuard interceptor's claim for a duplicated id (one answer
+per id) used to outlive the run that took it: a replay found it taken, both calls under the
+id returned nothing, and the next model call failed on the unanswered id. The claim now
+belongs to the task that took it, and that task answers again whenever it runs again.
+
+The guard node and the middleware run a call once per decided turn: a replay from a
+checkpoint before the decision (LangGraph saves it as a fork of the thread) decides the turn
+again and runs what is allowed again, as LangGraph re-runs every node after the checkpoint;
+a replay from a checkpoint after the decision, or a second answer to an answered question,
+answers each call without running it again in this process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from typing import Any
 
 import pytest
 from conftest import TEST_POLICIES
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.prebuilt import ToolNode
-from mediation_kit import POLICY, USER, Ledger, Script, answers_per_turn, mediation_tools
+from langgraph.types import Command
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    Script,
+    agent_graph,
+    answers_per_turn,
+    mediation_tools,
+    node_graph,
+)
 
 from langchain_opa_guard import EmbeddedPolicy, ToolCallGuard
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 
+def _run(graph: Any, value: Any, config: Any, use_async: bool) -> Any:
+    if use_async:
+        return asyncio.run(graph.ainvoke(value, config, context={"user": USER}))
+    return graph.invoke(value, config, context={"user": USER})
+
+
+def _forked(graph: Any, config: Any) -> bool:
+    """Whether this LangGraph saved the replay as a fork of the thread (newer versions do;
+    older ones run the replayed tasks again under the same checkpoint)."""
+    return any(s.metadata.get("source") == "fork" for s in graph.get_state_history(config))
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("replay", [False, True], ids=["control", "replayed step"])
-def test_a_replayed_step_answers_a_duplicated_id_once(replay: bool) -> None:
+def test_a_replayed_step_answers_a_duplicated_id_once(replay: bool, use_async: bool) -> None:
     from langgraph.prebuilt import create_react_agent
 
     engine = EmbeddedPolicy(TEST_POLICIES, policy=POLICY)
@@ -59,18 +88,22 @@ def test_a_replayed_step_answers_a_duplicated_id_once(replay: bool) -> None:
             checkpointer=InMemorySaver(),
             interrupt_before=["tools"],
         )
-    config: dict[str, Any] = {"configurable": {"thread_id": f"replay-{replay}"}}
-    graph.invoke({"messages": [("user", "go")]}, config, context={"user": USER})
+    config: dict[str, Any] = {"configurable": {"thread_id": f"replay-{replay}-{use_async}"}}
+    _run(graph, {"messages": [("user", "go")]}, config, use_async)
     paused = graph.get_state(config)
-    graph.invoke(None, config, context={"user": USER})
+    _run(graph, None, config, use_async)
     if replay:
         try:
-            graph.invoke(None, paused.config, context={"user": USER})
+            _run(graph, None, paused.config, use_async)
         except ValueError as exc:  # the agent node refuses a history with an unanswered call
             print(f"the replay failed: {exc}")
     messages = graph.get_state(config).values["messages"]
     turns = answers_per_turn(messages)
     assert turns[0] == {"dup": 1, "r1": 1}, f"answers by id after the replay: {turns}"
+    # The duplicated id never runs; the other call runs in each run of its step.
+    assert [item for _, _, args in ledger.runs for item in args.values()] == (
+        ["c", "c"] if replay else ["c"]
+    )
 
 
 def test_without_a_checkpointer_each_call_in_its_own_task_answers_a_duplicated_id_once() -> None:
@@ -104,3 +137,89 @@ def test_without_a_checkpointer_each_call_in_its_own_task_answers_a_duplicated_i
     result = graph.invoke({"messages": [("user", "go")]}, context={"user": USER})
     assert ledger.runs == []
     assert answers_per_turn(result["messages"]) == [{"dup": 1}]
+
+
+DECIDING_NODE = {"node": "guard", "middleware": "OPAGuardMiddleware.after_model"}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", ["node", "middleware"])
+@pytest.mark.parametrize("where", ["before the decision", "after the decision"])
+def test_a_replay_runs_a_call_again_only_when_it_decides_it_again(
+    kind: str, where: str, use_async: bool
+) -> None:
+    engine = EmbeddedPolicy(TEST_POLICIES, policy=POLICY)
+    ledger = Ledger()
+    script = Script(
+        [
+            AIMessage(
+                "",
+                tool_calls=[
+                    tool_call("read", {"item": "a"}, "r1"),
+                    tool_call("read", {"item": "b"}, "r2"),
+                ],
+            ),
+            "ok",
+        ]
+    )
+    maker = node_graph if kind == "node" else agent_graph
+    graph = maker(engine, script, ledger, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": f"replay-{kind}-{where}-{use_async}"}}
+    _run(graph, {"messages": [("user", "go")]}, config, use_async)
+    assert len(ledger.runs) == 2
+    node = DECIDING_NODE[kind] if where == "before the decision" else "tools"
+    # The oldest checkpoint about to run `node`: the one of the turn with the calls.
+    past = next(s for s in reversed(list(graph.get_state_history(config))) if node in s.next)
+
+    _run(graph, None, past.config, use_async)
+
+    messages = graph.get_state(config).values["messages"]
+    assert answers_per_turn(messages) == [{"r1": 1, "r2": 1}]
+    again = len(ledger.runs) - 2
+    decided_again = where == "before the decision" and _forked(graph, config)
+    assert again == (2 if decided_again else 0), ledger.runs
+    if not decided_again:
+        answers = [m for m in messages if isinstance(m, ToolMessage)]
+        assert all("did not run again" in str(m.content) for m in answers), answers
+
+
+APPROVE = {"decisions": [{"type": "approve"}]}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", ["node", "middleware"])
+@pytest.mark.parametrize("how", ["replayed question", "question answered again"])
+def test_an_answered_question_runs_its_call_again_only_when_asked_again(
+    kind: str, how: str, use_async: bool
+) -> None:
+    """Time travel to the waiting question asks it again (LangGraph forks the thread): the
+    new answer is a new decision and runs the call again. Sending a second answer to the
+    question already answered (addressed at its checkpoint) is the same decision: the call
+    gets one answer and does not run again."""
+    engine = EmbeddedPolicy(TEST_POLICIES, policy=POLICY)
+    ledger = Ledger()
+    script = Script(
+        [AIMessage("", tool_calls=[tool_call("send", {"to": "a@ask.test", "body": "hi"}, "s1")])]
+    )
+    maker = node_graph if kind == "node" else agent_graph
+    graph = maker(engine, script, ledger, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": f"asked-{kind}-{how}-{use_async}"}}
+    first = _run(graph, {"messages": [("user", "send it")]}, config, use_async)
+    assert "__interrupt__" in first
+    waiting = graph.get_state(config)
+    _run(graph, Command(resume=APPROVE), config, use_async)
+    assert len(ledger.runs) == 1
+
+    if how == "replayed question":
+        out = _run(graph, None, waiting.config, use_async)
+        asked_again = "__interrupt__" in out
+        if asked_again:
+            _run(graph, Command(resume=APPROVE), config, use_async)
+        assert asked_again == _forked(graph, config)
+    else:
+        asked_again = False
+        _run(graph, Command(resume=APPROVE), waiting.config, use_async)
+
+    messages = graph.get_state(config).values["messages"]
+    assert answers_per_turn(messages) == [{"s1": 1}]
+    assert len(ledger.runs) == (2 if asked_again else 1), ledger.runs

@@ -302,15 +302,14 @@ def _already_ran(request: ToolCallRequest) -> ToolMessage:
     )
     return guard_answer(
         call,
-        f'The tool call "{call.get("name")}" did not run again: it already ran (a second run '
-        "of the same step, such as a concurrent resume, does not repeat its side effects).",
-        "the call already ran in this step",
+        f'The tool call "{call.get("name")}" did not run again: it already ran for this '
+        "decision (a second run of the same decision, such as a concurrent resume or a replay "
+        "from after the decision, does not repeat its side effects).",
+        "the call already ran for this decision",
     )
 
 
-def run_once(
-    request: ToolCallRequest, execute: Execute, turn: Any
-) -> ToolMessage | Command[Any]:
+def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
     """Run a granted call of ``turn`` (its :func:`decided_turn`) unless that call of that
     turn already started in this process."""
     key = claim_key(request, turn)

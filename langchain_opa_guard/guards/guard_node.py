@@ -286,9 +286,7 @@ class PolicyGuardNode(RunnableCallable):
             replies.insert(0, reviewed.ai_message)
         update = {self.messages_key: replies} if replies else None
         earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
-        return self._to_tools(
-            state, earlier, reviewed.ai_message, reviewed.allowed, update, config
-        )
+        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update, config)
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:
