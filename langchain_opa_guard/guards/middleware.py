@@ -41,8 +41,8 @@ from langchain_opa_guard.contract import (
 )
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
+from langchain_opa_guard.guards.claims import arun_once, run_once
 from langchain_opa_guard.guards.denials import DenialStyle
-from langchain_opa_guard.guards.execution import arun_once, run_once
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     checked_request,

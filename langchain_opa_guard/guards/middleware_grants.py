@@ -29,8 +29,9 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from pydantic import ConfigDict
 
 from langchain_opa_guard.contract import state_messages
+from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.denials import changed_call_message
-from langchain_opa_guard.guards.execution import call_digest, decided_turn
+from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.prepared_calls import executed_injections
 
 __all__ = [

@@ -46,8 +46,8 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
+from langchain_opa_guard.guards.claims import CLAIMS, task_scope
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
-from langchain_opa_guard.guards.execution import CLAIMS, task_scope
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
