@@ -25,9 +25,9 @@ from conftest import TEST_POLICIES
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, agent_graph, node_graph
+from mediation_kit import POLICY, USER, Ledger, Script, agent_graph, mediation_tools, node_graph
 
-from langchain_opa_guard import Decision, EmbeddedPolicy, OPAServer, PolicyEngine
+from langchain_opa_guard import Decision, EmbeddedPolicy, OPAServer, PolicyEngine, ToolCallGuard
 from langchain_opa_guard.testing import tool_call
 
 
@@ -175,5 +175,59 @@ def test_two_different_edits_at_once_run_the_call_once(
         "Quarterly report attached, see page 2.",
     }
     for out in results:
+        answers = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+        assert [m.tool_call_id for m in answers] == ["s1"], answers
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_two_resumes_of_a_paused_tool_node_run_the_interceptors_call_once(use_async: bool) -> None:
+    """The ToolCallGuard interceptor has no approvals, but a graph paused before its tools
+    (``interrupt_before=["tools"]``, a human looking at the proposed calls) is resumed the
+    same way: two resumes sent at once (a double click) both run the tools task, and the
+    allowed call runs for one of them."""
+    import warnings
+
+    from langgraph.prebuilt import ToolNode, create_react_agent
+
+    from langchain_opa_guard.testing import ScriptedChatModel
+
+    together = Together(EmbeddedPolicy(TEST_POLICIES, policy=POLICY))
+    ledger = Ledger()
+    tools = mediation_tools(ledger)
+    guard = ToolCallGuard(together, registry=tools)
+    node = ToolNode(
+        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+    )
+    script = Script(
+        [AIMessage("", tool_calls=[tool_call("send", {"to": "a@ok.test", "body": "hi"}, "s1")])]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = create_react_agent(
+            ScriptedChatModel(script=[script.reply] * 8),
+            node,
+            checkpointer=InMemorySaver(),
+            interrupt_before=["tools"],
+        )
+    config = {"configurable": {"thread_id": f"interceptor-twice-{use_async}"}}
+    graph.invoke({"messages": [("user", "send it")]}, config, context={"user": USER})
+    assert ledger.runs == []
+    together.barrier = threading.Barrier(2)
+    results: list[dict[str, Any]] = []
+
+    def resume() -> None:
+        if use_async:
+            results.append(asyncio.run(graph.ainvoke(None, config, context={"user": USER})))
+        else:
+            results.append(graph.invoke(None, config, context={"user": USER}))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for worker in threads:
+        worker.start()
+    for worker in threads:
+        worker.join(timeout=60)
+    assert len(results) == 2
+    assert [name for name, _, _ in ledger.runs] == ["send"], ledger.runs
+    for out in results:  # each run answered s1 once: one ran it, the other says it ran
         answers = [m for m in out["messages"] if isinstance(m, ToolMessage)]
         assert [m.tool_call_id for m in answers] == ["s1"], answers

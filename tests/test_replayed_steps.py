@@ -8,6 +8,7 @@ when a task is retried. The ToolCallGuard interceptor's claim for a duplicated i
 per id) used to outlive the run that took it: a replay found it taken, both calls under the
 id returned nothing, and the next model call failed on the unanswered id. The claim now
 belongs to the task that took it, and that task answers again whenever it runs again.
+Its allowed calls run once per task and attempt, as the guard node's run once per decision.
 
 The guard node and the middleware run a call once per decided turn: a replay from a
 checkpoint before the decision (LangGraph saves it as a fork of the thread) decides the turn
@@ -100,10 +101,10 @@ def test_a_replayed_step_answers_a_duplicated_id_once(replay: bool, use_async: b
     messages = graph.get_state(config).values["messages"]
     turns = answers_per_turn(messages)
     assert turns[0] == {"dup": 1, "r1": 1}, f"answers by id after the replay: {turns}"
-    # The duplicated id never runs; the other call runs in each run of its step.
-    assert [item for _, _, args in ledger.runs for item in args.values()] == (
-        ["c", "c"] if replay else ["c"]
-    )
+    # The duplicated id never runs; the other call runs again only where the replay is a
+    # new step (a fork): a replay of the same step answers it without running it again.
+    again = replay and _forked(graph, config)
+    assert [args["item"] for _, _, args in ledger.runs] == (["c", "c"] if again else ["c"])
 
 
 def test_without_a_checkpointer_each_call_in_its_own_task_answers_a_duplicated_id_once() -> None:
@@ -223,3 +224,54 @@ def test_an_answered_question_runs_its_call_again_only_when_asked_again(
     messages = graph.get_state(config).values["messages"]
     assert answers_per_turn(messages) == [{"s1": 1}]
     assert len(ledger.runs) == (2 if asked_again else 1), ledger.runs
+
+
+def test_a_tool_node_resumed_after_a_tools_own_interrupt_runs_its_other_calls_once() -> None:
+    """A ToolNode of one's own runs a turn's calls in one task; a tool that pauses with
+    ``interrupt()`` makes LangGraph run the whole task again on resume. The interceptor runs
+    each allowed call once per task: the call that already ran is answered without running
+    again (its side effect is not repeated), the paused one finishes."""
+    from langchain_core.tools import StructuredTool
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import tools_condition
+    from langgraph.types import interrupt
+
+    runs: list[str] = []
+
+    def read(item: str) -> str:
+        """Read an item."""
+        runs.append(item)
+        if item == "ask":
+            return f"answer: {interrupt('may I?')}"
+        return f"read {item}"
+
+    tools = [StructuredTool.from_function(read)]
+    guard = ToolCallGuard(EmbeddedPolicy(TEST_POLICIES, policy=POLICY), registry=tools)
+    node = ToolNode(tools, wrap_tool_call=guard.wrap_tool_call)
+    turns = iter(
+        [
+            AIMessage(
+                "",
+                tool_calls=[
+                    tool_call("read", {"item": "a"}, "r1"),
+                    tool_call("read", {"item": "ask"}, "r2"),
+                ],
+            )
+        ]
+    )
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda s: {"messages": [next(turns, AIMessage("done"))]})
+    builder.add_node("tools", node)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "tool-interrupt"}}
+    graph.invoke({"messages": [("user", "go")]}, config, context={"user": USER})
+    out = graph.invoke(Command(resume="yes"), config, context={"user": USER})
+    assert runs == ["a", "ask", "ask"], runs
+    assert answers_per_turn(out["messages"]) == [{"r1": 1, "r2": 1}]
+    answers = {
+        m.tool_call_id: str(m.content) for m in out["messages"] if isinstance(m, ToolMessage)
+    }
+    assert "did not run again" in answers["r1"] and answers["r2"] == "answer: yes", answers

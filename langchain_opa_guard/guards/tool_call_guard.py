@@ -46,7 +46,7 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
-from langchain_opa_guard.guards.claims import CLAIMS, task_scope
+from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
@@ -201,8 +201,9 @@ class ToolCallGuard:
         decision = self.check(call, request.state, config, context)
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
+        turn = self._running_turn(request, config)
         request, note = _as_allowed(request, call, decision)
-        return _noted(execute(request), note)
+        return _noted(run_once(request, execute, turn), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -215,8 +216,9 @@ class ToolCallGuard:
         decision = await self.acheck(call, request.state, config, context)
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
+        turn = self._running_turn(request, config)
         request, note = _as_allowed(request, call, decision)
-        return _noted(await execute(request), note)
+        return _noted(await arun_once(request, execute, turn), note)
 
     def _prepare(
         self, request: ToolCallRequest, config: RunnableConfig
@@ -260,6 +262,17 @@ class ToolCallGuard:
         return call, denial_message(decision, call, self.denial_style)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _running_turn(self, request: ToolCallRequest, config: RunnableConfig) -> str | None:
+        """The turn as this task decides it, for run-once: two resumes of one checkpoint
+        (a double click on ``interrupt_before=["tools"]``) run the same task and the call
+        runs for one of them; a retried task (its attempt number grows) runs it again."""
+        found = _turn_of(
+            state_messages(request.state, self.messages_key), request.tool_call.get("id")
+        )
+        turn = decided_turn(found[1].id if found else None, config)
+        info = getattr(request.runtime, "execution_info", None)
+        return None if turn is None else f"{turn}#{getattr(info, 'node_attempt', 1)}"
 
     def _telemetry_for(
         self, config: RunnableConfig
