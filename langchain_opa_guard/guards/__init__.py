@@ -2,7 +2,7 @@
 
 - :mod:`.guard_node`: :class:`~langchain_opa_guard.PolicyGuardNode`, a graph node that routes
   a decided turn; :mod:`.execution`: the ``GuardedToolNode`` that runs only the calls the
-  guard granted.
+  guard granted; :mod:`.claims`: each call of a decided turn runs once.
 - :mod:`.turns`: a model turn decided for the node and the middleware alike, planned in
   :mod:`.planning` and reviewed on resume in :mod:`.resume`.
 - :mod:`.middleware` (with :mod:`.middleware_grants`): the guard for ``create_agent``.

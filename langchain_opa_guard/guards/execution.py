@@ -29,9 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -43,7 +40,8 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from langchain_opa_guard.contract import jsonable
-from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
+from langchain_opa_guard.guards.claims import arun_once, decided_turn, run_once
+from langchain_opa_guard.guards.denials import changed_call_message
 
 __all__ = [
     "GRANT_KEY",
@@ -54,8 +52,6 @@ __all__ = [
     "calls_payload",
     "grant_matches",
     "reads_no_state",
-    "run_once",
-    "arun_once",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +63,7 @@ GRANT_KEY = "__opa_guard_grant__"
 """Where the tools node keeps the grants of the calls it runs (in ``configurable``)."""
 
 TURN_KEY = "__opa_guard_turn__"
-"""Where the tools node keeps the id of the model message its calls belong to."""
+"""Where the tools node keeps the decided turn its calls belong to (:func:`decided_turn`)."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -110,11 +106,13 @@ def calls_payload(
     messages_key: str,
     messages: Sequence[Any],
     ai_message: AIMessage,
+    config: RunnableConfig | None = None,
     *,
     stateless: bool = False,
 ) -> dict[str, Any]:
     """The guard node's ``Send`` payload: the allowed calls, their grants, the state
-    (``stateless``: none, for a tools node that :func:`reads_no_state`)."""
+    (``stateless``: none, for a tools node that :func:`reads_no_state`), and the turn as
+    decided (``config``: the deciding task's, see :func:`decided_turn`)."""
     plain = [
         cast(
             ToolCall,
@@ -129,6 +127,7 @@ def calls_payload(
         "calls": plain,
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
         "message_id": ai_message.id,
+        "turn": decided_turn(ai_message.id, config),
         "state": base,
         "stateless": stateless,
     }
@@ -203,7 +202,7 @@ class GuardedToolNode(ToolNode):
         base["configurable"] = {
             **(base.get("configurable") or {}),
             GRANT_KEY: grant,
-            TURN_KEY: input.get("message_id"),
+            TURN_KEY: input.get("turn"),
         }
         return state, cast(RunnableConfig, base)
 
@@ -216,114 +215,6 @@ def _refusal(request: ToolCallRequest) -> ToolMessage:
         call.get("id"),
     )
     return changed_call_message(call)
-
-
-class _Claims:
-    """Calls that started running in this process, so one never starts twice.
-
-    A call is claimed when it starts and released if it raises (a retry, or a tool that
-    paused with ``interrupt()``, may run it again). Bounded: the oldest claims are dropped
-    past ``limit``. Runs in other processes are not seen: serialize the runs of one thread
-    across processes, as LangGraph's own server does.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._lock = threading.Lock()
-        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        self._limit = limit
-        os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-    def claim(self, key: tuple[str, str, str]) -> bool:
-        with self._lock:
-            if key in self._keys:
-                return False
-            self._keys[key] = None
-            if len(self._keys) > self._limit:
-                self._keys.popitem(last=False)
-            return True
-
-    def release(self, key: tuple[str, str, str]) -> None:
-        with self._lock:
-            self._keys.pop(key, None)
-
-
-CLAIMS = _Claims()
-
-
-def claim_key(
-    request: ToolCallRequest, turn: Any, digest: str | None = None
-) -> tuple[str, str, str] | None:
-    """``(thread, model turn, call)`` of a granted call: one turn's call runs once.
-
-    Two resumes of one checkpoint (a double click) run in different tasks, so the key is
-    the model's message and the call's id and arguments, not the task. ``digest`` is the
-    call's :func:`call_digest` when the caller has it already."""
-    config = getattr(request.runtime, "config", None) or {}
-    configurable = config.get("configurable") or {}
-    thread = configurable.get("thread_id")
-    if thread is None:
-        # No thread, no checkpoint to resume: nothing can run a second time, and another
-        # run may well reuse the same message and call ids. Scope the key to this task.
-        metadata = config.get("metadata") or {}
-        thread = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
-        if not thread:
-            return None
-    call = request.tool_call
-    call_id = call.get("id")
-    if turn is None or not isinstance(call_id, str):
-        return None
-    if digest is None:
-        digest = call_digest(call.get("name"), call.get("args"))
-    return (str(thread), str(turn), call_id + ":" + digest)
-
-
-def _already_ran(request: ToolCallRequest) -> ToolMessage:
-    call = request.tool_call
-    logger.warning(
-        "tool call %r (%s) already started in this task; it does not run twice",
-        call.get("name"),
-        call.get("id"),
-    )
-    return guard_answer(
-        call,
-        f'The tool call "{call.get("name")}" did not run again: it already ran (a second run '
-        "of the same step, such as a concurrent resume, does not repeat its side effects).",
-        "the call already ran in this step",
-    )
-
-
-def run_once(
-    request: ToolCallRequest, execute: Execute, turn: Any, digest: str | None = None
-) -> ToolMessage | Command[Any]:
-    """Run a granted call of model turn ``turn`` (its message id) unless it already started
-    in this process (``digest``: the call's :func:`call_digest`, when known)."""
-    key = claim_key(request, turn, digest)
-    if key is not None and not CLAIMS.claim(key):
-        return _already_ran(request)
-    try:
-        return execute(request)
-    except BaseException:
-        if key is not None:
-            CLAIMS.release(key)
-        raise
-
-
-async def arun_once(
-    request: ToolCallRequest, execute: AsyncExecute, turn: Any, digest: str | None = None
-) -> ToolMessage | Command[Any]:
-    """Async twin of :func:`run_once`."""
-    key = claim_key(request, turn, digest)
-    if key is not None and not CLAIMS.claim(key):
-        return _already_ran(request)
-    try:
-        return await execute(request)
-    except BaseException:
-        if key is not None:
-            CLAIMS.release(key)
-        raise
 
 
 def _turn_of(request: ToolCallRequest) -> Any:
@@ -346,7 +237,7 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
-        return run_once(request, execute, _turn_of(request), digest)
+        return run_once(request, execute, _turn_of(request))
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
@@ -354,7 +245,7 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
-        return await arun_once(request, execute, _turn_of(request), digest)
+        return await arun_once(request, execute, _turn_of(request))
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:

@@ -191,7 +191,8 @@ class PolicyGuardNode(RunnableCallable):
     def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
         if ticket is not None:
-            return self._after_review(state, ticket, self.turns.review(ticket, config, runtime))
+            reviewed = self.turns.review(ticket, config, runtime)
+            return self._after_review(state, ticket, reviewed, config)
         turn = self.turns.plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
@@ -201,7 +202,7 @@ class PolicyGuardNode(RunnableCallable):
         ticket = _ticket(state)
         if ticket is not None:
             reviewed = await self.turns.areview(ticket, config, runtime)
-            return self._after_review(state, ticket, reviewed)
+            return self._after_review(state, ticket, reviewed, config)
         turn = self.turns.plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
@@ -226,7 +227,7 @@ class PolicyGuardNode(RunnableCallable):
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
             return Command(update=update, goto=Send(str(here), payload))
         earlier = turn.messages[: turn.ai_index]
-        return self._to_tools(state, earlier, out.ai_message, out.allowed, update)
+        return self._to_tools(state, earlier, out.ai_message, out.allowed, update, config)
 
     def _to_tools(
         self,
@@ -235,6 +236,7 @@ class PolicyGuardNode(RunnableCallable):
         ai_message: AIMessage,
         allowed: Sequence[ToolCall],
         update: dict[str, Any] | None,
+        config: RunnableConfig,
     ) -> Command[Any]:
         """The allowed calls themselves, each with its grant, to the tools node; else back."""
         if not allowed:
@@ -255,6 +257,7 @@ class PolicyGuardNode(RunnableCallable):
                     self.messages_key,
                     earlier,
                     ai_message,
+                    config,
                     stateless=self._stateless_sends,
                 ),
             )
@@ -284,14 +287,14 @@ class PolicyGuardNode(RunnableCallable):
     # -- human approval ---------------------------------------------------------------
 
     def _after_review(
-        self, state: Any, ticket: Mapping[str, Any], reviewed: Reviewed
+        self, state: Any, ticket: Mapping[str, Any], reviewed: Reviewed, config: RunnableConfig
     ) -> Command[Any]:
         replies = list(reviewed.replies)
         if reviewed.ai_message is not ticket["ai_message"]:
             replies.insert(0, reviewed.ai_message)
         update = {self.messages_key: replies} if replies else None
         earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
-        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update)
+        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update, config)
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

@@ -41,8 +41,8 @@ from langchain_opa_guard.contract import (
 )
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
+from langchain_opa_guard.guards.claims import arun_once, run_once
 from langchain_opa_guard.guards.denials import DenialStyle
-from langchain_opa_guard.guards.execution import arun_once, run_once
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     checked_request,
@@ -335,7 +335,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, updated, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, reviewed.allowed),
+            GRANTS_KEY: grants(message.id, reviewed.allowed, _current_config()),
         }
 
     def _recorded(
@@ -358,7 +358,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, out.allowed),
+            GRANTS_KEY: grants(message.id, out.allowed, _current_config()),
         }
 
     # -- where the tool runs -----------------------------------------------------------

@@ -29,6 +29,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from pydantic import ConfigDict
 
 from langchain_opa_guard.contract import state_messages
+from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.prepared_calls import executed_injections
@@ -50,9 +51,16 @@ GRANTS_KEY = "opa_guard_grants"
 """Private state: the calls of the current turn that may run (id -> digest)."""
 
 
-def grants(message_id: Any, calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The grants of a settled turn: the calls of model message ``message_id`` that may run."""
-    return {"message_id": message_id, "calls": {c["id"]: digest_of(c) for c in calls}}
+def grants(
+    message_id: Any, calls: Sequence[Mapping[str, Any]], config: RunnableConfig | None = None
+) -> dict[str, Any]:
+    """The grants of a settled turn: the calls of model message ``message_id`` that may run
+    (``config``: the settling task's, which makes the turn's identity for run-once)."""
+    return {
+        "message_id": message_id,
+        "turn": decided_turn(message_id, config),
+        "calls": {c["id"]: digest_of(c) for c in calls},
+    }
 
 
 def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage | None:
@@ -146,9 +154,9 @@ def refused(call: Mapping[str, Any]) -> ToolMessage:
 
 
 def granted_turn(request: ToolCallRequest) -> Any:
-    """The id of the model message whose grants cover ``request``."""
+    """The decided turn whose grants cover ``request`` (see ``decided_turn``)."""
     recorded = request.state.get(GRANTS_KEY) if isinstance(request.state, Mapping) else None
-    return recorded.get("message_id") if isinstance(recorded, Mapping) else None
+    return recorded.get("turn") if isinstance(recorded, Mapping) else None
 
 
 def digest_of(call: Mapping[str, Any]) -> str:

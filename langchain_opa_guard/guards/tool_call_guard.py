@@ -46,8 +46,8 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
+from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
-from langchain_opa_guard.guards.execution import CLAIMS
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
@@ -201,8 +201,9 @@ class ToolCallGuard:
         decision = self.check(call, request.state, config, context)
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
+        turn = self._running_turn(request, config)
         request, note = _as_allowed(request, call, decision)
-        return _noted(execute(request), note)
+        return _noted(run_once(request, execute, turn), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -215,8 +216,9 @@ class ToolCallGuard:
         decision = await self.acheck(call, request.state, config, context)
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
+        turn = self._running_turn(request, config)
         request, note = _as_allowed(request, call, decision)
-        return _noted(await execute(request), note)
+        return _noted(await arun_once(request, execute, turn), note)
 
     def _prepare(
         self, request: ToolCallRequest, config: RunnableConfig
@@ -234,16 +236,15 @@ class ToolCallGuard:
             same = [c for c in found[1].tool_calls if c.get("id") == call_id] if found else []
             position = next((i for i, c in enumerate(same) if c is call), None)
             if position is None:
-                # Not the message's own dict (each call in a task of its own): the first to
-                # get here answers. A retried task (its attempt number grows) answers again,
-                # since the answers of the attempt that failed were never saved.
-                scope = thread_id(config) or (config.get("metadata") or {}).get(
-                    "langgraph_checkpoint_ns"
-                )
+                # Not the message's own dict (each call in a task of its own): the task
+                # that gets here first answers, and answers again whenever LangGraph runs
+                # that task again (a retry, a second resume of its checkpoint, a replay),
+                # since each of those runs saves its own answers.
                 info = getattr(request.runtime, "execution_info", None)
-                attempt = getattr(info, "node_attempt", 1)
-                key = (str(scope), str(found[1].id if found else ""), f"dup:{call_id}:{attempt}")
-                if not CLAIMS.claim(key):
+                step = str(getattr(info, "checkpoint_id", "") or "")
+                scope = thread_id(config) or step or task_scope(config)
+                key = (str(scope), step, str(found[1].id if found else ""), f"dup:{call_id}")
+                if not CLAIMS.claim(key, owner=task_scope(config)):
                     return call, Command(update={})
             elif position > 0:
                 return call, Command(update={})
@@ -261,6 +262,17 @@ class ToolCallGuard:
         return call, denial_message(decision, call, self.denial_style)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _running_turn(self, request: ToolCallRequest, config: RunnableConfig) -> str | None:
+        """The turn as this task decides it, for run-once: two resumes of one checkpoint
+        (a double click on ``interrupt_before=["tools"]``) run the same task and the call
+        runs for one of them; a retried task (its attempt number grows) runs it again."""
+        found = _turn_of(
+            state_messages(request.state, self.messages_key), request.tool_call.get("id")
+        )
+        turn = decided_turn(found[1].id if found else None, config)
+        info = getattr(request.runtime, "execution_info", None)
+        return None if turn is None else f"{turn}#{getattr(info, 'node_attempt', 1)}"
 
     def _telemetry_for(
         self, config: RunnableConfig

@@ -1,0 +1,164 @@
+"""A granted call runs once per decided turn in this process.
+
+A turn is *decided* by a LangGraph task: the guard node's, or the middleware's
+``after_model``. :func:`decided_turn` names it by that task and the model's message, and
+:func:`run_once` runs a granted call of it only if that call of that turn has not started in
+this process yet, whatever arguments an answer gives it. Two resumes of one checkpoint (a
+double click, two reviewers answering at once) run the same deciding task, so the second finds
+the call claimed and answers it without running it; a replay from a checkpoint before the
+decision runs a new deciding task (LangGraph saves the replay as a fork of the thread), so the
+turn is decided, and its calls run, again.
+
+Example:
+    ```python
+    turn = decided_turn(ai_message.id, config)  # in the task that decides the turn
+    answer = run_once(request, execute, turn)  # where the tool runs
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+
+from langchain_opa_guard.guards.denials import guard_answer
+
+__all__ = ["CLAIMS", "arun_once", "claim_key", "decided_turn", "run_once", "task_scope"]
+
+logger = logging.getLogger(__name__)
+
+Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
+AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
+
+
+class _Claims:
+    """Calls that started running in this process, so one never starts twice.
+
+    A call is claimed when it starts and released if it raises (a retry, or a tool that
+    paused with ``interrupt()``, may run it again). Bounded: the oldest claims are dropped
+    past ``limit``. Runs in other processes are not seen: serialize the runs of one thread
+    across processes, as LangGraph's own server does.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, ...], str | None] = OrderedDict()
+        self._limit = limit
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple[str, ...], owner: str | None = None) -> bool:
+        """Take ``key``; ``False`` if it is taken, unless by the same ``owner`` (a task
+        LangGraph runs again takes its own claim again)."""
+        with self._lock:
+            if key in self._keys:
+                return owner is not None and self._keys[key] == owner
+            self._keys[key] = owner
+            if len(self._keys) > self._limit:
+                self._keys.popitem(last=False)
+            return True
+
+    def release(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+CLAIMS = _Claims()
+
+
+def task_scope(config: Mapping[str, Any] | None) -> str | None:
+    """The LangGraph task ``config`` belongs to: its checkpoint namespace, which ends with
+    the task's id (LangGraph derives it from the checkpoint the task runs from, the node and
+    the task's path). Two runs resuming one checkpoint (a double click) run the same task;
+    a replay from an earlier checkpoint runs new ones, in the fork LangGraph saves for it."""
+    if not isinstance(config, Mapping):
+        return None
+    configurable = config.get("configurable") or {}
+    metadata = config.get("metadata") or {}
+    scope = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
+    return scope if isinstance(scope, str) and scope else None
+
+
+def decided_turn(message_id: Any, config: Mapping[str, Any] | None) -> str | None:
+    """The identity of a decided model turn: the task that decided it and the model's
+    message. A call of one decided turn runs at most once in this process, whatever
+    arguments an answer gives it (:func:`run_once`); a turn decided again (a replay from a
+    checkpoint before the decision) is a turn of its own, whose calls run again.
+
+    Example:
+        ```python
+        turn = decided_turn(ai_message.id, config)  # in the node that decides the turn
+        run_once(request, execute, turn)  # where the tool runs
+        ```
+    """
+    scope = task_scope(config)
+    if message_id is None or scope is None:
+        return None  # outside a LangGraph task there is no step to run a second time
+    return f"{scope}/{message_id}"
+
+
+def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | None:
+    """``(thread, decided turn, call id)`` of a granted call: one decided turn's call runs
+    once, whatever its arguments (an approval and an edit sent at once are both answers to
+    one question, and the call runs for one of them)."""
+    call_id = request.tool_call.get("id")
+    if turn is None or not isinstance(call_id, str):
+        return None
+    config = getattr(request.runtime, "config", None) or {}
+    thread = (config.get("configurable") or {}).get("thread_id")
+    return ("" if thread is None else str(thread), str(turn), call_id)
+
+
+def _already_ran(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.warning(
+        "tool call %r (%s) already started for this decision; it does not run twice",
+        call.get("name"),
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run again: it already ran for this '
+        "decision (a second run of the same decision, such as a concurrent resume or a replay "
+        "from after the decision, does not repeat its side effects).",
+        "the call already ran for this decision",
+    )
+
+
+def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+    """Run a granted call of ``turn`` (its :func:`decided_turn`) unless that call of that
+    turn already started in this process."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
+
+
+async def arun_once(
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+) -> ToolMessage | Command[Any]:
+    """Async twin of :func:`run_once`."""
+    key = claim_key(request, turn)
+    if key is not None and not CLAIMS.claim(key):
+        return _already_ran(request)
+    try:
+        return await execute(request)
+    except BaseException:
+        if key is not None:
+            CLAIMS.release(key)
+        raise
