@@ -457,15 +457,15 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                     self._know(name, metadata)
 
     def _know(self, name: str, metadata: Mapping[str, Any]) -> None:
-        if name in self._registered:
+        if name in self._registered or name in self._learned:
             return
+        learned = self._learned[name] = dict(metadata)
         for index in (
             self._turns.metadata_of,
             self._fallback.metadata_of,
             self.guard.metadata_of,
         ):
-            index.setdefault(name, dict(metadata))
-        self._learned.setdefault(name, dict(metadata))
+            index.setdefault(name, learned)
 
 
 def _request(state: Any) -> str | None:
