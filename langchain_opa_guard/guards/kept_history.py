@@ -50,10 +50,12 @@ def entry_kind(entry: Mapping[str, Any], known: Container[str]) -> str:
 def bounded_history(
     entries: Sequence[dict[str, Any]],
     known: Container[str],
-    limit: int = KEPT_LIMIT,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """``entries`` (oldest first) with the newest ``limit`` kept, and of the older ones the
-    first and the last of each kind (:func:`entry_kind`), in their order."""
+    """``entries`` (oldest first) with the newest ``limit`` (:data:`KEPT_LIMIT`) kept, and
+    of the older ones the first and the last of each kind (:func:`entry_kind`), in order."""
+    if limit is None:
+        limit = KEPT_LIMIT
     if len(entries) <= limit:
         return list(entries)
     split = len(entries) - limit
