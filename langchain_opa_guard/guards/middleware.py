@@ -110,6 +110,10 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     run unchecked; a call without a grant (added by another middleware) is decided where it
     runs, with approvals treated as denials.
 
+    Each call's ``input.tool.metadata`` (and the history's) comes from ``registry`` where it
+    names the tool, else from the agent's own tool (``tool.metadata``), so ``registry`` may be
+    left out.
+
     With ``visibility=True`` the model is also bound only to the tools the policy's
     ``visible_tools`` lets the subject use; the call-time check stays, since visibility is
     not enforcement.
