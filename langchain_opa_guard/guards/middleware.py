@@ -43,8 +43,10 @@ from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
 from langchain_opa_guard.guards.claims import arun_once, run_once
 from langchain_opa_guard.guards.denials import DenialStyle
+from langchain_opa_guard.guards.kept_history import bounded_history
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
+    CheckedTool,
     checked_request,
     digest_of,
     granted_turn,
@@ -107,6 +109,10 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     call changed by any middleware after the decision is refused where the tool runs, never
     run unchecked; a call without a grant (added by another middleware) is decided where it
     runs, with approvals treated as denials.
+
+    Each call's ``input.tool.metadata`` (and the history's) comes from ``registry`` where it
+    names the tool, else from the agent's own tool (``tool.metadata``), so ``registry`` may be
+    left out.
 
     With ``visibility=True`` the model is also bound only to the tools the policy's
     ``visible_tools`` lets the subject use; the call-time check stays, since visibility is
@@ -179,6 +185,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.visibility = visibility
         self.visibility_path = visibility_path
         self.user_key = user_key
+        self._registered = frozenset(self._turns.metadata_of)
+        self._learned: dict[str, dict[str, Any]] = {}
 
     # -- the model's turn: decided as the model answers --------------------------------
 
@@ -199,8 +207,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
-        request = self._visible(request)
         self._learn(request.tools)
+        request = self._visible(request)
         response = handler(request)
         planned = self._plan(request, response)
         if planned is None:
@@ -214,8 +222,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
-        request = await self._avisible(request)
         self._learn(request.tools)
+        request = await self._avisible(request)
         response = await handler(request)
         planned = self._plan(request, response)
         if planned is None:
@@ -252,6 +260,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ticket = self._turns.ticket_for(turn, out)
         ticket["message_id"] = turn.ai_message.id
         ticket["answers"] = out.answers
+        ticket["tools"] = dict(self._learned)
         result = [out.ai_message if m is turn.ai_message else m for m in response.result]
         return ExtendedModelResponse(
             model_response=ModelResponse(
@@ -263,6 +272,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- after the model: answers, approvals, grants -----------------------------------
 
     def after_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        self._recall(state)
         message, ticket = self._current(state)
         if message is None:
             return self._cleared(state)
@@ -279,6 +289,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         return self._settled(state, message, ticket, self._turns.review(ticket, config, runtime))
 
     async def aafter_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        self._recall(state)
         message, ticket = self._current(state)
         if message is None:
             return self._cleared(state)
@@ -349,7 +360,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             after.insert(0, earlier)
         replies = [m for m in [*after, *answers] if isinstance(m, ToolMessage)]
         turn = history_documents([message, *replies], self._turns.metadata_of)
-        return [*_kept(state), *turn][-_KEPT_LIMIT:]
+        known = self._turns.metadata_of.keys() | self._turns.tools_by_name.keys()
+        return bounded_history([*_kept(state), *turn], known)
 
     def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
@@ -368,6 +380,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
+        self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
         granted = checked_request(request)
         if granted is None:  # not part of the decided turn: decided here, on its own
             return self.guard.wrap_tool_call(request, handler)
@@ -380,6 +393,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
+        self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
         granted = checked_request(request)
         if granted is None:
             return await self.guard.awrap_tool_call(request, handler)
@@ -423,16 +437,39 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         return user
 
     def _learn(self, tools: Sequence[Any]) -> None:
-        """Tools bound to the model: their schemas check arguments before the policy."""
+        """The agent's own tools: their schemas check arguments before the policy, and their
+        ``metadata`` is ``input.tool.metadata`` (and the history's) for every tool the
+        registry does not name (a registry entry wins)."""
         for tool in tools:
-            if isinstance(tool, BaseTool):
-                self._turns.learn(tool)
-                self._fallback.learn(tool)
-                self.guard.tools_by_name.setdefault(tool.name, tool)
+            if isinstance(tool, CheckedTool):  # the agent's tool, checked where it runs
+                tool = tool.inner
+            if not isinstance(tool, BaseTool):
+                continue
+            self._turns.learn(tool)
+            self._fallback.learn(tool)
+            self.guard.tools_by_name.setdefault(tool.name, tool)
+            self._know(tool.name, tool.metadata or {})
 
+    def _recall(self, state: Any) -> None:
+        """The metadata of the tools learned when the turn was decided, kept with its
+        decision: after a restart the turn resumes here before the model is asked again."""
+        ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
+        tools = ticket.get("tools") if isinstance(ticket, Mapping) else None
+        if isinstance(tools, Mapping):
+            for name, metadata in tools.items():
+                if isinstance(name, str) and isinstance(metadata, Mapping):
+                    self._know(name, metadata)
 
-_KEPT_LIMIT = 1000
-"""At most this many history entries are kept beside the messages (the newest)."""
+    def _know(self, name: str, metadata: Mapping[str, Any]) -> None:
+        if name in self._registered or name in self._learned:
+            return
+        learned = self._learned[name] = dict(metadata)
+        for index in (
+            self._turns.metadata_of,
+            self._fallback.metadata_of,
+            self.guard.metadata_of,
+        ):
+            index.setdefault(name, learned)
 
 
 def _request(state: Any) -> str | None:

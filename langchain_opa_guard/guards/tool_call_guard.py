@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
@@ -194,6 +195,7 @@ class ToolCallGuard:
         self, request: ToolCallRequest, execute: Execute
     ) -> ToolMessage | Command[Any]:
         """``ToolNode(wrap_tool_call=...)``: run the call only if the policy allows it."""
+        self._learn(request)
         config, context = _runtime_parts(request)
         call, refusal = self._prepare(request, config)
         if refusal is not None:
@@ -209,6 +211,7 @@ class ToolCallGuard:
         self, request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
         """``ToolNode(awrap_tool_call=...)``: async twin of :meth:`wrap_tool_call`."""
+        self._learn(request)
         config, context = _runtime_parts(request)
         call, refusal = self._prepare(request, config)
         if refusal is not None:
@@ -273,6 +276,13 @@ class ToolCallGuard:
         turn = decided_turn(found[1].id if found else None, config)
         info = getattr(request.runtime, "execution_info", None)
         return None if turn is None else f"{turn}#{getattr(info, 'node_attempt', 1)}"
+
+    def _learn(self, request: ToolCallRequest) -> None:
+        """The ToolNode's own tools: their ``metadata`` for every tool the registry does not
+        name (a registry entry wins)."""
+        for tool in (request.tool, *(getattr(request.runtime, "tools", None) or ())):
+            if isinstance(tool, BaseTool) and tool.name not in self.metadata_of:
+                self.metadata_of[tool.name] = dict(tool.metadata or {})
 
     def _telemetry_for(
         self, config: RunnableConfig
