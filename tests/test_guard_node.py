@@ -420,3 +420,17 @@ def test_calls_sent_without_the_state_to_a_node_that_reads_it_run_nothing(
     with pytest.raises(GuardWiringError, match="registry="):
         graph.invoke({"messages": [("user", "Get CUST-001's name")]}, context={"user": ADMIN})
     assert db.executed == [] and seen == []
+
+
+def test_a_guard_without_a_registry_says_what_the_policy_will_not_see(
+    embedded: PolicyEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_opa_guard import GuardedToolNode
+
+    with caplog.at_level("WARNING", logger="langchain_opa_guard"):
+        PolicyGuardNode(embedded)
+    assert any("no registry=" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="langchain_opa_guard"):
+        PolicyGuardNode(embedded, registry=GuardedToolNode(customer_db_tools()[0]))
+    assert not any("no registry=" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import types
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, cast
@@ -26,6 +27,8 @@ from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
 from langchain_opa_guard.ops.decision_log import DecisionLog
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PolicyGuardNode"]
 
@@ -162,6 +165,13 @@ class PolicyGuardNode(RunnableCallable):
         self.tools_node = turns.tools_node
         self.agent_node = turns.agent_node
         self.messages_key = turns.messages_key
+        if registry is None:
+            logger.warning(
+                "PolicyGuardNode(name=%r) has no registry=: the policy sees no tool metadata "
+                "(trust, egress, MCP annotations) and arguments are decided unvalidated; pass "
+                "the graph's GuardedToolNode as registry=",
+                name,
+            )
         # A tools node that never reads the state gets each call without a copy of it.
         self._stateless_sends = reads_no_state(registry)
         self._declare_destinations()
