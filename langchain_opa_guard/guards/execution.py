@@ -44,6 +44,7 @@ from langgraph.types import Command
 
 from langchain_opa_guard.contract import jsonable
 from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
+from langchain_opa_guard.guards.prepared_calls import view_refusal
 
 __all__ = [
     "GRANT_KEY",
@@ -68,6 +69,10 @@ GRANT_KEY = "__opa_guard_grant__"
 
 TURN_KEY = "__opa_guard_turn__"
 """Where the tools node keeps the id of the model message its calls belong to."""
+
+VIEWS_KEY = "__opa_guard_views__"
+"""Where the tools node keeps each granted call's arguments as the policy decided them
+(their ``view_digest``), checked again right before the tool runs."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -110,8 +115,10 @@ def calls_payload(
     messages_key: str,
     messages: Sequence[Any],
     ai_message: AIMessage,
+    views: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The guard node's ``Send`` payload: the allowed calls, their grants, the state."""
+    """The guard node's ``Send`` payload: the allowed calls, their grants, the views the
+    policy decided (call id -> ``view_digest``; a call without one does not run), the state."""
     plain = [
         cast(
             ToolCall,
@@ -125,6 +132,7 @@ def calls_payload(
         "__type": PAYLOAD_TYPE,
         "calls": plain,
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
+        "views": {c["id"]: (views or {}).get(str(c["id"])) for c in plain},
         "message_id": ai_message.id,
         "state": base,
     }
@@ -194,6 +202,7 @@ class GuardedToolNode(ToolNode):
             **(base.get("configurable") or {}),
             GRANT_KEY: grant,
             TURN_KEY: input.get("message_id"),
+            VIEWS_KEY: dict(input.get("views") or {}),
         }
         return state, cast(RunnableConfig, base)
 
@@ -327,6 +336,15 @@ def _grant_of(request: ToolCallRequest) -> Mapping[str, Any] | None:
     return grant if isinstance(grant, Mapping) else None
 
 
+def _read_differently(request: ToolCallRequest) -> ToolMessage | None:
+    """The answer for a granted call whose arguments the tool now reads differently than
+    when the policy decided them (``None``: it reads the same)."""
+    config = getattr(request.runtime, "config", None) or {}
+    views = (config.get("configurable") or {}).get(VIEWS_KEY)
+    decided = views.get(request.tool_call.get("id")) if isinstance(views, Mapping) else None
+    return view_refusal(request.tool, request.tool_call, decided)
+
+
 def _compose(
     user_sync: Wrapper | None, user_async: AsyncWrapper | None
 ) -> tuple[Wrapper | None, AsyncWrapper | None]:
@@ -336,6 +354,8 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
+        if (changed := _read_differently(request)) is not None:
+            return changed
         return run_once(request, execute, _turn_of(request), digest)
 
     async def achecked(
@@ -344,6 +364,8 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
+        if (changed := _read_differently(request)) is not None:
+            return changed
         return await arun_once(request, execute, _turn_of(request), digest)
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:

@@ -226,7 +226,7 @@ class PolicyGuardNode(RunnableCallable):
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
             return Command(update=update, goto=Send(str(here), payload))
         earlier = turn.messages[: turn.ai_index]
-        return self._to_tools(state, earlier, out.ai_message, out.allowed, update)
+        return self._to_tools(state, earlier, out.ai_message, out.allowed, update, out.views)
 
     def _to_tools(
         self,
@@ -235,8 +235,10 @@ class PolicyGuardNode(RunnableCallable):
         ai_message: AIMessage,
         allowed: Sequence[ToolCall],
         update: dict[str, Any] | None,
+        views: Mapping[str, str],
     ) -> Command[Any]:
-        """The allowed calls themselves, each with its grant, to the tools node; else back."""
+        """The allowed calls themselves, each with its grant and the view decided (checked
+        again right before the tool runs), to the tools node; else back."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         if self._stateless_sends:
@@ -249,7 +251,7 @@ class PolicyGuardNode(RunnableCallable):
         sends = [
             Send(
                 self.tools_node,
-                calls_payload([call], state, self.messages_key, earlier, ai_message),
+                calls_payload([call], state, self.messages_key, earlier, ai_message, views=views),
             )
             for call in allowed
         ]
@@ -284,7 +286,8 @@ class PolicyGuardNode(RunnableCallable):
             replies.insert(0, reviewed.ai_message)
         update = {self.messages_key: replies} if replies else None
         earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
-        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update)
+        views = self.turns.views_of(reviewed.allowed, ticket.get("views"))
+        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update, views)
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

@@ -335,7 +335,11 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, updated, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, reviewed.allowed),
+            GRANTS_KEY: grants(
+                message.id,
+                reviewed.allowed,
+                self._turns.views_of(reviewed.allowed, ticket.get("views")),
+            ),
         }
 
     def _recorded(
@@ -358,7 +362,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, out.allowed),
+            GRANTS_KEY: grants(message.id, out.allowed, out.views),
         }
 
     # -- where the tool runs -----------------------------------------------------------

@@ -44,6 +44,7 @@ __all__ = [
     "message_as_run",
     "planned_views",
     "prepared_call",
+    "prepared_digest",
     "toolnode_injections",
     "view_digest",
     "view_refusal",
@@ -264,7 +265,14 @@ def view_digest(tool: BaseTool | None, call: Mapping[str, Any]) -> str:
     when there is no tool to read it with (the guard decided the model's arguments)."""
     if tool is None:
         return ""
-    view, problem = prepared_call(tool, cast(ToolCall, call))
+    return prepared_digest(tool, *prepared_call(tool, cast(ToolCall, call)))
+
+
+def prepared_digest(tool: BaseTool | None, view: Mapping[str, Any], problem: str | None) -> str:
+    """The :func:`view_digest` of a call :func:`prepared_call` gave as ``(view, problem)``
+    (so a call decided is not validated twice)."""
+    if tool is None:
+        return ""
     if problem is not None:
         return _digest("unreadable", view.get("name"), problem)
     return _digest("view", view.get("name"), view.get("args"))
@@ -327,7 +335,8 @@ def decided_views(
             found[call_id] = str(entry[1])
             continue
         name = call.get("name")
-        found[call_id] = view_digest(tools_by_name.get(name) if isinstance(name, str) else None, call)
+        tool = tools_by_name.get(name) if isinstance(name, str) else None
+        found[call_id] = view_digest(tool, call)
     return found
 
 

@@ -65,7 +65,12 @@ from langchain_opa_guard.guards.arguments import (
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_message
 from langchain_opa_guard.guards.execution import GuardedToolNode
 from langchain_opa_guard.guards.planning import ALREADY_ANSWERED, InputBuilder, Turn, plan_turn
-from langchain_opa_guard.guards.prepared_calls import changed_keys, message_as_run
+from langchain_opa_guard.guards.prepared_calls import (
+    changed_keys,
+    decided_views,
+    message_as_run,
+    planned_views,
+)
 from langchain_opa_guard.guards.resume import Rechecks, Reviewed, ask, settle_review, to_recheck
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
@@ -91,6 +96,8 @@ class Outcome:
         revision: The policy revision that decided the turn, if known.
         stop: Whether a call was denied too many times: the run ends.
         ai_message: The model's message as its calls run (itself when nothing changed).
+        planned: Each call's arguments and view as decided (``planned_views``).
+        views: Each allowed call's id -> the view it must still have where it runs.
     """
 
     allowed: list[ToolCall] = field(default_factory=list)
@@ -100,6 +107,8 @@ class Outcome:
     revision: str | None = None
     stop: bool = False
     ai_message: AIMessage = field(default_factory=lambda: AIMessage(""))
+    planned: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)
 
 
 class TurnDecider:
@@ -242,7 +251,18 @@ class TurnDecider:
         out.ai_message = message_as_run(
             turn.ai_message, [*out.allowed, *(p["call"] for p in out.pending)], out.rewritten
         )
+        if len(turn.views) == len(turn.calls):
+            out.planned = planned_views(turn.calls, turn.views)
+        out.views = self.views_of(out.allowed, out.planned)
         return out
+
+    def views_of(
+        self, calls: Sequence[Mapping[str, Any]], planned: Mapping[str, Any] | None
+    ) -> dict[str, str]:
+        """Each call's id -> the view it must still have where it runs: as the policy
+        decided it (``planned``), or as it reads now for a call changed since (a rewrite,
+        an edit) (see :func:`~langchain_opa_guard.guards.prepared_calls.decided_views`)."""
+        return decided_views(calls, planned, self.tools_by_name)
 
     def ticket_for(self, turn: Turn, out: Outcome) -> dict[str, Any]:
         """What a turn waiting for a reviewer must remember (plain, checkpointable data)."""
@@ -254,6 +274,7 @@ class TurnDecider:
             "pending": out.pending,
             "revision": out.revision,
             "user": turn.user,
+            "views": out.planned,
             "documents": {
                 str(c.get("id")): d
                 for c, d in zip(turn.calls, turn.inputs, strict=True)
