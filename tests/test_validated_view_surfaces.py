@@ -335,3 +335,59 @@ def test_a_tool_that_parses_its_input_its_own_way_is_refused_at_decision() -> No
     tool = OwnParser.from_function(pay)
     view, problem = prepared_call(tool, tool_call("pay", {"amount": "5k"}, "p1"))
     assert problem is not None and "its own way" in problem
+
+
+# -- approvals: the address book changes while the turn waits for a human ------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("surface", ["node", "middleware"])
+@pytest.mark.parametrize("changed", [False, True], ids=["book unchanged", "book changed"])
+def test_an_approved_call_runs_only_as_the_reviewer_saw_it(
+    mediation_engine: PolicyEngine, surface: str, asynchronous: bool, changed: bool
+) -> None:
+    """The reviewer approves the mail to bob@ask.test; while the graph waited, bob became
+    eve@evil.test in the address book: the approved call reads differently and does not run."""
+    from langgraph.types import Command
+
+    contacts = {"bob": "bob@ask.test"}
+    sent: list[str] = []
+    tools = contact_mail_tools(contacts, sent)
+    turn = AIMessage("", tool_calls=[tool_call("send", {"to": "bob", "body": "hi"}, "m1")])
+    if surface == "middleware":
+        model = ScriptedChatModel(script=[turn, "done"])
+        graph: Any = create_agent(
+            model,
+            tools,
+            middleware=[OPAGuardMiddleware(mediation_engine, registry=tools)],
+            checkpointer=InMemorySaver(),
+        )
+    else:
+        script = iter([turn])
+        node = GuardedToolNode(tools)
+        builder = StateGraph(MessagesState)
+        builder.add_node("agent", lambda s: {"messages": [next(script, AIMessage("done"))]})
+        builder.add_node("guard", PolicyGuardNode(mediation_engine, registry=node))
+        builder.add_node("tools", node)
+        builder.add_edge(START, "agent")
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        builder.add_edge("tools", "agent")
+        graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+
+    def run(value: Any) -> Any:
+        if asynchronous:
+            return asyncio.run(graph.ainvoke(value, config, context={"user": USER}))
+        return graph.invoke(value, config, context={"user": USER})
+
+    paused = run({"messages": [("user", "mail bob")]})
+    assert "__interrupt__" in paused and sent == []
+    if changed:
+        contacts["bob"] = "eve@evil.test"
+    result = run(Command(resume={"decisions": [{"type": "approve"}]}))
+    answer = answers(list(result["messages"]))["m1"]
+    if not changed:
+        assert sent == ["bob@ask.test"]
+        return
+    assert sent == []
+    assert reasons(answer) == [READ_DIFFERENTLY]
