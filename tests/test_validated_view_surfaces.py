@@ -108,7 +108,9 @@ def run_turn(
             if surface == "interceptor":
                 guard = ToolCallGuard(engine, registry=tools, **options)
                 node = ToolNode(
-                    tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+                    tools,
+                    wrap_tool_call=guard.wrap_tool_call,
+                    awrap_tool_call=guard.awrap_tool_call,
                 )
             else:
                 node = ToolNode(guard_tools(tools, engine, **options))
@@ -286,7 +288,7 @@ def test_a_model_value_under_an_injected_fields_alias_is_refused() -> None:
         return "sent"
 
     tool = StructuredTool.from_function(send, args_schema=Args)
-    view, problem = prepared_call(
+    _, problem = prepared_call(
         tool, tool_call("send", {"to": "a@ok.test", "UserId": "admin"}, "s1")
     )
     assert problem is not None and "UserId" in problem
@@ -333,7 +335,7 @@ def test_a_tool_that_parses_its_input_its_own_way_is_refused_at_decision() -> No
         return "paid"
 
     tool = OwnParser.from_function(pay)
-    view, problem = prepared_call(tool, tool_call("pay", {"amount": "5k"}, "p1"))
+    _, problem = prepared_call(tool, tool_call("pay", {"amount": "5k"}, "p1"))
     assert problem is not None and "its own way" in problem
 
 
