@@ -43,8 +43,8 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from langchain_opa_guard.contract import jsonable
+from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
-from langchain_opa_guard.guards.prepared_calls import view_refusal
 
 __all__ = [
     "GRANT_KEY",
@@ -69,10 +69,6 @@ GRANT_KEY = "__opa_guard_grant__"
 
 TURN_KEY = "__opa_guard_turn__"
 """Where the tools node keeps the id of the model message its calls belong to."""
-
-VIEWS_KEY = "__opa_guard_views__"
-"""Where the tools node keeps each granted call's arguments as the policy decided them
-(their ``view_digest``), checked again right before the tool runs."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -336,15 +332,6 @@ def _grant_of(request: ToolCallRequest) -> Mapping[str, Any] | None:
     return grant if isinstance(grant, Mapping) else None
 
 
-def _read_differently(request: ToolCallRequest) -> ToolMessage | None:
-    """The answer for a granted call whose arguments the tool now reads differently than
-    when the policy decided them (``None``: it reads the same)."""
-    config = getattr(request.runtime, "config", None) or {}
-    views = (config.get("configurable") or {}).get(VIEWS_KEY)
-    decided = views.get(request.tool_call.get("id")) if isinstance(views, Mapping) else None
-    return view_refusal(request.tool, request.tool_call, decided)
-
-
 def _compose(
     user_sync: Wrapper | None, user_async: AsyncWrapper | None
 ) -> tuple[Wrapper | None, AsyncWrapper | None]:
@@ -354,7 +341,7 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
-        if (changed := _read_differently(request)) is not None:
+        if (changed := read_differently(request)) is not None:
             return changed
         return run_once(request, execute, _turn_of(request), digest)
 
@@ -364,7 +351,7 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
-        if (changed := _read_differently(request)) is not None:
+        if (changed := read_differently(request)) is not None:
             return changed
         return await arun_once(request, execute, _turn_of(request), digest)
 

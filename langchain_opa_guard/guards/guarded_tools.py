@@ -13,13 +13,12 @@ from pydantic import ConfigDict
 
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
 from langchain_opa_guard.guards.prepared_calls import (
     injected_fields,
     prepared_call,
-    prepared_digest,
     toolnode_injections,
-    view_refusal,
 )
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 

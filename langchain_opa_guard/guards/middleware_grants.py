@@ -29,9 +29,10 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from pydantic import ConfigDict
 
 from langchain_opa_guard.contract import state_messages
+from langchain_opa_guard.guards.decided_views import view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
-from langchain_opa_guard.guards.prepared_calls import executed_injections, view_refusal
+from langchain_opa_guard.guards.prepared_calls import executed_injections
 
 __all__ = [
     "GRANTS_KEY",

@@ -41,8 +41,9 @@ from langchain_opa_guard.contract import (
 )
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.decided_views import prepared_digest
 from langchain_opa_guard.guards.denials import answer_id
-from langchain_opa_guard.guards.prepared_calls import prepared_call, prepared_digest
+from langchain_opa_guard.guards.prepared_calls import prepared_call
 
 __all__ = ["ALREADY_ANSWERED", "InputBuilder", "PlanSettings", "Turn", "plan_turn"]
 

@@ -5,52 +5,35 @@ The policy decides on the arguments that will run, so every guard prepares each 
 (a Pydantic v2 or v1 schema, read as LangChain reads it), keys the tool does not take
 dropped, and the arguments LangGraph and LangChain inject (state, store, call id, runtime,
 any ``InjectedToolArg``) kept apart from the model's (:func:`injected_fields`,
-:func:`toolnode_injections`). Where the tool runs, :func:`view_refusal` reads the call again
-and refuses it unless it reads as it did when decided (:func:`view_digest`; a validator that
-reads state, such as an address book, may read differently once a sibling call changed it).
-Where the guard changed a call (a schema coercion, a policy rewrite, a reviewer's edit),
-:func:`message_as_run` gives the model's message holding the calls as they run.
+:func:`toolnode_injections`). Where the tool runs, the call is read again
+(:mod:`.decided_views`). Where the guard changed a call (a schema coercion, a policy rewrite,
+a reviewer's edit), :func:`message_as_run` gives the model's message holding the calls as they run.
 
 Example:
     ```python
     call, problem = prepared_call(tool, {"name": "refund", "args": {"amount": "50"}, "id": "c1"})
     # call["args"] == {"amount": 50} for an integer field; problem names failing fields
-    decided = view_digest(tool, model_call)  # beside the grant
-    refusal = view_refusal(tool, model_call, decided)  # right before the tool runs
     ```
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import pydantic.v1 as pydantic_v1
-from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError, create_model
 
-from langchain_opa_guard.contract import jsonable
-from langchain_opa_guard.guards.denials import guard_answer
-
 __all__ = [
     "changed_keys",
-    "decided_views",
     "executed_injections",
     "injected_fields",
     "message_as_run",
-    "planned_views",
     "prepared_call",
-    "prepared_digest",
     "toolnode_injections",
-    "view_digest",
-    "view_refusal",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def injected_fields(tool: BaseTool) -> frozenset[str]:
@@ -90,7 +73,7 @@ def _injected_fields(tool: BaseTool) -> frozenset[str]:
         for name, kind in get_all_basemodel_annotations(schema).items():
             if _is_injected_arg_type(kind):
                 names.add(name)
-        names.update(tool._injected_args_keys)
+        names.update(getattr(tool, "_injected_args_keys", ()))
     except Exception:  # noqa: BLE001 - nothing more known: the model's arguments stay in view
         pass
     return frozenset(names)
@@ -185,7 +168,7 @@ def _injected_aliases(full: type, hidden: frozenset[str]) -> set[str]:
 
 def _own_reading(tool: BaseTool) -> bool:
     """Whether the tool reads its arguments its own way (it overrides ``_parse_input``)."""
-    return getattr(type(tool), "_parse_input", None) is not BaseTool._parse_input
+    return getattr(type(tool), "_parse_input", None) is not vars(BaseTool).get("_parse_input")
 
 
 def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str | None]:
@@ -250,94 +233,6 @@ def _read(schema: type, given: dict[str, Any], hidden: frozenset[str]) -> dict[s
         provided = {k for k in legacy.__fields_set__ if k not in hidden}
         return legacy.dict(by_alias=True, include=provided)
     raise TypeError("not a Pydantic schema")
-
-
-# -- the call decided, and the call about to run ----------------------------------------
-
-
-def _digest(*parts: Any) -> str:
-    text = json.dumps(jsonable(list(parts)), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def view_digest(tool: BaseTool | None, call: Mapping[str, Any]) -> str:
-    """A digest of ``call`` as ``tool`` reads it now (:func:`prepared_call`), or ``""``
-    when there is no tool to read it with (the guard decided the model's arguments)."""
-    if tool is None:
-        return ""
-    return prepared_digest(tool, *prepared_call(tool, cast(ToolCall, call)))
-
-
-def prepared_digest(tool: BaseTool | None, view: Mapping[str, Any], problem: str | None) -> str:
-    """The :func:`view_digest` of a call :func:`prepared_call` gave as ``(view, problem)``
-    (so a call decided is not validated twice)."""
-    if tool is None:
-        return ""
-    if problem is not None:
-        return _digest("unreadable", view.get("name"), problem)
-    return _digest("view", view.get("name"), view.get("args"))
-
-
-def view_refusal(
-    tool: BaseTool | None, call: Mapping[str, Any], decided: str | None
-) -> ToolMessage | None:
-    """``None`` when ``call`` still reads as it did when the policy decided it (``decided``:
-    its :func:`view_digest` then; ``""``: decided on the model's arguments, which the grant
-    holds), else the answer for a call that does not run. Called right before the tool
-    runs: a validator that reads state (an address book, a directory) can give another
-    value once something (a sibling call of the same turn) changed that state."""
-    if decided == "":
-        return None
-    if decided is not None and view_digest(tool, call) == decided:
-        return None
-    name = call.get("name")
-    logger.error(
-        "tool call %r (%s) reads differently now than when the policy decided it; it did not run",
-        name,
-        call.get("id"),
-    )
-    return guard_answer(
-        call,
-        f'The tool call "{name}" did not run: its arguments read differently now than when '
-        "the policy decided them (the tool's own validation gave other values, for example "
-        "after another call changed what it looks up). Re-plan: propose the call again if it "
-        "is still wanted, so it is decided as it will run.",
-        "the arguments read differently when run than when decided",
-    )
-
-
-def planned_views(calls: Sequence[Mapping[str, Any]], views: Sequence[str]) -> dict[str, Any]:
-    """Each planned call's id -> ``[digest of its arguments, its view_digest]``: checkpointable
-    data for :func:`decided_views` to find what the policy decided for each call."""
-    return {
-        str(c.get("id")): [_digest("args", c.get("name"), c.get("args")), v]
-        for c, v in zip(calls, views, strict=True)
-    }
-
-
-def decided_views(
-    calls: Sequence[Mapping[str, Any]],
-    planned: Mapping[str, Any] | None,
-    tools_by_name: Mapping[str, BaseTool],
-) -> dict[str, str]:
-    """Call id -> the :func:`view_digest` a call that runs must still have: the view the
-    policy decided for a call that runs as planned; for a call changed since (a policy's
-    rewrite, a reviewer's edit) its view as it reads now, when its grant is made."""
-    found: dict[str, str] = {}
-    for call in calls:
-        call_id = str(call.get("id"))
-        entry = (planned or {}).get(call_id)
-        if (
-            isinstance(entry, (list, tuple))
-            and len(entry) == 2
-            and entry[0] == _digest("args", call.get("name"), call.get("args"))
-        ):
-            found[call_id] = str(entry[1])
-            continue
-        name = call.get("name")
-        tool = tools_by_name.get(name) if isinstance(name, str) else None
-        found[call_id] = view_digest(tool, call)
-    return found
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

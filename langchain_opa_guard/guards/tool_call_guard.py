@@ -46,9 +46,10 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
+from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.execution import CLAIMS
-from langchain_opa_guard.guards.prepared_calls import prepared_call, prepared_digest, view_refusal
+from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early

@@ -62,15 +62,11 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
+from langchain_opa_guard.guards.decided_views import decided_views, planned_views
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_message
 from langchain_opa_guard.guards.execution import GuardedToolNode
 from langchain_opa_guard.guards.planning import ALREADY_ANSWERED, InputBuilder, Turn, plan_turn
-from langchain_opa_guard.guards.prepared_calls import (
-    changed_keys,
-    decided_views,
-    message_as_run,
-    planned_views,
-)
+from langchain_opa_guard.guards.prepared_calls import changed_keys, message_as_run
 from langchain_opa_guard.guards.resume import Rechecks, Reviewed, ask, settle_review, to_recheck
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
