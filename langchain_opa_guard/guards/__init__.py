@@ -8,7 +8,8 @@
 - :mod:`.middleware` (with :mod:`.middleware_grants`): the guard for ``create_agent``.
 - :mod:`.tool_call_guard`: the ``ToolNode`` interceptor, one call at a time;
   :mod:`.guarded_tools`: plain tools whose every call is checked.
-- :mod:`.prepared_calls`: a call as it will run (its arguments through the tool's schema).
+- :mod:`.prepared_calls`: a call as it will run (its arguments through the tool's schema);
+  :mod:`.decided_views`: the same call read again right before its tool runs.
 - :mod:`.approval`, :mod:`.denials`, :mod:`.visibility`, :mod:`.mcp`, :mod:`.arguments`: human
   approval, what a denied call is answered with, which tools the model sees, MCP tools, and
   the constructor checks.

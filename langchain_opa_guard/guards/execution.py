@@ -41,6 +41,7 @@ from langgraph.types import Command
 
 from langchain_opa_guard.contract import jsonable
 from langchain_opa_guard.guards.claims import arun_once, decided_turn, run_once
+from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message
 
 __all__ = [
@@ -108,9 +109,11 @@ def calls_payload(
     ai_message: AIMessage,
     config: RunnableConfig | None = None,
     *,
+    views: Mapping[str, str] | None = None,
     stateless: bool = False,
 ) -> dict[str, Any]:
-    """The guard node's ``Send`` payload: the allowed calls, their grants, the state
+    """The guard node's ``Send`` payload: the allowed calls, their grants, the views the
+    policy decided (call id -> ``view_digest``; a call without one does not run), the state
     (``stateless``: none, for a tools node that :func:`reads_no_state`), and the turn as
     decided (``config``: the deciding task's, see :func:`decided_turn`)."""
     plain = [
@@ -126,6 +129,7 @@ def calls_payload(
         "__type": PAYLOAD_TYPE,
         "calls": plain,
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
+        "views": {c["id"]: (views or {}).get(str(c["id"])) for c in plain},
         "message_id": ai_message.id,
         "turn": decided_turn(ai_message.id, config),
         "state": base,
@@ -203,6 +207,7 @@ class GuardedToolNode(ToolNode):
             **(base.get("configurable") or {}),
             GRANT_KEY: grant,
             TURN_KEY: input.get("turn"),
+            VIEWS_KEY: dict(input.get("views") or {}),
         }
         return state, cast(RunnableConfig, base)
 
@@ -237,6 +242,8 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
+        if (changed := read_differently(request)) is not None:
+            return changed
         return run_once(request, execute, _turn_of(request))
 
     async def achecked(
@@ -245,6 +252,8 @@ def _compose(
         digest = _granted_digest(_grant_of(request), request.tool_call)
         if digest is None:
             return _refusal(request)
+        if (changed := read_differently(request)) is not None:
+            return changed
         return await arun_once(request, execute, _turn_of(request))
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:

@@ -237,7 +237,9 @@ class PolicyGuardNode(RunnableCallable):
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
             return Command(update=update, goto=Send(str(here), payload))
         earlier = turn.messages[: turn.ai_index]
-        return self._to_tools(state, earlier, out.ai_message, out.allowed, update, config)
+        return self._to_tools(
+            state, earlier, out.ai_message, out.allowed, update, config, out.views
+        )
 
     def _to_tools(
         self,
@@ -247,8 +249,10 @@ class PolicyGuardNode(RunnableCallable):
         allowed: Sequence[ToolCall],
         update: dict[str, Any] | None,
         config: RunnableConfig,
+        views: Mapping[str, str],
     ) -> Command[Any]:
-        """The allowed calls themselves, each with its grant, to the tools node; else back."""
+        """The allowed calls themselves, each with its grant and the view decided (checked
+        again right before the tool runs), to the tools node; else back."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         if self._stateless_sends:
@@ -268,6 +272,7 @@ class PolicyGuardNode(RunnableCallable):
                     earlier,
                     ai_message,
                     config,
+                    views=views,
                     stateless=self._stateless_sends,
                 ),
             )
@@ -304,7 +309,10 @@ class PolicyGuardNode(RunnableCallable):
             replies.insert(0, reviewed.ai_message)
         update = {self.messages_key: replies} if replies else None
         earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
-        return self._to_tools(state, earlier, reviewed.ai_message, reviewed.allowed, update, config)
+        views = self.turns.views_of(reviewed.allowed, ticket.get("views"))
+        return self._to_tools(
+            state, earlier, reviewed.ai_message, reviewed.allowed, update, config, views
+        )
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

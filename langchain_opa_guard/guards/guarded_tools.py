@@ -13,6 +13,7 @@ from pydantic import ConfigDict
 
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
 from langchain_opa_guard.guards.prepared_calls import (
     injected_fields,
@@ -110,6 +111,9 @@ class GuardedTool(BaseTool):
         decision = self.guard.check(call, None, config, _current_context())
         if not decision.allow:
             return self._denied(decision, call)
+        changed = self._read_differently(tool_input, tool_call_id, call, decision)
+        if changed is not None:
+            return changed
         return self.inner.run(
             _as_allowed(
                 self.inner, tool_input, call, decision, from_model=tool_call_id is not None
@@ -142,6 +146,9 @@ class GuardedTool(BaseTool):
         decision = await self.guard.acheck(call, None, config, _current_context())
         if not decision.allow:
             return self._denied(decision, call)
+        changed = self._read_differently(tool_input, tool_call_id, call, decision)
+        if changed is not None:
+            return changed
         return await self.inner.arun(
             _as_allowed(
                 self.inner, tool_input, call, decision, from_model=tool_call_id is not None
@@ -167,6 +174,24 @@ class GuardedTool(BaseTool):
         return view, Decision.failure(
             ErrorType.INVALID_CALL, problem, policy=self.guard.engine.policy
         )
+
+    def _read_differently(
+        self,
+        tool_input: str | dict[str, Any],
+        tool_call_id: str | None,
+        decided: ToolCall,
+        decision: Decision,
+    ) -> Any:
+        """Right before the wrapped tool runs: the answer for a call it now reads differently
+        than the policy decided it (``decided``: the prepared call), else ``None``. A
+        policy's rewrite runs as the policy wrote it, decided just now."""
+        if decision.args is not None and not decision.shadowed:
+            return None
+        now = self._call(tool_input, tool_call_id)
+        refusal = view_refusal(self.inner, now, prepared_digest(self.inner, decided, None))
+        if refusal is None or tool_call_id:
+            return refusal
+        return refusal.content
 
     def _call(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> ToolCall:
         if isinstance(tool_input, dict):

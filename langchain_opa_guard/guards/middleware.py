@@ -346,7 +346,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, updated, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, reviewed.allowed, _current_config()),
+            GRANTS_KEY: grants(
+                message.id,
+                reviewed.allowed,
+                _current_config(),
+                self._turns.views_of(reviewed.allowed, ticket.get("views")),
+            ),
         }
 
     def _recorded(
@@ -370,7 +375,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, out.allowed, _current_config()),
+            GRANTS_KEY: grants(message.id, out.allowed, _current_config(), out.views),
         }
 
     # -- where the tool runs -----------------------------------------------------------

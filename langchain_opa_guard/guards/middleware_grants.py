@@ -10,7 +10,7 @@ middleware) is none of this module's business: the middleware decides it where i
 
 Example:
     ```python
-    state[GRANTS_KEY] = grants(message.id, allowed_calls)
+    state[GRANTS_KEY] = grants(message.id, allowed_calls, decided_views_by_id)
     request = checked_request(tool_call_request)  # to run, a refusal, or None
     ```
 """
@@ -30,6 +30,7 @@ from pydantic import ConfigDict
 
 from langchain_opa_guard.contract import state_messages
 from langchain_opa_guard.guards.claims import decided_turn
+from langchain_opa_guard.guards.decided_views import view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.prepared_calls import executed_injections
@@ -52,14 +53,20 @@ GRANTS_KEY = "opa_guard_grants"
 
 
 def grants(
-    message_id: Any, calls: Sequence[Mapping[str, Any]], config: RunnableConfig | None = None
+    message_id: Any,
+    calls: Sequence[Mapping[str, Any]],
+    config: RunnableConfig | None = None,
+    views: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The grants of a settled turn: the calls of model message ``message_id`` that may run
-    (``config``: the settling task's, which makes the turn's identity for run-once)."""
+    (``config``: the settling task's, which makes the turn's identity for run-once), and
+    each one's arguments as the policy decided them (``views``: call id -> ``view_digest``;
+    a call without one does not run)."""
     return {
         "message_id": message_id,
         "turn": decided_turn(message_id, config),
         "calls": {c["id"]: digest_of(c) for c in calls},
+        "views": {c["id"]: (views or {}).get(c["id"]) for c in calls},
     }
 
 
@@ -79,29 +86,34 @@ def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage |
         return None
     if digest != digest_of(call):
         return refused(call)
+    view = (recorded.get("views") or {}).get(call.get("id"))
     if request.tool is None:
         return request
-    checked = request.override(tool=CheckedTool.around(request.tool, digest))
+    checked = request.override(tool=CheckedTool.around(request.tool, digest, view))
     runtime = checked.runtime
     tools = getattr(runtime, "tools", None)
     if dataclasses.is_dataclass(runtime) and isinstance(tools, list):
         # A middleware inside this one may look a tool up again by name (an edit that
         # switches tools): every tool it can find runs only the call allowed here.
-        wrapped = [CheckedTool.around(t, digest) if isinstance(t, BaseTool) else t for t in tools]
+        wrapped = [
+            CheckedTool.around(t, digest, view) if isinstance(t, BaseTool) else t for t in tools
+        ]
         checked = dataclasses.replace(checked, runtime=dataclasses.replace(runtime, tools=wrapped))
     return checked
 
 
 class CheckedTool(BaseTool):
-    """The tool as the ToolNode runs it: the call must still be the one allowed."""
+    """The tool as the ToolNode runs it: the call must still be the one allowed, and read
+    as it did when the policy decided it (``view``)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     inner: BaseTool
     digest: str
+    view: str | None = None
 
     @classmethod
-    def around(cls, tool: BaseTool, digest: str) -> CheckedTool:
+    def around(cls, tool: BaseTool, digest: str, view: str | None = None) -> CheckedTool:
         return cls(
             name=tool.name,
             description=tool.description,
@@ -112,6 +124,7 @@ class CheckedTool(BaseTool):
             tags=tool.tags,
             inner=tool,
             digest=digest,
+            view=view,
         )
 
     def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - invoke delegates
@@ -125,9 +138,9 @@ class CheckedTool(BaseTool):
         if not (isinstance(input, Mapping) and input.get("type") == "tool_call"):
             return None
         args = self._visible_args(input.get("args") or {})
-        if call_digest(input.get("name"), args) == self.digest:
-            return None
-        return refused(cast(Any, input))
+        if call_digest(input.get("name"), args) != self.digest:
+            return refused(cast(Any, input))
+        return view_refusal(self.inner, {**input, "args": args}, self.view)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         refusal = self._refusal(input)

@@ -41,6 +41,7 @@ from langchain_opa_guard.contract import (
 )
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.guards.decided_views import prepared_digest
 from langchain_opa_guard.guards.denials import answer_id
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 
@@ -78,6 +79,7 @@ class Turn:
         decisions: Each call's decision made before the policy is asked, else ``None``.
         repeats: How often each call (same tool, same arguments) was denied before.
         user: The subject, as the policy sees it.
+        views: Each call's ``view_digest`` as decided (checked again where it runs).
     """
 
     messages: list[AnyMessage]
@@ -88,6 +90,7 @@ class Turn:
     decisions: list[Decision | None] = field(default_factory=list)
     repeats: list[int] = field(default_factory=list)
     user: Any = None
+    views: list[str] = field(default_factory=list)
 
 
 def plan_turn(
@@ -127,7 +130,8 @@ def plan_turn(
         config, context, agent=settings.agent_node, tools=settings.tools_node
     )
     # Each call as its tool will read it (its arguments through the tool's own schema) is
-    # what the policy decides on; the call runs with the model's arguments.
+    # what the policy decides on; the call runs with the model's arguments, and must
+    # still read the same where it runs (its view's digest is kept).
     problems: list[str | None] = []
     views: list[ToolCall] = []
     for call in turn.calls:
@@ -139,6 +143,7 @@ def plan_turn(
         view, problem = prepared_call(tool, call)
         views.append(view)
         problems.append(problem)
+        turn.views.append(prepared_digest(tool, view, problem))
     where_doc.update(task_document(messages[:index], context, config, request))
     docs = [call_document(v, metadata_for(settings.metadata_of, v.get("name"))) for v in views]
     history = history_documents(messages[:index], settings.metadata_of)

@@ -1,12 +1,13 @@
 """A tool call as it will run: its arguments through the tool's own schema.
 
 The policy decides on the arguments that will run, so every guard prepares each call first
-(:func:`prepared_call`): values coerced and normalised by the tool's schema and validators,
-keys the tool does not take dropped, and the arguments LangGraph injects (state, store, call
-id, runtime) kept apart from the model's (:func:`injected_fields`,
-:func:`toolnode_injections`). Where the guard changed a call (a schema coercion, a policy
-rewrite, a reviewer's edit), :func:`message_as_run` gives the model's message holding the calls
-as they run.
+(:func:`prepared_call`): values coerced and normalised by the tool's schema and validators
+(a Pydantic v2 or v1 schema, read as LangChain reads it), keys the tool does not take
+dropped, and the arguments LangGraph and LangChain inject (state, store, call id, runtime,
+any ``InjectedToolArg``) kept apart from the model's (:func:`injected_fields`,
+:func:`toolnode_injections`). Where the tool runs, the call is read again
+(:mod:`.decided_views`). Where the guard changed a call (a schema coercion, a policy rewrite,
+a reviewer's edit), :func:`message_as_run` gives the model's message holding the calls as they run.
 
 Example:
     ```python
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import pydantic.v1 as pydantic_v1
 from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError, create_model
@@ -35,35 +37,46 @@ __all__ = [
 
 
 def injected_fields(tool: BaseTool) -> frozenset[str]:
-    """Arguments the ToolNode injects (state, store, call id, runtime): not the model's."""
+    """The arguments LangGraph or LangChain supply themselves, never the model: those their
+    annotations mark (``InjectedToolArg`` and its kinds: ``InjectedState``,
+    ``InjectedStore``, ``InjectedToolCallId``; ``ToolRuntime``), as
+    ``langgraph.prebuilt.tool_node`` finds them (it strips the model's values for them) and
+    as ``langchain_core`` does. A field merely absent from ``tool_call_schema`` (LangChain
+    leaves out a field with a ``validation_alias``) is the model's: its value reaches the
+    tool, so the policy decides it."""
     full = tool.args_schema
     key = (id(tool), id(full))
     known = _INJECTED_BY_TOOL.get(key)
     if known is not None and known[0] is tool and known[1] is full:
         return known[2]
-    found = _injected_fields(tool, full)
+    found = _injected_fields(tool)
     if len(_INJECTED_BY_TOOL) >= 1024:
         _INJECTED_BY_TOOL.clear()
     _INJECTED_BY_TOOL[key] = (tool, full, found)
     return found
 
 
-def _injected_fields(tool: BaseTool, full: Any) -> frozenset[str]:
-    # ``tool_call_schema`` builds a model on every read: asked once per tool and schema.
-    visible = tool.tool_call_schema
-    if not (
-        isinstance(full, type)
-        and issubclass(full, BaseModel)
-        and isinstance(visible, type)
-        and issubclass(visible, BaseModel)
-    ):
-        return frozenset()
-    cached = _INJECTED.get((full, visible))
-    if cached is None:
-        hidden = [k for k in full.model_fields if k not in visible.model_fields]
-        aliases = [full.model_fields[k].alias for k in hidden]
-        cached = _INJECTED[(full, visible)] = frozenset([*hidden, *(a for a in aliases if a)])
-    return cached
+def _injected_fields(tool: BaseTool) -> frozenset[str]:
+    names: set[str] = set()
+    try:
+        from langgraph.prebuilt.tool_node import _get_all_injected_args
+
+        found = _get_all_injected_args(tool)
+        names.update(found.all_injected_keys, found.state)
+        names.update(n for n in (found.store, found.runtime) if n)
+    except Exception:  # noqa: BLE001 - a LangGraph without it (or a schema it cannot read)
+        pass
+    try:  # langchain_core's own reading: the schema's annotations and the function's
+        from langchain_core.tools.base import _is_injected_arg_type, get_all_basemodel_annotations
+
+        schema = tool.get_input_schema()
+        for name, kind in get_all_basemodel_annotations(schema).items():
+            if _is_injected_arg_type(kind):
+                names.add(name)
+        names.update(getattr(tool, "_injected_args_keys", ()))
+    except Exception:  # noqa: BLE001 - nothing more known: the model's arguments stay in view
+        pass
+    return frozenset(names)
 
 
 def toolnode_injections(tool: BaseTool) -> frozenset[str]:
@@ -87,82 +100,139 @@ def executed_injections(tool: BaseTool) -> frozenset[str]:
     return injected_fields(tool) | toolnode_injections(tool)
 
 
-# Keyed by the schema classes (tools themselves are not hashable): as many as the
-# application's tools define.
-_INJECTED: dict[tuple[type[BaseModel], type[BaseModel]], frozenset[str]] = {}
 # By tool object and schema (both kept, so their ids stay theirs); bounded.
 _INJECTED_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, frozenset[str]]] = {}
-_SCHEMAS: dict[type[BaseModel], type[BaseModel] | None] = {}
+# By schema class and its injected fields: as many as the application's tools define.
+_SCHEMAS: dict[tuple[type, frozenset[str]], type | None] = {}
+
+_UNREADABLE = "the tool's argument schema cannot be checked before the call runs"
 
 
-def _decision_schema(tool: BaseTool) -> type[BaseModel] | None:
-    """The tool's own argument schema, validators and config included, with the injected
-    arguments made optional: what the tool will validate, minus what the model never sends.
-
-    (``tool_call_schema`` is a copy of the fields alone: a validator that rewrites a value
-    would run only when the tool runs, after the policy decided on the raw value.)
-    """
-    full = tool.args_schema
-    if isinstance(full, type) and full in _SCHEMAS:
-        return _SCHEMAS[full]
-    schema: type[BaseModel] | None = None
-    if isinstance(full, type) and issubclass(full, BaseModel):
-        hidden = [k for k in full.model_fields if k in injected_fields(tool)]
-        try:
+def _decision_schema(full: type, hidden: frozenset[str]) -> type | None:
+    """The tool's own argument schema (Pydantic v2 or v1), validators and config included,
+    with the injected arguments made optional: what the tool will validate, minus what the
+    model never sends; ``None`` when it cannot be built (the call is then refused)."""
+    key = (full, hidden)
+    if key in _SCHEMAS:
+        return _SCHEMAS[key]
+    schema: type | None = None
+    try:
+        if issubclass(full, BaseModel):
+            optional = {k: (Any, None) for k in full.model_fields if k in hidden}
             schema = (
                 create_model(  # type: ignore[call-overload]
-                    f"{full.__name__}Decided", __base__=full, **dict.fromkeys(hidden, (Any, None))
+                    f"{full.__name__}Decided", __base__=full, **optional
                 )
-                if hidden
+                if optional
                 else full
             )
-        except Exception:  # noqa: BLE001 - an unusual schema: the model-facing copy will do
-            schema = None
-        _SCHEMAS[full] = schema
-    if schema is None:
-        visible = tool.tool_call_schema
-        if isinstance(visible, type) and issubclass(visible, BaseModel):
-            schema = visible
+        elif issubclass(full, pydantic_v1.BaseModel):
+            optional = {k: (Any, None) for k in full.__fields__ if k in hidden}
+            schema = (
+                pydantic_v1.create_model(  # type: ignore[call-overload]
+                    f"{full.__name__}Decided", __base__=full, **optional
+                )
+                if optional
+                else full
+            )
+    except Exception:  # noqa: BLE001 - an unusual schema: refused, never decided raw
+        schema = None
+    _SCHEMAS[key] = schema
     return schema
+
+
+def _injected_aliases(full: type, hidden: frozenset[str]) -> set[str]:
+    """Other names under which the model could set an injected field (its aliases)."""
+    found: set[str] = set()
+    if issubclass(full, BaseModel):
+        for name in hidden:
+            info = full.model_fields.get(name)
+            if info is None:
+                continue
+            for alias in (info.alias, info.validation_alias):
+                if isinstance(alias, str):
+                    found.add(alias)
+                elif alias is not None:  # AliasChoices / AliasPath: their first keys
+                    choices = getattr(alias, "choices", None) or [alias]
+                    for choice in choices:
+                        path = getattr(choice, "path", [choice])
+                        if path and isinstance(path[0], str):
+                            found.add(path[0])
+    elif issubclass(full, pydantic_v1.BaseModel):
+        for name in hidden:
+            field = full.__fields__.get(name)
+            if field is not None and isinstance(field.alias, str):
+                found.add(field.alias)
+    return found - hidden
+
+
+def _own_reading(tool: BaseTool) -> bool:
+    """Whether the tool reads its arguments its own way (it overrides ``_parse_input``)."""
+    return getattr(type(tool), "_parse_input", None) is not vars(BaseTool).get("_parse_input")
 
 
 def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str | None]:
     """The call as its tool will read it, for the policy to decide on; or why it cannot run.
 
-    The arguments go through the tool's own schema, its validators included (``"5000"``
+    The arguments go through the tool's own schema as LangChain validates it (a Pydantic v2
+    model, or a ``pydantic.v1`` one with ``parse_obj``), its validators included (``"5000"``
     becomes ``5000`` for an integer field, a validator that normalises an address runs,
     keys the tool does not take are dropped), so the policy decides on what will run. The
     call itself still runs with the model's arguments, which the tool validates the same
-    way: a validator is applied once, whether it is idempotent or not (one that decodes a
-    path would otherwise decode it twice). Defaults the model left out are not added: they
-    are the tool's, not the model's. Arguments keep the names the model sees in the tool's
-    schema (an alias where a field has one), so a field sent twice (by name and by alias)
-    is decided once, as the tool will read it. A tool without a Pydantic schema (a
-    JSON-schema tool) is decided on the model's arguments. The reason names the fields that
-    failed, never their values.
+    way: a validator is applied to the model's value, never to its own output (one that
+    decodes a path would otherwise decode it twice). Defaults the model left out are not
+    added: they are the tool's, not the model's. Arguments keep the names the model sees in
+    the tool's schema (an alias where a field has one), so a field sent twice (by name and
+    by alias) is decided once, as the tool will read it. Only the arguments LangGraph and
+    LangChain inject are left out (:func:`injected_fields`); a model's value under an
+    injected field's alias, or a schema that cannot be read faithfully (a tool that parses
+    its input its own way, an ``args_schema`` of another kind), is refused. A tool with a
+    JSON-schema ``args_schema`` (its arguments reach it as they are) is decided on the
+    model's arguments. The reason names the fields that failed, never their values.
     """
     args = call.get("args")
     if tool is None or not isinstance(args, Mapping):
         return call, None
-    schema = _decision_schema(tool)
-    if schema is None:
+    full = tool.args_schema
+    if _own_reading(tool):
+        return call, "the tool reads its arguments its own way, so they cannot be checked"
+    if full is None or isinstance(full, dict):
         return call, None
+    if not isinstance(full, type):
+        return call, _UNREADABLE
     hidden = injected_fields(tool)
+    forged = sorted(_injected_aliases(full, hidden) & set(args))
+    if forged:
+        return call, "the arguments set what the application supplies: " + ", ".join(forged[:8])
+    schema = _decision_schema(full, hidden)
+    if schema is None:
+        return call, _UNREADABLE
     given = {k: v for k, v in args.items() if k not in hidden}
     try:
-        model = schema.model_validate(given)
-    except ValidationError as exc:
+        view = _read(schema, given, hidden)
+    except (ValidationError, pydantic_v1.ValidationError) as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "(arguments)" for e in exc.errors()})
         return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])
     except Exception:  # noqa: BLE001 - a validator of the tool's own raised
         return call, "the arguments do not match the tool's schema"
-    provided = {k for k in model.model_fields_set if k not in hidden}
-    # Python values (a Decimal stays a number, a datetime an instant): the policy input
-    # turns them into JSON (contract.jsonable) the same way everywhere.
-    view = model.model_dump(by_alias=True, include=provided)
     if view == args:
         return call, None
     return cast(ToolCall, {**call, "args": view}), None
+
+
+def _read(schema: type, given: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
+    """The model's arguments through ``schema``, as the fields it set (Python values: a
+    Decimal stays a number, a datetime an instant; the policy input turns them into JSON,
+    contract.jsonable, the same way everywhere)."""
+    if issubclass(schema, BaseModel):
+        model = schema.model_validate(given)
+        provided = {k for k in model.model_fields_set if k not in hidden}
+        return model.model_dump(by_alias=True, include=provided)
+    if issubclass(schema, pydantic_v1.BaseModel):
+        legacy = schema.parse_obj(given)
+        provided = {k for k in legacy.__fields_set__ if k not in hidden}
+        return legacy.dict(by_alias=True, include=provided)
+    raise TypeError("not a Pydantic schema")
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

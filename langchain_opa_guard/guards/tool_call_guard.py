@@ -48,6 +48,7 @@ from langchain_opa_guard.guards.arguments import (
     registry_index,
 )
 from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
+from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.ops.decision_log import DecisionLog
@@ -205,6 +206,8 @@ class ToolCallGuard:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
         request, note = _as_allowed(request, call, decision)
+        if (changed := self._read_differently(request, call, note)) is not None:
+            return changed
         return _noted(run_once(request, execute, turn), note)
 
     async def awrap_tool_call(
@@ -221,7 +224,20 @@ class ToolCallGuard:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
         request, note = _as_allowed(request, call, decision)
+        if (changed := self._read_differently(request, call, note)) is not None:
+            return changed
         return _noted(await arun_once(request, execute, turn), note)
+
+    def _read_differently(
+        self, request: ToolCallRequest, decided: ToolCall, rewrite: str | None
+    ) -> ToolMessage | None:
+        """Right before the call runs: the answer for a call its tool now reads differently
+        than the policy decided it (``decided``: the prepared call), else ``None``. A policy's
+        rewrite (``rewrite`` is its note) runs as the policy wrote it, decided just now."""
+        if rewrite is not None:
+            return None
+        tool = request.tool or self.tools_by_name.get(str(decided.get("name")))
+        return view_refusal(tool, request.tool_call, prepared_digest(tool, decided, None))
 
     def _prepare(
         self, request: ToolCallRequest, config: RunnableConfig

@@ -62,6 +62,7 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
+from langchain_opa_guard.guards.decided_views import decided_views, planned_views
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_message
 from langchain_opa_guard.guards.execution import GuardedToolNode
 from langchain_opa_guard.guards.planning import ALREADY_ANSWERED, InputBuilder, Turn, plan_turn
@@ -91,6 +92,8 @@ class Outcome:
         revision: The policy revision that decided the turn, if known.
         stop: Whether a call was denied too many times: the run ends.
         ai_message: The model's message as its calls run (itself when nothing changed).
+        planned: Each call's arguments and view as decided (``planned_views``).
+        views: Each allowed call's id -> the view it must still have where it runs.
     """
 
     allowed: list[ToolCall] = field(default_factory=list)
@@ -100,6 +103,8 @@ class Outcome:
     revision: str | None = None
     stop: bool = False
     ai_message: AIMessage = field(default_factory=lambda: AIMessage(""))
+    planned: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)
 
 
 class TurnDecider:
@@ -242,7 +247,18 @@ class TurnDecider:
         out.ai_message = message_as_run(
             turn.ai_message, [*out.allowed, *(p["call"] for p in out.pending)], out.rewritten
         )
+        if len(turn.views) == len(turn.calls):
+            out.planned = planned_views(turn.calls, turn.views)
+        out.views = self.views_of(out.allowed, out.planned)
         return out
+
+    def views_of(
+        self, calls: Sequence[Mapping[str, Any]], planned: Mapping[str, Any] | None
+    ) -> dict[str, str]:
+        """Each call's id -> the view it must still have where it runs: as the policy
+        decided it (``planned``), or as it reads now for a call changed since (a rewrite,
+        an edit) (see :func:`~langchain_opa_guard.guards.prepared_calls.decided_views`)."""
+        return decided_views(calls, planned, self.tools_by_name)
 
     def ticket_for(self, turn: Turn, out: Outcome) -> dict[str, Any]:
         """What a turn waiting for a reviewer must remember (plain, checkpointable data)."""
@@ -254,6 +270,7 @@ class TurnDecider:
             "pending": out.pending,
             "revision": out.revision,
             "user": turn.user,
+            "views": out.planned,
             "documents": {
                 str(c.get("id")): d
                 for c, d in zip(turn.calls, turn.inputs, strict=True)
