@@ -201,9 +201,9 @@ in_directory(value) if {
 # reads what is typed into its address bar); the authority ends at the first "/", "\", "?"
 # or "#"; the host follows its last "@" (what precedes is userinfo) and ends at ":port";
 # percent-escapes of letters, digits, "-" and "." are decoded, letters taken in lower case,
-# and one trailing dot (the DNS root) dropped. A host that is not then a plain DNS name (an
-# IPv6 literal, non-ASCII text that IDNA would map, an escape of anything else) has no
-# reading here, so nobody vouches for it.
+# and one trailing dot (the DNS root) dropped. A host that is not then a plain DNS name or
+# a dotted IPv4 address (an IPv6 literal, non-ASCII text that IDNA would map, an escape of
+# anything else, "0x7f.1") has no reading here, so nobody vouches for it.
 #
 # "https://evil.test\@example.com/x" -> "evil.test"; "HTTPS://Example.COM./a" ->
 # "example.com"; "https://ex%61mple.com:8443" -> "example.com"; "evil.test?@example.com/x"
@@ -236,6 +236,14 @@ authority_host(authority) := host if {
 	name := percent_decoded(lower(split(host_port, ":")[0]))
 	host := trim_suffix(name, ".")
 	regex.match(`^[a-z0-9-]+(\.[a-z0-9-]+)+$`, host)
+	not odd_ipv4(host)
+}
+
+# A name whose last label is a number is an IPv4 address to a browser ("0x7f.1" opens
+# 127.0.0.1, "example.1" nothing): only the usual dotted form is read.
+odd_ipv4(host) if {
+	regex.match(`\.(0x[0-9a-f]*|[0-9]+)$`, host)
+	not regex.match(`^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$`, host)
 }
 
 percent_decoded(name) := name if not contains(name, "%")

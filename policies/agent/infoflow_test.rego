@@ -351,6 +351,8 @@ test_url_host_reads_what_a_browser_opens if {
 	infoflow.url_host("//evil.test/x") == "evil.test"
 	infoflow.url_host("www.example.com/page") == "www.example.com"
 	infoflow.url_host("xn--bcher-kva.test/b") == "xn--bcher-kva.test"
+	infoflow.url_host("https://10.0.0.255:8080/") == "10.0.0.255"
+	infoflow.url_host("https://1.example/") == "1.example"
 }
 
 test_url_host_drops_tabs_newlines_and_surrounding_space if {
@@ -371,7 +373,8 @@ test_url_host_reads_nothing_else if {
 		"https://[::1]/x", "https://exa%25mple.com/", "https://exa%2fmple.com/", "https://example.com%/",
 		"https://ex%6", "https://lİnk.test/", "https://\uff45xample.com/", "https://example\u3002com/",
 		"https://example.com:8o/", "https://exa mple.com/", "https://example.com../", "https://.example.com/",
-		"https:///", "https://localhost/", "ftp://example.com/",
+		"https:///", "https://localhost/", "ftp://example.com/", "https://0x7f.1/", "https://example.1/",
+		"https://1.2.3.04/", "https://1.2.3.256/", "https://example.0x/",
 	] {
 		not infoflow.url_host(url)
 	}
