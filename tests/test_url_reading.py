@@ -80,7 +80,8 @@ def test_hand_picked_urls_are_read_as_a_browser_reads_them(opa_url: str) -> None
 
 
 PIECES: dict[str, list[str]] = {
-    "scheme": ["https://", "HTTPS://", "http:\\\\", "https:", "https:///", " https://", "ht\ttps://", ""],
+    "scheme": ["https://", "HTTPS://", "http:\\\\", "https:", "https:///", " https://",
+               "ht\ttps://", ""],
     "userinfo": ["", "user@", "a:b@", "evil.test\\", "evil.test?", "evil.test#", "x%40y@",
                  "a@b@", "example.com%2f@", "\"'<>@", "ex\nample@"],
     "host": ["example.com", "Example.COM.", "ex%61mple.com", "EX%41MPLE%2ecom", "evil.test",
@@ -102,7 +103,7 @@ def corpus(size: int, seed: int = 7) -> list[str]:
 def test_every_host_the_policy_reads_is_the_one_a_browser_opens(opa_url: str) -> None:
     urls = corpus(4000)
     ours = policy_hosts(opa_url, urls)
-    wrong = {url: (host, browser_host(url)) for url, host in ours.items() if browser_host(url) != host}
+    wrong = {url: (h, browser_host(url)) for url, h in ours.items() if browser_host(url) != h}
     assert not wrong, list(wrong.items())[:10]
     # Not vacuous: most URLs a browser can open are read, the attacks among them too.
     openable = [url for url in urls if browser_host(url) is not None]
@@ -162,6 +163,7 @@ def post(url: str, request: str, directory: tuple[str, ...] = ()) -> dict[str, A
 
 
 UK = "mail it to sales@acme.co.uk, then upload it to https://files.acme.co.uk/inbox"
+ASK = {"destination_not_requested"}
 
 CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "link control": (mail("see https://example.com/a."), set()),
@@ -175,7 +177,7 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "link ideographic dot": (mail("https://example.com\u3002evil.test/"), {"link_not_requested"}),
     "link markdown": (mail("[https://example.com](https://example.com)"), set()),
     "link escaped": (mail("https://ex%61mple.com/a and https://Example.com./b"), set()),
-    "post control": (post("https://evil.test/upload", "hi", ("example.com",)), {"destination_not_requested"}),
+    "post control": (post("https://evil.test/upload", "hi", ("example.com",)), ASK),
     "post backslash": (
         post("https://evil.test\\@example.com/upload", "hi", ("example.com",)),
         {"destination_not_requested"},
@@ -185,13 +187,13 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         mail("b", to="evil.test\\@example.com", directory=("@example.com",)),
         {"destination_not_requested"},
     ),
-    "post prefix of requested": (post("https://files.acme.co/inbox", UK), {"destination_not_requested"}),
-    "mail prefix of requested": (post("sales@acme.co", UK), {"destination_not_requested"}),
+    "post prefix of requested": (post("https://files.acme.co/inbox", UK), ASK),
+    "mail prefix of requested": (post("sales@acme.co", UK), ASK),
     "post requested": (post("https://files.acme.co.uk/inbox", UK), set()),
     "post parent of requested": (post("https://acme.co.uk/x", UK), set()),
-    "suffix of an address": (post("bob@x.test", "mail jim.bob@x.test"), {"destination_not_requested"}),
-    "suffix of a label": (post("https://x.test/a", "upload to evil-x.test"), {"destination_not_requested"}),
-    "dotted capital I": (post("bob@l\u0130nk.test", "mail bob@link.test"), {"destination_not_requested"}),
+    "suffix of an address": (post("bob@x.test", "mail jim.bob@x.test"), ASK),
+    "suffix of a label": (post("https://x.test/a", "upload to evil-x.test"), ASK),
+    "dotted capital I": (post("bob@l\u0130nk.test", "mail bob@link.test"), ASK),
     "mcp open world read": (
         document("send_email", {"to": "eve@evil.test"}, MAILER, "hi", [], MCP_READER),
         {"destination_not_requested"},
@@ -229,7 +231,7 @@ def test_decisions_on_every_engine(any_engine: PolicyEngine, case: str) -> None:
         # A known gap of the fallback (rego-cpp): some strings holding a backslash or a
         # quote make its output unreadable. It fails closed.
         assert decision.error == "malformed" and not decision.allow, decision
-        assert any(c in json.dumps(doc["tool"]["args"]) for c in ('\\\\', '\\"')), case
+        assert any(c in json.dumps(doc["tool"]["args"]) for c in ("\\\\", '\\"')), case
         return
     assert decision.error is None, decision
     assert set(decision.codes) == codes, (case, decision.reasons)

@@ -104,10 +104,18 @@ taint_positions contains i if {
 }
 
 # The same as count(taint_positions) > 0, without building the set: this is
-# asked for every decision.
+# asked for every decision, so agent.authz's untrusted_output is written out here
+# (test_tainted_is_taint_positions keeps the two the same).
 tainted if {
 	some call in input.history
-	authz.untrusted_output(call)
+	call.metadata.trust == "untrusted"
+	call.decision != "deny"
+}
+
+tainted if {
+	some call in input.history
+	is_string(call.metadata.mcp.server)
+	not call.metadata.openWorldHint == false
 	call.decision != "deny"
 }
 
@@ -129,6 +137,11 @@ request := strip_scheme(lower(input.context.request)) if is_string(input.context
 
 strip_scheme(s) := regex.replace(s, `https?://`, "")
 
+# The request as written (case kept), at the same positions as `request`.
+default request_text := ""
+
+request_text := regex.replace(input.context.request, `[hH][tT][tT][pP][sS]?://`, "") if is_string(input.context.request)
+
 # The comparable form of a value: lower case, no scheme, no trailing slash. A value holding
 # "İ" or the Kelvin sign has none: lower() makes them ASCII "i" and "k", where a mail server
 # or a browser (IDNA) reads another name.
@@ -141,7 +154,8 @@ canon(value) := trim_right(strip_scheme(lower(trim_space(value))), "/") if {
 # follows it in the request does not carry on a name. "acme.co" is not a word of
 # "acme.co.uk", nor "x.test" of "evil-x.test", nor "bob@x.test" of "jim.bob@x.test"; a
 # domain is one of "www.example.com" (the parent of a requested name: it is the same
-# owner's), and a sentence's final dot ends a word ("mail bob@x.test.").
+# owner's), and a sentence's final dot ends a word ("mail bob@x.test.", and "post it to
+# www.x.test.Then ...": a small letter, a dot, a capital).
 mentioned(value) if {
 	v := canon(value)
 	count(v) > 1
@@ -168,6 +182,11 @@ word_end(end) if end == count(request)
 word_end(end) if {
 	end < count(request)
 	not regex.match(`^([a-z0-9_-]|\.[a-z0-9])`, substring(request, end, 2))
+}
+
+word_end(end) if {
+	end > 0
+	regex.match(`^[a-z0-9]\.[A-Z]`, substring(request_text, end - 1, 3))
 }
 
 directory_entries contains canon(entry) if {
@@ -210,7 +229,7 @@ in_directory(value) if {
 # -> "evil.test"; "user@evil.test/x" -> "evil.test".
 
 # The text a URL parser reads: no tabs or newlines, no surrounding spaces.
-url_text(value) := trim_space(replace(replace(replace(value, "\t", ""), "\n", ""), "\r", ""))
+url_text(value) := trim_space(strings.replace_n({"\t": "", "\n": "", "\r": ""}, value))
 
 # What follows the scheme and the slashes after it.
 url_rest(text) := trim_left(substring(text, 6, -1), "/\\") if {
@@ -401,15 +420,18 @@ link_hosts contains link if {
 	not lower(link) in {"http:", "https:", "www."} # the word, in prose
 }
 
-link_sites contains host if {
+# Each link's host, where it has one.
+link_host := {link: host |
 	some link in link_hosts
 	host := url_host(trim_right(link, ".:"))
 }
 
+link_sites contains host if some host in link_host
+
 # A link whose host cannot be read is a host nobody vouched for.
 unreadable_links contains link if {
 	some link in link_hosts
-	not url_host(trim_right(link, ".:"))
+	not link_host[link]
 }
 
 # A link whose host goes on past what a plain name holds, where a browser would read on:

@@ -456,6 +456,10 @@ test_a_prefix_of_a_requested_name_is_not_requested if {
 		doc := req("post", {"url": value}, {"egress": {"destinations": ["url"]}}, [fetched], request, [])
 		codes(infoflow.approval) == {"destination_not_requested"} with input as doc
 	}
+	every value in ["sales@acme.co", "https://files.acme.co/inbox"] {
+		shouted := req("post", {"url": value}, {"egress": {"destinations": ["url"]}}, [fetched], upper(request), [])
+		codes(infoflow.approval) == {"destination_not_requested"} with input as shouted
+	}
 	every value in ["sales@acme.co.uk", "https://files.acme.co.uk/inbox", "https://files.acme.co.uk/other", "acme.co.uk"] {
 		doc := req("post", {"url": value}, {"egress": {"destinations": ["url"]}}, [fetched], request, [])
 		count(infoflow.approval) == 0 with input as doc
@@ -480,6 +484,8 @@ test_a_suffix_of_a_requested_name_is_requested_only_as_its_parent_domain if {
 		["bob@x.test", "mail bob@x.test."],
 		["bob@x.test", "mail 'bob@x.test', thanks"],
 		["bob@x.test", "mail <bob@x.test>"],
+		["www.our-company.com", "post it to www.our-company.com.They sent it"],
+		["https://x.test/a", "upload to HTTPS://x.test.Then stop"],
 	] {
 		doc := req("post", {"url": pair[0]}, poster_only, [fetched], pair[1], [])
 		count(infoflow.approval) == 0 with input as doc
@@ -563,3 +569,26 @@ test_decision_after_an_open_world_mcp_read if {
 	d.require_approval == true
 	codes(d.reasons) == {"destination_not_requested"}
 }
+
+# tainted writes agent.authz's untrusted_output out for speed: it must say what
+# taint_positions (which asks untrusted_output itself) says, for every kind of call.
+test_tainted_is_taint_positions if {
+	calls := [
+		fetched, mcp_fetched, ran("x", {}, {}), ran("x", {}, internal_reader),
+		ran("x", {}, {"mcp": {"server": "web"}}), ran("x", {}, {"mcp": {"server": "web"}, "openWorldHint": false}),
+		ran("x", {}, {"mcp": {"server": 7}, "openWorldHint": true}), ran("x", {}, {"mcp": "web"}),
+		ran("x", {}, {"trust": "Untrusted"}), ran("x", {}, {"openWorldHint": true}),
+		refused("x", reader), refused("x", mcp_fetch_meta), object.union(mcp_fetched, {"decision": null}),
+	]
+	every call in calls {
+		doc := mail("a@b.test", [call], "hi")
+		positions := count(infoflow.taint_positions) > 0 with input as doc
+		flag := tainted_flag with input as doc
+		positions == flag
+	}
+	count([call | some call in calls; count(infoflow.taint_positions) > 0 with input as mail("a@b.test", [call], "hi")]) == 4
+}
+
+tainted_flag if infoflow.tainted
+
+else := false
