@@ -238,3 +238,16 @@ def test_odd_values_reach_the_policy_intact(engine: PolicyEngine) -> None:
     assert decision.error is None and not decision.allow
     assert decision.codes == ("no_rule_for_tool",)
     assert decision.reasons == ('no rule allows tool "get "customer"\x1f"',)
+
+
+def test_the_policy_check_reads_a_policy_list_larger_than_a_decision_reply(opa_url: str) -> None:
+    """OPA lists every module with its AST: the check at start-up is not bound by the limit
+    on decision replies (a large policy was otherwise reported as OPA being unreachable)."""
+    from langchain_opa_guard.engines.policy_sources import PolicyNotFoundError
+
+    with pytest.raises(PolicyNotFoundError):
+        OPAServer(opa_url, policy="shapes/no_such_rule", max_response_bytes=4096)
+    small = OPAServer(opa_url, max_response_bytes=4096)
+    assert small.verify_policy() is True
+    assert small.decide({"version": 1}).error is None  # a decision still fits the limit
+    small.close()

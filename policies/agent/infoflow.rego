@@ -7,17 +7,22 @@
 # names or argument values of a particular application.
 #
 # Tool metadata read here (all optional):
-#   "trust": "untrusted"     the output may carry third-party text (a source of taint)
+#   "trust": "untrusted"     the output may carry third-party text (a source of taint);
+#                            so may an open-world MCP tool's (openWorldHint not false,
+#                            as agent.authz reads MCP annotations in mcp.rego)
 #   "personal_data": true    the output holds the user's personal data
 #   "read_only": true        the call changes nothing and sends nothing anywhere
-#   "destructive": true      the call deletes data or changes account settings
+#   "destructive": true      the call deletes data or changes account settings (and so
+#                            may an MCP tool that is not read-only, destructiveHint not
+#                            false)
 #   "egress": {              the call sends data, money or access to a destination
 #     "destinations": [...], argument names whose values name where it goes
 #                            (strings or lists of strings)
 #     "content": [...],      argument names of free text sent along (checked for links)
 #     "addressee": "..."     argument naming the person a destination belongs to
 #   }
-# ("egress": true, without destinations, is the coarse rule of exfiltration.rego.)
+# ("egress": true, without destinations, is the coarse rule of exfiltration.rego; an
+# open-world MCP tool that is not read-only sends out like it.)
 #
 # Trusted values come from the input, never from tool output:
 #   input.context.request    the user's request for the current task
@@ -51,6 +56,7 @@
 # argument values.
 package agent.infoflow
 
+import data.agent.authz
 import data.agent.config
 
 # --- The call being decided ------------------------------------------------
@@ -71,7 +77,13 @@ egress := meta.egress if is_object(meta.egress)
 
 sends_out if egress
 
-sends_out if meta.egress == true
+# "egress": true, or an open-world MCP tool that is not read-only (agent.authz's cached
+# egress_call).
+sends_out if authz.egress_call
+
+destructive if meta.destructive == true
+
+destructive if authz.mcp_destructive(input.tool)
 
 side_effecting if not meta.read_only == true
 
@@ -83,19 +95,27 @@ label(call) := "unnamed tool" if not is_string(call.name)
 
 seen(call) if call.decision != "deny"
 
-# Positions in input.history of untrusted calls ("trust": "untrusted") whose
-# output the model saw (not denied).
+# Positions in input.history of untrusted calls ("trust": "untrusted", or an open-world MCP
+# tool: agent.authz's untrusted_output) whose output the model saw (not denied).
 taint_positions contains i if {
 	some i, call in input.history
-	call.metadata.trust == "untrusted"
+	authz.untrusted_output(call)
 	call.decision != "deny"
 }
 
 # The same as count(taint_positions) > 0, without building the set: this is
-# asked for every decision.
+# asked for every decision, so agent.authz's untrusted_output is written out here
+# (test_tainted_is_taint_positions keeps the two the same).
 tainted if {
 	some call in input.history
 	call.metadata.trust == "untrusted"
+	call.decision != "deny"
+}
+
+tainted if {
+	some call in input.history
+	is_string(call.metadata.mcp.server)
+	not call.metadata.openWorldHint == false
 	call.decision != "deny"
 }
 
@@ -117,30 +137,56 @@ request := strip_scheme(lower(input.context.request)) if is_string(input.context
 
 strip_scheme(s) := regex.replace(s, `https?://`, "")
 
-# The comparable form of a value: lower case, no scheme, no trailing slash.
-canon(value) := trim_right(strip_scheme(lower(trim_space(value))), "/")
+# The request as written (case kept), at the same positions as `request`.
+default request_text := ""
 
-# The value appears in the request as a whole word (or words).
+request_text := regex.replace(input.context.request, `[hH][tT][tT][pP][sS]?://`, "") if is_string(input.context.request)
+
+# The comparable form of a value: lower case, no scheme, no trailing slash. A value holding
+# "İ" or the Kelvin sign has none: lower() makes them ASCII "i" and "k", where a mail server
+# or a browser (IDNA) reads another name.
+canon(value) := trim_right(strip_scheme(lower(trim_space(value))), "/") if {
+	not contains(value, "\u0130") # İ
+	not contains(value, "\u212a") # the Kelvin sign
+}
+
+# The value appears in the request as a whole word (or words): what precedes and what
+# follows it in the request does not carry on a name. "acme.co" is not a word of
+# "acme.co.uk", nor "x.test" of "evil-x.test", nor "bob@x.test" of "jim.bob@x.test"; a
+# domain is one of "www.example.com" (the parent of a requested name: it is the same
+# owner's), and a sentence's final dot ends a word ("mail bob@x.test.", and "post it to
+# www.x.test.Then ...": a small letter, a dot, a capital).
 mentioned(value) if {
 	v := canon(value)
 	count(v) > 1
 	some pos in indexof_n(request, v)
-	word_start(pos)
+	word_start(pos, v)
 	word_end(pos + count(v))
 }
 
-word_start(pos) if pos == 0
+word_start(pos, _) if pos == 0
 
-word_start(pos) if {
+word_start(pos, _) if {
 	pos > 0
-	not regex.match(`[a-z0-9]`, substring(request, pos - 1, 1))
+	not regex.match(`[a-z0-9_.-]`, substring(request, pos - 1, 1))
+}
+
+word_start(pos, v) if {
+	pos > 0
+	substring(request, pos - 1, 1) == "."
+	regex.match(`^[a-z0-9-]+(\.[a-z0-9-]+)+$`, v)
 }
 
 word_end(end) if end == count(request)
 
 word_end(end) if {
 	end < count(request)
-	not regex.match(`[a-z0-9]`, substring(request, end, 1))
+	not regex.match(`^([a-z0-9_-]|\.[a-z0-9])`, substring(request, end, 2))
+}
+
+word_end(end) if {
+	end > 0
+	regex.match(`^[a-z0-9]\.[A-Z]`, substring(request_text, end - 1, 3))
 }
 
 directory_entries contains canon(entry) if {
@@ -161,20 +207,104 @@ in_directory(value) if canon(value) in directory_entries
 # not one).
 in_directory(value) if {
 	address := canon(value)
-	regex.match(`^[^@\s,;<>/?#:"'()\[\]]+@[a-z0-9.-]+$`, address)
+	regex.match(`^[^@\s,;<>/?#:"'()\[\]\\]+@[a-z0-9.-]+$`, address)
 	parts := split(address, "@")
 	concat("", ["@", parts[1]]) in directory_entries
 }
 
-# The host of a URL-like value: what a browser would open ("www.example.com/page" ->
-# "www.example.com"; "evil.test?@example.com/x" -> no host, "user@evil.test/x" ->
-# "evil.test").
-site(value) := host if {
-	authority := split(split(split(canon(value), "/")[0], "?")[0], "#")[0]
-	authority != canon(value)
+# --- Reading a URL as a browser does --------------------------------------------
+#
+# The host of a URL is read as the WHATWG URL standard (browsers) and urllib3 (requests)
+# read an http(s) URL: tabs and newlines are dropped; an "http:" or "https:" scheme and the
+# slashes or backslashes after it are skipped (a value without a scheme is read as a browser
+# reads what is typed into its address bar); the authority ends at the first "/", "\", "?"
+# or "#"; the host follows its last "@" (what precedes is userinfo) and ends at ":port";
+# percent-escapes of letters, digits, "-" and "." are decoded, letters taken in lower case,
+# and one trailing dot (the DNS root) dropped. A host that is not then a plain DNS name or
+# a dotted IPv4 address (an IPv6 literal, non-ASCII text that IDNA would map, an escape of
+# anything else, "0x7f.1") has no reading here, so nobody vouches for it.
+#
+# "https://evil.test\@example.com/x" -> "evil.test"; "HTTPS://Example.COM./a" ->
+# "example.com"; "https://ex%61mple.com:8443" -> "example.com"; "evil.test?@example.com/x"
+# -> "evil.test"; "user@evil.test/x" -> "evil.test".
+
+# The text a URL parser reads: no tabs or newlines, no surrounding spaces.
+url_text(value) := trim_space(strings.replace_n({"\t": "", "\n": "", "\r": ""}, value))
+
+# What follows the scheme and the slashes after it.
+url_rest(text) := trim_left(substring(text, 6, -1), "/\\") if {
+	lower(substring(text, 0, 6)) == "https:"
+} else := trim_left(substring(text, 5, -1), "/\\") if {
+	lower(substring(text, 0, 5)) == "http:"
+} else := trim_left(text, "/\\")
+
+url_has_scheme(text) if lower(substring(text, 0, 6)) == "https:"
+
+url_has_scheme(text) if lower(substring(text, 0, 5)) == "http:"
+
+url_authority(rest) := split(split(split(split(rest, "/")[0], "\\")[0], "?")[0], "#")[0]
+
+# The DNS name an authority ("user:pw@Host.Example:8080") names, if it names one.
+authority_host(authority) := host if {
 	parts := split(authority, "@")
-	host := parts[count(parts) - 1]
-	regex.match(`^[a-z0-9-]+(\.[a-z0-9-]+)+(:[0-9]+)?$`, host)
+	host_port := parts[count(parts) - 1]
+
+	# Checked before lower(): Go lowers "İ" and the Kelvin sign to ASCII "i" and "k",
+	# where IDNA gives another name.
+	regex.match(`^[A-Za-z0-9.%-]+(:[0-9]*)?$`, host_port)
+	name := percent_decoded(lower(split(host_port, ":")[0]))
+	host := trim_suffix(name, ".")
+	regex.match(`^[a-z0-9-]+(\.[a-z0-9-]+)+$`, host)
+	not odd_ipv4(host)
+}
+
+# A name whose last label is a number is an IPv4 address to a browser ("0x7f.1" opens
+# 127.0.0.1, "example.1" nothing): only the usual dotted form is read.
+odd_ipv4(host) if {
+	regex.match(`\.(0x[0-9a-f]*|[0-9]+)$`, host)
+	not regex.match(`^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$`, host)
+}
+
+percent_decoded(name) := name if not contains(name, "%")
+
+percent_decoded(name) := decoded if {
+	contains(name, "%")
+	pieces := split(name, "%")
+	tails := [unescaped(piece) | some piece in array.slice(pieces, 1, count(pieces))]
+	count(tails) == count(pieces) - 1
+	decoded := concat("", array.concat([pieces[0]], tails))
+}
+
+# "61bc" -> "abc": the text after a "%", its escape decoded.
+unescaped(piece) := concat("", [escaped_host_chars[substring(piece, 0, 2)], substring(piece, 2, -1)])
+
+# The escapes a plain DNS name may hold, decoded (upper case read as lower case).
+escaped_host_chars := {
+	"2d": "-", "2e": ".", "30": "0", "31": "1", "32": "2", "33": "3", "34": "4", "35": "5",
+	"36": "6", "37": "7", "38": "8", "39": "9", "41": "a", "42": "b", "43": "c", "44": "d",
+	"45": "e", "46": "f", "47": "g", "48": "h", "49": "i", "4a": "j", "4b": "k", "4c": "l",
+	"4d": "m", "4e": "n", "4f": "o", "50": "p", "51": "q", "52": "r", "53": "s", "54": "t",
+	"55": "u", "56": "v", "57": "w", "58": "x", "59": "y", "5a": "z", "61": "a", "62": "b",
+	"63": "c", "64": "d", "65": "e", "66": "f", "67": "g", "68": "h", "69": "i", "6a": "j",
+	"6b": "k", "6c": "l", "6d": "m", "6e": "n", "6f": "o", "70": "p", "71": "q", "72": "r",
+	"73": "s", "74": "t", "75": "u", "76": "v", "77": "w", "78": "x", "79": "y", "7a": "z",
+}
+
+# The host of a URL: what a browser would open.
+url_host(value) := authority_host(url_authority(url_rest(url_text(value))))
+
+# The site of a destination value that is a URL (it has an http(s) scheme, or a path, query
+# or fragment after its host); a bare "bob@example.com" or "example.com" has none.
+site(value) := url_host(value) if {
+	text := url_text(value)
+	url_like(text)
+}
+
+url_like(text) if url_has_scheme(text)
+
+url_like(text) if {
+	rest := url_rest(text)
+	url_authority(rest) != rest
 }
 
 trusted(value) if mentioned(value)
@@ -266,33 +396,64 @@ approval contains {"code": "destination_not_requested", "message": message} if {
 
 # --- Links in what is sent ---------------------------------------------------
 
-content_texts contains lower(args[field]) if {
+content_texts contains args[field] if {
 	some field in egress.content
 	is_string(args[field])
 }
 
-content_texts contains lower(text) if {
+content_texts contains text if {
 	some field in egress.content
 	is_array(args[field])
 	some text in args[field]
 	is_string(text)
 }
 
-link_sites contains host if {
+# A link: "http:" or "https:" with the slashes or backslashes a browser skips after it (or
+# "www."), its userinfo up to the last "@" of the authority (which may hold quotes and
+# brackets: in an HTML attribute `href='https://example.com"@evil.test/'` opens evil.test),
+# and the host. Written with explicit cases: (?i) would also match "ſ" and the Kelvin sign.
+link_pattern := `(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.)(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*`
+
+link_hosts contains link if {
 	some text in content_texts
-	some link in regex.find_n(`(https?://|www\.)[^\s"'<>()\[\]{}]+`, text, -1)
-	host := link_host(trim_right(link, ".,;:!?"))
+	some link in regex.find_n(link_pattern, text, -1)
+	not lower(link) in {"http:", "https:", "www."} # the word, in prose
 }
 
-# A link whose host cannot be read is a host nobody vouched for.
-link_host(link) := site(link)
+# Each link's host, where it has one.
+link_host := {link: host |
+	some link in link_hosts
+	host := url_host(trim_right(link, ".:"))
+}
 
-link_host(link) := canon(link) if not site(link)
+link_sites contains host if some host in link_host
+
+# A link whose host cannot be read is a host nobody vouched for.
+unreadable_links contains link if {
+	some link in link_hosts
+	not link_host[link]
+}
+
+# A link whose host goes on past what a plain name holds, where a browser would read on:
+# a non-ASCII character (or a control character) that IDNA may map to a letter or a dot ("https://ours.test。com"
+# opens ours.test.com), or a character a browser keeps in the host followed by more labels
+# ("https://ours.test(x).evil.test"). A link in brackets or before a comma is not one.
+link_continues_past_host(text) if regex.match(
+	`(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.)(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*(?:[^ -~\t\n\f\r]|[^\s/\\?#@A-Za-z0-9.%:-][^\s/\\?#@]*\.[A-Za-z0-9])[^\s/\\?#@]*(?:[\s/\\?#]|$)`,
+	text,
+)
+
+unreadable_links contains "a link whose host goes on" if {
+	some text in content_texts
+	link_continues_past_host(text)
+}
 
 unknown_link_sites contains host if {
 	some host in link_sites
 	not trusted(host)
 }
+
+unknown_link_sites contains link if some link in unreadable_links
 
 deny contains {"code": "link_not_requested", "message": message} if {
 	egress
@@ -307,7 +468,7 @@ deny contains {"code": "link_not_requested", "message": message} if {
 # --- Destructive calls -------------------------------------------------------
 
 approval contains {"code": "destructive_after_untrusted", "message": message} if {
-	meta.destructive == true
+	destructive
 	tainted
 	message := concat("", [
 		"\"", name, "\" deletes data or changes account settings after untrusted content was read (",

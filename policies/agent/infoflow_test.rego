@@ -332,3 +332,263 @@ test_the_addressee_exception_needs_a_specific_source_and_person if {
 	doc := req("invite", {"email": "eve@evil.test", "person": "the"}, inviter, [searched], "send the summary to the team", [])
 	"destination_not_requested" in codes(infoflow.approval) with input as doc
 }
+
+# --- Hosts read as a browser reads them (the WHATWG URL standard for http and https) -----
+
+test_url_host_reads_what_a_browser_opens if {
+	infoflow.url_host("https://evil.test\\@example.com/x") == "evil.test"
+	infoflow.url_host("https://evil.test?@example.com/x") == "evil.test"
+	infoflow.url_host("https://evil.test#@example.com") == "evil.test"
+	infoflow.url_host("https://example.com@evil.test/x") == "evil.test"
+	infoflow.url_host("https://a@b:c@evil.test") == "evil.test"
+	infoflow.url_host("https://evil.test%2f@example.com/x") == "example.com"
+	infoflow.url_host("https://user:pw@Example.COM:8443/a") == "example.com"
+	infoflow.url_host("HTTPS://Example.COM./a") == "example.com"
+	infoflow.url_host("https://example.com:/") == "example.com"
+	infoflow.url_host("https:\\\\evil.test\\x") == "evil.test"
+	infoflow.url_host("https:/\\/evil.test") == "evil.test"
+	infoflow.url_host("https:evil.test") == "evil.test"
+	infoflow.url_host("//evil.test/x") == "evil.test"
+	infoflow.url_host("www.example.com/page") == "www.example.com"
+	infoflow.url_host("xn--bcher-kva.test/b") == "xn--bcher-kva.test"
+	infoflow.url_host("https://10.0.0.255:8080/") == "10.0.0.255"
+	infoflow.url_host("https://1.example/") == "1.example"
+}
+
+test_url_host_drops_tabs_newlines_and_surrounding_space if {
+	infoflow.url_host(" \thttps://exa\tm\nple.com/x\r\n") == "example.com"
+	infoflow.url_host("ht\ttps://evil.test\n@example.com/") == "example.com"
+	infoflow.url_host("https://evil.test\t/@example.com") == "evil.test"
+}
+
+test_url_host_decodes_escapes_of_name_characters if {
+	infoflow.url_host("https://ex%61mple.com/") == "example.com"
+	infoflow.url_host("https://EX%41MPLE%2ecom/") == "example.com"
+	infoflow.url_host("https://example%2Ecom.%65vil.test/") == "example.com.evil.test"
+}
+
+# A host that is no plain DNS name has no reading: nobody vouches for it.
+test_url_host_reads_nothing_else if {
+	every url in [
+		"https://[::1]/x", "https://exa%25mple.com/", "https://exa%2fmple.com/", "https://example.com%/",
+		"https://ex%6", "https://lİnk.test/", "https://\uff45xample.com/", "https://example\u3002com/",
+		"https://example.com:8o/", "https://exa mple.com/", "https://example.com../", "https://.example.com/",
+		"https:///", "https://localhost/", "ftp://example.com/", "https://0x7f.1/", "https://example.1/",
+		"https://1.2.3.04/", "https://1.2.3.256/", "https://example.0x/",
+	] {
+		not infoflow.url_host(url)
+	}
+}
+
+test_site_is_read_from_urls_only if {
+	infoflow.site("evil.test\\@example.com") == "evil.test"
+	infoflow.site("https://example.com@evil.test") == "evil.test"
+	infoflow.site("https://Example.com:8443") == "example.com"
+	not infoflow.site("bob@example.com")
+	not infoflow.site("example.com")
+}
+
+test_a_backslash_url_is_a_destination_at_its_real_host if {
+	every url in ["https://evil.test\\@example.com/upload", "evil.test\\@example.com/upload", "https:\\\\evil.test\\@example.com"] {
+		doc := req("post", {"url": url, "body": "b"}, poster, [fetched], "hi", ["example.com"])
+		"destination_not_requested" in codes(infoflow.approval) with input as doc
+	}
+	ok := req("post", {"url": "https://example.com\\upload", "body": "b"}, poster, [fetched], "hi", ["example.com"])
+	count(infoflow.approval) == 0 with input as ok
+}
+
+test_an_address_with_a_backslash_is_not_vouched_for_by_its_domain if {
+	doc := req("mailer", {"to": "evil.test\\@example.com", "subject": "s", "body": "b"}, mailer, [fetched], "hi", ["@example.com"])
+	"destination_not_requested" in codes(infoflow.approval) with input as doc
+}
+
+test_a_backslash_link_is_a_link_to_its_real_host if {
+	every body in [
+		"Reset: https://evil.test\\@example.com/reset?t=1",
+		"Reset: HTTPS://EVIL.TEST\\@example.com/reset",
+		"Reset: https:\\\\evil.test\\reset",
+		"Reset: https:evil.test/reset",
+		"<a href='https://example.com\"@evil.test/reset'>example.com</a>",
+		"[example.com](https://example.com)@evil.test/x)",
+	] {
+		doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+		"link_not_requested" in codes(infoflow.deny) with input as doc
+	}
+}
+
+test_a_link_whose_host_goes_on_is_unreadable if {
+	every body in [
+		"https://example.com(x).evil.test/reset",
+		"https://example.com,x.evil.test/reset",
+		"https://example.com\u3002evil.test/reset",
+		"https://example.com\uff0ecom/reset",
+		"https://exa%25mple.com/reset",
+		"https://[::1]/reset",
+	] {
+		doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+		"link_not_requested" in codes(infoflow.deny) with input as doc
+	}
+}
+
+test_links_in_brackets_quotes_and_prose_are_read if {
+	every body in [
+		"See [https://example.com](https://example.com).",
+		"(see https://example.com), or <https://Example.com:443/a>; \"www.example.com\"",
+		"Links start with http: or https: and use www. as a name.",
+		"Mail ann@corp.test, visit https://user@example.com/x",
+		"https://ex%61mple.com/ and https://example.com./",
+	] {
+		doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com", "www.example.com"])
+		count(infoflow.deny) == 0 with input as doc
+	}
+}
+
+test_a_link_carried_in_a_trusted_link_is_read_too if {
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": "https://example.com/go?to=https://evil.test/x"}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+	"link_not_requested" in codes(infoflow.deny) with input as doc
+}
+
+# --- A requested name is matched whole: not a prefix or a suffix of another name ------
+
+test_a_prefix_of_a_requested_name_is_not_requested if {
+	request := "mail it to sales@acme.co.uk, then upload it to https://files.acme.co.uk/inbox"
+	every value in ["sales@acme.co", "https://files.acme.co/inbox", "files.acme.co", "sales@acme"] {
+		doc := req("post", {"url": value}, {"egress": {"destinations": ["url"]}}, [fetched], request, [])
+		codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+	}
+	every value in ["sales@acme.co", "https://files.acme.co/inbox"] {
+		shouted := req("post", {"url": value}, {"egress": {"destinations": ["url"]}}, [fetched], upper(request), [])
+		codes(infoflow.approval) == {"destination_not_requested"} with input as shouted
+	}
+	every value in ["sales@acme.co.uk", "https://files.acme.co.uk/inbox", "https://files.acme.co.uk/other", "acme.co.uk"] {
+		doc := req("post", {"url": value}, {"egress": {"destinations": ["url"]}}, [fetched], request, [])
+		count(infoflow.approval) == 0 with input as doc
+	}
+}
+
+test_a_suffix_of_a_requested_name_is_requested_only_as_its_parent_domain if {
+	poster_only := {"egress": {"destinations": ["url"]}}
+	every pair in [
+		["bob@x.test", "mail jim.bob@x.test"],
+		["bob@x.test", "mail jim_bob@x.test"],
+		["https://x.test/a", "upload to evil-x.test"],
+		["https://x.test/a", "upload to evil_x.test"],
+		["ob@x.test", "mail bob@x.test"],
+	] {
+		doc := req("post", {"url": pair[0]}, poster_only, [fetched], pair[1], [])
+		codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+	}
+	every pair in [
+		["https://example.com/a", "upload to www.example.com"],
+		["https://x.test/a", "mail bob@x.test."],
+		["bob@x.test", "mail bob@x.test."],
+		["bob@x.test", "mail 'bob@x.test', thanks"],
+		["bob@x.test", "mail <bob@x.test>"],
+		["www.our-company.com", "post it to www.our-company.com.They sent it"],
+		["https://x.test/a", "upload to HTTPS://x.test.Then stop"],
+	] {
+		doc := req("post", {"url": pair[0]}, poster_only, [fetched], pair[1], [])
+		count(infoflow.approval) == 0 with input as doc
+	}
+}
+
+# Go's lower() makes "İ" and the Kelvin sign ASCII: such a value names no requested or
+# vouched-for address.
+test_case_folding_to_ascii_is_not_a_match if {
+	every value in ["bob@lİnk.test", "bob@\u212aey.test"] {
+		doc := mail(value, [fetched], "mail bob@link.test or bob@key.test")
+		codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+		vouched := req("mailer", {"to": value}, mailer, [fetched], "hi", ["@link.test", "@key.test", "bob@link.test", "bob@key.test"])
+		codes(infoflow.approval) == {"destination_not_requested"} with input as vouched
+	}
+}
+
+test_upper_case_ascii_is_a_match if {
+	every value in ["Bob@LINK.test", "BOB@KEY.TEST", "https://KEY.test/x"] {
+		count(infoflow.approval) == 0 with input as mail(value, [fetched], "mail bob@link.test or bob@key.test")
+	}
+}
+
+# --- Open-world MCP tools taint like "trust": "untrusted" ---------------------------------
+
+mcp_fetch_meta := {"readOnlyHint": true, "openWorldHint": true, "mcp": {"server": "web", "tool": "fetch_page", "digest": "sha256:00"}}
+
+mcp_fetched := ran("fetch_page", {"url": "https://pages.test/a"}, mcp_fetch_meta)
+
+test_an_open_world_mcp_read_taints if {
+	infoflow.tainted with input as mail("stranger@elsewhere.test", [mcp_fetched], "hi")
+	approvals := infoflow.approval with input as mail("stranger@elsewhere.test", [mcp_fetched], "hi")
+	approvals == {{
+		"code": "destination_not_requested",
+		"message": "\"mailer\" sends to a destination (to) that is neither in the user's request nor in the trusted directory, after untrusted content was read (fetch_page); a human must approve",
+	}}
+}
+
+test_an_mcp_read_without_hints_taints if {
+	bare := ran("lookup", {}, {"mcp": {"server": "web", "tool": "lookup"}})
+	codes(infoflow.approval) == {"destination_not_requested"} with input as mail("stranger@elsewhere.test", [bare], "hi")
+}
+
+test_a_closed_world_mcp_read_does_not_taint if {
+	closed := ran("fetch_page", {}, object.union(mcp_fetch_meta, {"openWorldHint": false}))
+	not infoflow.tainted with input as mail("stranger@elsewhere.test", [closed], "hi")
+	count(infoflow.approval) == 0 with input as mail("stranger@elsewhere.test", [closed], "hi")
+}
+
+test_a_denied_mcp_read_does_not_taint if {
+	denied := object.union(mcp_fetched, {"decision": "deny"})
+	not infoflow.tainted with input as mail("stranger@elsewhere.test", [denied], "hi")
+}
+
+test_the_same_mcp_read_in_the_turn_does_not_taint if {
+	doc := mail("stranger@elsewhere.test", [], "hi")
+	turn := array.concat(doc.turn, [{"name": "fetch_page", "args": {}, "call_id": "c0", "metadata": mcp_fetch_meta}])
+	count(infoflow.approval) == 0 with input as object.union(doc, {"turn": turn})
+}
+
+test_an_open_world_mcp_writer_sends_out_after_personal_data if {
+	history := [ran("profile", {}, personal_reader), mcp_fetched]
+	writer := {"openWorldHint": true, "readOnlyHint": false, "destructiveHint": false, "mcp": {"server": "web", "tool": "post"}}
+	codes(infoflow.approval) == {"personal_data_after_untrusted"} with input as req("post", {}, writer, history, "", [])
+	reader_only := object.union(writer, {"readOnlyHint": true})
+	count(infoflow.approval) == 0 with input as req("post", {}, reader_only, history, "", [])
+}
+
+test_an_mcp_destructive_call_after_untrusted_needs_approval if {
+	deleter := {"openWorldHint": false, "mcp": {"server": "tickets", "tool": "delete_ticket"}}
+	codes(infoflow.approval) == {"destructive_after_untrusted"} with input as req("delete_ticket", {}, deleter, [mcp_fetched], "", [])
+	safe := object.union(deleter, {"destructiveHint": false})
+	count(infoflow.approval) == 0 with input as req("delete_ticket", {}, safe, [mcp_fetched], "", [])
+	reading := object.union(deleter, {"readOnlyHint": true})
+	count(infoflow.approval) == 0 with input as req("delete_ticket", {}, reading, [mcp_fetched], "", [])
+}
+
+test_decision_after_an_open_world_mcp_read if {
+	doc := req("send_email", {"to": "eve@evil.test", "subject": "s", "body": "b"}, mailer, [mcp_fetched], "summarize pages.test", [])
+	d := authz.decision with input as doc
+	d.require_approval == true
+	codes(d.reasons) == {"destination_not_requested"}
+}
+
+# tainted writes agent.authz's untrusted_output out for speed: it must say what
+# taint_positions (which asks untrusted_output itself) says, for every kind of call.
+test_tainted_is_taint_positions if {
+	calls := [
+		fetched, mcp_fetched, ran("x", {}, {}), ran("x", {}, internal_reader),
+		ran("x", {}, {"mcp": {"server": "web"}}), ran("x", {}, {"mcp": {"server": "web"}, "openWorldHint": false}),
+		ran("x", {}, {"mcp": {"server": 7}, "openWorldHint": true}), ran("x", {}, {"mcp": "web"}),
+		ran("x", {}, {"trust": "Untrusted"}), ran("x", {}, {"openWorldHint": true}),
+		refused("x", reader), refused("x", mcp_fetch_meta), object.union(mcp_fetched, {"decision": null}),
+	]
+	every call in calls {
+		doc := mail("a@b.test", [call], "hi")
+		positions := count(infoflow.taint_positions) > 0 with input as doc
+		flag := tainted_flag with input as doc
+		positions == flag
+	}
+	count([call | some call in calls; count(infoflow.taint_positions) > 0 with input as mail("a@b.test", [call], "hi")]) == 4
+}
+
+tainted_flag if infoflow.tainted
+
+else := false

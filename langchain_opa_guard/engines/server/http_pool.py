@@ -32,9 +32,16 @@ class Transport(Protocol):
     """What ``OPAServer`` sends its requests through."""
 
     def request(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str], deadline: float
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        deadline: float,
+        max_bytes: int | None = None,
     ) -> tuple[int, bytes]:
         """Send one request to ``path`` (under the server's URL); ``(status, body)``.
+        ``max_bytes`` replaces the transport's reply size limit for this request.
 
         Raises ``TimeoutError`` past ``deadline`` (``time.monotonic()``), ``OSError`` or
         ``http.client`` errors for transport failures, :class:`ResponseTooLarge`.
@@ -118,6 +125,7 @@ class ConnectionPool:
         body: bytes | None,
         headers: dict[str, str],
         deadline: float | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[int, bytes]:
         """Send one request; ``(status, body)``. Raises ``OSError``/``http.client`` errors,
         ``TimeoutError`` once ``deadline`` (default: ``timeout`` from now) has passed."""
@@ -132,8 +140,9 @@ class ConnectionPool:
             connection = self._idle.pop() if self._idle else None
         keep = False
         try:
+            limit = self.max_response_bytes if max_bytes is None else max_bytes
             connection, status, content, keep = self._request(
-                connection, method, path, body, headers, deadline
+                connection, method, path, body, headers, deadline, limit
             )
             return status, content
         finally:
@@ -151,19 +160,20 @@ class ConnectionPool:
         body: bytes | None,
         headers: dict[str, str],
         deadline: float,
+        limit: int,
     ) -> tuple[http.client.HTTPConnection, int, bytes, bool]:
         reused = connection is not None
         if connection is None:
             connection = self._new(deadline)
         try:
             try:
-                result = self._send(connection, method, path, body, headers, deadline)
+                result = self._send(connection, method, path, body, headers, deadline, limit)
             except _STALE:
                 connection.close()
                 if not reused:
                     raise
                 connection = self._new(deadline)
-                result = self._send(connection, method, path, body, headers, deadline)
+                result = self._send(connection, method, path, body, headers, deadline, limit)
         except BaseException:
             connection.close()
             raise
@@ -180,6 +190,7 @@ class ConnectionPool:
         body: bytes | None,
         headers: dict[str, str],
         deadline: float,
+        limit: int,
     ) -> tuple[int, bytes, bool]:
         # The deadline bounds the whole request, not each socket operation: a server that
         # drips its reply a byte at a time runs into the same deadline.
@@ -196,7 +207,7 @@ class ConnectionPool:
             if not chunk:
                 break
             size += len(chunk)
-            if size > self.max_response_bytes:
+            if size > limit:
                 raise ResponseTooLarge(size)
             chunks.append(chunk)
         if response.length:  # the server promised more than it sent

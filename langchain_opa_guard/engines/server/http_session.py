@@ -126,6 +126,7 @@ class SessionTransport:
         body: bytes | None,
         headers: dict[str, str],
         deadline: float | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[int, bytes]:
         """Send one request; ``(status, body)``. Raises ``requests`` errors (``OSError``),
         ``TimeoutError`` once ``deadline`` has passed, :class:`ResponseTooLarge`."""
@@ -151,7 +152,8 @@ class SessionTransport:
                 verify=self.session.verify,
             )
             try:
-                return response.status_code, self._read(response, deadline)
+                limit = self.max_response_bytes if max_bytes is None else max_bytes
+                return response.status_code, self._read(response, deadline, limit)
             except urllib3.exceptions.ReadTimeoutError:
                 raise TimeoutError("the reply did not arrive before the deadline") from None
             except urllib3.exceptions.HTTPError as exc:  # cut short, undecodable
@@ -163,7 +165,7 @@ class SessionTransport:
         finally:
             slots.release()
 
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
+    def _read(self, response: requests.Response, deadline: float, limit: int) -> bytes:
         raw = response.raw
         read = getattr(raw, "read1", None) or raw.read
         connection = getattr(raw, "connection", None)
@@ -180,7 +182,7 @@ class SessionTransport:
             if not chunk:
                 break
             size += len(chunk)
-            if size > self.max_response_bytes:
+            if size > limit:
                 raise ResponseTooLarge(size)
             chunks.append(chunk)
         return b"".join(chunks)

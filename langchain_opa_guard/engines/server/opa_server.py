@@ -52,6 +52,10 @@ logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
 
+# OPA lists every loaded module with its source and AST (about ten times the source): this
+# reply, asked for once when the decision path is checked, may be larger than a decision's.
+_POLICY_LIST_BYTES = 64 << 20
+
 
 class OPAServer:
     """Evaluate the guard's policy on an OPA server (sidecar or central).
@@ -334,7 +338,14 @@ class OPAServer:
             PolicyNotFoundError: OPA answered, and nothing defines the decision path.
         """
         try:
-            status, content = self._send("GET", "/v1/policies")
+            status, content = self._transport.request(
+                "GET",
+                "/v1/policies",
+                None,
+                dict(self._headers),
+                self._deadline(),
+                max_bytes=max(self.max_response_bytes, _POLICY_LIST_BYTES),
+            )
             if status != 200:
                 logger.warning("could not list OPA's policies (HTTP %s)", status)
                 return False
