@@ -245,14 +245,19 @@ def test_a_value_under_a_validation_alias_is_decided(
         return "paid"
 
     tools = [StructuredTool.from_function(pay, args_schema=AliasedPay)]
-    messages = run_turn(
-        surface,
-        mediation_engine,
-        tools,
-        [tool_call("pay", {"Amount": 5000}, "p1"), tool_call("pay", {"Amount": 20}, "p2")],
-        asynchronous=asynchronous,
-    )
-    assert paid == [20]
+    # langchain-core 1.2.9 (the floor) drops a value given under its alias when the tool
+    # runs (the tool then fails on its own); the guard must decide it either way.
+    try:
+        tools[0].invoke({"Amount": 1})
+        runs_aliased = True
+    except TypeError:
+        runs_aliased = False
+    paid.clear()
+    calls = [tool_call("pay", {"Amount": 5000}, "p1")]
+    if runs_aliased:
+        calls.append(tool_call("pay", {"Amount": 20}, "p2"))
+    messages = run_turn(surface, mediation_engine, tools, calls, asynchronous=asynchronous)
+    assert paid == ([20] if runs_aliased else [])
     assert "amount over 1000" in str(answers(messages)["p1"].content)
 
 
