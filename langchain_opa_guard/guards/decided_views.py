@@ -77,8 +77,9 @@ def view_refusal(
     """``None`` when ``call`` still reads as it did when the policy decided it (``decided``:
     its :func:`view_digest` then; ``""``: decided on the model's arguments, which the grant
     holds), else the answer for a call that does not run (a call its tool cannot read, see
-    :func:`prepared_call`, never runs). Called right before the tool runs: a validator that reads state (an address book, a directory) can give another
-    value once something (a sibling call of the same turn) changed that state."""
+    :func:`prepared_call`, never runs). Called right before the tool runs: a validator that
+    reads state (an address book, a directory) can give another value once something (a
+    sibling call of the same turn) changed that state."""
     if decided == "":
         return None
     if decided is not None and tool is not None:
