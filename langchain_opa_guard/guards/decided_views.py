@@ -76,13 +76,18 @@ def view_refusal(
 ) -> ToolMessage | None:
     """``None`` when ``call`` still reads as it did when the policy decided it (``decided``:
     its :func:`view_digest` then; ``""``: decided on the model's arguments, which the grant
-    holds), else the answer for a call that does not run. Called right before the tool
-    runs: a validator that reads state (an address book, a directory) can give another
-    value once something (a sibling call of the same turn) changed that state."""
+    holds), else the answer for a call that does not run (a call its tool cannot read, see
+    :func:`prepared_call`, never runs). Called right before the tool runs: a validator that
+    reads state (an address book, a directory) can give another value once something (a
+    sibling call of the same turn) changed that state."""
     if decided == "":
         return None
-    if decided is not None and view_digest(tool, call) == decided:
-        return None
+    if decided is not None and tool is not None:
+        # A call that cannot be read as its tool reads it (a policy's rewrite that gives a
+        # single-input tool two values, say) was never decided as it would run.
+        view, problem = prepared_call(tool, cast(ToolCall, call))
+        if problem is None and prepared_digest(tool, view, None) == decided:
+            return None
     name = call.get("name")
     logger.error(
         "tool call %r (%s) reads differently now than when the policy decided it; it did not run",

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import pydantic.v1 as pydantic_v1
 from langchain_core.messages import AIMessage, ToolCall
-from langchain_core.tools import BaseTool
+from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel, ValidationError, create_model
 
 __all__ = [
@@ -31,9 +31,16 @@ __all__ = [
     "executed_injections",
     "injected_fields",
     "message_as_run",
+    "SINGLE_INPUT",
     "prepared_call",
+    "single_input_name",
     "toolnode_injections",
 ]
+
+SINGLE_INPUT = "tool_input"
+"""The name under which the one value of a single-input ``Tool`` without a schema is
+decided: the argument ``Tool.args`` shows (the model may send it under any key, such as
+``__arg1``; the tool runs with the value whatever its key)."""
 
 
 def injected_fields(tool: BaseTool) -> frozenset[str]:
@@ -167,8 +174,60 @@ def _injected_aliases(full: type, hidden: frozenset[str]) -> set[str]:
 
 
 def _own_reading(tool: BaseTool) -> bool:
-    """Whether the tool reads its arguments its own way (it overrides ``_parse_input``)."""
-    return getattr(type(tool), "_parse_input", None) is not vars(BaseTool).get("_parse_input")
+    """Whether the tool reads its arguments its own way: it overrides ``_parse_input``, or
+    turns them into its function's arguments other than ``BaseTool`` (by name) or
+    LangChain's single-input ``Tool`` (its one value, whatever its key) do."""
+    kind = type(tool)
+    if getattr(kind, "_parse_input", None) is not vars(BaseTool).get("_parse_input"):
+        return True
+    reading = getattr(kind, "_to_args_and_kwargs", None)
+    return reading not in (
+        vars(BaseTool).get("_to_args_and_kwargs"),
+        vars(Tool).get("_to_args_and_kwargs"),
+    )
+
+
+def single_input_name(tool: BaseTool) -> str | None:
+    """The name under which a tool that runs with one value, whatever key the model sent it
+    under, is decided; ``None`` for a tool that reads its arguments by name.
+
+    LangChain's ``Tool`` (``Tool(name=..., func=...)``, ``Tool.from_function``) hands its
+    function the single value of its input (``Tool._to_args_and_kwargs``): with a Pydantic
+    ``args_schema`` that value is the schema's field, validated, so it is decided through
+    the schema like any tool's; without a schema, or with a JSON-schema dict (which LangChain
+    does not validate), the value runs whatever its key (``{"url": ...}``, ``{"__arg1": ...}``),
+    so it is decided under the one name the tool shows the model: :data:`SINGLE_INPUT`, or the
+    JSON schema's one property (``""`` when that schema names no single property: the
+    call is then refused, the tool's reading being ambiguous).
+
+    Example:
+        ```python
+        single_input_name(Tool(name="post", func=post, description="POST"))  # "tool_input"
+        ```
+    """
+    if not isinstance(tool, Tool) or isinstance(tool.args_schema, type):
+        return None
+    full = tool.args_schema
+    if full is None:
+        return SINGLE_INPUT
+    properties = full.get("properties") if isinstance(full, Mapping) else None
+    if isinstance(properties, Mapping) and len(properties) == 1:
+        name = next(iter(properties))
+        if isinstance(name, str) and name:
+            return name
+    return ""
+
+
+def _single_input_view(name: str, args: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A single-input tool's arguments as it reads them: its one value, under ``name``."""
+    if not name:
+        return dict(args), (
+            "the tool runs with a single value, and its argument schema does not name one argument"
+        )
+    if len(args) != 1:
+        given = "none" if not args else f"{len(args)} arguments"
+        return dict(args), f"the tool takes a single argument ({name}), and the call gives {given}"
+    return {name: next(iter(args.values()))}, None
 
 
 def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str | None]:
@@ -187,8 +246,12 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     LangChain inject are left out (:func:`injected_fields`); a model's value under an
     injected field's alias, or a schema that cannot be read faithfully (a tool that parses
     its input its own way, an ``args_schema`` of another kind), is refused. A tool with a
-    JSON-schema ``args_schema`` (its arguments reach it as they are) is decided on the
-    model's arguments. The reason names the fields that failed, never their values.
+    JSON-schema ``args_schema`` or none (its arguments reach its function by name, as they
+    are) is decided on the model's arguments; LangChain's single-input ``Tool`` without a
+    Pydantic schema runs with its one value whatever its key, so that value is decided
+    under the name the tool shows (:func:`single_input_name`, ``{"tool_input": value}``),
+    and a call giving it several values or none is refused. The reason names the fields
+    that failed, never their values.
     """
     args = call.get("args")
     if tool is None or not isinstance(args, Mapping):
@@ -196,6 +259,12 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     full = tool.args_schema
     if _own_reading(tool):
         return call, "the tool reads its arguments its own way, so they cannot be checked"
+    single = single_input_name(tool)
+    if single is not None:
+        one, problem = _single_input_view(single, args)
+        if problem is not None:
+            return call, problem
+        return (call, None) if one == args else (cast(ToolCall, {**call, "args": one}), None)
     if full is None or isinstance(full, dict):
         return call, None
     if not isinstance(full, type):
