@@ -34,7 +34,6 @@ from opentelemetry.trace import TracerProvider
 from typing_extensions import NotRequired
 
 from langchain_opa_guard.contract import (
-    history_documents,
     latest_request,
     state_messages,
     subject_from,
@@ -43,7 +42,12 @@ from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
 from langchain_opa_guard.guards.claims import arun_once, run_once
 from langchain_opa_guard.guards.denials import DenialStyle
-from langchain_opa_guard.guards.kept_history import bounded_history
+from langchain_opa_guard.guards.kept_history import (
+    bounded_history,
+    kept_message_ids,
+    merged_history,
+    message_history,
+)
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     CheckedTool,
@@ -193,11 +197,21 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- the run: the user's request as it began ---------------------------------------
 
     def before_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """Record the user's request: the latest human message as the run starts."""
-        request = latest_request(state_messages(state))
-        if isinstance(state, Mapping) and state.get(REQUEST_KEY) == request:
-            return None
-        return {REQUEST_KEY: request}
+        """Record the user's request (the latest human message as the run starts) and the
+        calls the conversation holds."""
+        messages = state_messages(state)
+        update: dict[str, Any] = {}
+        request = latest_request(messages)
+        if not (isinstance(state, Mapping) and state.get(REQUEST_KEY) == request):
+            update[REQUEST_KEY] = request
+        # Calls the conversation already holds (passed in, or from runs before this
+        # middleware's) are kept too, before any middleware can summarize them away.
+        kept = _kept(state)
+        current = message_history(messages, self._turns.metadata_of)
+        merged = merged_history(kept, current, keep_unnamed=False)
+        if merged != kept:
+            update[HISTORY_KEY] = bounded_history(merged, self._known())
+        return update or None
 
     async def abefore_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         return self.before_agent(state, runtime)
@@ -239,10 +253,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if message is None:
             return None
         taken = {m.id for m in request.state["messages"] if getattr(m, "id", None)}
+        taken |= kept_message_ids(_kept(request.state))
         if (message.id is None and message.tool_calls) or message.id in taken:
             # The decision is bound to the message by its id; and a reused id (some servers
             # repeat response ids) would make the state replace an earlier turn with this
-            # one, erasing what that turn did from the history the policy reads.
+            # one, erasing what that turn did from the history the policy reads, or make
+            # its calls stand for a kept turn's (kept entries are matched by message id).
             named = message.model_copy(update={"id": f"lc_opa_guard-{uuid.uuid4().hex}"})
             response.result = [named if m is message else m for m in response.result]
             message = named
@@ -357,16 +373,22 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _recorded(
         self, state: Any, message: AIMessage, answers: Sequence[Any]
     ) -> list[dict[str, Any]]:
-        """The kept history with this turn's calls added (allowed ones as pending)."""
-        after: list[Any] = []
-        for earlier in reversed(state_messages(state)):
-            if isinstance(earlier, AIMessage):
-                break
-            after.insert(0, earlier)
-        replies = [m for m in [*after, *answers] if isinstance(m, ToolMessage)]
-        turn = history_documents([message, *replies], self._turns.metadata_of)
-        known = self._turns.metadata_of.keys() | self._turns.tools_by_name.keys()
-        return bounded_history([*_kept(state), *turn], known)
+        """The kept history merged with the messages before this turn (their outcomes as
+        the messages now show them), and this turn's calls added (allowed ones as pending)."""
+        messages = state_messages(state)
+        start = len(messages)
+        while start > 0 and not isinstance(messages[start - 1], AIMessage):
+            start -= 1
+        # messages[start - 1] is this turn's model message, followed by its answers so far.
+        replies = [m for m in [*messages[start:], *answers] if isinstance(m, ToolMessage)]
+        metadata_of = self._turns.metadata_of
+        earlier = message_history(messages[: max(start - 1, 0)], metadata_of)
+        merged = merged_history(_kept(state), earlier, keep_unnamed=False)
+        turn = message_history([message, *replies], metadata_of)
+        return bounded_history([*merged, *turn], self._known())
+
+    def _known(self) -> set[str]:
+        return set(self._turns.metadata_of) | set(self._turns.tools_by_name)
 
     def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]

@@ -43,6 +43,11 @@ from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.decided_views import prepared_digest
 from langchain_opa_guard.guards.denials import answer_id
+from langchain_opa_guard.guards.kept_history import (
+    merged_history,
+    message_history,
+    policy_history,
+)
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 
 __all__ = ["ALREADY_ANSWERED", "InputBuilder", "PlanSettings", "Turn", "plan_turn"]
@@ -106,9 +111,10 @@ def plan_turn(
     ``request`` is the user's request as recorded when the run began; without it, the
     latest human message of the conversation is taken.
 
-    ``kept`` holds history entries recorded when earlier turns were decided; those whose
-    calls are no longer in the messages (a middleware summarised them away) come first
-    in ``input.history``, so dropping messages never drops what ran.
+    ``kept`` holds history entries recorded when earlier turns were decided
+    (:mod:`~langchain_opa_guard.guards.kept_history`); the messages' calls are merged
+    with them in the order the calls happened, so dropping messages (a middleware
+    summarised them away) never drops or reorders what ran.
     """
     messages = state_messages(state, settings.messages_key)
     for index in range(len(messages) - 1, -1, -1):
@@ -146,12 +152,13 @@ def plan_turn(
         turn.views.append(prepared_digest(tool, view, problem))
     where_doc.update(task_document(messages[:index], context, config, request))
     docs = [call_document(v, metadata_for(settings.metadata_of, v.get("name"))) for v in views]
-    history = history_documents(messages[:index], settings.metadata_of)
     if kept:
-        # A kept entry stands for a call that ran unless the messages still hold that
-        # call as it ran: a later denied repeat with the same id does not stand for it.
-        present = {_entry_key(h) for h in history if h.get("decision") != "deny"}
-        history = [*(dict(h) for h in kept if _entry_key(h) not in present), *history]
+        # The calls still in the messages laid over the kept ones by where each came
+        # from (never by call id, which the model may reuse), in the order they ran.
+        current = message_history(messages[:index], settings.metadata_of)
+        history = policy_history(merged_history(kept, current))
+    else:
+        history = history_documents(messages[:index], settings.metadata_of)
     user_doc = jsonable(user)
     turn.user = user_doc
     denied_before: dict[str, int] = {}
@@ -206,12 +213,6 @@ def plan_turn(
 ALREADY_ANSWERED = Decision(False, ("already answered",))
 """The decision of a call already answered in the conversation (or a second call under an
 id the first one answers): it gets no new answer and nothing of it runs."""
-
-
-def _entry_key(entry: Mapping[str, Any]) -> str:
-    return json.dumps(
-        [entry.get("call_id"), entry.get("name"), entry.get("args")], sort_keys=True, default=str
-    )
 
 
 def _call_key(name: Any, args: Any) -> str:
