@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,7 +50,15 @@ from langchain_opa_guard.guards.kept_history import (
 )
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 
-__all__ = ["ALREADY_ANSWERED", "InputBuilder", "PlanSettings", "Turn", "plan_turn"]
+__all__ = [
+    "ALREADY_ANSWERED",
+    "NO_ID",
+    "InputBuilder",
+    "PlanSettings",
+    "Turn",
+    "deny_without_id",
+    "plan_turn",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +223,26 @@ ALREADY_ANSWERED = Decision(False, ("already answered",))
 id the first one answers): it gets no new answer and nothing of it runs."""
 
 
+NO_ID = "the tool call has no id"
+"""Why a call without a usable id is denied before the policy is asked."""
+
+
+def deny_without_id(turn: Turn, positions: Collection[int], policy: str) -> None:
+    """Deny the calls at ``positions`` as calls without an id, before the policy is asked.
+
+    For a guard that gave those calls an id of its own, so that their one answer can name
+    them (``OPAGuardMiddleware``): the call the model sent had none.
+
+    Example:
+        ```python
+        deny_without_id(turn, {0}, engine.policy)
+        ```
+    """
+    for index in positions:
+        turn.inputs[index] = None
+        turn.decisions[index] = Decision.failure(ErrorType.INVALID_CALL, NO_ID, policy=policy)
+
+
 def _call_key(name: Any, args: Any) -> str:
     return json.dumps([name, args], sort_keys=True, default=str)
 
@@ -222,7 +250,7 @@ def _call_key(name: Any, args: Any) -> str:
 def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
     call_id = call.get("id")
     if not isinstance(call_id, str) or not call_id:
-        return "the tool call has no id"
+        return NO_ID
     if seen.get(call_id, 0) > 1:
         return "the tool call id is used by more than one call in this turn"
     if not isinstance(call.get("name"), str) or not call.get("name"):
