@@ -37,7 +37,12 @@ from langchain_opa_guard.contract import history_documents, policy_input
 from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.guards import kept_history
 from langchain_opa_guard.guards.denials import denial_message
-from langchain_opa_guard.guards.kept_history import bounded_history, entry_kind
+from langchain_opa_guard.guards.kept_history import (
+    bounded_history,
+    entry_kind,
+    merged_history,
+    policy_history,
+)
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 INTERNAL = {"id": "user-456", "role": "internal_user"}
@@ -368,3 +373,24 @@ def test_the_merged_history_is_the_history_as_it_happened(
         # three outcomes (refused, pending, ran) of each tool: first and last of each
         assert len(state.get("opa_guard_history") or []) <= limit + 2 * 3 * len(TOOLS_META)
         assert _decisions(shipped, history) == _decisions(shipped, truth)
+
+
+def test_entries_kept_before_origins_are_matched_in_order() -> None:
+    """Entries a checkpoint kept without an origin are matched by call id, tool and
+    arguments, the newest message to the latest kept entry, so a repeat of an old call
+    never takes the old one's place; an entry kept nowhere follows the one before it."""
+    read = _entry("fetch_url", UNTRUSTED, "allow", 1)
+    refused = _entry("send_email", {"egress": True}, "deny", 2)
+    kept = [read, refused, dict(read)]  # the read, a refusal, the same read again
+    current = [
+        {**read, "origin": ["m3", 0]},
+        {**_entry("search_web", {"read_only": True}, "allow", 4), "origin": ["m4", 0]},
+    ]
+    merged = merged_history(kept, current)
+    assert [(h["name"], h.get("origin")) for h in merged] == [
+        ("fetch_url", None),
+        ("send_email", None),
+        ("fetch_url", ["m3", 0]),
+        ("search_web", ["m4", 0]),
+    ]
+    assert policy_history(merged)[2] == read
