@@ -11,7 +11,8 @@ and OPA server) and the guard node (which reads the messages, all of them).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
+from unittest.mock import patch
 
 import pytest
 from conftest import POLICIES
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from langchain.agents import create_agent
 from langchain.agents.middleware import SummarizationMiddleware
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
@@ -32,9 +33,16 @@ from langchain_opa_guard import (
     PolicyEngine,
     PolicyGuardNode,
 )
-from langchain_opa_guard.contract import policy_input
+from langchain_opa_guard.contract import history_documents, policy_input
+from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.guards import kept_history
-from langchain_opa_guard.guards.kept_history import bounded_history, entry_kind
+from langchain_opa_guard.guards.denials import denial_message
+from langchain_opa_guard.guards.kept_history import (
+    bounded_history,
+    entry_kind,
+    merged_history,
+    policy_history,
+)
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 INTERNAL = {"id": "user-456", "role": "internal_user"}
@@ -229,3 +237,160 @@ def test_a_flood_does_not_erase_an_untrusted_read_from_the_guard_node(
     )
     assert sent == []
     assert "__interrupt__" in result
+
+
+# -- the kept history merged with the messages: in the order the calls happened ----------
+
+TOOLS_META = {
+    "fetch_url": UNTRUSTED,
+    "read_profile": {"personal_data": True, "read_only": True},
+    "search_web": {"read_only": True},
+    "send_email": {"egress": {"destinations": ["to"]}},
+    "update_customer_status": {},
+}
+TOOL_NAMES = sorted(TOOLS_META)
+
+# A call: (tool, argument value, call id, denied). Few ids and arguments, so the model's
+# calls repeat the id and arguments of earlier ones all the time.
+CALL = st.tuples(
+    st.integers(0, len(TOOL_NAMES) - 1), st.integers(0, 1), st.integers(0, 1), st.booleans()
+)
+# A step: a model turn with its calls, a summary that keeps the newest messages
+# ("summarize", n), or a trim that drops one whole turn ("trim", n).
+STEP = st.one_of(
+    st.lists(CALL, min_size=1, max_size=2),
+    st.tuples(st.just("summarize"), st.integers(0, 6)),
+    st.tuples(st.just("trim"), st.integers(0, 20)),
+)
+
+
+def _turn_messages(
+    calls: list[tuple[int, int, int, bool]], message_id: str
+) -> tuple[AIMessage, list[ToolMessage], list[ToolMessage]]:
+    """The model's turn, the guard's answers to its denied calls, the tools' answers."""
+    proposed = [tool_call(TOOL_NAMES[t], {"n": a}, f"c{i}") for t, a, i, _d in calls]
+    # Two calls of one turn under one id: the second is denied, as the guard does.
+    ids = [c["id"] for c in proposed]
+    denied = [
+        d or ids.index(c["id"]) != k
+        for k, (c, (*_r, d)) in enumerate(zip(proposed, calls, strict=True))
+    ]
+    deny = Decision(False, ("no",))
+    answers = [denial_message(deny, c) for c, d in zip(proposed, denied, strict=True) if d]
+    ran = [
+        ToolMessage("ok", tool_call_id=c["id"], name=c["name"], status="success")
+        for c, d in zip(proposed, denied, strict=True)
+        if not d
+    ]
+    return AIMessage("", id=message_id, tool_calls=proposed), answers, ran
+
+
+def _cut(messages: list[Any], keep: int) -> int:
+    """Where a summary keeping about the newest ``keep`` messages cuts: never between a
+    model turn and its answers."""
+    cut = max(len(messages) - keep, 0)
+    while cut < len(messages) and isinstance(messages[cut], ToolMessage):
+        cut += 1
+    return cut
+
+
+def _ran(history: list[dict[str, Any]]) -> list[Any]:
+    """The order of calls and whether each was refused (what the policies read)."""
+    return [
+        (h["name"], h["args"], h["call_id"], h["metadata"], h["decision"] == "deny")
+        for h in history
+    ]
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.lists(CALL, max_size=2),
+    steps=st.lists(STEP, min_size=1, max_size=14),
+    limit=st.sampled_from([3, 1000]),
+)
+# The red team's attack: a read, a refused mail, the turns summarized away, then the read
+# again under the same call id and arguments, then a mail.
+@example(
+    before=[],
+    steps=[[(0, 0, 0, False)], [(3, 0, 1, True)], ("summarize", 0), [(0, 0, 0, False)]],
+    limit=1000,
+)
+def test_the_merged_history_is_the_history_as_it_happened(
+    shipped: EmbeddedPolicy,
+    before: list[tuple[int, int, int, bool]],
+    steps: list[Any],
+    limit: int,
+) -> None:
+    """The middleware's own recording (``before_agent``, ``after_model``) and planning, run on
+    random turns with reused call ids, summaries and trims: the history the policy reads is
+    the true one (all the turns, never summarized) with every call in its place, and with a
+    bound the shipped policies decide every call the same on it."""
+    guard = OPAGuardMiddleware(shipped, registry=TOOLS_META)
+    request = "Summarize https://news.test for me"
+    messages: list[Any] = [HumanMessage(request)]
+    if before:  # a conversation passed in with calls of its own
+        ai, answers, ran = _turn_messages(before, "earlier")
+        messages += [ai, *answers, *ran]
+    full = list(messages)
+    state: dict[str, Any] = {"messages": messages}
+    with patch.object(kept_history, "KEPT_LIMIT", limit):
+        state.update(guard.before_agent(state, cast(Any, None)) or {})
+        for number, step in enumerate(steps):
+            messages = state["messages"]
+            if step[0] == "summarize":
+                cut = _cut(messages, step[1])
+                state["messages"] = [HumanMessage("summary"), *messages[cut:]]
+                continue
+            if step[0] == "trim":
+                starts = [i for i, m in enumerate(messages) if isinstance(m, AIMessage)]
+                if starts:
+                    start = starts[step[1] % len(starts)]
+                    end = _cut(messages, len(messages) - start - 1)
+                    state["messages"] = messages[:start] + messages[end:]
+                continue
+            ai, answers, ran = _turn_messages(step, f"turn-{number}")
+            decided = {**state, "messages": [*messages, ai]}
+            state["opa_guard_history"] = guard._recorded(decided, ai, answers)
+            state["messages"] = [*messages, ai, *answers, *ran]
+            full += [ai, *answers, *ran]
+        candidate = AIMessage("", id="now", tool_calls=[tool_call("send_email", {}, "now")])
+        planned = guard._turns.plan(
+            {"messages": [*state["messages"], candidate]},
+            {},
+            None,
+            state.get("opa_guard_history") or [],
+            request,
+        )
+    assert planned is not None and planned.inputs[0] is not None
+    history = planned.inputs[0]["history"]
+    truth = history_documents(full, TOOLS_META)
+    assert all("origin" not in h for h in history)
+    if limit == 1000:
+        assert _ran(history) == _ran(truth)
+    else:
+        # three outcomes (refused, pending, ran) of each tool: first and last of each
+        assert len(state.get("opa_guard_history") or []) <= limit + 2 * 3 * len(TOOLS_META)
+        assert _decisions(shipped, history) == _decisions(shipped, truth)
+
+
+def test_entries_kept_before_origins_are_matched_in_order() -> None:
+    """Entries a checkpoint kept without an origin are matched by call id, tool and
+    arguments, the newest message to the latest kept entry, so a repeat of an old call
+    never takes the old one's place; an entry kept nowhere follows the one before it."""
+    read = _entry("fetch_url", UNTRUSTED, "allow", 1)
+    refused = _entry("send_email", {"egress": True}, "deny", 2)
+    kept = [read, refused, dict(read)]  # the read, a refusal, the same read again
+    current = [
+        {**read, "origin": ["m3", 0]},
+        {**_entry("search_web", {"read_only": True}, "allow", 4), "origin": ["m4", 0]},
+    ]
+    merged = merged_history(kept, current)
+    assert [(h["name"], h.get("origin")) for h in merged] == [
+        ("fetch_url", None),
+        ("send_email", None),
+        ("fetch_url", ["m3", 0]),
+        ("search_web", ["m4", 0]),
+    ]
+    assert policy_history(merged)[2] == read

@@ -22,7 +22,7 @@ from langchain.agents.middleware.types import (
     ExtendedModelResponse,
     PrivateStateAttr,
 )
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.config import get_config
@@ -34,7 +34,6 @@ from opentelemetry.trace import TracerProvider
 from typing_extensions import NotRequired
 
 from langchain_opa_guard.contract import (
-    history_documents,
     latest_request,
     state_messages,
     subject_from,
@@ -43,7 +42,12 @@ from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
 from langchain_opa_guard.guards.claims import arun_once, run_once
 from langchain_opa_guard.guards.denials import DenialStyle
-from langchain_opa_guard.guards.kept_history import bounded_history
+from langchain_opa_guard.guards.kept_history import (
+    bounded_history,
+    kept_message_ids,
+    merged_history,
+    message_history,
+)
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     CheckedTool,
@@ -53,7 +57,7 @@ from langchain_opa_guard.guards.middleware_grants import (
     grants,
     last_ai_message,
 )
-from langchain_opa_guard.guards.planning import Turn
+from langchain_opa_guard.guards.planning import Turn, deny_without_id
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
@@ -193,11 +197,21 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- the run: the user's request as it began ---------------------------------------
 
     def before_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """Record the user's request: the latest human message as the run starts."""
-        request = latest_request(state_messages(state))
-        if isinstance(state, Mapping) and state.get(REQUEST_KEY) == request:
-            return None
-        return {REQUEST_KEY: request}
+        """Record the user's request (the latest human message as the run starts) and the
+        calls the conversation holds."""
+        messages = state_messages(state)
+        update: dict[str, Any] = {}
+        request = latest_request(messages)
+        if not (isinstance(state, Mapping) and state.get(REQUEST_KEY) == request):
+            update[REQUEST_KEY] = request
+        # Calls the conversation already holds (passed in, or from runs before this
+        # middleware's) are kept too, before any middleware can summarize them away.
+        kept = _kept(state)
+        current = message_history(messages, self._turns.metadata_of)
+        merged = merged_history(kept, current, keep_unnamed=False)
+        if merged != kept:
+            update[HISTORY_KEY] = bounded_history(merged, self._known())
+        return update or None
 
     async def abefore_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         return self.before_agent(state, runtime)
@@ -239,22 +253,30 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if message is None:
             return None
         taken = {m.id for m in request.state["messages"] if getattr(m, "id", None)}
+        taken |= kept_message_ids(_kept(request.state))
         if (message.id is None and message.tool_calls) or message.id in taken:
             # The decision is bound to the message by its id; and a reused id (some servers
             # repeat response ids) would make the state replace an earlier turn with this
-            # one, erasing what that turn did from the history the policy reads.
+            # one, erasing what that turn did from the history the policy reads, or make
+            # its calls stand for a kept turn's (kept entries are matched by message id).
             named = message.model_copy(update={"id": f"lc_opa_guard-{uuid.uuid4().hex}"})
             response.result = [named if m is message else m for m in response.result]
             message = named
         if not message.tool_calls:
             return None
+        named, unnamed = _with_call_ids(message)
+        if unnamed:
+            response.result = [named if m is message else m for m in response.result]
         # The whole response: a structured-output answer that follows the turn counts.
         state = {**dict(request.state), "messages": [*request.state["messages"], *response.result]}
         config = _current_config()
         turn = self._turns.plan(
             state, config, request.runtime, _kept(request.state), _request(request.state)
         )
-        return (turn, config) if turn is not None else None
+        if turn is None:
+            return None
+        deny_without_id(turn, unnamed, self.engine.policy)
+        return turn, config
 
     def _decided(self, response: ModelResponse, turn: Turn, out: Outcome) -> ExtendedModelResponse:  # type: ignore[type-arg]
         ticket = self._turns.ticket_for(turn, out)
@@ -278,7 +300,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback.plan(state, config, runtime, _kept(state), _request(state))
+            turn = self._replan(state, message, config, runtime)
             if turn is None:
                 return self._cleared(state)
             verdicts = self._fallback.decide(turn, config)
@@ -295,7 +317,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self._cleared(state)
         config = _current_config()
         if ticket is None:
-            turn = self._fallback.plan(state, config, runtime, _kept(state), _request(state))
+            turn = self._replan(state, message, config, runtime)
             if turn is None:
                 return self._cleared(state)
             verdicts = await self._fallback.adecide(turn, config)
@@ -306,12 +328,27 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         reviewed = await self._turns.areview(ticket, config, runtime)
         return self._settled(state, message, ticket, reviewed)
 
+    def _replan(
+        self, state: Any, message: AIMessage, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> Turn | None:
+        """The turn as it is now (changed after the decision, or never decided), decided
+        again with approvals as denials; calls without an id are given one to be answered
+        by (the message is written back with them)."""
+        named, unnamed = _with_call_ids(message)
+        if unnamed:
+            messages = [named if m is message else m for m in state_messages(state)]
+            state = {**dict(state), "messages": messages}
+        turn = self._fallback.plan(state, config, runtime, _kept(state), _request(state))
+        if turn is not None:
+            deny_without_id(turn, unnamed, self.engine.policy)
+        return turn
+
     def _current(self, state: Any) -> tuple[AIMessage | None, Mapping[str, Any] | None]:
         """The model's latest turn, and the middleware's decision of it if it still holds.
 
         The decision holds only for the message it was made on, with every call as it was
-        decided: a middleware that changed the turn after the decision makes the guard
-        decide it again (approvals then count as denials).
+        decided (its id too): a middleware that changed the turn after the decision makes
+        the guard decide it again (approvals then count as denials).
         """
         message = None
         for candidate in reversed(state_messages(state)):
@@ -326,7 +363,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if not isinstance(ticket, Mapping) or ticket.get("message_id") != message.id:
             return message, None
         decided: AIMessage = ticket["ai_message"]
-        if [digest_of(c) for c in decided.tool_calls] != [digest_of(c) for c in message.tool_calls]:
+        if _as_decided(decided) != _as_decided(message):
             logger.warning("the model's turn changed after the policy decided it; deciding again")
             return message, None
         return message, ticket
@@ -357,16 +394,22 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _recorded(
         self, state: Any, message: AIMessage, answers: Sequence[Any]
     ) -> list[dict[str, Any]]:
-        """The kept history with this turn's calls added (allowed ones as pending)."""
-        after: list[Any] = []
-        for earlier in reversed(state_messages(state)):
-            if isinstance(earlier, AIMessage):
-                break
-            after.insert(0, earlier)
-        replies = [m for m in [*after, *answers] if isinstance(m, ToolMessage)]
-        turn = history_documents([message, *replies], self._turns.metadata_of)
-        known = self._turns.metadata_of.keys() | self._turns.tools_by_name.keys()
-        return bounded_history([*_kept(state), *turn], known)
+        """The kept history merged with the messages before this turn (their outcomes as
+        the messages now show them), and this turn's calls added (allowed ones as pending)."""
+        messages = state_messages(state)
+        start = len(messages)
+        while start > 0 and not isinstance(messages[start - 1], AIMessage):
+            start -= 1
+        # messages[start - 1] is this turn's model message, followed by its answers so far.
+        replies = [m for m in [*messages[start:], *answers] if isinstance(m, ToolMessage)]
+        metadata_of = self._turns.metadata_of
+        earlier = message_history(messages[: max(start - 1, 0)], metadata_of)
+        merged = merged_history(_kept(state), earlier, keep_unnamed=False)
+        turn = message_history([message, *replies], metadata_of)
+        return bounded_history([*merged, *turn], self._known())
+
+    def _known(self) -> set[str]:
+        return set(self._turns.metadata_of) | set(self._turns.tools_by_name)
 
     def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
@@ -497,6 +540,58 @@ def _unanswered(state: Any, answers: Sequence[Any]) -> list[Any]:
         if isinstance(message, ToolMessage):
             answered.add(message.tool_call_id)
     return [a for a in answers if getattr(a, "tool_call_id", None) not in answered]
+
+
+def _as_decided(message: AIMessage) -> list[tuple[Any, str]]:
+    return [(c.get("id"), digest_of(c)) for c in message.tool_calls]
+
+
+def _with_call_ids(message: AIMessage) -> tuple[AIMessage, set[int]]:
+    """``message`` with each call that has no usable id (none, empty, not text) given a
+    fresh one, and where those calls are: every call gets exactly one answer, which names
+    it (``create_agent`` routes a call whose id no answer carries to its tools)."""
+    unnamed = {
+        i
+        for i, call in enumerate(message.tool_calls)
+        if not isinstance(call.get("id"), str) or not call.get("id")
+    }
+    if not unnamed:
+        return message, unnamed
+    calls = [
+        cast(ToolCall, {**call, "id": f"opa_guard_{uuid.uuid4().hex[:24]}"})
+        if i in unnamed
+        else call
+        for i, call in enumerate(message.tool_calls)
+    ]
+    # A plain message (same id, so it replaces the model's): a streamed chunk, or the raw
+    # provider calls in ``additional_kwargs``, would bring the missing ids back after a
+    # checkpoint round trip.
+    content: Any = message.content
+    if isinstance(content, list):
+        content = [
+            b
+            for b in content
+            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
+        ]
+    extra = {
+        k: v
+        for k, v in message.additional_kwargs.items()
+        if k not in ("tool_calls", "function_call")
+    }
+    try:
+        named = AIMessage(
+            content=content,
+            tool_calls=calls,
+            invalid_tool_calls=list(message.invalid_tool_calls),
+            additional_kwargs=extra,
+            response_metadata=dict(message.response_metadata),
+            usage_metadata=message.usage_metadata,
+            id=message.id,
+            name=message.name,
+        )
+    except (ValueError, TypeError, KeyError):  # malformed calls: denied anyway
+        named = message.model_copy(update={"tool_calls": calls})
+    return named, unnamed
 
 
 def _current_config() -> RunnableConfig:

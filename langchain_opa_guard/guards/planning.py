@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,9 +43,22 @@ from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.decided_views import prepared_digest
 from langchain_opa_guard.guards.denials import answer_id
+from langchain_opa_guard.guards.kept_history import (
+    merged_history,
+    message_history,
+    policy_history,
+)
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 
-__all__ = ["ALREADY_ANSWERED", "InputBuilder", "PlanSettings", "Turn", "plan_turn"]
+__all__ = [
+    "ALREADY_ANSWERED",
+    "NO_ID",
+    "InputBuilder",
+    "PlanSettings",
+    "Turn",
+    "deny_without_id",
+    "plan_turn",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +119,10 @@ def plan_turn(
     ``request`` is the user's request as recorded when the run began; without it, the
     latest human message of the conversation is taken.
 
-    ``kept`` holds history entries recorded when earlier turns were decided; those whose
-    calls are no longer in the messages (a middleware summarised them away) come first
-    in ``input.history``, so dropping messages never drops what ran.
+    ``kept`` holds history entries recorded when earlier turns were decided
+    (:mod:`~langchain_opa_guard.guards.kept_history`); the messages' calls are merged
+    with them in the order the calls happened, so dropping messages (a middleware
+    summarised them away) never drops or reorders what ran.
     """
     messages = state_messages(state, settings.messages_key)
     for index in range(len(messages) - 1, -1, -1):
@@ -146,12 +160,13 @@ def plan_turn(
         turn.views.append(prepared_digest(tool, view, problem))
     where_doc.update(task_document(messages[:index], context, config, request))
     docs = [call_document(v, metadata_for(settings.metadata_of, v.get("name"))) for v in views]
-    history = history_documents(messages[:index], settings.metadata_of)
     if kept:
-        # A kept entry stands for a call that ran unless the messages still hold that
-        # call as it ran: a later denied repeat with the same id does not stand for it.
-        present = {_entry_key(h) for h in history if h.get("decision") != "deny"}
-        history = [*(dict(h) for h in kept if _entry_key(h) not in present), *history]
+        # The calls still in the messages laid over the kept ones by where each came
+        # from (never by call id, which the model may reuse), in the order they ran.
+        current = message_history(messages[:index], settings.metadata_of)
+        history = policy_history(merged_history(kept, current))
+    else:
+        history = history_documents(messages[:index], settings.metadata_of)
     user_doc = jsonable(user)
     turn.user = user_doc
     denied_before: dict[str, int] = {}
@@ -208,10 +223,24 @@ ALREADY_ANSWERED = Decision(False, ("already answered",))
 id the first one answers): it gets no new answer and nothing of it runs."""
 
 
-def _entry_key(entry: Mapping[str, Any]) -> str:
-    return json.dumps(
-        [entry.get("call_id"), entry.get("name"), entry.get("args")], sort_keys=True, default=str
-    )
+NO_ID = "the tool call has no id"
+"""Why a call without a usable id is denied before the policy is asked."""
+
+
+def deny_without_id(turn: Turn, positions: Collection[int], policy: str) -> None:
+    """Deny the calls at ``positions`` as calls without an id, before the policy is asked.
+
+    For a guard that gave those calls an id of its own, so that their one answer can name
+    them (``OPAGuardMiddleware``): the call the model sent had none.
+
+    Example:
+        ```python
+        deny_without_id(turn, {0}, engine.policy)
+        ```
+    """
+    for index in positions:
+        turn.inputs[index] = None
+        turn.decisions[index] = Decision.failure(ErrorType.INVALID_CALL, NO_ID, policy=policy)
 
 
 def _call_key(name: Any, args: Any) -> str:
@@ -221,7 +250,7 @@ def _call_key(name: Any, args: Any) -> str:
 def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
     call_id = call.get("id")
     if not isinstance(call_id, str) or not call_id:
-        return "the tool call has no id"
+        return NO_ID
     if seen.get(call_id, 0) > 1:
         return "the tool call id is used by more than one call in this turn"
     if not isinstance(call.get("name"), str) or not call.get("name"):
