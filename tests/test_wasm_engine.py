@@ -239,8 +239,9 @@ def test_timeout_counts_from_submission(tmp_path: Path) -> None:
     results = asyncio.run(many())
     assert all(d.error == ErrorType.TIMEOUT for _, d in results)
     # Queued behind 2 instances, 256 decisions of 0.3 s would take about 38 s; counted
-    # from submission, each ends near its own deadline (slack for a loaded machine).
-    assert max(t for t, _ in results) < 1.5, sorted(t for t, _ in results)[-5:]
+    # from submission, each ends near its own deadline (slack for a loaded machine: far
+    # below the 38 s a queue would take).
+    assert max(t for t, _ in results) < 5.0, sorted(t for t, _ in results)[-5:]
     engine.close()
 
 
