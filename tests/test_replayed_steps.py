@@ -269,9 +269,13 @@ def test_a_tool_node_resumed_after_a_tools_own_interrupt_runs_its_other_calls_on
     config = {"configurable": {"thread_id": "tool-interrupt"}}
     graph.invoke({"messages": [("user", "go")]}, config, context={"user": USER})
     out = graph.invoke(Command(resume="yes"), config, context={"user": USER})
-    assert runs == ["a", "ask", "ask"], runs
+    # The ToolNode runs the two calls on threads, in either order: "a" runs once in all.
+    assert sorted(runs) == ["a", "ask", "ask"], runs
     assert answers_per_turn(out["messages"]) == [{"r1": 1, "r2": 1}]
     answers = {
         m.tool_call_id: str(m.content) for m in out["messages"] if isinstance(m, ToolMessage)
     }
-    assert "did not run again" in answers["r1"] and answers["r2"] == "answer: yes", answers
+    assert answers["r2"] == "answer: yes", answers
+    # Ran before the pause: answered without running again; if the pause came first, it
+    # ran on the resume. Either way it ran once (above) and has one answer.
+    assert "did not run again" in answers["r1"] or answers["r1"] == "read a", answers
