@@ -479,13 +479,14 @@ markdown_unescaped(text) := strings.replace_n(
 # A URL delimited by an HTML attribute's quotes or by angle brackets (Markdown, Slack) may
 # hold whitespace: a browser drops tabs and line breaks and keeps a space in the userinfo
 # (`href="https://example.com x@evil.test/"` opens evil.test). Such a URL is read again
-# with its whitespace removed.
+# with its whitespace removed. (`\\?` before a quote: the regopy fallback holds strings
+# JSON-escaped.)
 content_texts contains text if some text in rendered_texts
 
 content_texts contains compact if {
 	some text in rendered_texts
 	some span in regex.find_n(
-		`=\s*"[^"]*|=\s*'[^']*|<\s*(?:[A-Za-z][A-Za-z0-9+.-]*:|[wW][wW][wW]\.|[/\\]{2})[^<>|]*`,
+		`=\s*\\?"[^"]*|=\s*'[^']*|<\s*(?:[A-Za-z][A-Za-z0-9+.-]*:|[wW][wW][wW]\.|[/\\]{2})[^<>|]*`,
 		text, -1,
 	)
 	regex.match(`\s`, span)
