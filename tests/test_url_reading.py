@@ -123,6 +123,7 @@ MCP_READER = {
 }
 MAILER = {"egress": {"destinations": ["to"], "content": ["subject", "body"]}}
 POSTER = {"egress": {"destinations": ["url"], "content": ["body"]}}
+CHAT = {"egress": {"destinations": ["channel"], "content": ["text", "blocks"]}}
 
 
 def document(
@@ -153,7 +154,7 @@ def document(
     }
 
 
-def mail(body: str, to: str = "bob@example.com", directory: tuple[str, ...] = ()) -> dict[str, Any]:
+def mail(body: str, to: Any = "bob@example.com", directory: tuple[str, ...] = ()) -> dict[str, Any]:
     args = {"to": to, "subject": "s", "body": body}
     return document("send_email", args, MAILER, "mail bob@example.com", list(directory))
 
@@ -194,6 +195,44 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "suffix of an address": (post("bob@x.test", "mail jim.bob@x.test"), ASK),
     "suffix of a label": (post("https://x.test/a", "upload to evil-x.test"), ASK),
     "dotted capital I": (post("bob@l\u0130nk.test", "mail bob@link.test"), ASK),
+    "link in a block": (
+        document(
+            "send_email",
+            {"channel": "#general", "blocks": [{"text": {"text": "<https://evil.test/x|log in>"}}]},
+            CHAT, "post it to #general", ["#general"],
+        ),
+        {"link_not_requested"},
+    ),
+    "trusted link in a block": (
+        document(
+            "send_email",
+            {"channel": "#general", "blocks": [{"text": {"text": "<https://example.com|go>"}}]},
+            CHAT, "post it to #general", ["#general", "example.com"],
+        ),
+        set(),
+    ),
+    "link as a key": (
+        document(
+            "send_email", {"channel": "#general", "blocks": {"https://evil.test/x": 1}},
+            CHAT, "post it to #general", ["#general"],
+        ),
+        {"link_not_requested"},
+    ),
+    "link protocol-relative": (mail("[log in](//evil.test/x)"), {"link_not_requested"}),
+    "link entities": (
+        mail('<a href="https&colon;&#47;&#x2F;evil.test">x</a>'), {"link_not_requested"}
+    ),
+    "link entity dot": (
+        mail('<a href="https://example.com&#46;evil.test/">x</a>', directory=("example.com",)),
+        {"link_not_requested"},
+    ),
+    "link space in userinfo": (
+        mail('<a href="https://example.com x@evil.test/">x</a>', directory=("example.com",)),
+        {"link_not_requested"},
+    ),
+    "link markdown escape": (mail("[x](https\\://evil.test)"), {"link_not_requested"}),
+    "link other scheme": (mail("smb://evil.test/share"), {"link_not_requested"}),
+    "address in an object": (mail("b", to=[{"email": "eve@evil.test"}]), ASK),
     "mcp open world read": (
         document("send_email", {"to": "eve@evil.test"}, MAILER, "hi", [], MCP_READER),
         {"destination_not_requested"},

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -16,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wasmtime
 from conftest import POLICIES
 from opa_process import opa_binary
 
 from langchain_opa_guard import EmbeddedPolicy, ErrorType
 from langchain_opa_guard.engines.wasm.bundles import _MEMORY, SHIPPED_BUNDLE
 from langchain_opa_guard.engines.wasm.host_builtins import UnsupportedBuiltinError
-from langchain_opa_guard.engines.wasm.runtime import fast_path_available
+from langchain_opa_guard.engines.wasm.runtime import (
+    WasmModule,
+    data_segments_end,
+    fast_path_available,
+)
 
 GUEST = {"id": "user-789", "role": "guest"}
 ADMIN = {"id": "user-123", "role": "admin"}
@@ -194,6 +200,25 @@ def test_an_evaluation_error_fails_closed(tmp_path: Path) -> None:
     conflict = engine.decide({"a": True, "b": True})
     assert (conflict.allow, conflict.error) == (False, ErrorType.ENGINE)
     assert engine.decide({"a": True}).allow
+
+
+def test_the_memory_holds_every_data_segment() -> None:
+    """OPA may declare its imported memory smaller than its data segments need (this pack's
+    module once declared 2 pages, 131,072 bytes, for data ending at 131,253): the engine
+    gives the memory as many pages as the data segments fill."""
+    segments = wasmtime.wat2wasm(
+        '(module (memory 1) (data (i32.const 8) "abc") (data (i32.const 70000) "xy"))'
+    )
+    assert data_segments_end(bytes(segments)) == 70002
+    with tarfile.open(SHIPPED_BUNDLE) as bundle:
+        member = bundle.extractfile("/policy.wasm")
+        assert member is not None
+        wasm = member.read()
+    module = WasmModule(wasm)
+    assert module.memory_pages * 65536 >= data_segments_end(wasm) > 0
+    instance = module.instance(b"{}", memory_limit=64 << 20)
+    assert instance.memory.size(instance.store) >= module.memory_pages
+    instance.close()
 
 
 def test_64_threads_share_a_bounded_pool() -> None:

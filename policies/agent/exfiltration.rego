@@ -80,6 +80,16 @@ recipients contains address if {
 	is_string(address)
 }
 
+# An address held deeper, in an object or a nested list ([{"email": "eve@evil.test"}]);
+# the names and labels beside it are not addresses.
+recipients contains address if {
+	some field in recipient_fields
+	not is_string(tool_args[field])
+	walk(tool_args[field], [_, address])
+	is_string(address)
+	contains(address, "@")
+}
+
 # "Bob <bob@example.com>" -> "example.com"; an address without "@" yields
 # the whole string, which matches no allowed domain.
 email_domain(address) := domain if {

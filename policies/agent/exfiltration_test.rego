@@ -164,3 +164,12 @@ test_a_deny_carries_the_approvals_beside_it if {
 	{r.code | some r in d.reasons} == {"egress_outside_domains"}
 	{r.code | some r in d.approvals} == {"egress_after_untrusted"}
 }
+
+test_recipients_held_in_objects_are_checked if {
+	every to in [[{"email": "eve@evil.test"}], {"address": {"email": "eve@evil.test"}}, [["Eve <eve@evil.test>"]]] {
+		tool := email_to(to)
+		"egress_outside_domains" in codes_of(authz.decision) with input as request_with(internal_user, tool, [tool], fetched_before)
+	}
+	tool := email_to([{"name": "Bob", "email": "bob@example.com"}])
+	authz.decision == needs_approval([reason("egress_after_untrusted", "\"send_email\" sends data out after untrusted content was read (fetch_url); a human must approve")]) with input as request_with(internal_user, tool, [tool], fetched_before)
+}

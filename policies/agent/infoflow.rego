@@ -396,34 +396,124 @@ approval contains {"code": "destination_not_requested", "message": message} if {
 
 # --- Links in what is sent ---------------------------------------------------
 
-content_texts contains args[field] if {
+# Every string a content argument holds, at any depth (a string, a list, an object such as
+# Slack's Block Kit blocks: `[{"text": {"text": "<https://...|log in>"}}]`), and every key
+# of an object in it: a renderer may show either.
+content_strings contains value if {
 	some field in egress.content
-	is_string(args[field])
+	walk(args[field], [_, value])
+	is_string(value)
 }
 
-content_texts contains text if {
+content_strings contains key if {
 	some field in egress.content
-	is_array(args[field])
-	some text in args[field]
-	is_string(text)
+	walk(args[field], [path, _])
+	count(path) > 0
+	key := path[count(path) - 1]
+	is_string(key)
 }
 
-# A link: "http:" or "https:" with the slashes or backslashes a browser skips after it (or
-# "www."), its userinfo up to the last "@" of the authority (which may hold quotes and
-# brackets: in an HTML attribute `href='https://example.com"@evil.test/'` opens evil.test),
-# and the host. Written with explicit cases: (?i) would also match "ſ" and the Kelvin sign.
-link_pattern := `(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.)(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*`
+# Each string as written and as a renderer shows it: HTML character references of the
+# characters a link is made of decoded ("https&colon;&#47;&#47;evil.test"), Markdown's
+# backslash escapes dropped ("https\://evil.test"). Links are looked for in every reading.
+rendered_texts contains text if some text in content_strings
+
+rendered_texts contains html_decoded(text) if {
+	some text in content_strings
+	contains(text, "&")
+}
+
+rendered_texts contains markdown_unescaped(text) if {
+	some text in content_strings
+	contains(text, "\\")
+}
+
+rendered_texts contains markdown_unescaped(decoded) if {
+	some text in content_strings
+	contains(text, "&")
+	decoded := html_decoded(text)
+	contains(decoded, "\\")
+}
+
+# The characters a link is made of, by code point.
+link_chars := {"\t": 9, "\n": 10, "\r": 13, " ": 32, "#": 35, "%": 37, ".": 46, "/": 47, ":": 58, "?": 63, "@": 64, "\\": 92}
+
+# Their numeric references without "&#" ("47", "x2f", "x2F"), leading zeros dropped.
+char_refs contains [ref, char] if {
+	some char, code in link_chars
+	some ref in [
+		format_int(code, 10),
+		concat("", ["x", format_int(code, 16)]),
+		concat("", ["x", upper(format_int(code, 16))]),
+	]
+}
+
+named_char_refs := {
+	"&colon;": ":", "&sol;": "/", "&bsol;": "\\", "&period;": ".", "&commat;": "@",
+	"&quest;": "?", "&num;": "#", "&percnt;": "%", "&Tab;": "\t", "&NewLine;": "\n",
+}
+
+refs_with_semicolon := object.union(
+	{concat("", ["&#", ref, ";"]): char | some [ref, char] in char_refs},
+	named_char_refs,
+)
+
+# Without the semicolon (HTML reads "&#47" too); "&#9" last, after "&#92".
+refs_without_semicolon := {concat("", ["&#", ref]): char |
+	some [ref, char] in char_refs
+	ref != "9"
+}
+
+# The text as an HTML renderer shows it, for the characters of a link ("&#0047;" too).
+html_decoded(text) := strings.replace_n({"&#9": "\t"}, strings.replace_n(
+	refs_without_semicolon,
+	strings.replace_n(refs_with_semicolon, regex.replace(regex.replace(text, `&#[xX]0*`, "&#x"), `&#0+`, "&#")),
+))
+
+# The text as a Markdown renderer shows it, for the characters of a link.
+markdown_unescaped(text) := strings.replace_n(
+	{"\\:": ":", "\\/": "/", "\\\\": "\\", "\\.": ".", "\\@": "@", "\\?": "?", "\\#": "#", "\\%": "%", "\\<": "<", "\\>": ">", "\\[": "[", "\\]": "]", "\\(": "(", "\\)": ")", "\\|": "|", "\\-": "-", "\\_": "_"},
+	text,
+)
+
+# A URL delimited by an HTML attribute's quotes or by angle brackets (Markdown, Slack) may
+# hold whitespace: a browser drops tabs and line breaks and keeps a space in the userinfo
+# (`href="https://example.com x@evil.test/"` opens evil.test). Such a URL is read again
+# with its whitespace removed. (`\\?` before a quote: the regopy fallback holds strings
+# JSON-escaped.)
+content_texts contains text if some text in rendered_texts
+
+content_texts contains compact if {
+	some text in rendered_texts
+	some span in regex.find_n(
+		`=\s*\\?"[^"]*|=\s*'[^']*|<\s*(?:[A-Za-z][A-Za-z0-9+.-]*:|[wW][wW][wW]\.|[/\\]{2})[^<>|]*`,
+		text, -1,
+	)
+	regex.match(`\s`, span)
+	compact := strings.replace_n({" ": "", "\t": "", "\n": "", "\r": "", "\f": ""}, span)
+}
+
+# A link: "http:" or "https:" with the slashes or backslashes a browser skips after it,
+# "www.", another scheme with two slashes ("ftp://", "smb://"), or two slashes where a link
+# may start (protocol-relative: `href="//evil.test"`, `[x](//evil.test)`); then its
+# userinfo up to the last "@" of the authority (which may hold quotes and brackets: in an
+# HTML attribute `href='https://example.com"@evil.test/'` opens evil.test), and the host.
+# Written with explicit cases: (?i) would also match "ſ" and the Kelvin sign.
+link_pattern := `(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.|[A-Za-z][A-Za-z0-9+.-]*:[/\\]{2}|(?:^|[\s("'<=\[:;])[/\\]{2})(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*`
 
 link_hosts contains link if {
 	some text in content_texts
-	some link in regex.find_n(link_pattern, text, -1)
+	some found in regex.find_n(link_pattern, text, -1)
+	link := trim_left(found, " \t\n\r\f(\"'<=[:;")
 	not lower(link) in {"http:", "https:", "www."} # the word, in prose
+	trim_left(link, "/\\") != "" # "//" in prose
 }
 
-# Each link's host, where it has one.
+# Each link's host, where it has one; a link of another scheme is read from its slashes.
 link_host := {link: host |
 	some link in link_hosts
-	host := url_host(trim_right(link, ".:"))
+	url := regex.replace(trim_right(link, ".:"), `^[A-Za-z][A-Za-z0-9+.-]*:[/\\]{2}`, "//")
+	host := url_host(url)
 }
 
 link_sites contains host if some host in link_host
@@ -437,9 +527,10 @@ unreadable_links contains link if {
 # A link whose host goes on past what a plain name holds, where a browser would read on:
 # a non-ASCII character (or a control character) that IDNA may map to a letter or a dot ("https://ours.test。com"
 # opens ours.test.com), or a character a browser keeps in the host followed by more labels
-# ("https://ours.test(x).evil.test"). A link in brackets or before a comma is not one.
+# ("https://ours.test(x).evil.test"), or an "&" (a character reference: "https://ours.test&#46;evil.test").
+# A link in brackets or before a comma is not one.
 link_continues_past_host(text) if regex.match(
-	`(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.)(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*(?:[^ -~\t\n\f\r]|[^\s/\\?#@A-Za-z0-9.%:-][^\s/\\?#@]*\.[A-Za-z0-9])[^\s/\\?#@]*(?:[\s/\\?#]|$)`,
+	`(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.|[A-Za-z][A-Za-z0-9+.-]*:[/\\]{2}|(?:^|[\s("'<=\[:;])[/\\]{2})(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*(?:[^ -~\t\n\f\r]|&|[^\s/\\?#@A-Za-z0-9.%:-][^\s/\\?#@]*\.[A-Za-z0-9])[^\s/\\?#@]*(?:[\s/\\?#]|$)`,
 	text,
 )
 
@@ -457,8 +548,8 @@ unknown_link_sites contains link if some link in unreadable_links
 
 deny contains {"code": "link_not_requested", "message": message} if {
 	egress
-	count(unknown_link_sites) > 0
 	tainted
+	count(unknown_link_sites) > 0
 	message := concat("", [
 		"\"", name, "\" would send a link to a site that is neither in the user's request nor in the trusted directory, after untrusted content was read (",
 		sources_text, ")",

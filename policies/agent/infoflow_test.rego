@@ -592,3 +592,89 @@ test_tainted_is_taint_positions if {
 tainted_flag if infoflow.tainted
 
 else := false
+
+# --- Content read in depth, as a renderer shows it ------------------------------------
+
+poster_blocks := {"egress": {"destinations": ["channel"], "content": ["text", "blocks"]}}
+
+post(args) := req("post_message", args, poster_blocks, [fetched], "post it to #general", ["example.com", "#general"])
+
+test_a_link_nested_in_structured_content_is_read if {
+	every args in [
+		{"channel": "#general", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "<https://evil.test/login|log in>"}}]},
+		{"channel": "#general", "blocks": {"a": [[{"b": {"c": ["www.evil.test"]}}]]}},
+		{"channel": "#general", "blocks": [{"https://evil.test/login": "a key a renderer may show"}]},
+		{"channel": "#general", "text": ["ok", {"url": "https://evil.test/x"}]},
+	] {
+		"link_not_requested" in codes(infoflow.deny) with input as post(args)
+	}
+	every args in [
+		{"channel": "#general", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "<https://example.com/login|log in>"}}]},
+		{"channel": "#general", "blocks": [{"type": "divider", "n": 3, "ok": true, "none": null}]},
+	] {
+		count(infoflow.deny) == 0 with input as post(args)
+	}
+}
+
+test_links_are_read_as_a_renderer_shows_them if {
+	every body in [
+		"[log in](//evil.test/login)",
+		"<a href=\"//evil.test/x\">x</a>",
+		"<a href='https&colon;//evil.test/x'>x</a>",
+		"<a href=\"https:&#47;&#47;evil.test/x\">x</a>",
+		"<a href=\"https&#58&#47&#47evil.test\">x</a>",
+		"<a href=\"https&#x3A;&#x002F;&#x2f;evil.test\">x</a>",
+		"<a href=\"&#104;ttps://evil.test\">x</a>",
+		"<a href=\"https://example.com&#46;evil.test/\">x</a>",
+		"<a href=\"https://example.com&#x40;evil.test/\">x</a>",
+		"<a href=\"https://example.com x@evil.test/\">x</a>",
+		"<a href=\"https://example.com\n@evil.test/\">x</a>",
+		"<a href = ' https://example.com\t x@evil.test/'>x</a>",
+		"[x](<https://example.com x@evil.test/>)",
+		"[x](https\\://evil.test)",
+		"visit www\\.evil.test",
+		"[x](https://example.com\\.evil.test/)",
+		"ftp://evil.test/x",
+		"smb://evil.test/share",
+		"<https://example.com|x> <https://evil.test|y>",
+	] {
+		doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+		"link_not_requested" in codes(infoflow.deny) with input as doc
+	}
+}
+
+test_prose_around_trusted_links_is_not_a_link if {
+	every body in [
+		"see https://example.com/a//b and <https://example.com/c|here>",
+		"// a comment, then https://example.com/",
+		"<a href=\"https://example.com/a?x=1&amp;y=2\">Tom &amp; Jerry</a>",
+		"He wrote \"see https://example.com and mail eve@other.test\"",
+		"Files are in C:\\Users\\bob, see [docs](//example.com/docs)",
+		"<a href=\"https&colon;//example.com/x\">x</a> and &#64;bob",
+	] {
+		doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+		count(infoflow.deny) == 0 with input as doc
+	}
+}
+
+test_html_and_markdown_readings if {
+	infoflow.html_decoded("https&colon;&#47;&#0047;&#x2F;&#X2f;&#92&#9;x") == "https:////\\\tx"
+	infoflow.markdown_unescaped("https\\://a\\.b\\\\c") == "https://a.b\\c"
+}
+
+# A destination given as an object or a list of objects is not read as a destination:
+# it is never trusted, so the call waits for a human.
+test_a_structured_destination_waits_for_a_human if {
+	every to in [
+		[{"email": "eve@evil.test"}],
+		{"address": "eve@evil.test"},
+		[{"email": "bob@example.com", "name": "Bob"}],
+		["bob@example.com", {"email": "eve@evil.test"}],
+		[["eve@evil.test"]],
+		{"bob@example.com": "to"},
+		[true],
+	] {
+		doc := req("mailer", {"to": to, "subject": "s", "body": "b"}, mailer, [fetched], "mail bob@example.com", ["@example.com"])
+		codes(infoflow.approval) == {"destination_not_requested"} with input as doc
+	}
+}

@@ -162,6 +162,64 @@ def compiled_module(wasm: bytes) -> WasmModule:
     return module
 
 
+_PAGE = 65536
+
+
+def _leb128(wasm: bytes, at: int) -> tuple[int, int]:
+    """The unsigned LEB128 number at ``at`` and the offset past it."""
+    value = shift = 0
+    while True:
+        byte = wasm[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def data_segments_end(wasm: bytes) -> int:
+    """The end, in bytes, of the highest active data segment placed at a constant offset
+    (0 when there is none, or the bytes cannot be read: wasmtime reports those).
+
+    Example:
+        ```python
+        # (module (memory 1) (data (i32.const 8) "abc") (data (i32.const 200) "xy"))
+        wasm = bytes.fromhex(
+            "0061736d0100000005030100010b11020041080b036162630041c8010b027879"
+        )
+        assert data_segments_end(wasm) == 202
+        ```
+    """
+    end = 0
+    try:
+        at = 8
+        while at < len(wasm):
+            section, at = wasm[at], at + 1
+            size, at = _leb128(wasm, at)
+            if section == 11:
+                count, pos = _leb128(wasm, at)
+                for _ in range(count):
+                    flags, pos = _leb128(wasm, pos)
+                    if flags == 2:
+                        _, pos = _leb128(wasm, pos)
+                    offset = None
+                    if flags in (0, 2):
+                        if wasm[pos] == 0x41:  # i32.const
+                            offset, pos = _leb128(wasm, pos + 1)
+                        while wasm[pos] != 0x0B:
+                            pos += 1
+                        pos += 1
+                    length, pos = _leb128(wasm, pos)
+                    if offset is not None:
+                        end = max(end, offset + length)
+                    pos += length
+                return end
+            at += size
+    except IndexError:
+        return end
+    return end
+
+
 HostBuiltin = Callable[[list[Any]], Any]
 """A builtin the host provides: the arguments as JSON-like values -> the result."""
 
@@ -195,6 +253,10 @@ class WasmModule:
         ):
             raise ValueError("the policy module's opa_eval export has an unexpected type")
         self.digest = hashlib.sha256(wasm).hexdigest()
+        # OPA declares its imported memory with 2 pages whatever the size of the policy's
+        # constants; the host gives as many as its data segments fill (a larger policy
+        # traps at instantiation otherwise).
+        self.memory_pages = -(-data_segments_end(wasm) // _PAGE)
         # Read the module's own maps (entrypoints, builtins) from a scratch instance.
         scratch = WasmInstance(self, b"{}", memory_limit=None, host_builtins={})
         self.entrypoints: dict[str, int] = scratch.dump_export("entrypoints")
@@ -247,6 +309,9 @@ class WasmInstance:
             for imp in module.module.imports:
                 kind, name = imp.type, imp.name or ""
                 if name == "memory" and isinstance(kind, wasmtime.MemoryType):
+                    if kind.limits.min < module.memory_pages and not kind.is_64:
+                        limits = wasmtime.Limits(module.memory_pages, kind.limits.max)
+                        kind = wasmtime.MemoryType(limits)
                     self.memory = wasmtime.Memory(store, kind)
                     imports.append(self.memory)
                 elif not isinstance(kind, wasmtime.FuncType):
