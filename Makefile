@@ -89,8 +89,8 @@ bench: $(VENV)/.dev opa
 	OPA_BIN=$(OPA) $(BIN)/python benchmarks/run_all.py
 
 ## AgentDojo's four suites replayed through the guard (minutes); writes benchmarks/agentdojo/RESULTS.md.
-eval: $(VENV)/.agentdojo
-	$(BIN)/python benchmarks/agentdojo/run_eval.py
+eval: $(VENV)/.agentdojo opa
+	OPA_BIN=$(OPA) $(BIN)/python benchmarks/agentdojo/run_eval.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) .tools .pytest_cache .mypy_cache .ruff_cache

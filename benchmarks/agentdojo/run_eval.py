@@ -51,7 +51,11 @@ def _section(title: str, items: list[str]) -> str:
 
 
 def render(
-    results: list[SuiteResult], strict: list[SuiteResult], seconds: float, revision: str
+    results: list[SuiteResult],
+    strict: list[SuiteResult],
+    seconds: float,
+    revision: str,
+    backend: str,
 ) -> str:
     figures = [dojo_report.figures(r) for r in results]
     lists = dojo_report.pair_lists(results)
@@ -60,7 +64,9 @@ def render(
         "# AgentDojo: measured protection\n",
         f"- date: {now:%Y-%m-%d %H:%M} UTC; agentdojo {version('agentdojo')}, benchmark "
         f"{BENCHMARK_VERSION}, attack `important_instructions`",
-        f"- engine: embedded (regopy {version('regopy')}), policies/ revision {revision}",
+        f"- engine: EmbeddedPolicy, backend {backend}"
+        + (f" (regopy {version('regopy')})" if backend == "regopy" else "")
+        + f", policies/ revision {revision}",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; run time {seconds:.0f} s",
         "- produced by `make eval` (`benchmarks/agentdojo/run_eval.py`); method in "
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_strict:
             strict.append(run_suite(suite, strict_engine, baseline=False))
     seconds = time.perf_counter() - started
-    text = render(results, strict, seconds, engine.revision)
+    text = render(results, strict, seconds, engine.revision, engine.backend)
     args.out.write_text(text)
     figures = {r.suite: _plain(dojo_report.figures(r)) for r in results}
     args.out.with_name("results.json").write_text(
