@@ -221,6 +221,22 @@ def test_the_memory_holds_every_data_segment() -> None:
     instance.close()
 
 
+def test_a_module_that_cannot_start_is_an_engine_error_not_a_trap() -> None:
+    """A module whose start traps (its data does not fit the memory it is given) raises the
+    engine's own error, never wasmtime's raw trap."""
+    from langchain_opa_guard.decision import EngineError
+
+    with tarfile.open(SHIPPED_BUNDLE) as bundle:
+        member = bundle.extractfile("/policy.wasm")
+        assert member is not None
+        module = WasmModule(member.read())
+    module.memory_pages = 0  # as before the engine sized the memory to the data
+    with pytest.raises(EngineError, match="could not be started") as caught:
+        module.instance(b"{}", memory_limit=64 << 20)
+    assert caught.value.error_type == ErrorType.ENGINE
+    assert isinstance(caught.value.__cause__, wasmtime.Trap)
+
+
 def test_64_threads_share_a_bounded_pool() -> None:
     engine = EmbeddedPolicy(POLICIES, max_instances=3)
     pool = engine._state.evaluator.pool

@@ -107,6 +107,10 @@ class _Clock:
         # Compilation threads would not survive a fork: a child compiling a module on a
         # thread pool created by its parent would wait forever.
         config.parallel_compilation = False
+        # No process-wide SIGSEGV/SIGILL handlers: a trap is an ordinary error whatever
+        # handlers the host installs (faulthandler, another runtime); explicit bounds
+        # checks cost a few percent of a decision.
+        config.signals_based_traps = False
         self.engine = wasmtime.Engine(config)
         self._pid = 0
         self._lock = threading.Lock()
@@ -336,7 +340,7 @@ class WasmInstance:
                 }
             self.data_addr = self._parse(data)
             self.heap = int(self._exports["opa_heap_ptr_get"](store))
-        except (wasmtime.WasmtimeError, _Abort) as exc:
+        except (wasmtime.WasmtimeError, wasmtime.Trap, _Abort) as exc:
             raise EngineError(ErrorType.ENGINE, "the policy module could not be started") from exc
         self._opa_eval = self._exports["opa_eval"]
         self._raw = self._raw_call() if _RAW_OK else None
