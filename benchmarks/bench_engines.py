@@ -159,9 +159,72 @@ def run() -> list[NotedTable]:
         "decision, the deny and approval sets, allow, well-formedness and one cached fact "
         "per rule group, and each rule OPA evaluates costs about 20-40 allocations"
     )
+    tainted = tainted_table(wasm)
     wasm.close()
     regopy.close()
-    return [table, policy]
+    return [table, policy, tainted]
+
+
+def tainted_input(links: int) -> dict[str, Any]:
+    """An email after a web page was read: the information-flow pack's worst common case."""
+    body = "Summary of the page. " + " ".join(
+        f"See https://news.example.org/story/{i}?ref=mail." for i in range(links)
+    )
+    read = {
+        "name": "fetch_url",
+        "args": {"url": "https://news.example.org/today"},
+        "call_id": "f1",
+        "metadata": {"trust": "untrusted", "read_only": True},
+        "decision": "allow",
+        "reasons": [],
+        "status": "success",
+    }
+    call = {
+        "name": "send_email",
+        "args": {"to": "bob@example.com", "subject": "Today", "body": body},
+        "call_id": "m1",
+        "metadata": {"egress": {"destinations": ["to"], "content": ["subject", "body"]}},
+    }
+    document = bench_input()
+    document.update(tool=call, turn=[call], history=[read])
+    document["context"] = {
+        **document["context"],
+        "request": "Summarize news.example.org and mail it to bob@example.com",
+    }
+    return document
+
+
+def tainted_table(wasm: EmbeddedPolicy) -> NotedTable:
+    table = NotedTable(
+        "After untrusted content: an email to a requested address, its body with 0 / 3 / 10 "
+        "links (per decision, medians; wasm 15 rounds x 20, opa bench median of 3)",
+        ["links in the body", "EmbeddedPolicy, wasm", "opa bench", "wasm vs the 1.7 KB input"],
+    )
+    plain = bench_input()
+    for links in (0, 3, 10):
+        document = tainted_input(links)
+
+        def tainted(document: dict[str, Any] = document) -> Any:
+            return wasm.decide(document)
+
+        medians = interleaved(
+            {"wasm": tainted, "plain": lambda: wasm.decide(plain)},
+            rounds=15,
+            inner=20,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            input_file = Path(tmp) / "input.json"
+            input_file.write_text(json.dumps(document))
+            ns = statistics.median(opa_bench(POLICIES, input_file)[0] for _ in range(3))
+        table.add(
+            str(links), us(medians["wasm"]), us(ns / 1e9), ratio(medians["wasm"], medians["plain"])
+        )
+    table.note(
+        "the information-flow pack reads every link of the content as a browser would "
+        "(hosts, escapes, renderer forms) once untrusted content was read; calls that send "
+        "nothing out, and conversations that read nothing untrusted, skip it"
+    )
+    return table
 
 
 if __name__ == "__main__":
