@@ -58,6 +58,7 @@ from langchain_opa_guard.guards.middleware_grants import (
     last_ai_message,
 )
 from langchain_opa_guard.guards.planning import Turn, deny_without_id
+from langchain_opa_guard.guards.prepared_calls import content_without_calls, plain_message
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
@@ -566,29 +567,8 @@ def _with_call_ids(message: AIMessage) -> tuple[AIMessage, set[int]]:
     # A plain message (same id, so it replaces the model's): a streamed chunk, or the raw
     # provider calls in ``additional_kwargs``, would bring the missing ids back after a
     # checkpoint round trip.
-    content: Any = message.content
-    if isinstance(content, list):
-        content = [
-            b
-            for b in content
-            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
-        ]
-    extra = {
-        k: v
-        for k, v in message.additional_kwargs.items()
-        if k not in ("tool_calls", "function_call")
-    }
     try:
-        named = AIMessage(
-            content=content,
-            tool_calls=calls,
-            invalid_tool_calls=list(message.invalid_tool_calls),
-            additional_kwargs=extra,
-            response_metadata=dict(message.response_metadata),
-            usage_metadata=message.usage_metadata,
-            id=message.id,
-            name=message.name,
-        )
+        named = plain_message(message, calls, content_without_calls(message))
     except (ValueError, TypeError, KeyError):  # malformed calls: denied anyway
         named = message.model_copy(update={"tool_calls": calls})
     return named, unnamed

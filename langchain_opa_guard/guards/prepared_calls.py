@@ -28,9 +28,11 @@ from pydantic import BaseModel, ValidationError, create_model
 
 __all__ = [
     "changed_keys",
+    "content_without_calls",
     "executed_injections",
     "injected_fields",
     "message_as_run",
+    "plain_message",
     "SINGLE_INPUT",
     "prepared_call",
     "single_input_name",
@@ -329,13 +331,7 @@ def message_as_run(
         a.get("args") == b.get("args") for a, b in zip(new_calls, message.tool_calls, strict=True)
     ):
         return message
-    content: Any = message.content
-    if isinstance(content, list):
-        content = [
-            b
-            for b in content
-            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
-        ]
+    content = content_without_calls(message)
     if rewritten:
         notes = "\n".join(
             f"[policy: the arguments of {by_id[call_id].get('name')} ({call_id}) were "
@@ -346,27 +342,51 @@ def message_as_run(
             content = f"{content}\n{notes}" if content else notes
         else:
             content = [*content, {"type": "text", "text": notes}]
-    extra = {
-        k: v
-        for k, v in message.additional_kwargs.items()
-        if k not in ("tool_calls", "function_call")
-    }
     tool_calls = [
         {**c, "args": dict(c["args"])} if isinstance(c.get("args"), Mapping) else dict(c)
         for c in new_calls
     ]
     try:
-        return AIMessage(
-            content=content,
-            tool_calls=tool_calls,
-            invalid_tool_calls=list(message.invalid_tool_calls),
-            additional_kwargs=extra,
-            response_metadata=dict(message.response_metadata),
-            usage_metadata=message.usage_metadata,
-            id=message.id,
-            name=message.name,
-        )
+        return plain_message(message, tool_calls, content)
     except (ValueError, TypeError, KeyError):
         # Malformed calls (denied anyway) cannot make a valid message; the calls that run
         # travel on their own, so the history keeps the model's message as it was.
         return message
+
+
+def content_without_calls(message: AIMessage) -> Any:
+    """``message``'s content without provider tool-call blocks (``tool_use``, ``tool_call``),
+    which would bring the model's calls back after a checkpoint round trip."""
+    content: Any = message.content
+    if isinstance(content, list):
+        content = [
+            b
+            for b in content
+            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
+        ]
+    return content
+
+
+def plain_message(message: AIMessage, tool_calls: Sequence[Any], content: Any) -> AIMessage:
+    """A plain ``AIMessage`` in place of ``message`` (same id, name and metadata) holding
+    exactly ``tool_calls``: no streamed chunks and no raw provider calls in
+    ``additional_kwargs`` to rebuild other calls from.
+
+    Raises:
+        ValueError, TypeError, KeyError: The calls cannot make a valid message.
+    """
+    extra = {
+        k: v
+        for k, v in message.additional_kwargs.items()
+        if k not in ("tool_calls", "function_call")
+    }
+    return AIMessage(
+        content=content,
+        tool_calls=list(tool_calls),
+        invalid_tool_calls=list(message.invalid_tool_calls),
+        additional_kwargs=extra,
+        response_metadata=dict(message.response_metadata),
+        usage_metadata=message.usage_metadata,
+        id=message.id,
+        name=message.name,
+    )
