@@ -368,3 +368,32 @@ def test_other_tool_kinds_are_decided_on_what_their_function_receives(
     assert len(received) == 1
     ran = {k: v for k, v in received[0].items() if k in decided[0][0] or v != "none"}
     assert decided[0][0] == ran, f"{kind}: decided {decided[0][0]}, the function got {ran}"
+
+
+def test_a_string_input_runs_as_the_field_decided_whatever_the_parameters_order(
+    engine: PolicyEngine,
+) -> None:
+    """A string given to a guarded StructuredTool is decided as its schema's first field;
+    LangChain would hand it to the function's first parameter (another one here): it runs
+    as the field decided."""
+    from pydantic import BaseModel
+
+    class PostArgs(BaseModel):
+        target: str
+        note: str = "none"
+
+    seen: list[dict[str, str]] = []
+
+    def post(note: str = "none", target: str = "") -> str:
+        seen.append({"target": target, "note": note})
+        return "posted"
+
+    structured = StructuredTool.from_function(
+        post, name="http_post", description="Post.", args_schema=PostArgs
+    )
+    structured.metadata = {"egress": True}
+    log = Log()
+    (guarded,) = guard_tools([structured], engine, decision_log=log)
+    guarded.invoke(NOTES, {"configurable": {"user": INTERNAL}})
+    assert log.of("http_post")[0][0] == {"target": NOTES}
+    assert seen == [{"target": NOTES, "note": "none"}]

@@ -8,8 +8,8 @@ from typing import Any
 from langchain_core.callbacks import Callbacks
 from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig, ensure_config
-from langchain_core.tools import BaseTool
-from pydantic import ConfigDict
+from langchain_core.tools import BaseTool, Tool
+from pydantic import BaseModel, ConfigDict
 
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
@@ -233,11 +233,27 @@ def _as_allowed(
     application, the tool keeps every injected argument it was given."""
     rewrite = dict(decision.args) if decision.args is not None and not decision.shadowed else None
     if not isinstance(tool_input, dict):
-        return tool_input if rewrite is None else rewrite
+        if rewrite is not None:
+            return rewrite
+        # LangChain would validate a string as the schema's first field, then hand it to the
+        # function's first parameter, whatever its name: run it as the field decided.
+        return {_first_field(tool): tool_input} if _runs_by_field(tool) else tool_input
     hidden = toolnode_injections(tool) if from_model else injected_fields(tool)
     injected = {k: v for k, v in tool_input.items() if k in hidden}
     given = {k: v for k, v in tool_input.items() if k not in injected_fields(tool)}
     return {**injected, **(rewrite if rewrite is not None else given)}
+
+
+def _runs_by_field(tool: BaseTool) -> bool:
+    """Whether a string input is decided as a field of a Pydantic schema the tool validates
+    by name (not a single-input ``Tool``, which hands its one value over as it is)."""
+    schema = tool.args_schema
+    return (
+        not isinstance(tool, Tool)
+        and isinstance(schema, type)
+        and issubclass(schema, BaseModel)
+        and bool(schema.model_fields)
+    )
 
 
 def _first_field(tool: BaseTool) -> str:
