@@ -9,7 +9,9 @@
 - :mod:`.tool_call_guard`: the ``ToolNode`` interceptor, one call at a time;
   :mod:`.guarded_tools`: plain tools whose every call is checked.
 - :mod:`.prepared_calls`: a call as it will run (its arguments through the tool's schema);
-  :mod:`.decided_views`: the same call read again right before its tool runs.
+  :mod:`.decided_views`: the same call read again right before its tool runs;
+  :mod:`.plain_messages`: a model's message rebuilt to hold exactly the calls that run;
+  :mod:`.kept_history`: the middleware's history kept beside the messages.
 - :mod:`.approval`, :mod:`.denials`, :mod:`.visibility`, :mod:`.mcp`, :mod:`.arguments`: human
   approval, what a denied call is answered with, which tools the model sees, MCP tools, and
   the constructor checks.

@@ -170,6 +170,8 @@ class GuardedToolNode(ToolNode):
             tools, wrap_tool_call=sync_wrapper, awrap_tool_call=async_wrapper, **kwargs
         )
         self.intercepts = wrap_tool_call is not None or awrap_tool_call is not None
+        # A subclass may read the state its own way: it counts as reading it.
+        self.reads_no_state = type(self) is GuardedToolNode and _reads_no_state(self)
         self._messages_key_for_guard: str = kwargs.get("messages_key", "messages")
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -188,7 +190,7 @@ class GuardedToolNode(ToolNode):
                 "policy guard, so it runs nothing. Route to it only through PolicyGuardNode "
                 "(remove static edges such as 'guard -> tools' or 'agent -> tools')."
             )
-        if input.get("stateless") and not reads_no_state(self):
+        if input.get("stateless") and not self.reads_no_state:
             raise GuardWiringError(
                 f"the tools node {self.name!r} reads the graph state (an interceptor, or a "
                 "tool that takes the state or a ToolRuntime), but the policy guard sent its "
@@ -282,7 +284,12 @@ def reads_no_state(node: Any) -> bool:
     The guard node then sends each call without a copy of the state, which a checkpointer
     would otherwise store once per call. Anything it cannot tell counts as reading it.
     """
-    if type(node) is not GuardedToolNode or node.intercepts:
+    return isinstance(node, GuardedToolNode) and node.reads_no_state
+
+
+def _reads_no_state(node: GuardedToolNode) -> bool:
+    """:func:`reads_no_state`, worked out once when the node is built (its tools are fixed)."""
+    if node.intercepts:
         return False
     try:
         from langgraph.prebuilt.tool_node import _get_all_injected_args

@@ -57,8 +57,8 @@ from langchain_opa_guard.guards.middleware_grants import (
     grants,
     last_ai_message,
 )
+from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.planning import Turn, deny_without_id
-from langchain_opa_guard.guards.prepared_calls import content_without_calls, plain_message
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider

@@ -26,13 +26,13 @@ from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel, ValidationError, create_model
 
+from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
+
 __all__ = [
     "changed_keys",
-    "content_without_calls",
     "executed_injections",
     "injected_fields",
     "message_as_run",
-    "plain_message",
     "SINGLE_INPUT",
     "prepared_call",
     "single_input_name",
@@ -53,12 +53,20 @@ def injected_fields(tool: BaseTool) -> frozenset[str]:
     as ``langchain_core`` does. A field merely absent from ``tool_call_schema`` (LangChain
     leaves out a field with a ``validation_alias``) is the model's: its value reaches the
     tool, so the policy decides it."""
+    return _injections(tool)[0]
+
+
+_Injections = tuple[frozenset[str], frozenset[str]]
+
+
+def _injections(tool: BaseTool) -> _Injections:
+    """:func:`injected_fields` and :func:`toolnode_injections`, once per tool and schema."""
     full = tool.args_schema
     key = (id(tool), id(full))
     known = _INJECTED_BY_TOOL.get(key)
     if known is not None and known[0] is tool and known[1] is full:
         return known[2]
-    found = _injected_fields(tool)
+    found = (_injected_fields(tool), _toolnode_injections(tool))
     if len(_INJECTED_BY_TOOL) >= 1024:
         _INJECTED_BY_TOOL.clear()
     _INJECTED_BY_TOOL[key] = (tool, full, found)
@@ -92,6 +100,10 @@ def toolnode_injections(tool: BaseTool) -> frozenset[str]:
     """The parameters LangGraph's ``ToolNode`` fills in before the tool runs (state, store,
     runtime; MCP tools take a ``runtime`` although their schema is plain JSON), from
     ``langgraph.prebuilt.tool_node``'s own analysis, a private function pinned by a test."""
+    return _injections(tool)[1]
+
+
+def _toolnode_injections(tool: BaseTool) -> frozenset[str]:
     try:
         from langgraph.prebuilt.tool_node import _get_all_injected_args
 
@@ -110,7 +122,7 @@ def executed_injections(tool: BaseTool) -> frozenset[str]:
 
 
 # By tool object and schema (both kept, so their ids stay theirs); bounded.
-_INJECTED_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, frozenset[str]]] = {}
+_INJECTED_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, _Injections]] = {}
 # By schema class and its injected fields: as many as the application's tools define.
 _SCHEMAS: dict[tuple[type, frozenset[str]], type | None] = {}
 
@@ -352,41 +364,3 @@ def message_as_run(
         # Malformed calls (denied anyway) cannot make a valid message; the calls that run
         # travel on their own, so the history keeps the model's message as it was.
         return message
-
-
-def content_without_calls(message: AIMessage) -> Any:
-    """``message``'s content without provider tool-call blocks (``tool_use``, ``tool_call``),
-    which would bring the model's calls back after a checkpoint round trip."""
-    content: Any = message.content
-    if isinstance(content, list):
-        content = [
-            b
-            for b in content
-            if not (isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_call"))
-        ]
-    return content
-
-
-def plain_message(message: AIMessage, tool_calls: Sequence[Any], content: Any) -> AIMessage:
-    """A plain ``AIMessage`` in place of ``message`` (same id, name and metadata) holding
-    exactly ``tool_calls``: no streamed chunks and no raw provider calls in
-    ``additional_kwargs`` to rebuild other calls from.
-
-    Raises:
-        ValueError, TypeError, KeyError: The calls cannot make a valid message.
-    """
-    extra = {
-        k: v
-        for k, v in message.additional_kwargs.items()
-        if k not in ("tool_calls", "function_call")
-    }
-    return AIMessage(
-        content=content,
-        tool_calls=list(tool_calls),
-        invalid_tool_calls=list(message.invalid_tool_calls),
-        additional_kwargs=extra,
-        response_metadata=dict(message.response_metadata),
-        usage_metadata=message.usage_metadata,
-        id=message.id,
-        name=message.name,
-    )
