@@ -381,8 +381,9 @@ def test_a_tool_that_reads_the_state_gets_the_conversation(embedded: PolicyEngin
     assert seen == [["human", "ai"]]
 
 
+@pytest.mark.parametrize("reader", ["interceptor", "subclass"])
 def test_calls_sent_without_the_state_to_a_node_that_reads_it_run_nothing(
-    embedded: PolicyEngine,
+    embedded: PolicyEngine, reader: str
 ) -> None:
     """The guard sends calls without the state because its registry= reads none; the graph's
     tools node is another one, whose interceptor reads the state: it refuses to run."""
@@ -412,14 +413,27 @@ def test_calls_sent_without_the_state_to_a_node_that_reads_it_run_nothing(
     builder.add_node(
         "guard", PolicyGuardNode(embedded, registry=GuardedToolNode(tools), user_key="user")
     )
-    builder.add_node("tools", GuardedToolNode(tools, wrap_tool_call=reads_state))
+    class StateReadingNode(GuardedToolNode):
+        """A node of one's own that reads the state its own way."""
+
+        def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            seen.append(len((input.get("state") or {}).get("messages") or []))
+            return super().invoke(input, config, **kwargs)
+
+    tools_node = (
+        GuardedToolNode(tools, wrap_tool_call=reads_state)
+        if reader == "interceptor"
+        else StateReadingNode(tools)
+    )
+    builder.add_node("tools", tools_node)
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     builder.add_edge("tools", "agent")
     graph = builder.compile()
     with pytest.raises(GuardWiringError, match="registry="):
         graph.invoke({"messages": [("user", "Get CUST-001's name")]}, context={"user": ADMIN})
-    assert db.executed == [] and seen == []
+    assert db.executed == []
+    assert seen == ([] if reader == "interceptor" else [0])
 
 
 def test_a_guard_without_a_registry_says_what_the_policy_will_not_see(
