@@ -413,6 +413,7 @@ def test_calls_sent_without_the_state_to_a_node_that_reads_it_run_nothing(
     builder.add_node(
         "guard", PolicyGuardNode(embedded, registry=GuardedToolNode(tools), user_key="user")
     )
+
     class StateReadingNode(GuardedToolNode):
         """A node of one's own that reads the state its own way."""
 
