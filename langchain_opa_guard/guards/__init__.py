@@ -9,6 +9,7 @@
 - :mod:`.tool_call_guard`: the ``ToolNode`` interceptor, one call at a time;
   :mod:`.guarded_tools`: plain tools whose every call is checked.
 - :mod:`.prepared_calls`: a call as it will run (its arguments through the tool's schema);
+  :mod:`.tool_readings`: whether a tool reads them its own way, or alike every time;
   :mod:`.decided_views`: the same call read again right before its tool runs;
   :mod:`.plain_messages`: a model's message rebuilt to hold exactly the calls that run;
   :mod:`.kept_history`: the middleware's history kept beside the messages.

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -31,7 +31,15 @@ from langgraph.types import Command
 
 from langchain_opa_guard.guards.denials import guard_answer
 
-__all__ = ["CLAIMS", "arun_once", "claim_key", "decided_turn", "run_once", "task_scope"]
+__all__ = [
+    "CLAIMS",
+    "arun_once",
+    "claim_key",
+    "decided_turn",
+    "forget_answers",
+    "run_once",
+    "task_scope",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ class _Claims:
         self._lock = threading.Lock()
         self._keys: OrderedDict[tuple[str, ...], str | None] = OrderedDict()
         self._limit = limit
+        self._answers: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._answers_limit = 1_024
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -71,6 +81,23 @@ class _Claims:
     def release(self, key: tuple[str, ...]) -> None:
         with self._lock:
             self._keys.pop(key, None)
+
+    def keep(self, key: tuple[str, ...], answer: Any) -> None:
+        """Keep the answer of a call that shares its task with others, for a retry of that
+        task (:meth:`kept`); bounded (the oldest go first), dropped once the task is done."""
+        with self._lock:
+            self._answers[key] = answer
+            if len(self._answers) > self._answers_limit:
+                self._answers.popitem(last=False)
+
+    def kept(self, key: tuple[str, ...]) -> Any:
+        with self._lock:
+            return self._answers.get(key)
+
+    def forget(self, keys: Iterable[tuple[str, ...]]) -> None:
+        with self._lock:
+            for key in keys:
+                self._answers.pop(key, None)
 
 
 CLAIMS = _Claims()
@@ -114,9 +141,19 @@ def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | Non
     call_id = request.tool_call.get("id")
     if turn is None or not isinstance(call_id, str):
         return None
-    config = getattr(request.runtime, "config", None) or {}
-    thread = (config.get("configurable") or {}).get("thread_id")
+    return _key(getattr(request.runtime, "config", None), turn, call_id)
+
+
+def _key(config: Mapping[str, Any] | None, turn: Any, call_id: str) -> tuple[str, str, str]:
+    thread = ((config or {}).get("configurable") or {}).get("thread_id")
     return ("" if thread is None else str(thread), str(turn), call_id)
+
+
+def forget_answers(config: Mapping[str, Any] | None, turn: Any, call_ids: Iterable[Any]) -> None:
+    """Drop the answers :func:`run_once` kept for these calls of ``turn``: their task is
+    done, so it will not be retried."""
+    if turn is not None:
+        CLAIMS.forget(_key(config, turn, c) for c in call_ids if isinstance(c, str))
 
 
 def _already_ran(request: ToolCallRequest) -> ToolMessage:
@@ -135,30 +172,44 @@ def _already_ran(request: ToolCallRequest) -> ToolMessage:
     )
 
 
-def run_once(request: ToolCallRequest, execute: Execute, turn: Any) -> ToolMessage | Command[Any]:
+def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Command[Any]:
+    kept = CLAIMS.kept(key)
+    return kept if kept is not None else _already_ran(request)
+
+
+def run_once(
+    request: ToolCallRequest, execute: Execute, turn: Any, *, keep: bool = False
+) -> ToolMessage | Command[Any]:
     """Run a granted call of ``turn`` (its :func:`decided_turn`) unless that call of that
-    turn already started in this process."""
+    turn already started in this process. ``keep``: the call shares its task with others;
+    its answer is kept, so a retry of the task answers it again without running it."""
     key = claim_key(request, turn)
     if key is not None and not CLAIMS.claim(key):
-        return _already_ran(request)
+        return _taken(request, key)
     try:
-        return execute(request)
+        answer = execute(request)
     except BaseException:
         if key is not None:
             CLAIMS.release(key)
         raise
+    if keep and key is not None:
+        CLAIMS.keep(key, answer)
+    return answer
 
 
 async def arun_once(
-    request: ToolCallRequest, execute: AsyncExecute, turn: Any
+    request: ToolCallRequest, execute: AsyncExecute, turn: Any, *, keep: bool = False
 ) -> ToolMessage | Command[Any]:
     """Async twin of :func:`run_once`."""
     key = claim_key(request, turn)
     if key is not None and not CLAIMS.claim(key):
-        return _already_ran(request)
+        return _taken(request, key)
     try:
-        return await execute(request)
+        answer = await execute(request)
     except BaseException:
         if key is not None:
             CLAIMS.release(key)
         raise
+    if keep and key is not None:
+        CLAIMS.keep(key, answer)
+    return answer

@@ -30,10 +30,13 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langchain_opa_guard.contract import jsonable
 from langchain_opa_guard.guards.denials import guard_answer
 from langchain_opa_guard.guards.prepared_calls import prepared_call
+from langchain_opa_guard.guards.tool_readings import reads_alike
 
 __all__ = [
+    "ALIKE",
     "VIEWS_KEY",
     "decided_views",
+    "granted_view",
     "planned_views",
     "prepared_digest",
     "read_differently",
@@ -42,6 +45,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+ALIKE = "alike"
+"""The decided view of a call whose tool reads the same arguments alike every time
+(:func:`~.prepared_calls.reads_alike`, :func:`granted_view`): the grant that holds its
+arguments, checked before :func:`view_refusal`, is enough."""
 
 VIEWS_KEY = "__opa_guard_views__"
 """Where the tools node keeps each granted call's arguments as the policy decided them
@@ -71,16 +79,26 @@ def prepared_digest(tool: BaseTool | None, view: Mapping[str, Any], problem: str
     return _digest("view", view.get("name"), view.get("args"))
 
 
+def granted_view(tool: BaseTool | None, view: Mapping[str, Any], problem: str | None) -> str:
+    """:func:`prepared_digest` for a call that runs under a grant holding its arguments:
+    :data:`ALIKE` when its tool reads the same arguments alike every time (reading it again
+    where it runs would only repeat the decision's reading)."""
+    if tool is not None and problem is None and reads_alike(tool):
+        return ALIKE
+    return prepared_digest(tool, view, problem)
+
+
 def view_refusal(
     tool: BaseTool | None, call: Mapping[str, Any], decided: str | None
 ) -> ToolMessage | None:
     """``None`` when ``call`` still reads as it did when the policy decided it (``decided``:
     its :func:`view_digest` then; ``""``: decided on the model's arguments, which the grant
-    holds), else the answer for a call that does not run (a call its tool cannot read, see
-    :func:`prepared_call`, never runs). Called right before the tool runs: a validator that
-    reads state (an address book, a directory) can give another value once something (a
-    sibling call of the same turn) changed that state."""
-    if decided == "":
+    holds; :data:`ALIKE`: its tool reads those arguments alike every time), else the answer
+    for a call that does not run (a call its tool cannot read, see :func:`prepared_call`,
+    never runs). Called right before the tool runs: a validator that reads state (an
+    address book, a directory) can give another value once something (a sibling call of
+    the same turn) changed that state."""
+    if decided == "" or (decided == ALIKE and tool is not None and reads_alike(tool)):
         return None
     if decided is not None and tool is not None:
         # A call that cannot be read as its tool reads it (a policy's rewrite that gives a
@@ -134,7 +152,9 @@ def decided_views(
             continue
         name = call.get("name")
         tool = tools_by_name.get(name) if isinstance(name, str) else None
-        found[call_id] = view_digest(tool, call)
+        found[call_id] = (
+            granted_view(tool, *prepared_call(tool, cast(ToolCall, call))) if tool else ""
+        )
     return found
 
 

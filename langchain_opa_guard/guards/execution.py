@@ -35,12 +35,13 @@ from typing import Any, cast
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from langchain_opa_guard.contract import jsonable
-from langchain_opa_guard.guards.claims import arun_once, decided_turn, run_once
+from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message
 
@@ -53,6 +54,7 @@ __all__ = [
     "calls_payload",
     "grant_matches",
     "reads_no_state",
+    "task_groups",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,13 @@ GRANT_KEY = "__opa_guard_grant__"
 
 TURN_KEY = "__opa_guard_turn__"
 """Where the tools node keeps the decided turn its calls belong to (:func:`decided_turn`)."""
+
+ADMITTED_KEY = "__opa_guard_admitted__"
+"""The tools node's calls whose grants it checked, as the ``ToolNode`` runs them (the very
+objects: a call no interceptor of the user's replaced or changed is not checked twice)."""
+
+SHARED_KEY = "__opa_guard_shared__"
+"""Set in the tools node's config when its task runs several calls (:func:`task_groups`)."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -99,6 +108,25 @@ def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) ->
         return None
     digest = call_digest(call.get("name"), call.get("args"))
     return digest if digest == expected else None
+
+
+def task_groups(
+    calls: Sequence[ToolCall], config: Mapping[str, Any] | None
+) -> list[list[ToolCall]]:
+    """How the allowed calls of a turn go to the tools node, one ``Send`` per group.
+
+    With a checkpointer, one task per call: a task LangGraph runs again (a resume after a
+    tool's own ``interrupt()``, a retry policy, a run resumed in another process) runs that
+    call again, never its neighbours, whose results are saved. Without one nothing can be
+    paused or resumed, so the calls share one task, as in a plain ``ToolNode`` (LangGraph's
+    work per task is most of what a task per call costs); a retry of that task runs only
+    the calls that have not run, and a call that ran answers with its first result
+    (:func:`~.claims.run_once`).
+    """
+    configurable = (config or {}).get("configurable") or {}
+    if configurable.get(CONFIG_KEY_CHECKPOINTER) is not None or len(calls) < 2:
+        return [[call] for call in calls]
+    return [list(calls)]
 
 
 def calls_payload(
@@ -176,11 +204,15 @@ class GuardedToolNode(ToolNode):
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         state, config = self._admit(input, config)
-        return super().invoke(state, config, **kwargs)
+        out = super().invoke(state, config, **kwargs)
+        _done(config, state, self._messages_key_for_guard)
+        return out
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         state, config = self._admit(input, config)
-        return await super().ainvoke(state, config, **kwargs)
+        out = await super().ainvoke(state, config, **kwargs)
+        _done(config, state, self._messages_key_for_guard)
+        return out
 
     def _admit(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
         """The state the ToolNode runs on: only the granted calls, in a message of their own."""
@@ -198,20 +230,47 @@ class GuardedToolNode(ToolNode):
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
         grant = dict(input.get("grant") or {})
+        message = AIMessage(content="", tool_calls=calls, id=input.get("message_id"))
         # Every call must carry its own grant; the payload is built by the guard alone.
-        calls = [c for c in calls if grant_matches(grant, c)]
+        admitted = [c for c in message.tool_calls if grant_matches(grant, c)]
+        if len(admitted) != len(message.tool_calls):
+            message = AIMessage(content="", tool_calls=admitted, id=input.get("message_id"))
+            admitted = [c for c in message.tool_calls if grant_matches(grant, c)]
         state = dict(input.get("state") or {})
         messages = list(state.get(self._messages_key_for_guard) or [])
-        messages.append(AIMessage(content="", tool_calls=calls, id=input.get("message_id")))
+        messages.append(message)
         state[self._messages_key_for_guard] = messages
         base: dict[str, Any] = dict(config or {})
         base["configurable"] = {
             **(base.get("configurable") or {}),
             GRANT_KEY: grant,
             TURN_KEY: input.get("turn"),
+            SHARED_KEY: len(admitted) > 1,
+            ADMITTED_KEY: admitted,
             VIEWS_KEY: dict(input.get("views") or {}),
         }
         return state, cast(RunnableConfig, base)
+
+
+def _done(config: RunnableConfig, state: Mapping[str, Any], key: str) -> None:
+    """The task ran all its calls: the answers kept for a retry of it are not needed."""
+    configurable = config.get("configurable") or {}
+    if configurable.get(SHARED_KEY):
+        calls = state[key][-1].tool_calls
+        forget_answers(config, configurable.get(TURN_KEY), (c.get("id") for c in calls))
+
+
+def _admitted(request: ToolCallRequest) -> bool:
+    """Whether the call is one :meth:`GuardedToolNode._admit` checked against its grant,
+    untouched since (no interceptor of the user's ran in between)."""
+    config = getattr(request.runtime, "config", None) or {}
+    admitted = (config.get("configurable") or {}).get(ADMITTED_KEY) or ()
+    return any(request.tool_call is call for call in admitted)
+
+
+def _shared(request: ToolCallRequest) -> bool:
+    config = getattr(request.runtime, "config", None) or {}
+    return bool((config.get("configurable") or {}).get(SHARED_KEY))
 
 
 def _refusal(request: ToolCallRequest) -> ToolMessage:
@@ -240,34 +299,34 @@ def _compose(
 ) -> tuple[Wrapper | None, AsyncWrapper | None]:
     """The user's interceptors outside, the grant check innermost (next to execution)."""
 
-    def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
-        digest = _granted_digest(_grant_of(request), request.tool_call)
-        if digest is None:
+    def checked(
+        request: ToolCallRequest, execute: Execute, admitted: bool = False
+    ) -> ToolMessage | Command[Any]:
+        if not admitted and _granted_digest(_grant_of(request), request.tool_call) is None:
             return _refusal(request)
         if (changed := read_differently(request)) is not None:
             return changed
-        return run_once(request, execute, _turn_of(request))
+        return run_once(request, execute, _turn_of(request), keep=_shared(request))
 
     async def achecked(
-        request: ToolCallRequest, execute: AsyncExecute
+        request: ToolCallRequest, execute: AsyncExecute, admitted: bool = False
     ) -> ToolMessage | Command[Any]:
-        digest = _granted_digest(_grant_of(request), request.tool_call)
-        if digest is None:
+        if not admitted and _granted_digest(_grant_of(request), request.tool_call) is None:
             return _refusal(request)
         if (changed := read_differently(request)) is not None:
             return changed
-        return await arun_once(request, execute, _turn_of(request))
+        return await arun_once(request, execute, _turn_of(request), keep=_shared(request))
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:
-            return checked(request, execute)
+            return checked(request, execute, _admitted(request))
         return user_sync(request, lambda r: checked(r, execute))
 
     async def async_wrapper(
         request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
         if user_async is None:
-            return await achecked(request, execute)
+            return await achecked(request, execute, _admitted(request))
         return await user_async(request, lambda r: achecked(r, execute))
 
     if user_sync is not None and user_async is None:

@@ -22,7 +22,7 @@ from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.approval import TICKET_KEY
 from langchain_opa_guard.guards.arguments import check_name
 from langchain_opa_guard.guards.denials import DenialStyle, turn_stopped_message
-from langchain_opa_guard.guards.execution import calls_payload, reads_no_state
+from langchain_opa_guard.guards.execution import calls_payload, reads_no_state, task_groups
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
@@ -259,14 +259,11 @@ class PolicyGuardNode(RunnableCallable):
             state, earlier = {}, ()
         elif isinstance(state, Mapping):
             state = {k: v for k, v in state.items() if k != TICKET_KEY}
-        # One task per call: a task LangGraph runs again (a retry policy, an interrupt()
-        # inside a tool, a resume) runs that call again, never its neighbours, whose
-        # results are already saved.
         sends = [
             Send(
                 self.tools_node,
                 calls_payload(
-                    [call],
+                    list(group),
                     state,
                     self.messages_key,
                     earlier,
@@ -276,7 +273,7 @@ class PolicyGuardNode(RunnableCallable):
                     stateless=self._stateless_sends,
                 ),
             )
-            for call in allowed
+            for group in task_groups(allowed, config)
         ]
         return Command(update=update, goto=sends)
 

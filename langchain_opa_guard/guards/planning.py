@@ -41,7 +41,7 @@ from langchain_opa_guard.contract import (
 )
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
-from langchain_opa_guard.guards.decided_views import prepared_digest
+from langchain_opa_guard.guards.decided_views import granted_view
 from langchain_opa_guard.guards.denials import answer_id
 from langchain_opa_guard.guards.kept_history import (
     merged_history,
@@ -157,7 +157,7 @@ def plan_turn(
         view, problem = prepared_call(tool, call)
         views.append(view)
         problems.append(problem)
-        turn.views.append(prepared_digest(tool, view, problem))
+        turn.views.append(granted_view(tool, view, problem))
     where_doc.update(task_document(messages[:index], context, config, request))
     docs = [call_document(v, metadata_for(settings.metadata_of, v.get("name"))) for v in views]
     if kept:

@@ -27,6 +27,7 @@ from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
+from langchain_opa_guard.guards.tool_readings import reads_own_way
 
 __all__ = [
     "changed_keys",
@@ -187,20 +188,6 @@ def _injected_aliases(full: type, hidden: frozenset[str]) -> set[str]:
     return found - hidden
 
 
-def _own_reading(tool: BaseTool) -> bool:
-    """Whether the tool reads its arguments its own way: it overrides ``_parse_input``, or
-    turns them into its function's arguments other than ``BaseTool`` (by name) or
-    LangChain's single-input ``Tool`` (its one value, whatever its key) do."""
-    kind = type(tool)
-    if getattr(kind, "_parse_input", None) is not vars(BaseTool).get("_parse_input"):
-        return True
-    reading = getattr(kind, "_to_args_and_kwargs", None)
-    return reading not in (
-        vars(BaseTool).get("_to_args_and_kwargs"),
-        vars(Tool).get("_to_args_and_kwargs"),
-    )
-
-
 def single_input_name(tool: BaseTool) -> str | None:
     """The name under which a tool that runs with one value, whatever key the model sent it
     under, is decided; ``None`` for a tool that reads its arguments by name.
@@ -271,7 +258,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     if tool is None or not isinstance(args, Mapping):
         return call, None
     full = tool.args_schema
-    if _own_reading(tool):
+    if reads_own_way(tool):
         return call, "the tool reads its arguments its own way, so they cannot be checked"
     single = single_input_name(tool)
     if single is not None:

@@ -247,9 +247,17 @@ class TurnDecider:
         out.ai_message = message_as_run(
             turn.ai_message, [*out.allowed, *(p["call"] for p in out.pending)], out.rewritten
         )
-        if len(turn.views) == len(turn.calls):
-            out.planned = planned_views(turn.calls, turn.views)
-        out.views = self.views_of(out.allowed, out.planned)
+        if len(turn.views) != len(turn.calls):
+            out.views = self.views_of(out.allowed, None)
+            return out
+        # A call that runs as planned (the very call decided) keeps the view decided; a
+        # rewritten one is read as it will run.
+        as_planned = {id(c): v for c, v in zip(turn.calls, turn.views, strict=True)}
+        unplanned = [c for c in out.allowed if id(c) not in as_planned]
+        out.views = self.views_of(unplanned, None) if unplanned else {}
+        for call in out.allowed:
+            if id(call) in as_planned:
+                out.views[str(call.get("id"))] = as_planned[id(call)]
         return out
 
     def views_of(
@@ -263,6 +271,8 @@ class TurnDecider:
     def ticket_for(self, turn: Turn, out: Outcome) -> dict[str, Any]:
         """What a turn waiting for a reviewer must remember (plain, checkpointable data)."""
         allowed_ids = {str(c.get("id")) for c in out.allowed}
+        if not out.planned and len(turn.views) == len(turn.calls):
+            out.planned = planned_views(turn.calls, turn.views)
         return {
             "ai_index": turn.ai_index,
             "ai_message": out.ai_message,

@@ -1,0 +1,100 @@
+"""How a tool reads the arguments of a call: its own way, or alike every time.
+
+A call is decided as its tool reads it (:mod:`.prepared_calls`). A tool that reads its input
+its own way cannot be read faithfully beforehand (:func:`reads_own_way`); a tool whose schema
+calls no code of the application's reads the same arguments alike every time
+(:func:`reads_alike`), so where it runs the grant holding its arguments is enough, and the
+call is not read a second time (:mod:`.decided_views`).
+
+Example:
+    ```python
+    if reads_alike(tool):
+        ...  # the same arguments read the same when the tool runs
+    ```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.tools import BaseTool, Tool
+from pydantic import BaseModel
+
+__all__ = ["reads_alike", "reads_own_way"]
+
+
+def reads_own_way(tool: BaseTool) -> bool:
+    """Whether the tool reads its arguments its own way: it overrides ``_parse_input``, or
+    turns them into its function's arguments other than ``BaseTool`` (by name) or
+    LangChain's single-input ``Tool`` (its one value, whatever its key) do."""
+    kind = type(tool)
+    if getattr(kind, "_parse_input", None) is not vars(BaseTool).get("_parse_input"):
+        return True
+    reading = getattr(kind, "_to_args_and_kwargs", None)
+    return reading not in (
+        vars(BaseTool).get("_to_args_and_kwargs"),
+        vars(Tool).get("_to_args_and_kwargs"),
+    )
+
+
+def reads_alike(tool: BaseTool) -> bool:
+    """Whether ``tool`` reads the same arguments the same way every time (its
+    :func:`~.prepared_calls.prepared_call` is a function of the arguments alone), so a call
+    that still has the arguments the policy decided still reads as decided: no schema, a
+    JSON-schema dict, or a Pydantic v2 schema that calls no code of the application's (no
+    validators, default factories other than classes, custom ``__init__`` or
+    ``model_post_init``, computed fields or serializers). Anything else (a Pydantic v1
+    schema, a tool that reads its input its own way) may read differently later and is
+    read again where it runs.
+    Worked out once per tool and schema.
+    """
+    full = tool.args_schema
+    key = (id(tool), id(full))
+    known = _ALIKE_BY_TOOL.get(key)
+    if known is not None and known[0] is tool and known[1] is full:
+        return known[2]
+    found = _reads_alike(tool, full)
+    if len(_ALIKE_BY_TOOL) >= 1024:
+        _ALIKE_BY_TOOL.clear()
+    _ALIKE_BY_TOOL[key] = (tool, full, found)
+    return found
+
+
+def _reads_alike(tool: BaseTool, full: Any) -> bool:
+    if reads_own_way(tool):
+        return False
+    if full is None or isinstance(full, dict):
+        return True
+    if not (isinstance(full, type) and issubclass(full, BaseModel)):
+        return False
+    if full.model_dump is not BaseModel.model_dump or (
+        getattr(full.model_validate, "__func__", None)
+        is not vars(BaseModel)["model_validate"].__func__
+    ):
+        return False  # the schema reads or writes its values its own way
+    try:
+        return _calls_no_code(full.__pydantic_core_schema__)
+    except Exception:  # noqa: BLE001 - a schema that cannot be walked: read it again
+        return False
+
+
+def _calls_no_code(node: Any) -> bool:
+    """Whether a Pydantic core schema (a tree of dicts and lists) refers to no Python code
+    but classes: no validator or serializer functions, default factories, post-init hooks,
+    custom ``__init__``s or computed fields (its ``metadata``, for JSON schemas, is skipped)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("post_init") or item.get("custom_init") or item.get("computed_fields"):
+                return False
+            stack.extend(v for k, v in item.items() if k != "metadata")
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif callable(item) and not isinstance(item, type):
+            return False
+    return True
+
+
+# By tool object and schema (both kept, so their ids stay theirs); bounded.
+_ALIKE_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, bool]] = {}
