@@ -102,14 +102,20 @@ class GuestMemory:
 
     def value(self, address: int, depth: int = 0) -> Any:
         """The Rego value at ``address``."""
-        head = self.read(address, min(_HEAD, self.size - address))
+        base, size = self.base, self.size
+        if 0 < address <= size - _HEAD:
+            head = _string_at(base + address, _HEAD)
+        else:
+            head = self.read(address, min(_HEAD, size - address))
         kind = head[0]
         if kind in (_STRING, _STRING_INTERNED):
             length, pointer = _PAIR.unpack_from(head, 4)
             if not length:
                 return ""
-            return self.read(pointer, length).decode("utf-8", "surrogatepass")
-        if kind == _NUMBER and len(head) >= 16:
+            if not (pointer > 0 and pointer + length <= size):
+                raise GuestLayoutError("a value points outside the policy's memory")
+            return _string_at(base + pointer, length).decode("utf-8", "surrogatepass")
+        if kind == _NUMBER and len(head) >= _HEAD:
             representation = head[1]
             if representation == _REPR_INT:
                 return Number(_I64.unpack_from(head, 8)[0])

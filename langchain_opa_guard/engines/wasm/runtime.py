@@ -60,7 +60,7 @@ from langchain_opa_guard.engines.wasm.guest_values import (
     string_block,
 )
 from langchain_opa_guard.engines.wasm.host_builtins import BuiltinRefusedError
-from langchain_opa_guard.engines.wasm.rego_values import Number, dump_value, parse_value
+from langchain_opa_guard.engines.wasm.rego_values import dump_value, parse_value
 
 __all__ = ["TICK", "WasmModule", "WasmInstance", "compiled_module", "fast_path_available"]
 
@@ -96,11 +96,51 @@ try:  # wasmtime-py's C bindings, for the one hot call (see the module docstring
             "wasmtime_func_unchecked_callback_t",
             "wasmtime_caller_context",
             "wasmtime_func_t",
+            "wasmtime_context_t",
+            "wasmtime_memory_t",
+            "wasmtime_error_t",
+            "dll",
         )
     )
 except ImportError:  # pragma: no cover - a wasmtime-py without the private module
     _ffi = None  # type: ignore[assignment]
     _RAW_OK = False
+
+
+def _c_function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A C function of wasmtime's library with this module's own result type (wasmtime-py's
+    binding returns a pointer object that costs a ``ctypes.cast`` per call)."""
+    assert _ffi is not None
+    function = _ffi.dll[name]
+    function.restype = restype
+    function.argtypes = list(argtypes)
+    return function
+
+
+_MEMORY_DATA: Any = None
+_MEMORY_SIZE: Any = None
+_FUNC_CALL: Any = None
+if _RAW_OK:
+    try:
+        _context_type = ctypes.POINTER(_ffi.wasmtime_context_t)
+        _memory_type = ctypes.POINTER(_ffi.wasmtime_memory_t)
+        _MEMORY_DATA = _c_function(
+            "wasmtime_memory_data", ctypes.c_void_p, _context_type, _memory_type
+        )
+        _MEMORY_SIZE = _c_function(
+            "wasmtime_memory_data_size", ctypes.c_size_t, _context_type, _memory_type
+        )
+        _FUNC_CALL = _c_function(
+            "wasmtime_func_call_unchecked",
+            ctypes.POINTER(_ffi.wasmtime_error_t),
+            _context_type,
+            ctypes.POINTER(_ffi.wasmtime_func_t),
+            ctypes.POINTER(_ffi.wasmtime_val_raw_t),
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.POINTER(_ffi.wasm_trap_t)),
+        )
+    except (AttributeError, TypeError):  # pragma: no cover - another library layout
+        _RAW_OK = False
 
 
 def fast_path_available() -> bool:
@@ -310,7 +350,7 @@ class _GuestTrapped(Exception):
 
 _MASK = 0xFFFFFFFF
 _MEMO_KEPT = 256
-_SCALARS = (str, bool, type(None))
+_MISSING: Any = object()
 
 # Host builtins called through wasmtime's C API (see WasmInstance._host_builtin): the
 # store keeps a number, this map the instance it stands for. Only a weak reference, so
@@ -378,6 +418,8 @@ class WasmInstance:
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._direct = getattr(module, "direct_values", False)
         self._host_key = 0
+        self._view_base = 0
+        self._view_size = -1
         me = weakref.ref(self)
         try:
             imports: list[Any] = []
@@ -388,6 +430,7 @@ class WasmInstance:
                         limits = wasmtime.Limits(module.memory_pages, kind.limits.max)
                         kind = wasmtime.MemoryType(limits)
                     self.memory = wasmtime.Memory(store, kind)
+                    self._memory_ref = ctypes.byref(self.memory._memory)
                     imports.append(self.memory)
                 elif not isinstance(kind, wasmtime.FuncType):
                     raise ValueError(f"the policy module imports an unknown {name!r}")
@@ -537,13 +580,14 @@ class WasmInstance:
         """The memory's base address and size now (from a host function: its caller's
         context, or its ``Caller`` on the public path)."""
         if _RAW_OK and not isinstance(context, wasmtime.Caller):
-            assert _ffi is not None
             if context is None:
                 context = self.store._context()
-            memory = ctypes.byref(self.memory._memory)
-            pointer = _ffi.wasmtime_memory_data(context, memory)
-            size = _ffi.wasmtime_memory_data_size(context, memory)
-            return ctypes.cast(pointer, ctypes.c_void_p).value or 0, int(size)
+            memory = self._memory_ref
+            size = _MEMORY_SIZE(context, memory)
+            if size != self._view_size:  # the memory only moves when it grows
+                self._view_base = _MEMORY_DATA(context, memory) or 0
+                self._view_size = size
+            return self._view_base, size
         where = self.store if context is None else context
         pointer = self.memory.data_ptr(where)
         return ctypes.addressof(pointer.contents), self.memory.data_len(where)
@@ -636,6 +680,7 @@ class WasmInstance:
         if entry is None:
             return 0
         name, function = entry
+        key: tuple[Any, ...] | None = None
         try:
             if self._direct:
                 memory = GuestMemory(
@@ -645,13 +690,15 @@ class WasmInstance:
                 values = [memory.value(a) for a in arguments]
             else:
                 values = [self._dumped_value(context, a) for a in arguments]
-            key: tuple[Any, ...] | None = None
-            if all(isinstance(v, _SCALARS) for v in values):
-                key = (builtin_id, *((type(v), v) for v in values))
-                if key in self._memo:
-                    result = self._memo[key]
-                    return 0 if result is None else self._write_result(context, result)
-            result = function(values)
+            key = (builtin_id, tuple(map(type, values)), *values)
+            try:
+                result = self._memo.get(key, _MISSING)  # type: ignore[arg-type]
+            except TypeError:  # an array argument: not kept
+                key, result = None, _MISSING
+            if result is _MISSING:
+                result = function(values)
+            else:
+                key = None
         except BuiltinRefusedError as exc:
             self.abort_message = f"{name}: {exc}"[:200]
             raise _Abort(self.abort_message) from None
@@ -666,9 +713,14 @@ class WasmInstance:
         return self._write_result(context, result)
 
     def _write_result(self, context: Any, result: Any) -> int:
-        if self._direct and isinstance(result, str) and not isinstance(result, Number):
+        kind = type(result)
+        if kind is str and self._direct:
             return self._write_string(context, result)
-        return self._parse_value(context, dump_value(result).encode())
+        if kind is list and all(type(v) is str or type(v) is int for v in result):
+            text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+        else:
+            text = dump_value(result)
+        return self._parse_value(context, text.encode("utf-8", "surrogatepass"))
 
     def _guest(self, context: Any, name: str, *args: int) -> int:
         """Call one of the module's exports from inside an evaluation."""
@@ -687,9 +739,7 @@ class WasmInstance:
         for i, arg in enumerate(args):
             values[i].i32 = arg
         trap = ctypes.POINTER(_ffi.wasm_trap_t)()
-        error = _ffi.wasmtime_func_call_unchecked(
-            context, func_ref, values, len(values), ctypes.byref(trap)
-        )
+        error = _FUNC_CALL(context, func_ref, values, len(values), ctypes.byref(trap))
         if error:
             _ffi.wasmtime_error_delete(error)
             raise _GuestTrapped(name)
