@@ -20,6 +20,17 @@ hot call goes through wasmtime's C API with a preallocated argument array instea
 uses wasmtime-py's private ``_ffi`` module; when its layout is not the one expected, the
 public ``Func.__call__`` is used (correct, only slower).
 
+Host builtins (``regex.replace``, ``indexof_n``, ...) are imported the same way: a C
+callback (``wasmtime_func_new_unchecked``) that reads the arguments from OPA's value
+structs in memory and writes a string result as one struct (see
+:mod:`~langchain_opa_guard.engines.wasm.guest_values`; other values go through the guest's
+``opa_value_dump``/``opa_value_parse``, as they all do when a module's layout does not pass
+the probe at load). Through wasmtime-py's generic values, each argument cost a guest call
+and two passes over its text, and a decision on the information-flow pack 2-4 ms. Within
+an evaluation, a builtin called again with the same scalar arguments reuses its answer.
+A guest call that traps inside a builtin (the memory cap, the deadline) ends the
+evaluation, closed.
+
 Why one module: a module, its instances and the C-API fast path share one lifecycle (load,
 instantiate, call, trap, drop), and the fast path is only safe beside the checks that guard it.
 
