@@ -20,6 +20,17 @@ hot call goes through wasmtime's C API with a preallocated argument array instea
 uses wasmtime-py's private ``_ffi`` module; when its layout is not the one expected, the
 public ``Func.__call__`` is used (correct, only slower).
 
+Host builtins (``regex.replace``, ``indexof_n``, ...) are imported the same way: a C
+callback (``wasmtime_func_new_unchecked``) that reads the arguments from OPA's value
+structs in memory and writes a string result as one struct (see
+:mod:`~langchain_opa_guard.engines.wasm.guest_values`; other values go through the guest's
+``opa_value_dump``/``opa_value_parse``, as they all do when a module's layout does not pass
+the probe at load). Through wasmtime-py's generic values, each argument cost a guest call
+and two passes over its text, and a decision on the information-flow pack 2-4 ms. Within
+an evaluation, a builtin called again with the same scalar arguments reuses its answer.
+A guest call that traps inside a builtin (the memory cap, the deadline) ends the
+evaluation, closed.
+
 Why one module: a module, its instances and the C-API fast path share one lifecycle (load,
 instantiate, call, trap, drop), and the fast path is only safe beside the checks that guard it.
 
@@ -37,6 +48,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -50,7 +62,16 @@ from typing import Any
 import wasmtime
 
 from langchain_opa_guard.decision import EngineError, ErrorType
+from langchain_opa_guard.engines.wasm.guest_values import (
+    PROBE_VALUES,
+    STRING_HEAD_SIZE,
+    GuestLayoutError,
+    GuestMemory,
+    probe_text,
+    string_block,
+)
 from langchain_opa_guard.engines.wasm.host_builtins import BuiltinRefusedError
+from langchain_opa_guard.engines.wasm.rego_values import dump_value, parse_value
 
 __all__ = ["TICK", "WasmModule", "WasmInstance", "compiled_module", "fast_path_available"]
 
@@ -82,11 +103,55 @@ try:  # wasmtime-py's C bindings, for the one hot call (see the module docstring
             "wasmtime_memory_data",
             "wasmtime_memory_data_size",
             "wasmtime_error_delete",
+            "wasmtime_func_new_unchecked",
+            "wasmtime_func_unchecked_callback_t",
+            "wasmtime_caller_context",
+            "wasmtime_func_t",
+            "wasmtime_context_t",
+            "wasmtime_memory_t",
+            "wasmtime_error_t",
+            "dll",
         )
     )
 except ImportError:  # pragma: no cover - a wasmtime-py without the private module
     _ffi = None  # type: ignore[assignment]
     _RAW_OK = False
+
+
+def _c_function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A C function of wasmtime's library with this module's own result type (wasmtime-py's
+    binding returns a pointer object that costs a ``ctypes.cast`` per call)."""
+    assert _ffi is not None
+    function = _ffi.dll[name]
+    function.restype = restype
+    function.argtypes = list(argtypes)
+    return function
+
+
+_MEMORY_DATA: Any = None
+_MEMORY_SIZE: Any = None
+_FUNC_CALL: Any = None
+if _RAW_OK:
+    try:
+        _context_type = ctypes.POINTER(_ffi.wasmtime_context_t)
+        _memory_type = ctypes.POINTER(_ffi.wasmtime_memory_t)
+        _MEMORY_DATA = _c_function(
+            "wasmtime_memory_data", ctypes.c_void_p, _context_type, _memory_type
+        )
+        _MEMORY_SIZE = _c_function(
+            "wasmtime_memory_data_size", ctypes.c_size_t, _context_type, _memory_type
+        )
+        _FUNC_CALL = _c_function(
+            "wasmtime_func_call_unchecked",
+            ctypes.POINTER(_ffi.wasmtime_error_t),
+            _context_type,
+            ctypes.POINTER(_ffi.wasmtime_func_t),
+            ctypes.POINTER(_ffi.wasmtime_val_raw_t),
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.POINTER(_ffi.wasm_trap_t)),
+        )
+    except (AttributeError, TypeError):  # pragma: no cover - another library layout
+        _RAW_OK = False
 
 
 def fast_path_available() -> bool:
@@ -265,6 +330,9 @@ class WasmModule:
         scratch = WasmInstance(self, b"{}", memory_limit=None, host_builtins={})
         self.entrypoints: dict[str, int] = scratch.dump_export("entrypoints")
         self.builtins: dict[str, int] = scratch.dump_export("builtins")
+        # Whether host builtins read and write OPA's value structs directly (checked
+        # against the module's own dump and parse; see guest_values).
+        self.direct_values = scratch.probe_direct_values()
         scratch.close()
 
     def instance(
@@ -287,6 +355,55 @@ class _Abort(Exception):
     """Raised by the ``opa_abort`` import: the guest gave up (an evaluation error)."""
 
 
+class _GuestTrapped(Exception):
+    """A guest call made from a host builtin trapped: the evaluation ends."""
+
+
+_MASK = 0xFFFFFFFF
+_MEMO_KEPT = 256
+_MISSING: Any = object()
+
+# Host builtins called through wasmtime's C API (see WasmInstance._host_builtin): the
+# store keeps a number, this map the instance it stands for. Only a weak reference, so
+# that an instance dropped by its pool is freed with its store and memory.
+_HOSTS: dict[int, weakref.ReferenceType[WasmInstance]] = {}
+_HOST_KEYS = itertools.count(1)
+
+
+def _new_trap(message: str) -> int | None:
+    trap = wasmtime.Trap(message)._consume()
+    return ctypes.cast(trap, ctypes.c_void_p).value
+
+
+def _host_trampoline(env: int | None, caller: Any, values: Any, count: int) -> int | None:
+    """``opa_builtinN(builtin_id, ctx, arg...) -> value``, called by wasmtime's C API."""
+    ref = _HOSTS.get(env or 0)
+    instance = ref() if ref is not None else None
+    if instance is None:
+        return _new_trap("the policy instance is gone")
+    try:
+        assert _ffi is not None
+        arguments = [values[i].i32 & _MASK for i in range(2, count)]
+        context = _ffi.wasmtime_caller_context(caller)
+        values[0].i32 = instance._host_builtin(context, values[0].i32, arguments)
+    except BaseException:  # noqa: BLE001 - any failure here ends the evaluation
+        return _new_trap("host builtin failed")
+    return 0
+
+
+def _forget_host(env: int | None) -> None:
+    _HOSTS.pop(env or 0, None)
+
+
+# The C callbacks: kept here for the life of the process (stores point at them).
+_HOST_TRAMPOLINE: Any = None
+_FORGET_HOST: Any = None
+if _RAW_OK:
+    assert _ffi is not None
+    _HOST_TRAMPOLINE = _ffi.wasmtime_func_unchecked_callback_t(_host_trampoline)
+    _FORGET_HOST = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_forget_host)
+
+
 class WasmInstance:
     """One instance of a policy module; used by one thread at a time."""
 
@@ -307,7 +424,14 @@ class WasmInstance:
         store.set_epoch_deadline(2**62)
         self.store = store
         self.abort_message = ""
+        self.interrupted = False
         self._builtins_by_id: dict[int, tuple[str, HostBuiltin]] = {}
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._direct = getattr(module, "direct_values", False)
+        self._host_key = 0
+        self._view_base = 0
+        self._view_size = -1
+        me = weakref.ref(self)
         try:
             imports: list[Any] = []
             for imp in module.module.imports:
@@ -317,20 +441,22 @@ class WasmInstance:
                         limits = wasmtime.Limits(module.memory_pages, kind.limits.max)
                         kind = wasmtime.MemoryType(limits)
                     self.memory = wasmtime.Memory(store, kind)
+                    self._memory_ref = ctypes.byref(self.memory._memory)
                     imports.append(self.memory)
                 elif not isinstance(kind, wasmtime.FuncType):
                     raise ValueError(f"the policy module imports an unknown {name!r}")
                 elif name == "opa_abort":
-                    imports.append(wasmtime.Func(store, kind, self._abort))
+                    imports.append(wasmtime.Func(store, kind, _weak_abort(me)))
                 elif name == "opa_println":
                     imports.append(wasmtime.Func(store, kind, _ignore))
                 elif name.startswith("opa_builtin"):
-                    imports.append(wasmtime.Func(store, kind, self._builtin, access_caller=True))
+                    imports.append(self._builtin_import(kind, me))
                 else:
                     raise ValueError(f"the policy module imports an unknown {imp.name!r}")
             self.instance = wasmtime.Instance(store, module.module, imports)
             exports = self.instance.exports(store)
             self._exports = {name: _func(exports[name], name) for name in _REQUIRED_EXPORTS}
+            self._guest_calls = self._raw_exports() if _RAW_OK else {}
             if host_builtins is not None:
                 wanted = self.dump_export("builtins")
                 self._builtins_by_id = {
@@ -344,6 +470,37 @@ class WasmInstance:
             raise EngineError(ErrorType.ENGINE, "the policy module could not be started") from exc
         self._opa_eval = self._exports["opa_eval"]
         self._raw = self._raw_call() if _RAW_OK else None
+
+    def _builtin_import(
+        self, kind: wasmtime.FuncType, me: weakref.ReferenceType[WasmInstance]
+    ) -> wasmtime.Func:
+        if not _RAW_OK:
+            return wasmtime.Func(self.store, kind, _weak_builtin(me), access_caller=True)
+        assert _ffi is not None
+        if not self._host_key:
+            self._host_key = next(_HOST_KEYS)
+            _HOSTS[self._host_key] = me
+        raw = _ffi.wasmtime_func_t()
+        _ffi.wasmtime_func_new_unchecked(
+            self.store._context(),
+            kind.ptr(),
+            _HOST_TRAMPOLINE,
+            self._host_key,
+            _FORGET_HOST,
+            ctypes.byref(raw),
+        )
+        return wasmtime.Func._from_raw(raw)
+
+    def _raw_exports(self) -> dict[str, tuple[Any, Any]]:
+        """The exports host builtins call, each with an argument array for the C API."""
+        assert _ffi is not None
+        calls = {}
+        for name in ("opa_malloc", "opa_value_dump", "opa_value_parse"):
+            func = self._exports[name]
+            kind = func.type(self.store)
+            size = max(len(kind.params), len(kind.results), 1)
+            calls[name] = (ctypes.byref(func._func), (_ffi.wasmtime_val_raw_t * size)())
+        return calls
 
     # -- evaluation ---------------------------------------------------------------
 
@@ -362,10 +519,17 @@ class WasmInstance:
         ctypes.memmove(base + self.heap, input_json, size)
         self.store.set_epoch_deadline(max(1, math.ceil(timeout / TICK)))
         self.abort_message = ""
-        if self._raw is not None:
-            addr = self._raw(entrypoint, self.data_addr, self.heap, size, end)
-        else:
-            addr = self._public_call(entrypoint, size, end)
+        self.interrupted = False
+        if self._memo:
+            self._memo.clear()
+        try:
+            if self._raw is not None:
+                addr = self._raw(entrypoint, self.data_addr, self.heap, size, end)
+            else:
+                addr = self._public_call(entrypoint, size, end)
+        finally:
+            if self._memo:
+                self._memo.clear()
         return self._string_at(addr)
 
     def _raw_call(self) -> Callable[[int, int, int, int, int], int]:
@@ -413,7 +577,7 @@ class WasmInstance:
                 code = trap.trap_code
             except Exception:  # noqa: BLE001 - an unknown code is just an engine error
                 code = None
-        if code == wasmtime.TrapCode.INTERRUPT:
+        if code == wasmtime.TrapCode.INTERRUPT or self.interrupted:
             return EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
         if self.abort_message:
             return EngineError(
@@ -423,16 +587,21 @@ class WasmInstance:
 
     # -- memory -------------------------------------------------------------------
 
-    def _memory_view(self) -> tuple[int, int]:
-        if _RAW_OK:
-            assert _ffi is not None
-            context = self.store._context()
-            memory = ctypes.byref(self.memory._memory)
-            pointer = _ffi.wasmtime_memory_data(context, memory)
-            size = _ffi.wasmtime_memory_data_size(context, memory)
-            return ctypes.cast(pointer, ctypes.c_void_p).value or 0, int(size)
-        pointer = self.memory.data_ptr(self.store)
-        return ctypes.addressof(pointer.contents), self.memory.data_len(self.store)
+    def _memory_view(self, context: Any = None) -> tuple[int, int]:
+        """The memory's base address and size now (from a host function: its caller's
+        context, or its ``Caller`` on the public path)."""
+        if _RAW_OK and not isinstance(context, wasmtime.Caller):
+            if context is None:
+                context = self.store._context()
+            memory = self._memory_ref
+            size = _MEMORY_SIZE(context, memory)
+            if size != self._view_size:  # the memory only moves when it grows
+                self._view_base = _MEMORY_DATA(context, memory) or 0
+                self._view_size = size
+            return self._view_base, size
+        where = self.store if context is None else context
+        pointer = self.memory.data_ptr(where)
+        return ctypes.addressof(pointer.contents), self.memory.data_len(where)
 
     def _ensure_memory(self, needed: int) -> None:
         _, size = self._memory_view()
@@ -446,8 +615,8 @@ class WasmInstance:
         if grown is False:
             raise EngineError(ErrorType.ENGINE, "the policy input does not fit the memory cap")
 
-    def _string_at(self, addr: int) -> bytes:
-        base, size = self._memory_view()
+    def _string_at(self, addr: int, context: Any = None) -> bytes:
+        base, size = self._memory_view(context)
         if not 0 < addr < size:
             raise EngineError(ErrorType.MALFORMED, "the policy module returned no result")
         return ctypes.string_at(base + addr)
@@ -470,7 +639,32 @@ class WasmInstance:
             raise ValueError(f"the policy module's {name} export is not an object")
         return {str(k): int(v) for k, v in value.items()}
 
-    # -- imports ------------------------------------------------------------------
+    def probe_direct_values(self) -> bool:
+        """Whether OPA's value structs in this module read and write here as its own
+        ``opa_value_dump``/``opa_value_parse`` see them (see
+        :mod:`~langchain_opa_guard.engines.wasm.guest_values`)."""
+        try:
+            probe = self._parse_value(None, probe_text())
+            dumped = self._dumped_value(None, probe)
+            read = GuestMemory(*self._memory_view(), fallback=None).value(probe)
+            if not (isinstance(dumped, list) and len(dumped) == len(PROBE_VALUES)):
+                return False
+            if not _identical(read, dumped):
+                return False
+            for text in ("", "probe", "h\u00e9 \u4e16 \U0001f600", 'a"\\\n\x00\x7f'):
+                written = self._write_string(None, text)
+                if self._dumped_value(None, written) != text:
+                    return False
+                if GuestMemory(*self._memory_view(), fallback=None).value(written) != text:
+                    return False
+        except (GuestLayoutError, ValueError, UnicodeError, wasmtime.WasmtimeError):
+            return False
+        except (wasmtime.Trap, _Abort, _GuestTrapped):
+            _clear_host_exception()
+            return False
+        return True
+
+    # -- host builtins --------------------------------------------------------------
 
     def _abort(self, addr: int) -> None:
         try:
@@ -479,47 +673,166 @@ class WasmInstance:
             self.abort_message = "aborted"
         raise _Abort(self.abort_message)
 
-    def _builtin(self, caller: wasmtime.Caller, builtin_id: int, _ctx: int, *args: int) -> int:
+    def _host_builtin(self, context: Any, builtin_id: int, arguments: list[int]) -> int:
         """Dispatch a host builtin; an error or an unknown builtin is undefined (0).
+
+        ``context`` is the caller's (a C-API context, or a ``Caller`` on the public path);
+        guest calls made from here go through it. The arguments are read from memory
+        directly when the module's layout allows it, else through ``opa_value_dump``; a
+        string result is written directly, others through ``opa_value_parse``. Within an
+        evaluation, a call repeated with the same scalar arguments reuses the first
+        answer (the host builtins are pure).
 
         A builtin that raises
         :class:`~langchain_opa_guard.engines.wasm.host_builtins.BuiltinRefusedError` (it cannot
-        give OPA's answer) ends the evaluation with an ``engine_error``."""
+        give OPA's answer), and a guest call that traps, end the evaluation (an
+        ``engine_error``, or a ``timeout`` when the deadline passed)."""
         entry = self._builtins_by_id.get(builtin_id)
         if entry is None:
             return 0
         name, function = entry
-        exports = self._exports
+        key: tuple[Any, ...] | None = None
         try:
-            values = [self._read_value(caller, exports, a) for a in args]
-            result = function(values)
+            if self._direct:
+                memory = GuestMemory(
+                    *self._memory_view(context),
+                    fallback=lambda address: self._dumped_value(context, address),
+                )
+                values = [memory.value(a) for a in arguments]
+            else:
+                values = [self._dumped_value(context, a) for a in arguments]
+            key = (builtin_id, tuple(map(type, values)), *values)
+            try:
+                result = self._memo.get(key, _MISSING)  # type: ignore[arg-type]
+            except TypeError:  # an array argument: not kept
+                key, result = None, _MISSING
+            if result is _MISSING:
+                result = function(values)
+            else:
+                key = None
         except BuiltinRefusedError as exc:
             self.abort_message = f"{name}: {exc}"[:200]
             raise _Abort(self.abort_message) from None
+        except (_GuestTrapped, _Abort, GuestLayoutError):
+            raise
         except Exception:  # noqa: BLE001 - OPA's default: a failing builtin is undefined
-            return 0
+            result = None
+        if key is not None and len(self._memo) < _MEMO_KEPT:
+            self._memo[key] = result
         if result is None:
             return 0
-        return self._write_value(caller, exports, result)
+        return self._write_result(context, result)
 
-    def _read_value(self, caller: wasmtime.Caller, exports: Any, addr: int) -> Any:
-        from langchain_opa_guard.engines.wasm.rego_values import parse_value
+    def _write_result(self, context: Any, result: Any) -> int:
+        kind = type(result)
+        if kind is str and self._direct:
+            return self._write_string(context, result)
+        if kind is list and all(type(v) is str or type(v) is int for v in result):
+            text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+        else:
+            text = dump_value(result)
+        return self._parse_value(context, text.encode("utf-8", "surrogatepass"))
 
-        dumped = int(exports["opa_value_dump"](caller, addr))
-        pointer = self.memory.data_ptr(caller)
-        return parse_value(ctypes.string_at(ctypes.addressof(pointer.contents) + dumped))
+    def _guest(self, context: Any, name: str, *args: int) -> int:
+        """Call one of the module's exports from inside an evaluation."""
+        if isinstance(context, wasmtime.Caller) or not self._guest_calls:
+            try:
+                return int(self._exports[name](context or self.store, *args)) & _MASK
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+                _clear_host_exception()
+                code = getattr(exc, "trap_code", None) if isinstance(exc, wasmtime.Trap) else None
+                self.interrupted = self.interrupted or code == wasmtime.TrapCode.INTERRUPT
+                raise _GuestTrapped(name) from None
+        assert _ffi is not None
+        if context is None:
+            context = self.store._context()
+        func_ref, values = self._guest_calls[name]
+        for i, arg in enumerate(args):
+            values[i].i32 = arg
+        trap = ctypes.POINTER(_ffi.wasm_trap_t)()
+        error = _FUNC_CALL(context, func_ref, values, len(values), ctypes.byref(trap))
+        if error:
+            _ffi.wasmtime_error_delete(error)
+            raise _GuestTrapped(name)
+        if trap:
+            trapped = wasmtime.Trap._from_ptr(trap)
+            try:
+                interrupted = trapped.trap_code == wasmtime.TrapCode.INTERRUPT
+            except Exception:  # noqa: BLE001 - an unknown code is just an engine error
+                interrupted = False
+            self.interrupted = self.interrupted or interrupted
+            _clear_host_exception()
+            raise _GuestTrapped(name)
+        return int(values[0].i32) & _MASK
 
-    def _write_value(self, caller: wasmtime.Caller, exports: Any, value: Any) -> int:
-        from langchain_opa_guard.engines.wasm.rego_values import dump_value
+    def _dumped_value(self, context: Any, addr: int) -> Any:
+        """The value at ``addr`` through the guest's ``opa_value_dump``."""
+        dumped = self._guest(context, "opa_value_dump", addr)
+        return parse_value(self._string_at(dumped, context))
 
-        text = dump_value(value).encode()
-        addr = int(exports["opa_malloc"](caller, len(text)))
-        self.memory.write(caller, text, addr)
-        return int(exports["opa_value_parse"](caller, addr, len(text)))
+    def _malloc(self, context: Any, size: int) -> int:
+        addr = self._guest(context, "opa_malloc", size)
+        if not addr:
+            raise _GuestTrapped("opa_malloc")
+        return addr
+
+    def _parse_value(self, context: Any, text: bytes) -> int:
+        """A value from its text in Rego's syntax, through the guest's ``opa_value_parse``."""
+        addr = self._malloc(context, len(text))
+        base, size = self._memory_view(context)
+        if addr + len(text) > size:
+            raise _GuestTrapped("opa_malloc")
+        ctypes.memmove(base + addr, text, len(text))
+        parsed = self._guest(context, "opa_value_parse", addr, len(text))
+        if not parsed:
+            raise _GuestTrapped("opa_value_parse")
+        return parsed
+
+    def _write_string(self, context: Any, text: str) -> int:
+        """A string value written directly: one ``opa_string_t`` and its bytes."""
+        data = text.encode("utf-8", "surrogatepass")
+        addr = self._malloc(context, STRING_HEAD_SIZE + len(data))
+        block = string_block(addr, data)
+        base, size = self._memory_view(context)
+        if addr + len(block) > size:
+            raise _GuestTrapped("opa_malloc")
+        ctypes.memmove(base + addr, block, len(block))
+        return addr
 
     def close(self) -> None:
         """Drop the instance (its store and memory go with the last reference)."""
         self._raw = None
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Equal values of the same types all the way down (``Number`` is not ``str``)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _weak_abort(me: weakref.ReferenceType[WasmInstance]) -> Callable[[int], None]:
+    def abort(addr: int) -> None:
+        instance = me()
+        if instance is None:
+            raise _Abort("aborted")
+        instance._abort(addr)
+
+    return abort
+
+
+def _weak_builtin(me: weakref.ReferenceType[WasmInstance]) -> Callable[..., int]:
+    """The public-path ``opa_builtinN`` import (when the C API is not usable)."""
+
+    def builtin(caller: wasmtime.Caller, builtin_id: int, _ctx: int, *args: int) -> int:
+        instance = me()
+        if instance is None:
+            raise _Abort("the policy instance is gone")
+        return instance._host_builtin(caller, builtin_id, [a & _MASK for a in args])
+
+    return builtin
 
 
 def _func(item: Any, name: str) -> wasmtime.Func:
