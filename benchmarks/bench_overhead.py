@@ -2,18 +2,24 @@
 
 One round: user message -> the scripted model proposes N parallel tool calls -> tools ->
 the model answers. The guarded graph is the demo's ``build_agent`` (``agent -> guard ->
-tools``) on the embedded engine and on a real OPA sidecar over loopback. Two unguarded
-graphs: the classic ReAct round (``agent -> ToolNode`` through ``tools_condition``, the
-calls of a turn in one task) and the same round with each call a task of its own (a
-``Send`` per call, as LangChain's ``create_agent`` does and as the guard must, so that a
-retried or interrupted task never runs its neighbours again). All calls are allowed (an
-admin reading a name), so every graph does the same tool work. ``graph.invoke``, sides
-interleaved round by round; wall time and this process's CPU time (all threads) per run.
+tools``) on the embedded engine and on a real OPA sidecar over loopback; the unguarded one
+the classic ReAct round (``agent -> ToolNode`` through ``tools_condition``, the calls of a
+turn in one task). All calls are allowed (an admin reading a name), so every graph does the
+same tool work. ``graph.invoke``, sides interleaved round by round; wall time and this
+process's CPU time (all threads) per run.
+
+Without a checkpointer the guard sends a turn's allowed calls to the tools node in one task,
+as a ``ToolNode`` runs them. With one (an ``InMemorySaver``, a fresh thread per run, on both
+sides) it sends each call in a task of its own, so that a task LangGraph runs again runs only
+its own call; that part also measures an unguarded graph that runs a task per call (a
+``Send`` per call, as LangChain's ``create_agent`` does), to tell LangGraph's per-task work
+from the guard's.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 from common import POLICIES, ms, start_opa
@@ -29,6 +35,7 @@ from harness import (
     timed_rounds,
     unguarded_agent,
 )
+from langgraph.checkpoint.memory import InMemorySaver
 
 from langchain_opa_guard import EmbeddedPolicy, OPAServer
 from langchain_opa_guard.demo import build_agent, customer_db_tools
@@ -45,25 +52,23 @@ def run() -> list[NotedTable]:
     batched = OPAServer(opa.url, batch=True)
     try:
         table = NotedTable(
-            "Guard overhead per ReAct round (graph.invoke; wall time, medians of "
-            f"{ROUNDS} interleaved rounds x {INNER} runs)",
+            "Guard overhead per ReAct round, no checkpointer (graph.invoke; wall time, "
+            f"medians of {ROUNDS} interleaved rounds x {INNER} runs)",
             [
                 "calls",
                 "unguarded (ToolNode)",
                 "no-op node / unguarded",
-                "a task per call, no guard",
-                "task per call / unguarded",
                 "embedded guard",
                 "embedded / unguarded",
-                "embedded / task per call",
                 "OPA sidecar",
                 "OPA sidecar / unguarded",
                 "OPA sidecar, batch",
                 "batch / unguarded",
             ],
         )
-        cpu_table = NotedTable(
-            "The same rounds in CPU time (this process, all threads; medians per run)",
+        saved = NotedTable(
+            "The same rounds with a checkpointer (InMemorySaver, a fresh thread per run, "
+            "both sides; wall time, medians)",
             [
                 "calls",
                 "unguarded (ToolNode)",
@@ -72,6 +77,18 @@ def run() -> list[NotedTable]:
                 "embedded guard",
                 "embedded / unguarded",
                 "embedded / task per call",
+            ],
+        )
+        cpu_table = NotedTable(
+            "The same rounds in CPU time (this process, all threads; medians per run)",
+            [
+                "calls",
+                "unguarded",
+                "embedded guard",
+                "embedded / unguarded",
+                "with a checkpointer: unguarded",
+                "embedded guard",
+                "embedded / unguarded",
             ],
         )
         at_three: dict[str, float] = {}
@@ -80,58 +97,88 @@ def run() -> list[NotedTable]:
             graphs = {
                 "unguarded": unguarded_agent(admin_model(n), tools),
                 "noop": unguarded_agent(admin_model(n), tools, noop_node=True),
-                "task_per_call": task_per_call_agent(admin_model(n), tools),
                 "embedded": build_agent(embedded, admin_model(n), tools),
                 "opa": build_agent(server, admin_model(n), tools),
                 "batch": build_agent(batched, admin_model(n), tools),
+                "saved_unguarded": unguarded_agent(
+                    admin_model(n), tools, checkpointer=InMemorySaver()
+                ),
+                "saved_task_per_call": task_per_call_agent(
+                    admin_model(n), tools, checkpointer=InMemorySaver()
+                ),
+                "saved_embedded": build_agent(
+                    embedded, admin_model(n), tools, checkpointer=InMemorySaver()
+                ),
             }
 
-            def side(graph: Any) -> Any:
+            def side(name: str, graph: Any) -> Any:
+                saved_side = name.startswith("saved_")
+
                 def block() -> int:
                     for _ in range(INNER):
-                        graph.invoke(INPUTS, context={"user": ADMIN})
+                        config = (
+                            {"configurable": {"thread_id": uuid.uuid4().hex}}
+                            if saved_side
+                            else None
+                        )
+                        graph.invoke(INPUTS, config, context={"user": ADMIN})
                     return INNER
 
                 return block
 
-            for graph in graphs.values():
-                check_answered(graph.invoke(INPUTS, context={"user": ADMIN}), n)
+            for name, graph in graphs.items():
+                config = (
+                    {"configurable": {"thread_id": uuid.uuid4().hex}}
+                    if name.startswith("saved_")
+                    else None
+                )
+                check_answered(graph.invoke(INPUTS, config, context={"user": ADMIN}), n)
             cpu: dict[str, list[float]] = {}
             samples = timed_rounds(
-                {name: side(g) for name, g in graphs.items()}, rounds=ROUNDS, warmup=3, cpu=cpu
+                {name: side(name, g) for name, g in graphs.items()},
+                rounds=ROUNDS,
+                warmup=3,
+                cpu=cpu,
             )
             wall = {name: median(values) for name, values in samples.items()}
             used = {name: median(values) for name, values in cpu.items()}
-            base, per_call = wall["unguarded"], wall["task_per_call"]
+            base = wall["unguarded"]
             table.add(
                 n,
                 ms(base),
                 ratio(wall["noop"], base),
-                ms(per_call),
-                ratio(per_call, base),
                 ms(wall["embedded"]),
                 ratio(wall["embedded"], base),
-                ratio(wall["embedded"], per_call),
                 ms(wall["opa"]),
                 ratio(wall["opa"], base),
                 ms(wall["batch"]),
                 ratio(wall["batch"], base),
             )
+            saved_base, per_call = wall["saved_unguarded"], wall["saved_task_per_call"]
+            saved.add(
+                n,
+                ms(saved_base),
+                ms(per_call),
+                ratio(per_call, saved_base),
+                ms(wall["saved_embedded"]),
+                ratio(wall["saved_embedded"], saved_base),
+                ratio(wall["saved_embedded"], per_call),
+            )
             cpu_table.add(
                 n,
                 ms(used["unguarded"]),
-                ms(used["task_per_call"]),
-                ratio(used["task_per_call"], used["unguarded"]),
                 ms(used["embedded"]),
                 ratio(used["embedded"], used["unguarded"]),
-                ratio(used["embedded"], used["task_per_call"]),
+                ms(used["saved_unguarded"]),
+                ms(used["saved_embedded"]),
+                ratio(used["saved_embedded"], used["saved_unguarded"]),
             )
             if n == 3:
                 at_three = {k: v / base for k, v in wall.items()}
-                at_three["embedded_vs_tasks"] = wall["embedded"] / per_call
                 at_three["cpu_embedded"] = used["embedded"] / used["unguarded"]
-                at_three["cpu_tasks"] = used["task_per_call"] / used["unguarded"]
-                at_three["cpu_embedded_vs_tasks"] = used["embedded"] / used["task_per_call"]
+                at_three["saved_embedded"] = wall["saved_embedded"] / saved_base
+                at_three["saved_tasks"] = per_call / saved_base
+                at_three["saved_vs_tasks"] = wall["saved_embedded"] / per_call
         if at_three:
             for key, label, goal in (
                 ("embedded", "embedded", 1.15),
@@ -142,27 +189,34 @@ def run() -> list[NotedTable]:
                 verdict = "met" if got <= goal else "NOT met"
                 table.note(
                     f"goal for 3 calls, {label} <= {goal:.2f}x the unguarded ToolNode round: "
-                    f"{got:.2f}x ({verdict})"
+                    f"{got:.2f}x ({verdict}; CPU {at_three['cpu_embedded']:.2f}x for embedded)"
+                    if key == "embedded"
+                    else f"goal for 3 calls, {label} <= {goal:.2f}x the unguarded ToolNode "
+                    f"round: {got:.2f}x ({verdict})"
                 )
-            table.note(
-                "where the embedded guard's time over the ToolNode round goes, 3 calls: one "
-                f"task per call alone costs {at_three['task_per_call']:.2f}x wall / "
-                f"{at_three['cpu_tasks']:.2f}x CPU (LangGraph's per-task work: a thread, a "
-                "config, callbacks, writes for each task); the guard itself (its node, the "
-                "decision, grants and checks where the tools run) "
-                f"{at_three['embedded_vs_tasks']:.2f}x wall / "
-                f"{at_three['cpu_embedded_vs_tasks']:.2f}x CPU of that graph"
+            saved.note(
+                "with a checkpointer, 3 calls: the embedded guard "
+                f"{at_three['saved_embedded']:.2f}x the unguarded ToolNode round; one task "
+                f"per call alone costs {at_three['saved_tasks']:.2f}x (LangGraph's per-task "
+                "work: a thread, a config, callbacks, checkpoint writes for each task), the "
+                f"guard itself {at_three['saved_vs_tasks']:.2f}x of that graph"
             )
         table.note(
             "no-op node: a node that returns nothing where the guard would be (agent -> noop "
             "-> tools), i.e. what one more LangGraph step costs before the guard does any work"
         )
         table.note(
-            "the guard decides the calls of a turn in one guest call on the embedded engine, "
-            "concurrently over OPA (a thread pool on the sync path), in one request with "
-            f"batch=True; OPA runs on the same {os.cpu_count()} cores"
+            "without a checkpointer the guard sends a turn's allowed calls in one task, as a "
+            "ToolNode runs them; the guard decides the calls of a turn in one guest call on "
+            "the embedded engine, concurrently over OPA (a thread pool on the sync path), in "
+            f"one request with batch=True; OPA runs on the same {os.cpu_count()} cores"
         )
-        return [table, cpu_table]
+        saved.note(
+            "with a checkpointer the guard sends each allowed call in a task of its own, so "
+            "a task LangGraph runs again (a retry, a resume after a tool's interrupt(), a run "
+            "resumed in another process) runs only its own call"
+        )
+        return [table, saved, cpu_table]
     finally:
         server.close()
         batched.close()

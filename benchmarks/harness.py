@@ -55,7 +55,9 @@ def admin_model(n: int) -> ScriptedChatModel:
     return ScriptedChatModel(script=[AIMessage("", tool_calls=admin_turn(n)), "done"])
 
 
-def unguarded_agent(model: Any, tools: Sequence[BaseTool], *, noop_node: bool = False) -> Any:
+def unguarded_agent(
+    model: Any, tools: Sequence[BaseTool], *, noop_node: bool = False, checkpointer: Any = None
+) -> Any:
     """The demo's ``build_agent`` without the guard: ``agent -> tools -> agent``.
 
     The agent node is built exactly as in ``build_agent`` (same RunnableLambda, sync and
@@ -82,10 +84,10 @@ def unguarded_agent(model: Any, tools: Sequence[BaseTool], *, noop_node: bool = 
     else:
         builder.add_conditional_edges("agent", tools_condition)
     builder.add_edge("tools", "agent")
-    return builder.compile()
+    return builder.compile(checkpointer=checkpointer)
 
 
-def task_per_call_agent(model: Any, tools: Sequence[BaseTool]) -> Any:
+def task_per_call_agent(model: Any, tools: Sequence[BaseTool], *, checkpointer: Any = None) -> Any:
     """The unguarded graph in the shape the guard gives the tools step: each tool call of a
     turn a task of its own (a ``Send`` per call, as LangChain's ``create_agent`` does), so
     a retried or interrupted task never runs its neighbours again.
@@ -119,7 +121,7 @@ def task_per_call_agent(model: Any, tools: Sequence[BaseTool]) -> Any:
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", route, ["tools", END])
     builder.add_edge("tools", "agent")
-    return builder.compile()
+    return builder.compile(checkpointer=checkpointer)
 
 
 def _noop(state: MessagesState) -> dict[str, Any]:

@@ -118,11 +118,14 @@ except ImportError:  # pragma: no cover - a wasmtime-py without the private modu
     _RAW_OK = False
 
 
-def _c_function(name: str, restype: Any, *argtypes: Any) -> Any:
+def _c_function(name: str, restype: Any, *argtypes: Any, keep_gil: bool = False) -> Any:
     """A C function of wasmtime's library with this module's own result type (wasmtime-py's
-    binding returns a pointer object that costs a ``ctypes.cast`` per call)."""
+    binding returns a pointer object that costs a ``ctypes.cast`` per call). ``keep_gil``:
+    called without releasing the GIL (a query that returns at once: releasing it would let
+    another thread take it, and getting it back costs more than the call)."""
     assert _ffi is not None
-    function = _ffi.dll[name]
+    library = ctypes.PyDLL(None, handle=_ffi.dll._handle) if keep_gil else _ffi.dll
+    function = library[name]
     function.restype = restype
     function.argtypes = list(argtypes)
     return function
@@ -136,10 +139,14 @@ if _RAW_OK:
         _context_type = ctypes.POINTER(_ffi.wasmtime_context_t)
         _memory_type = ctypes.POINTER(_ffi.wasmtime_memory_t)
         _MEMORY_DATA = _c_function(
-            "wasmtime_memory_data", ctypes.c_void_p, _context_type, _memory_type
+            "wasmtime_memory_data", ctypes.c_void_p, _context_type, _memory_type, keep_gil=True
         )
         _MEMORY_SIZE = _c_function(
-            "wasmtime_memory_data_size", ctypes.c_size_t, _context_type, _memory_type
+            "wasmtime_memory_data_size",
+            ctypes.c_size_t,
+            _context_type,
+            _memory_type,
+            keep_gil=True,
         )
         _FUNC_CALL = _c_function(
             "wasmtime_func_call_unchecked",
