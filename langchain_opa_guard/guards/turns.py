@@ -80,6 +80,10 @@ ToolRegistry = ToolNode | Iterable[BaseTool] | Mapping[str, Mapping[str, Any]]
 """Where the guard finds each tool's ``metadata``: a ToolNode, tools, or name -> metadata."""
 
 
+_NO_MESSAGE = AIMessage("")
+"""Where an outcome's message is not set yet (settling sets it; never changed in place)."""
+
+
 @dataclass
 class Outcome:
     """What becomes of a decided turn's calls.
@@ -102,7 +106,7 @@ class Outcome:
     rewritten: dict[str, list[str]] = field(default_factory=dict)
     revision: str | None = None
     stop: bool = False
-    ai_message: AIMessage = field(default_factory=lambda: AIMessage(""))
+    ai_message: AIMessage = field(default_factory=lambda: _NO_MESSAGE)
     planned: dict[str, Any] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
 
