@@ -347,17 +347,12 @@ def _interrupted(jobs: Sequence[Job], spans: Sequence[Span], started: float) -> 
 
 
 def _log(job: Job, decision: Decision) -> None:
-    """Write the decision log's line; a log that cannot write it never breaks the guard:
-    the failure is logged (one line, without the record or a traceback)."""
     if job.rules.log is not None:
         try:
             job.rules.log.write(job.document, decision)
-        except Exception as exc:  # noqa: BLE001 - the decision stands without its log line
-            logger.error(
-                "could not record the decision of tool %r in the decision log (%s)",
-                job.tool_label,
-                type(exc).__name__,
-            )
+        except Exception as exc:  # noqa: BLE001 - a log that cannot write never breaks the guard
+            kind = type(exc).__name__
+            logger.error("could not write the decision of %r to the log (%s)", job.tool_label, kind)
 
 
 async def _alog(entries: Sequence[tuple[Job, Decision]]) -> None:

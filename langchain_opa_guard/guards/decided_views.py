@@ -25,10 +25,10 @@ from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
-from langchain_opa_guard.contract import value_digest
 from langchain_opa_guard.guards.denials import guard_answer
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.tool_readings import reads_alike
+from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
     "ALIKE",

@@ -44,12 +44,8 @@ from typing import Any, Protocol
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from langchain_opa_guard.contract import (
-    DIGEST_DEPTH,
-    MCP_METADATA_KEY,
-    NestingTooDeep,
-    canonical_json,
-)
+from langchain_opa_guard.contract import MCP_METADATA_KEY
+from langchain_opa_guard.plain_json import DIGEST_DEPTH, NestingTooDeep, canonical_json
 
 __all__ = [
     "ANNOTATION_KEYS",
@@ -92,7 +88,7 @@ def definition_digest(
 
     Raises:
         NestingTooDeep: (a ``ValueError``) the definition nests more than
-            :data:`~langchain_opa_guard.contract.DIGEST_DEPTH` levels deep; such a tool is
+            :data:`~langchain_opa_guard.plain_json.DIGEST_DEPTH` levels deep; such a tool is
             stamped without a digest (:func:`with_mcp_metadata`), so no pin matches it.
 
     Example:

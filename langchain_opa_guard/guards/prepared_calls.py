@@ -26,9 +26,9 @@ from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel, ValidationError, create_model
 
-from langchain_opa_guard.contract import arguments_problem
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.tool_readings import reads_own_way
+from langchain_opa_guard.plain_json import arguments_problem
 
 __all__ = [
     "changed_keys",
@@ -253,7 +253,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     Pydantic schema runs with its one value whatever its key, so that value is decided
     under the name the tool shows (:func:`single_input_name`, ``{"tool_input": value}``),
     and a call giving it several values or none is refused. So is a call whose arguments
-    nest deeper than the policy input holds (:data:`~langchain_opa_guard.contract.MAX_DEPTH`
+    nest deeper than the policy input holds (:data:`~langchain_opa_guard.plain_json.MAX_DEPTH`
     levels): the policy would see them cut off. The reason names the fields that failed,
     never their values.
     """
