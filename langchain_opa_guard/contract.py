@@ -16,21 +16,18 @@ input.history   [{name, args, call_id, metadata, decision, reasons, status}, ...
 ```
 
 Everything in the document is plain JSON: values that JSON cannot hold (objects, sets, NaN)
-are converted, so a policy never sees a Python-specific value.
+are converted (:mod:`langchain_opa_guard.plain_json`), so a policy never sees a
+Python-specific value.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import decimal
-import enum
-import math
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
+
+from langchain_opa_guard.plain_json import jsonable
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -66,82 +63,9 @@ MCP_METADATA_KEY = "mcp"
 """Key of ``{"server", "tool", "digest"}`` in an MCP tool's metadata (``input.tool.metadata``);
 see :mod:`langchain_opa_guard.guards.mcp`."""
 
-_MAX_DEPTH = 64
-
 MAX_REQUEST_CHARS = 16_384
 """``input.context.request`` is cut to this many characters (a longer request only ever
 loses text, so a rule that trusts what the request names trusts less, never more)."""
-
-
-# Values that are their own JSON (no lone surrogates in ASCII text, finite numbers are
-# checked below): kept as they are without a call.
-_SCALARS = frozenset({bool, int, type(None)})
-
-
-def jsonable(value: Any, _depth: int = 0) -> Any:
-    """Convert ``value`` into plain JSON data (dict, list, str, int, float, bool, None).
-
-    Non-finite floats become strings (``"NaN"``, ``"Infinity"``), lone surrogates in
-    strings ``"?"`` (UTF-8 cannot hold them), sets and tuples lists,
-    dataclasses and pydantic models their fields, and anything else its ``str()``.
-    Nesting deeper than 64 levels is cut off with ``"..."``.
-    """
-    # The common case first, by exact type: plain JSON from a model or a schema dump.
-    kind = type(value)
-    if kind is dict and _depth < _MAX_DEPTH:
-        return {
-            k if type(k) is str else str(k): v if type(v) in _SCALARS else jsonable(v, _depth + 1)
-            for k, v in value.items()
-        }
-    if kind is list and _depth < _MAX_DEPTH:
-        return [v if type(v) in _SCALARS else jsonable(v, _depth + 1) for v in value]
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:  # lone surrogates (JSON can carry "\ud800"): as "?"
-            return value.encode("utf-8", "replace").decode()
-        return value
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, decimal.Decimal):  # money: a number, as a policy compares it
-        if not value.is_finite():
-            return str(value)
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value, _depth + 1)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if _depth >= _MAX_DEPTH:
-        return "..."
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v, _depth + 1) for v in value]
-    if isinstance(value, (set, frozenset)):
-        items = [jsonable(v, _depth + 1) for v in value]
-        try:
-            return sorted(items)
-        except TypeError:
-            return items
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(
-            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, _depth + 1
-        )
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        try:
-            return jsonable(dump(mode="json"), _depth + 1)
-        except Exception:  # noqa: BLE001 - fall back to the text form
-            pass
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def call_document(call: ToolCall, metadata: Mapping[str, Any] | None) -> dict[str, Any]:

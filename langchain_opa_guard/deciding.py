@@ -350,8 +350,9 @@ def _log(job: Job, decision: Decision) -> None:
     if job.rules.log is not None:
         try:
             job.rules.log.write(job.document, decision)
-        except OSError:
-            logger.exception("could not record the decision")
+        except Exception as exc:  # noqa: BLE001 - a log that cannot write never breaks the guard
+            kind = type(exc).__name__
+            logger.error("could not write the decision of %r to the log (%s)", job.tool_label, kind)
 
 
 async def _alog(entries: Sequence[tuple[Job, Decision]]) -> None:

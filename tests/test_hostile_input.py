@@ -409,19 +409,46 @@ def test_values_json_cannot_hold_reach_the_policy_converted(
         "set": {3, 1, 2},
         "bytes": b"\xff\xfe",
         "huge": HUGE,
+        "nested": deep_value(60),  # within the limit: the policy sees it whole
     }
-    deep: list[Any] = []
-    for level in range(200):
-        deep = [deep] if level % 2 else {"k": deep}
-    odd["deep"] = deep
-    recursive: list[Any] = []
-    recursive.append(recursive)
-    odd["loop"] = recursive
     proposed = [make_call("search_web", odd, "odd")]
     messages = embedded_agent.run(proposed, ADMIN, mode)
     check_invariants(embedded_agent, proposed, messages)
     assert embedded_agent.entered == [("odd", "search_web")]  # allowed, so it ran
     assert len(embedded_agent.runs) == 1
+
+
+def deep_value(levels: int) -> Any:
+    """Objects and arrays nested ``levels`` deep, a string at the bottom."""
+    deep: Any = "https://evil.test"
+    for level in range(levels):
+        deep = [deep] if level % 2 else {"k": deep}
+    return deep
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_arguments_nested_past_the_input_limit_are_denied_before_the_policy(
+    embedded_agent: HostileAgent, mode: str
+) -> None:
+    """The policy input holds 64 levels; arguments nested deeper (or a list that holds
+    itself) would reach the policy cut off, so the call is refused before it is asked."""
+    recursive: list[Any] = []
+    recursive.append(recursive)
+    proposed = [
+        make_call("search_web", {"query": "opa", "deep": deep_value(200)}, "deep"),
+        make_call("search_web", {"query": "opa", "loop": recursive}, "loop"),
+        make_call("search_web", {"query": "opa", "edge": deep_value(63)}, "edge"),
+    ]
+    messages = embedded_agent.run(proposed, ADMIN, mode)
+    check_invariants(embedded_agent, proposed, messages)
+    assert embedded_agent.entered == [("edge", "search_web")]
+    answers = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
+    for call_id in ("deep", "loop"):
+        assert answers[call_id].status == "error"
+        assert "nested more than 64 levels deep" in str(answers[call_id].content)
+        assert "evil.test" not in str(answers[call_id].content)
+    spans = embedded_agent.decision_spans()
+    assert spans["deep"].attributes[A.ERROR_TYPE] == "invalid_call"
 
 
 @pytest.mark.parametrize("args", [["not", "an", "object"], None, "q=opa", 42])

@@ -17,8 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -27,10 +25,10 @@ from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
-from langchain_opa_guard.contract import jsonable
 from langchain_opa_guard.guards.denials import guard_answer
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.tool_readings import reads_alike
+from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
     "ALIKE",
@@ -57,8 +55,7 @@ VIEWS_KEY = "__opa_guard_views__"
 
 
 def _digest(*parts: Any) -> str:
-    text = json.dumps(jsonable(list(parts)), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return value_digest(list(parts))
 
 
 def view_digest(tool: BaseTool | None, call: Mapping[str, Any]) -> str:

@@ -26,8 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
@@ -40,10 +38,10 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from langchain_opa_guard.contract import jsonable
 from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message
+from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
     "GRANT_KEY",
@@ -86,11 +84,9 @@ class GuardWiringError(RuntimeError):
 
 
 def call_digest(name: Any, args: Any) -> str:
-    """A digest of a call's tool name and arguments (canonical JSON, SHA-256)."""
-    text = json.dumps(
-        [name, jsonable(args)], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A digest of a call's tool name and arguments (canonical JSON, SHA-256; see
+    :func:`~langchain_opa_guard.plain_json.value_digest`)."""
+    return value_digest([name, args])
 
 
 def grant_matches(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> bool:

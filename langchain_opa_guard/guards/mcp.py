@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from langchain_opa_guard.contract import MCP_METADATA_KEY, jsonable
+from langchain_opa_guard.contract import MCP_METADATA_KEY
+from langchain_opa_guard.plain_json import DIGEST_DEPTH, NestingTooDeep, canonical_json
 
 __all__ = [
     "ANNOTATION_KEYS",
@@ -54,6 +55,8 @@ __all__ = [
     "mcp_tools",
     "with_mcp_metadata",
 ]
+
+logger = logging.getLogger(__name__)
 
 ANNOTATION_KEYS = ("title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
 """The annotations MCP defines for a tool, as MCP names them."""
@@ -80,7 +83,13 @@ def definition_digest(
     ``{"annotations": ..., "description": ..., "inputSchema": ..., "name": ...}`` with sorted
     keys and no whitespace, so it can be recomputed from a server's ``tools/list`` answer.
     The annotations are in it because the shipped policy decides on them: a server that
-    turns ``destructiveHint`` off after review changes the digest.
+    turns ``destructiveHint`` off after review changes the digest. The digest covers the
+    whole definition, however deep a change is.
+
+    Raises:
+        NestingTooDeep: (a ``ValueError``) the definition nests more than
+            :data:`~langchain_opa_guard.plain_json.DIGEST_DEPTH` levels deep; such a tool is
+            stamped without a digest (:func:`with_mcp_metadata`), so no pin matches it.
 
     Example:
         ```python
@@ -92,11 +101,17 @@ def definition_digest(
     document = {
         "name": name,
         "description": description or "",
-        "inputSchema": jsonable(dict(input_schema or {})),
-        "annotations": {k: jsonable(v) for k, v in (annotations or {}).items() if v is not None},
+        "inputSchema": dict(input_schema or {}),
+        "annotations": {k: v for k, v in (annotations or {}).items() if v is not None},
     }
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        text = canonical_json(document)
+    except (NestingTooDeep, RecursionError):
+        raise NestingTooDeep(
+            f"the definition of MCP tool {name!r} nests more than {DIGEST_DEPTH} levels deep, "
+            "too deep to digest whole"
+        ) from None
+    return "sha256:" + hashlib.sha256(text).hexdigest()
 
 
 def with_mcp_metadata(
@@ -224,7 +239,14 @@ def _stamp(tool: BaseTool, server: str, name_prefix: bool) -> BaseTool:
         if not name.startswith(prefix):
             raise ValueError(f"tool {name!r} does not carry the server prefix {prefix!r}")
         name = name[len(prefix) :]
-    digest = definition_digest(name, tool.description, _input_schema(tool), annotations)
+    try:
+        digest: str | None = definition_digest(
+            name, tool.description, _input_schema(tool), annotations
+        )
+    except NestingTooDeep as exc:
+        # No digest: a pin never matches it, so a pinned server's tool is denied as changed.
+        logger.warning("MCP server %r: %s; it is stamped without a digest", server, exc)
+        digest = None
     metadata[MCP_METADATA_KEY] = {"server": server, "tool": name, "digest": digest}
     stamped: BaseTool = tool.model_copy(update={"metadata": metadata})
     return stamped

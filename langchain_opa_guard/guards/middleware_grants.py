@@ -89,14 +89,17 @@ def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage |
     view = (recorded.get("views") or {}).get(call.get("id"))
     if request.tool is None:
         return request
-    checked = request.override(tool=CheckedTool.around(request.tool, digest, view))
+    # The tool runs with the ToolNode's values for the arguments it injects (a model's
+    # value for them is dropped, as the policy never decided it): each checked tool holds
+    # the digest of the granted call without them.
+    checked = request.override(tool=CheckedTool.granted(request.tool, call, view))
     runtime = checked.runtime
     tools = getattr(runtime, "tools", None)
     if dataclasses.is_dataclass(runtime) and isinstance(tools, list):
         # A middleware inside this one may look a tool up again by name (an edit that
         # switches tools): every tool it can find runs only the call allowed here.
         wrapped = [
-            CheckedTool.around(t, digest, view) if isinstance(t, BaseTool) else t for t in tools
+            CheckedTool.granted(t, call, view) if isinstance(t, BaseTool) else t for t in tools
         ]
         checked = dataclasses.replace(checked, runtime=dataclasses.replace(runtime, tools=wrapped))
     return checked
@@ -126,6 +129,19 @@ class CheckedTool(BaseTool):
             digest=digest,
             view=view,
         )
+
+    @classmethod
+    def granted(cls, tool: BaseTool, call: Mapping[str, Any], view: str | None) -> CheckedTool:
+        """``tool`` checked to run only ``call`` (a granted call), whatever values the
+        ToolNode injects beside the model's arguments."""
+        args = call.get("args")
+        hidden = executed_injections(tool)
+        visible = (
+            {k: v for k, v in args.items() if k not in hidden}
+            if isinstance(args, Mapping)
+            else args
+        )
+        return cls.around(tool, call_digest(call.get("name"), visible), view)
 
     def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - invoke delegates
         raise NotImplementedError("the checked tool delegates in invoke()")

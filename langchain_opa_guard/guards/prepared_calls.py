@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.tool_readings import reads_own_way
+from langchain_opa_guard.plain_json import arguments_problem
 
 __all__ = [
     "changed_keys",
@@ -251,11 +252,18 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     are) is decided on the model's arguments; LangChain's single-input ``Tool`` without a
     Pydantic schema runs with its one value whatever its key, so that value is decided
     under the name the tool shows (:func:`single_input_name`, ``{"tool_input": value}``),
-    and a call giving it several values or none is refused. The reason names the fields
-    that failed, never their values.
+    and a call giving it several values or none is refused. So is a call whose arguments
+    nest deeper than the policy input holds (:data:`~langchain_opa_guard.plain_json.MAX_DEPTH`
+    levels): the policy would see them cut off. The reason names the fields that failed,
+    never their values.
     """
     args = call.get("args")
-    if tool is None or not isinstance(args, Mapping):
+    if not isinstance(args, Mapping):
+        return call, None
+    too_deep = arguments_problem(args)
+    if too_deep is not None:
+        return call, too_deep
+    if tool is None:
         return call, None
     full = tool.args_schema
     if reads_own_way(tool):
@@ -287,6 +295,9 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         return call, "the arguments do not match the tool's schema"
     if view == args:
         return call, None
+    too_deep = arguments_problem(view)
+    if too_deep is not None:
+        return call, too_deep
     return cast(ToolCall, {**call, "args": view}), None
 
 

@@ -50,12 +50,16 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
 
 
 class DecisionLog:
-    """Append decisions to a JSON-lines file (thread-safe; one line per decision)."""
+    """Append decisions to a JSON-lines file (thread-safe; one line per decision).
+
+    :meth:`write` raises ``OSError`` when the file cannot be written, and ``ValueError`` for
+    a record that is not JSON; the guards log such a failure and go on deciding.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
 
     def write(self, document: Mapping[str, Any], decision: Decision) -> None:
         tool = document.get("tool") if isinstance(document.get("tool"), Mapping) else {}
@@ -67,11 +71,17 @@ class DecisionLog:
             "decision": decision_dict(decision),
         }
         line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+        try:
+            data = (line + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            # Text UTF-8 cannot hold (a lone surrogate, as JSON's "\ud800" decodes): the
+            # line in JSON escapes, which read back as the same text.
+            data = (json.dumps(record, default=str, allow_nan=False) + "\n").encode("ascii")
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(line + "\n")
+                self._file = self.path.open("ab")
+            self._file.write(data)
             self._file.flush()
 
     def close(self) -> None:

@@ -1,0 +1,256 @@
+"""Python values as plain JSON: for the policy input, and for digests that must never
+confuse two values.
+
+:func:`jsonable` converts a value for a context document (nesting past :data:`MAX_DEPTH` cut
+off with ``"..."``); :func:`whole_jsonable` never cuts (it raises :class:`NestingTooDeep`),
+and :func:`arguments_problem` tells whether a tool call's arguments can be given to the
+policy whole. :func:`canonical_json` and :func:`value_digest` are what grants, decided views
+and MCP definition digests hash: the whole value, so two different values never share one.
+
+Example:
+    ```python
+    jsonable({"on": datetime.date(2026, 1, 2), "ids": {3, 1}})
+    # {"on": "2026-01-02", "ids": [1, 3]}
+    arguments_problem({"body": {"text": "hi"}})  # None: the policy sees them whole
+    value_digest(["search", {"query": "opa"}])  # the SHA-256 of their canonical JSON
+    ```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "DIGEST_DEPTH",
+    "MAX_DEPTH",
+    "TOO_DEEP",
+    "NestingTooDeep",
+    "arguments_problem",
+    "canonical_json",
+    "jsonable",
+    "value_digest",
+    "whole_jsonable",
+]
+
+MAX_DEPTH = 64
+"""How deeply values may nest in the policy input. Context values nested deeper are cut off
+with ``"..."`` (:func:`jsonable`); a tool call's arguments never are: a call whose arguments
+nest deeper is refused before the policy is asked (:func:`arguments_problem`)."""
+
+DIGEST_DEPTH = 256
+"""How deeply a value may nest for a digest of it (:func:`canonical_json`) to cover it whole."""
+
+TOO_DEEP = (
+    f"the tool call's arguments are nested more than {MAX_DEPTH} levels deep, "
+    "deeper than the policy input can hold, so the policy cannot decide them"
+)
+"""Why a call whose arguments nest deeper than :data:`MAX_DEPTH` is refused."""
+
+_MAX_DEPTH = MAX_DEPTH
+
+
+class NestingTooDeep(ValueError):
+    """A value nests deeper than a conversion that must keep it whole allows."""
+
+
+# Values that are their own JSON (no lone surrogates in ASCII text, finite numbers are
+# checked below): kept as they are without a call.
+_SCALARS = frozenset({bool, int, type(None)})
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """Convert ``value`` into plain JSON data (dict, list, str, int, float, bool, None).
+
+    Non-finite floats become strings (``"NaN"``, ``"Infinity"``), lone surrogates in
+    strings ``"?"`` (UTF-8 cannot hold them), sets and tuples lists,
+    dataclasses and pydantic models their fields, and anything else its ``str()``.
+    Nesting deeper than 64 levels is cut off with ``"..."``: for context documents only;
+    see :func:`whole_jsonable` for values that must never be cut.
+    """
+    # The common case first, by exact type: plain JSON from a model or a schema dump.
+    kind = type(value)
+    if kind is dict and _depth < _MAX_DEPTH:
+        return {
+            k if type(k) is str else str(k): v if type(v) in _SCALARS else jsonable(v, _depth + 1)
+            for k, v in value.items()
+        }
+    if kind is list and _depth < _MAX_DEPTH:
+        return [v if type(v) in _SCALARS else jsonable(v, _depth + 1) for v in value]
+    if kind is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # lone surrogates (JSON can carry "\ud800"): as "?"
+            return value.encode("utf-8", "replace").decode()
+        return value
+    return _plain(value, _depth, _MAX_DEPTH, False)
+
+
+def whole_jsonable(value: Any, limit: int = MAX_DEPTH) -> Any:
+    """:func:`jsonable`, never cut: a value nested deeper than ``limit`` levels raises.
+
+    Raises:
+        NestingTooDeep: ``value`` nests deeper than ``limit`` (where :func:`jsonable`
+            would put ``"..."``).
+
+    Example:
+        ```python
+        whole_jsonable({"a": [1, {"b": 2}]})  # {"a": [1, {"b": 2}]}
+        ```
+    """
+    return _plain(value, 0, limit, True)
+
+
+def arguments_problem(args: Any) -> str | None:
+    """Why a call's arguments cannot be given to the policy whole (:data:`TOO_DEEP`), or
+    ``None`` when they can.
+
+    Example:
+        ```python
+        arguments_problem({"body": {"text": "hi"}})  # None
+        ```
+    """
+    return None if _fits(args, 0) else TOO_DEEP
+
+
+_FLAT = frozenset({bool, int, type(None), str, float})
+
+
+def _fits(value: Any, depth: int) -> bool:
+    """Whether :func:`jsonable` keeps ``value`` (at ``depth``) whole: plain JSON walked
+    without copying it, anything else converted as :func:`whole_jsonable` would."""
+    kind = type(value)
+    if kind is dict:
+        return depth < _MAX_DEPTH and all(
+            type(v) in _FLAT or _fits(v, depth + 1) for v in value.values()
+        )
+    if kind is list:
+        return depth < _MAX_DEPTH and all(type(v) in _FLAT or _fits(v, depth + 1) for v in value)
+    if kind in _FLAT:
+        return True
+    try:
+        _plain(value, depth, _MAX_DEPTH, True)
+    except NestingTooDeep:
+        return False
+    return True
+
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` as the canonical JSON a digest is taken of: whole (never cut), sorted keys,
+    no whitespace, UTF-8 (a lone surrogate, which UTF-8 cannot hold, kept as its own bytes),
+    so two different values never give the same text.
+
+    Raises:
+        NestingTooDeep: ``value`` nests deeper than :data:`DIGEST_DEPTH` levels.
+
+    Example:
+        ```python
+        canonical_json({"b": 1, "a": "é"})  # b'{"a":"\xc3\xa9","b":1}'
+        ```
+    """
+    text = json.dumps(
+        _plain(value, 0, DIGEST_DEPTH, True, True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return text.encode("utf-8", "surrogatepass")
+
+
+def value_digest(value: Any) -> str:
+    """The SHA-256 (hex) of :func:`canonical_json` of ``value``. A value too deep to take
+    whole gets a digest of its own that nothing else has (random, never equal to another
+    digest, its own included), so a check that compares digests refuses it.
+
+    Example:
+        ```python
+        value_digest(["search", {"query": "opa"}])  # '5d1c...'
+        ```
+    """
+    try:
+        return hashlib.sha256(canonical_json(value)).hexdigest()
+    except (NestingTooDeep, RecursionError):
+        return "unmatched:" + uuid.uuid4().hex
+
+
+def _plain(value: Any, _depth: int, limit: int, whole: bool, raw: bool = False) -> Any:
+    """:func:`jsonable` with its limit; ``whole``: raise past it instead of cutting;
+    ``raw``: strings as they are (lone surrogates too)."""
+    # The common case first, by exact type: plain JSON from a model or a schema dump.
+    kind = type(value)
+    if kind is dict and _depth < limit:
+        return {
+            k if type(k) is str else str(k): v
+            if type(v) in _SCALARS
+            else _plain(v, _depth + 1, limit, whole, raw)
+            for k, v in value.items()
+        }
+    if kind is list and _depth < limit:
+        return [
+            v if type(v) in _SCALARS else _plain(v, _depth + 1, limit, whole, raw) for v in value
+        ]
+    if isinstance(value, str):
+        if raw:
+            return value
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # lone surrogates (JSON can carry "\ud800"): as "?"
+            return value.encode("utf-8", "replace").decode()
+        return value
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, decimal.Decimal):  # money: a number, as a policy compares it
+        if not value.is_finite():
+            return str(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, _depth + 1, limit, whole, raw)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if _depth >= limit:
+        if whole:
+            raise NestingTooDeep(f"nested more than {limit} levels deep")
+        return "..."
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, _depth + 1, limit, whole, raw) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, _depth + 1, limit, whole, raw) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v, _depth + 1, limit, whole, raw) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(
+            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
+            _depth + 1,
+            limit,
+            whole,
+            raw,
+        )
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            dumped = dump(mode="json")
+        except Exception:  # noqa: BLE001 - fall back to the text form
+            pass
+        else:
+            return _plain(dumped, _depth + 1, limit, whole, raw)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape" if raw else "replace")
+    return str(value)
