@@ -9,7 +9,8 @@ is read again right before the tool runs, and a call that reads differently neve
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import enum
+from typing import Annotated, Any, NamedTuple
 
 import pydantic.v1 as pydantic_v1
 import pytest
@@ -112,13 +113,49 @@ class Legacy(pydantic_v1.BaseModel):
     to: str
 
 
+class Kind(enum.Enum):
+    MAIL = "mail"
+
+
+class WithEnum(BaseModel):
+    to: str
+    kind: Kind = Kind.MAIL
+
+
+class MutableDefault(BaseModel):
+    to: str
+    cc: list[str] = ["audit@ok.test"]
+
+
+class OwnNew(BaseModel):
+    to: str
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> OwnNew:
+        return super().__new__(cls)
+
+
+class Recipient(NamedTuple):
+    address: str
+
+
+class WithNamedTuple(BaseModel):
+    to: Recipient
+
+
 def test_the_demo_tools_read_alike() -> None:
     tools, _ = customer_db_tools()
     assert [reads_alike(t) for t in tools] == [True] * len(tools)
 
 
+class PlainNested(BaseModel):
+    inner: Plain
+    tags: tuple[str, ...] = ()
+    limit: int = 10
+
+
 def test_a_plain_schema_a_json_schema_and_no_schema_read_alike() -> None:
     assert reads_alike(with_schema(Plain))
+    assert reads_alike(with_schema(PlainNested))
     json_schema = {"type": "object", "properties": {"to": {"type": "string"}}}
     assert reads_alike(with_schema(json_schema))
     assert reads_alike(Tool(name="post", func=lambda s: s, description="POST"))
@@ -137,12 +174,21 @@ def test_a_plain_schema_a_json_schema_and_no_schema_read_alike() -> None:
         WholeModel,
         OwnDump,
         Legacy,
+        WithEnum,
+        MutableDefault,
+        OwnNew,
+        WithNamedTuple,
     ],
 )
 def test_a_schema_that_runs_the_applications_code_is_read_again(schema: type) -> None:
     tool = with_schema(schema)
     assert not reads_alike(tool)
-    call = tool_call("send", {"to": "Bob@Ok.Test"} if schema is not Nested else {}, "c1")
+    args: dict[str, Any] = {"to": "Bob@Ok.Test"}
+    if schema is Nested:
+        args = {}
+    elif schema is WithNamedTuple:
+        args = {"to": ["Bob@Ok.Test"]}
+    call = tool_call("send", args, "c1")
     view, problem = prepared_call(tool, call)
     decided = granted_view(tool, view, problem)
     assert decided != ALIKE

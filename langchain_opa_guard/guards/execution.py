@@ -66,10 +66,6 @@ GRANT_KEY = "__opa_guard_grant__"
 TURN_KEY = "__opa_guard_turn__"
 """Where the tools node keeps the decided turn its calls belong to (:func:`decided_turn`)."""
 
-ADMITTED_KEY = "__opa_guard_admitted__"
-"""The tools node's calls whose grants it checked, as the ``ToolNode`` runs them (the very
-objects: a call no interceptor of the user's replaced or changed is not checked twice)."""
-
 SHARED_KEY = "__opa_guard_shared__"
 """Set in the tools node's config when its task runs several calls (:func:`task_groups`)."""
 
@@ -107,7 +103,7 @@ def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) ->
 
 
 def task_groups(
-    calls: Sequence[ToolCall], config: Mapping[str, Any] | None
+    calls: Sequence[ToolCall], config: Mapping[str, Any] | None, message_id: Any
 ) -> list[list[ToolCall]]:
     """How the allowed calls of a turn go to the tools node, one ``Send`` per group.
 
@@ -117,10 +113,15 @@ def task_groups(
     paused or resumed, so the calls share one task, as in a plain ``ToolNode`` (LangGraph's
     work per task is most of what a task per call costs); a retry of that task runs only
     the calls that have not run, and a call that ran answers with its first result
-    (:func:`~.claims.run_once`).
+    (:func:`~.claims.run_once`). A turn that cannot be claimed (a model message without an
+    id) keeps a task per call: nothing would stop a retry from running its calls again.
     """
     configurable = (config or {}).get("configurable") or {}
-    if configurable.get(CONFIG_KEY_CHECKPOINTER) is not None or len(calls) < 2:
+    if (
+        len(calls) < 2
+        or configurable.get(CONFIG_KEY_CHECKPOINTER) is not None
+        or decided_turn(message_id, config) is None
+    ):
         return [[call] for call in calls]
     return [list(calls)]
 
@@ -226,12 +227,9 @@ class GuardedToolNode(ToolNode):
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
         grant = dict(input.get("grant") or {})
-        message = AIMessage(content="", tool_calls=calls, id=input.get("message_id"))
         # Every call must carry its own grant; the payload is built by the guard alone.
-        admitted = [c for c in message.tool_calls if grant_matches(grant, c)]
-        if len(admitted) != len(message.tool_calls):
-            message = AIMessage(content="", tool_calls=admitted, id=input.get("message_id"))
-            admitted = [c for c in message.tool_calls if grant_matches(grant, c)]
+        admitted = [c for c in calls if grant_matches(grant, c)]
+        message = AIMessage(content="", tool_calls=admitted, id=input.get("message_id"))
         state = dict(input.get("state") or {})
         messages = list(state.get(self._messages_key_for_guard) or [])
         messages.append(message)
@@ -242,7 +240,6 @@ class GuardedToolNode(ToolNode):
             GRANT_KEY: grant,
             TURN_KEY: input.get("turn"),
             SHARED_KEY: len(admitted) > 1,
-            ADMITTED_KEY: admitted,
             VIEWS_KEY: dict(input.get("views") or {}),
         }
         return state, cast(RunnableConfig, base)
@@ -254,14 +251,6 @@ def _done(config: RunnableConfig, state: Mapping[str, Any], key: str) -> None:
     if configurable.get(SHARED_KEY):
         calls = state[key][-1].tool_calls
         forget_answers(config, configurable.get(TURN_KEY), (c.get("id") for c in calls))
-
-
-def _admitted(request: ToolCallRequest) -> bool:
-    """Whether the call is one :meth:`GuardedToolNode._admit` checked against its grant,
-    untouched since (no interceptor of the user's ran in between)."""
-    config = getattr(request.runtime, "config", None) or {}
-    admitted = (config.get("configurable") or {}).get(ADMITTED_KEY) or ()
-    return any(request.tool_call is call for call in admitted)
 
 
 def _shared(request: ToolCallRequest) -> bool:
@@ -295,19 +284,19 @@ def _compose(
 ) -> tuple[Wrapper | None, AsyncWrapper | None]:
     """The user's interceptors outside, the grant check innermost (next to execution)."""
 
-    def checked(
-        request: ToolCallRequest, execute: Execute, admitted: bool = False
-    ) -> ToolMessage | Command[Any]:
-        if not admitted and _granted_digest(_grant_of(request), request.tool_call) is None:
+    def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
+        # Checked here even for a call the node admitted: a tool of the same task that
+        # reads the state can reach its siblings' calls and change them in place.
+        if _granted_digest(_grant_of(request), request.tool_call) is None:
             return _refusal(request)
         if (changed := read_differently(request)) is not None:
             return changed
         return run_once(request, execute, _turn_of(request), keep=_shared(request))
 
     async def achecked(
-        request: ToolCallRequest, execute: AsyncExecute, admitted: bool = False
+        request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
-        if not admitted and _granted_digest(_grant_of(request), request.tool_call) is None:
+        if _granted_digest(_grant_of(request), request.tool_call) is None:
             return _refusal(request)
         if (changed := read_differently(request)) is not None:
             return changed
@@ -315,14 +304,14 @@ def _compose(
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:
-            return checked(request, execute, _admitted(request))
+            return checked(request, execute)
         return user_sync(request, lambda r: checked(r, execute))
 
     async def async_wrapper(
         request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
         if user_async is None:
-            return await achecked(request, execute, _admitted(request))
+            return await achecked(request, execute)
         return await user_async(request, lambda r: achecked(r, execute))
 
     if user_sync is not None and user_async is None:

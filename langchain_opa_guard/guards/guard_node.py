@@ -273,7 +273,7 @@ class PolicyGuardNode(RunnableCallable):
                     stateless=self._stateless_sends,
                 ),
             )
-            for group in task_groups(allowed, config)
+            for group in task_groups(allowed, config, ai_message.id)
         ]
         return Command(update=update, goto=sends)
 

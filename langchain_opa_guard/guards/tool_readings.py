@@ -42,10 +42,11 @@ def reads_alike(tool: BaseTool) -> bool:
     :func:`~.prepared_calls.prepared_call` is a function of the arguments alone), so a call
     that still has the arguments the policy decided still reads as decided: no schema, a
     JSON-schema dict, or a Pydantic v2 schema that calls no code of the application's (no
-    validators, default factories other than classes, custom ``__init__`` or
-    ``model_post_init``, computed fields or serializers). Anything else (a Pydantic v1
-    schema, a tool that reads its input its own way) may read differently later and is
-    read again where it runs.
+    validators or serializers, no classes but built-in types and Pydantic models without
+    their own ``__new__``, ``__init__`` or ``model_post_init``, no default factories but
+    built-in types, no mutable defaults, no computed fields). Anything else (a Pydantic
+    v1 schema, a tool that reads its input its own way) may read differently later and
+    is read again where it runs.
     Worked out once per tool and schema.
     """
     full = tool.args_schema
@@ -78,22 +79,55 @@ def _reads_alike(tool: BaseTool, full: Any) -> bool:
         return False
 
 
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, list, dict, tuple, set, frozenset})
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
 def _calls_no_code(node: Any) -> bool:
-    """Whether a Pydantic core schema (a tree of dicts and lists) refers to no Python code
-    but classes: no validator or serializer functions, default factories, post-init hooks,
-    custom ``__init__``s or computed fields (its ``metadata``, for JSON schemas, is skipped)."""
-    stack = [node]
+    """Whether a Pydantic core schema (a tree of dicts and lists) runs no code of the
+    application's when it validates and dumps: the only Python objects it may hold are
+    built-in types, Pydantic models that construct themselves as Pydantic does (no
+    ``__new__``, ``__init__`` or post-init hook of their own; Pydantic calls any other
+    class it holds, a validator class, a ``NamedTuple`` or an ``Enum`` among them) and
+    immutable default values (a mutable default can be changed by the application
+    between the decision and the run); no computed fields (its ``metadata``, for JSON
+    schemas, is skipped)."""
+    stack: list[Any] = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if item.get("post_init") or item.get("custom_init") or item.get("computed_fields"):
                 return False
-            stack.extend(v for k, v in item.items() if k != "metadata")
+            if "default" in item and not _immutable(item["default"]):
+                return False
+            for key, value in item.items():
+                if key == "metadata" or key == "default":
+                    continue
+                if key == "cls" and item.get("type") == "model" and _plain_model(value):
+                    continue
+                stack.append(value)
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
-        elif callable(item) and not isinstance(item, type):
+        elif callable(item) and item not in _PLAIN_TYPES:
             return False
     return True
+
+
+def _plain_model(cls: Any) -> bool:
+    return (
+        isinstance(cls, type)
+        and issubclass(cls, BaseModel)
+        and cls.__new__ is BaseModel.__new__
+        and cls.model_post_init is BaseModel.model_post_init
+    )
+
+
+def _immutable(value: Any) -> bool:
+    if isinstance(value, _SCALARS):
+        return True
+    if isinstance(value, (tuple, frozenset)):
+        return all(_immutable(v) for v in value)
+    return False
 
 
 # By tool object and schema (both kept, so their ids stay theirs); bounded.
