@@ -7,9 +7,11 @@ package agent.authz
 import data.agent.config
 
 # A tool with a customer-database name must really come from that toolkit.
+# (The list is searched with `tools[_] ==` rather than `in`: OPA's rule index
+# reads the data an `in` names for every call, even one of another toolkit.)
 deny contains {"code": "wrong_toolkit", "message": message} if {
 	not input.tool.metadata.toolkit == config.customer_db.toolkit
-	tool_name in config.customer_db.tools
+	config.customer_db.tools[_] == tool_name
 	message := concat("", [
 		"tool \"", tool_name, "\" is not registered under toolkit \"",
 		config.customer_db.toolkit, "\"",
@@ -37,9 +39,11 @@ requested_fields contains lower(field) if {
 
 # The message names the requested PII fields: schema field names from data,
 # not values (the intersection with pii_fields keeps out anything else).
+# (The role is read from the input, not user_role: pii_messages needs a usable
+# role anyway, and a PII role lets the call through with one lookup.)
 deny contains {"code": "pii_fields_for_role", "message": message} if {
 	input.tool.name == "get_customer_details"
-	not user_role in config.customer_db.pii_roles
+	not input.user.role in config.customer_db.pii_roles
 	some message in pii_messages
 }
 

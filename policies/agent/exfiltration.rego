@@ -24,9 +24,21 @@ call_label(call) := "unnamed tool" if not has_name(call)
 
 has_name(call) if is_string(call.name)
 
-# The call being decided sends data out; computed once per decision, so the
-# rules below cost one cached check for every other call.
+# The call being decided sends data out; computed once per decision.
 egress_call if sends_data_out(input.tool)
+
+# The rules below add to egress_deny and egress_approval, which count for a call
+# with "egress": true (here) and for an MCP tool's call (mcp.rego); the first
+# expression is one OPA's rule index reads, so any other call never enters them.
+deny contains reason if {
+	input.tool.metadata.egress == true
+	some reason in egress_deny
+}
+
+approval contains reason if {
+	input.tool.metadata.egress == true
+	some reason in egress_approval
+}
 
 # Untrusted-output tools that ran earlier in the conversation. Anything not
 # denied counts as having run (conservative: "allow" and any other value).
@@ -43,7 +55,7 @@ untrusted_in_turn contains call_label(call) if {
 	untrusted_output(call)
 }
 
-approval contains {"code": "egress_after_untrusted", "message": message} if {
+egress_approval contains {"code": "egress_after_untrusted", "message": message} if {
 	egress_call
 	count(untrusted_in_history) > 0
 	message := concat("", [
@@ -52,7 +64,7 @@ approval contains {"code": "egress_after_untrusted", "message": message} if {
 	])
 }
 
-approval contains {"code": "egress_in_untrusted_turn", "message": message} if {
+egress_approval contains {"code": "egress_in_untrusted_turn", "message": message} if {
 	egress_call
 	count(untrusted_in_turn) > 0
 	message := concat("", [
@@ -104,7 +116,7 @@ outside_recipients contains address if {
 	not email_domain(address) in allowed_email_domains
 }
 
-deny contains {"code": "egress_outside_domains", "message": message} if {
+egress_deny contains {"code": "egress_outside_domains", "message": message} if {
 	egress_call
 	count(untrusted_sources) > 0
 	count(outside_recipients) > 0

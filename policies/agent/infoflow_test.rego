@@ -593,6 +593,27 @@ tainted_flag if infoflow.tainted
 
 else := false
 
+# agent.authz scans the history itself before it takes infoflow's reasons (for
+# speed): it must take them exactly when the conversation is tainted.
+test_authz_scans_are_tainted if {
+	calls := [
+		fetched, mcp_fetched, ran("x", {}, {}), ran("x", {}, internal_reader),
+		ran("x", {}, {"mcp": {"server": "web"}}), ran("x", {}, {"mcp": {"server": "web"}, "openWorldHint": false}),
+		ran("x", {}, {"mcp": {"server": 7}, "openWorldHint": true}), ran("x", {}, {"mcp": "web"}),
+		ran("x", {}, {"trust": "Untrusted"}), ran("x", {}, {"openWorldHint": true}),
+		refused("x", reader), refused("x", mcp_fetch_meta), object.union(mcp_fetched, {"decision": null}),
+	]
+	marker := {"code": "marker", "message": "m"}
+	every call in calls {
+		doc := mail("a@b.test", [call], "hi")
+		flag := tainted_flag with input as doc
+		denied := marker in authz.deny with input as doc with infoflow.deny as {marker}
+		approved := marker in authz.approval with input as doc with infoflow.approval as {marker}
+		denied == flag
+		approved == flag
+	}
+}
+
 # --- Content read in depth, as a renderer shows it ------------------------------------
 
 poster_blocks := {"egress": {"destinations": ["channel"], "content": ["text", "blocks"]}}

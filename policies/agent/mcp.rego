@@ -72,12 +72,23 @@ allow if {
 	mcp_role_permitted(input.tool)
 }
 
-# The denials below are looked at only for an MCP tool's call (one cached check
-# for every other call).
+# The denials and approvals of an MCP tool's call: the ones below, and those of
+# exfiltration.rego (an open-world MCP tool that is not read-only sends data
+# out). The first expression is mcp_call written out on the input, which OPA's
+# rule index reads: a call without an MCP server never enters these rules.
 deny contains reason if {
-	mcp_call
+	is_string(input.tool.metadata.mcp.server)
 	some reason in mcp_deny
 }
+
+approval contains reason if {
+	is_string(input.tool.metadata.mcp.server)
+	some reason in mcp_approval
+}
+
+mcp_deny contains reason if some reason in egress_deny
+
+mcp_approval contains reason if some reason in egress_approval
 
 mcp_deny contains {"code": "mcp_unknown_server", "message": message} if {
 	mcp_call
@@ -108,7 +119,7 @@ destructive_hint_text(call) := "no destructiveHint, and MCP's default is true" i
 	not call.metadata.destructiveHint == false
 }
 
-approval contains {"code": "mcp_destructive", "message": message} if {
+mcp_approval contains {"code": "mcp_destructive", "message": message} if {
 	mcp_call
 	mcp_destructive(input.tool)
 	mcp_role_permitted(input.tool)
