@@ -25,7 +25,10 @@ from langchain_opa_guard.engines.wasm.host_builtins import HOST_BUILTINS, builti
 
 FIND_POLICY = """package agent.authz
 
-decision := {"allow": true, "reasons": [x | some p in input.patterns; x := regex.find_n(p, input.text, -1)]}
+decision := {"allow": true, "reasons": [x |
+	some p in input.patterns
+	x := regex.find_n(p, input.text, -1)
+]}
 """
 
 
@@ -142,7 +145,11 @@ def _flow_input(body: str) -> dict[str, Any]:
         "version": 1,
         "tool": tool,
         "user": {"id": "user-456", "role": "internal_user"},
-        "context": {"thread_id": "t", "request": "mail the summary to bob@example.com", "directory": []},
+        "context": {
+            "thread_id": "t",
+            "request": "mail the summary to bob@example.com",
+            "directory": [],
+        },
         "turn": [tool],
         "history": [past],
     }
