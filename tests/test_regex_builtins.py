@@ -7,6 +7,7 @@ else the evaluation fails closed."""
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,51 @@ def test_the_shipped_policies_load_on_wasm() -> None:
         assert {"regex.find_n", "regex.replace", "indexof_n"} <= set(
             engine._state.evaluator.module.builtins
         )
+
+
+LINK_PATTERN = (
+    r"""(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.|[A-Za-z][A-Za-z0-9+.-]*:[/\\]{2}"""
+    r"""|(?:^|[\s("'<=\[:;])[/\\]{2})(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*"""
+)
+LONG_TEXTS = [
+    "x" * 100_000,
+    "a.b-c+d" * 15_000,
+    "see http://a.test/x and www.b.test, ftp://c.test " * 2_000,
+    "é" + "x" * 50_000 + " //évil.test/ " + "ü" * 50_000 + "\u212a",
+    "<a href='https://x.test/" + "y" * 50_000 + "'>" + "=  '" * 10_000,
+    "Σ" * 30_000 + " STRASSE straße " * 2_000,
+]
+LONG_PATTERNS = [
+    LINK_PATTERN,
+    r"""=\s*\\?"[^"]*|=\s*'[^']*|<\s*(?:[A-Za-z][A-Za-z0-9+.-]*:|[wW][wW][wW]\.|[/\\]{2})[^<>|]*""",
+    r"^[A-Za-z][A-Za-z0-9+.-]*:[/\\]{2}",
+    r"\B",
+    r"(?i)straße|k",
+    r"[a-z]+\.",
+]
+
+
+def test_long_texts_agree_with_opa_in_linear_time(opa_url: str) -> None:
+    """Go's RE2 is linear in the text; so is the embedded engine on these (where a search
+    that tries every start position in turn is quadratic: minutes for 100,000 x)."""
+    server = OPAServer(opa_url, policy="shapes/object_decision", timeout=60)
+    templates, needles = itertools.cycle(TEMPLATES), itertools.cycle(["évil", "=  '", "STRASSE"])
+    cases = [
+        {"pattern": p, "text": t, "n": -1, "template": next(templates), "needle": next(needles)}
+        for p in LONG_PATTERNS
+        for t in LONG_TEXTS
+    ]
+    opa_took = took = 0.0
+    with EmbeddedPolicy(
+        TEST_POLICIES, policy="shapes/object_decision", entrypoints=[PATH], timeout=30
+    ) as engine:
+        for case in cases:  # one by one: OPA's replies stay under the client's 1 MB
+            started = time.monotonic()
+            theirs = server.query(PATH, {"cases": [case]})
+            opa_took += time.monotonic() - started
+            started = time.monotonic()
+            ours = engine.query(PATH, {"cases": [case]})
+            took += time.monotonic() - started
+            assert theirs == ours, (case["pattern"], case["text"][:40])
+            assert set(theirs["find"]) == set(theirs["replace"]) == {"0"}
+    assert took < max(20, 5 * opa_took), (took, opa_took)

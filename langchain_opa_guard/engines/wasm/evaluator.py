@@ -3,7 +3,8 @@
 Each evaluation borrows one instance (waiting, within the caller's deadline, when all are
 busy), makes one ``opa_eval`` guest call with the deadline left, and gives the instance
 back; an instance that trapped (deadline, memory cap, an evaluation error) is discarded so
-that the next evaluation starts on a fresh one.
+that the next evaluation starts on a fresh one. An answer that comes back after the
+deadline is a ``timeout`` too, whatever part of the evaluation was slow.
 
 Example:
     ```python
@@ -108,6 +109,8 @@ class WasmEvaluator:
             self.pool.discard(generation, instance)
             raise
         self.pool.checkin(generation, instance)
+        if time.monotonic() > deadline:  # late (a host builtin's time is not guest time)
+            raise EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
         result_set = read_result_set(text)
         if not result_set:
             return UNDEFINED

@@ -13,6 +13,8 @@ undefined. ``regex.find_n`` and ``regex.replace`` read Go's RE2 syntax through
 the same way (``\\p{Greek}``, ``(a*)+``) is refused: at load when it is a constant in the policy
 (:class:`UnsupportedBuiltinError`), else the evaluation fails closed
 (:class:`BuiltinRefusedError` -> ``engine_error``). ``indexof_n`` counts code points, as OPA.
+Within :func:`builtin_deadline`, a builtin that would run past the evaluation's deadline
+raises :class:`TimeoutError` instead (the evaluation fails as a ``timeout``).
 
 Why one module: the host builtins are one table, with the refusal rules beside the builtins
 they refuse; split by family, a builtin could be added without its refusal.
@@ -32,8 +34,11 @@ import hashlib
 import hmac
 import json
 import re
+import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_opa_guard.engines.wasm.go_regexp import GoRegexpUnsupported, compile_go
@@ -43,6 +48,7 @@ __all__ = [
     "HOST_BUILTINS",
     "BuiltinRefusedError",
     "UnsupportedBuiltinError",
+    "builtin_deadline",
     "check_builtins",
     "go_sprintf",
 ]
@@ -56,6 +62,35 @@ class BuiltinRefusedError(Exception):
     """A builtin call that the host cannot evaluate as OPA would (a regex pattern using
     ``\\p{Greek}``, say): the whole evaluation fails, closed, instead of going on with a
     value OPA would not have given."""
+
+
+# -- the evaluation's deadline --------------------------------------------------------------
+
+_DEADLINE: ContextVar[float | None] = ContextVar("opa_guard_builtin_deadline", default=None)
+
+
+@contextmanager
+def builtin_deadline(deadline: float) -> Iterator[None]:
+    """Within this block, host builtins stop with :class:`TimeoutError` once
+    ``time.monotonic()`` passes ``deadline`` (checked before a builtin starts and inside
+    its loops). The wasm runtime sets it around each builtin call of an evaluation."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _deadline() -> float | None:
+    """The deadline in force, after checking it has not passed.
+
+    Raises:
+        TimeoutError: It has passed.
+    """
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError("the evaluation's deadline passed")
+    return deadline
 
 
 # -- sprintf, as Go's fmt.Sprintf formats OPA's arguments -----------------------------------
@@ -366,10 +401,13 @@ def _indexof_n(args: list[Any]) -> list[int]:
     base, search = _string_arg(args[0]), _string_arg(args[1])
     if not search:
         raise ValueError("empty search character")
+    deadline = _deadline()
     found = []
     index = base.find(search)
     while index >= 0:
         found.append(index)
+        if deadline is not None and not len(found) & 0xFFF and time.monotonic() > deadline:
+            raise TimeoutError("the evaluation's deadline passed")
         index = base.find(search, index + 1)
     return found
 
@@ -383,12 +421,12 @@ def _regexp(pattern: str) -> Any:
 
 def _regex_find_n(args: list[Any]) -> list[str]:
     pattern, text, n = _string_arg(args[0]), _string_arg(args[1]), _int_arg(args[2])
-    return list(_regexp(pattern).find_all(text, n))
+    return list(_regexp(pattern).find_all(text, n, _deadline()))
 
 
 def _regex_replace(args: list[Any]) -> str:
     text, pattern, template = _string_arg(args[0]), _string_arg(args[1]), _string_arg(args[2])
-    return str(_regexp(pattern).replace_all(text, template))
+    return str(_regexp(pattern).replace_all(text, template, _deadline()))
 
 
 HOST_BUILTINS: Mapping[str, Callable[[list[Any]], Any]] = {

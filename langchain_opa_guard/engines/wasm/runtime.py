@@ -70,7 +70,7 @@ from langchain_opa_guard.engines.wasm.guest_values import (
     probe_text,
     string_block,
 )
-from langchain_opa_guard.engines.wasm.host_builtins import BuiltinRefusedError
+from langchain_opa_guard.engines.wasm.host_builtins import BuiltinRefusedError, builtin_deadline
 from langchain_opa_guard.engines.wasm.rego_values import dump_value, parse_value
 
 __all__ = ["TICK", "WasmModule", "WasmInstance", "compiled_module", "fast_path_available"]
@@ -432,6 +432,7 @@ class WasmInstance:
         self.store = store
         self.abort_message = ""
         self.interrupted = False
+        self.deadline = math.inf  # time.monotonic() past which host builtins stop
         self._builtins_by_id: dict[int, tuple[str, HostBuiltin]] = {}
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._direct = getattr(module, "direct_values", False)
@@ -525,6 +526,7 @@ class WasmInstance:
         base, _ = self._memory_view()
         ctypes.memmove(base + self.heap, input_json, size)
         self.store.set_epoch_deadline(max(1, math.ceil(timeout / TICK)))
+        self.deadline = time.monotonic() + timeout
         self.abort_message = ""
         self.interrupted = False
         if self._memo:
@@ -693,7 +695,8 @@ class WasmInstance:
         A builtin that raises
         :class:`~langchain_opa_guard.engines.wasm.host_builtins.BuiltinRefusedError` (it cannot
         give OPA's answer), and a guest call that traps, end the evaluation (an
-        ``engine_error``, or a ``timeout`` when the deadline passed)."""
+        ``engine_error``, or a ``timeout`` when the deadline passed). So does a builtin
+        called past the deadline, or that runs past it (:class:`TimeoutError`)."""
         entry = self._builtins_by_id.get(builtin_id)
         if entry is None:
             return 0
@@ -714,9 +717,17 @@ class WasmInstance:
             except TypeError:  # an array argument: not kept
                 key, result = None, _MISSING
             if result is _MISSING:
-                result = function(values)
+                if time.monotonic() > self.deadline:
+                    raise TimeoutError("the evaluation's deadline passed")
+                with builtin_deadline(self.deadline):
+                    result = function(values)
             else:
                 key = None
+        except TimeoutError:
+            # The epoch deadline only interrupts guest code: a builtin stops itself.
+            self.interrupted = True
+            self.abort_message = "the deadline passed"
+            raise _Abort(self.abort_message) from None
         except BuiltinRefusedError as exc:
             self.abort_message = f"{name}: {exc}"[:200]
             raise _Abort(self.abort_message) from None
