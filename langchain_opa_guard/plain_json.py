@@ -32,6 +32,7 @@ from typing import Any
 __all__ = [
     "DIGEST_DEPTH",
     "MAX_DEPTH",
+    "NON_FINITE",
     "TOO_DEEP",
     "NestingTooDeep",
     "arguments_problem",
@@ -55,11 +56,23 @@ TOO_DEEP = (
 )
 """Why a call whose arguments nest deeper than :data:`MAX_DEPTH` is refused."""
 
+NON_FINITE = (
+    "the tool call's arguments hold a number that is not finite (infinity or NaN), "
+    "which the policy input cannot carry as a number, so the policy cannot decide them"
+)
+"""Why a call whose arguments hold an infinite or NaN number (a float or a ``Decimal``) is
+refused: the policy input would show it as a string (``"Infinity"``) while the tool runs
+with the number."""
+
 _MAX_DEPTH = MAX_DEPTH
 
 
 class NestingTooDeep(ValueError):
     """A value nests deeper than a conversion that must keep it whole allows."""
+
+
+class _NonFinite(ValueError):
+    """A value holds a number JSON cannot carry (infinity, NaN)."""
 
 
 # Values that are their own JSON (no lone surrogates in ASCII text, finite numbers are
@@ -110,23 +123,33 @@ def whole_jsonable(value: Any, limit: int = MAX_DEPTH) -> Any:
 
 
 def arguments_problem(args: Any) -> str | None:
-    """Why a call's arguments cannot be given to the policy whole (:data:`TOO_DEEP`), or
-    ``None`` when they can.
+    """Why a call's arguments cannot be given to the policy whole, or ``None`` when they
+    can: nested deeper than :data:`MAX_DEPTH` (:data:`TOO_DEEP`), or holding a number JSON
+    cannot carry, infinity or NaN (:data:`NON_FINITE`; :func:`jsonable` would show the
+    policy a string where the tool runs with the number).
 
     Example:
         ```python
         arguments_problem({"body": {"text": "hi"}})  # None
+        arguments_problem({"amount": float("inf")})  # NON_FINITE
         ```
     """
-    return None if _fits(args, 0) else TOO_DEEP
+    try:
+        return None if _fits(args, 0) else TOO_DEEP
+    except _NonFinite:
+        return NON_FINITE
 
 
-_FLAT = frozenset({bool, int, type(None), str, float})
+_FLAT = frozenset({bool, int, type(None), str})
 
 
 def _fits(value: Any, depth: int) -> bool:
     """Whether :func:`jsonable` keeps ``value`` (at ``depth``) whole: plain JSON walked
-    without copying it, anything else converted as :func:`whole_jsonable` would."""
+    without copying it, anything else converted as :func:`whole_jsonable` would.
+
+    Raises:
+        _NonFinite: ``value`` holds an infinite or NaN number.
+    """
     kind = type(value)
     if kind is dict:
         return depth < _MAX_DEPTH and all(
@@ -136,8 +159,12 @@ def _fits(value: Any, depth: int) -> bool:
         return depth < _MAX_DEPTH and all(type(v) in _FLAT or _fits(v, depth + 1) for v in value)
     if kind in _FLAT:
         return True
+    if kind is float:
+        if math.isfinite(value):
+            return True
+        raise _NonFinite
     try:
-        _plain(value, depth, _MAX_DEPTH, True)
+        _plain(value, depth, _MAX_DEPTH, True, finite=True)
     except NestingTooDeep:
         return False
     return True
@@ -181,21 +208,25 @@ def value_digest(value: Any) -> str:
         return "unmatched:" + uuid.uuid4().hex
 
 
-def _plain(value: Any, _depth: int, limit: int, whole: bool, raw: bool = False) -> Any:
+def _plain(
+    value: Any, _depth: int, limit: int, whole: bool, raw: bool = False, finite: bool = False
+) -> Any:
     """:func:`jsonable` with its limit; ``whole``: raise past it instead of cutting;
-    ``raw``: strings as they are (lone surrogates too)."""
+    ``raw``: strings as they are (lone surrogates too); ``finite``: raise
+    :class:`_NonFinite` at an infinite or NaN number instead of writing it as a string."""
     # The common case first, by exact type: plain JSON from a model or a schema dump.
     kind = type(value)
     if kind is dict and _depth < limit:
         return {
             k if type(k) is str else str(k): v
             if type(v) in _SCALARS
-            else _plain(v, _depth + 1, limit, whole, raw)
+            else _plain(v, _depth + 1, limit, whole, raw, finite)
             for k, v in value.items()
         }
     if kind is list and _depth < limit:
         return [
-            v if type(v) in _SCALARS else _plain(v, _depth + 1, limit, whole, raw) for v in value
+            v if type(v) in _SCALARS else _plain(v, _depth + 1, limit, whole, raw, finite)
+            for v in value
         ]
     if isinstance(value, str):
         if raw:
@@ -209,6 +240,8 @@ def _plain(value: Any, _depth: int, limit: int, whole: bool, raw: bool = False) 
         return value
     if isinstance(value, decimal.Decimal):  # money: a number, as a policy compares it
         if not value.is_finite():
+            if finite:
+                raise _NonFinite
             return str(value)
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
@@ -216,21 +249,23 @@ def _plain(value: Any, _depth: int, limit: int, whole: bool, raw: bool = False) 
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
-        return _plain(value.value, _depth + 1, limit, whole, raw)
+        return _plain(value.value, _depth + 1, limit, whole, raw, finite)
     if isinstance(value, float):
         if math.isfinite(value):
             return value
+        if finite:
+            raise _NonFinite
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if _depth >= limit:
         if whole:
             raise NestingTooDeep(f"nested more than {limit} levels deep")
         return "..."
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, _depth + 1, limit, whole, raw) for k, v in value.items()}
+        return {str(k): _plain(v, _depth + 1, limit, whole, raw, finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v, _depth + 1, limit, whole, raw) for v in value]
+        return [_plain(v, _depth + 1, limit, whole, raw, finite) for v in value]
     if isinstance(value, (set, frozenset)):
-        items = [_plain(v, _depth + 1, limit, whole, raw) for v in value]
+        items = [_plain(v, _depth + 1, limit, whole, raw, finite) for v in value]
         try:
             return sorted(items)
         except TypeError:
@@ -242,6 +277,7 @@ def _plain(value: Any, _depth: int, limit: int, whole: bool, raw: bool = False) 
             limit,
             whole,
             raw,
+            finite,
         )
     dump = getattr(value, "model_dump", None)
     if callable(dump):
@@ -250,7 +286,7 @@ def _plain(value: Any, _depth: int, limit: int, whole: bool, raw: bool = False) 
         except Exception:  # noqa: BLE001 - fall back to the text form
             pass
         else:
-            return _plain(dumped, _depth + 1, limit, whole, raw)
+            return _plain(dumped, _depth + 1, limit, whole, raw, finite)
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape" if raw else "replace")
     return str(value)

@@ -41,6 +41,7 @@ from langgraph.types import Command
 from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message
+from langchain_opa_guard.guards.prepared_calls import without_injected_request
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
@@ -291,7 +292,9 @@ def _compose(
             return _refusal(request)
         if (changed := read_differently(request)) is not None:
             return changed
-        return run_once(request, execute, _turn_of(request), keep=_shared(request))
+        # A model's value for an injected argument (undecided) never runs.
+        granted = without_injected_request(request)
+        return run_once(granted, execute, _turn_of(request), keep=_shared(request))
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
@@ -300,7 +303,8 @@ def _compose(
             return _refusal(request)
         if (changed := read_differently(request)) is not None:
             return changed
-        return await arun_once(request, execute, _turn_of(request), keep=_shared(request))
+        granted = without_injected_request(request)
+        return await arun_once(granted, execute, _turn_of(request), keep=_shared(request))
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:

@@ -33,7 +33,7 @@ from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.decided_views import view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
-from langchain_opa_guard.guards.prepared_calls import executed_injections
+from langchain_opa_guard.guards.prepared_calls import executed_injections, without_injected
 
 __all__ = [
     "GRANTS_KEY",
@@ -92,7 +92,10 @@ def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage |
     # The tool runs with the ToolNode's values for the arguments it injects (a model's
     # value for them is dropped, as the policy never decided it): each checked tool holds
     # the digest of the granted call without them.
-    checked = request.override(tool=CheckedTool.granted(request.tool, call, view))
+    checked = request.override(
+        tool=CheckedTool.granted(request.tool, call, view),
+        tool_call=without_injected(request.tool, call),
+    )
     runtime = checked.runtime
     tools = getattr(runtime, "tools", None)
     if dataclasses.is_dataclass(runtime) and isinstance(tools, list):

@@ -24,6 +24,7 @@ from typing import Any, cast
 import pydantic.v1 as pydantic_v1
 from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool, Tool
+from langgraph.prebuilt.tool_node import ToolCallRequest
 from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
@@ -39,6 +40,8 @@ __all__ = [
     "prepared_call",
     "single_input_name",
     "toolnode_injections",
+    "without_injected",
+    "without_injected_request",
 ]
 
 SINGLE_INPUT = "tool_input"
@@ -121,6 +124,38 @@ def executed_injections(tool: BaseTool) -> frozenset[str]:
     """Every argument that may sit beside the model's in a call as it runs: the schema's
     injected fields and what a ``ToolNode`` fills in."""
     return injected_fields(tool) | toolnode_injections(tool)
+
+
+def without_injected(tool: BaseTool | None, call: ToolCall) -> ToolCall:
+    """``call`` without the model's values for the arguments the application and LangGraph
+    supply (:func:`executed_injections`), or ``call`` itself when it sets none.
+
+    The policy never sees those values, so none of them may run: a ``ToolNode`` fills in
+    state, store and runtime itself, LangChain the call id, and an ``InjectedToolArg`` the
+    model set keeps the tool's default, whatever the LangGraph version (newer ``ToolNode``
+    releases drop such values themselves, older ones ran them). Every guard runs a model's
+    call through this before the ``ToolNode`` injects its own values.
+
+    Example:
+        ```python
+        without_injected(search_web, tool_call("search_web", {"query": "q", "region": "x"}, "s1"))
+        # args == {"query": "q"} for ``region: Annotated[str, InjectedToolArg]``
+        ```
+    """
+    args = call.get("args")
+    if tool is None or not isinstance(args, Mapping):
+        return call
+    hidden = executed_injections(tool)
+    if hidden.isdisjoint(args):
+        return call
+    return cast(ToolCall, {**call, "args": {k: v for k, v in args.items() if k not in hidden}})
+
+
+def without_injected_request(request: ToolCallRequest) -> ToolCallRequest:
+    """``request`` with its call :func:`without_injected` (``request`` itself when the call
+    sets no injected argument)."""
+    call = without_injected(request.tool, request.tool_call)
+    return request if call is request.tool_call else request.override(tool_call=call)
 
 
 # By tool object and schema (both kept, so their ids stay theirs); bounded.

@@ -50,7 +50,7 @@ from langchain_opa_guard.guards.arguments import (
 from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
-from langchain_opa_guard.guards.prepared_calls import prepared_call
+from langchain_opa_guard.guards.prepared_calls import prepared_call, without_injected_request
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early
@@ -332,9 +332,10 @@ def _as_allowed(
     request: ToolCallRequest, call: ToolCall, decision: Decision
 ) -> tuple[ToolCallRequest, str | None]:
     """The request that runs: the model's call as it came (the policy decided it as the tool
-    will read it), or the policy's rewrite of it."""
+    will read it) without its values for injected arguments, which the policy never saw
+    (:func:`without_injected_request`), or the policy's rewrite of it."""
     if decision.shadowed or decision.args is None:
-        return request, None
+        return without_injected_request(request), None
     old = call.get("args") or {}
     new = dict(decision.args)
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
