@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -60,8 +60,8 @@ class _Claims:
         self._lock = threading.Lock()
         self._keys: OrderedDict[tuple[str, ...], str | None] = OrderedDict()
         self._limit = limit
-        self._answers: OrderedDict[tuple[str, ...], Any] = OrderedDict()
-        self._answers_limit = 1_024
+        self._answers: OrderedDict[tuple[str, ...], dict[str, Any]] = OrderedDict()
+        self._answers_limit = 256
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -84,20 +84,20 @@ class _Claims:
 
     def keep(self, key: tuple[str, ...], answer: Any) -> None:
         """Keep the answer of a call that shares its task with others, for a retry of that
-        task (:meth:`kept`); bounded (the oldest go first), dropped once the task is done."""
+        task (:meth:`kept`); kept by turn (bounded: the oldest turns go first) and dropped
+        once the task is done (:meth:`forget`)."""
         with self._lock:
-            self._answers[key] = answer
+            self._answers.setdefault(key[:-1], {})[key[-1]] = answer
             if len(self._answers) > self._answers_limit:
                 self._answers.popitem(last=False)
 
     def kept(self, key: tuple[str, ...]) -> Any:
         with self._lock:
-            return self._answers.get(key)
+            return self._answers.get(key[:-1], {}).get(key[-1])
 
-    def forget(self, keys: Iterable[tuple[str, ...]]) -> None:
+    def forget(self, turn: tuple[str, ...]) -> None:
         with self._lock:
-            for key in keys:
-                self._answers.pop(key, None)
+            self._answers.pop(turn, None)
 
 
 CLAIMS = _Claims()
@@ -145,15 +145,19 @@ def claim_key(request: ToolCallRequest, turn: Any) -> tuple[str, str, str] | Non
 
 
 def _key(config: Mapping[str, Any] | None, turn: Any, call_id: str) -> tuple[str, str, str]:
+    return (*_turn_key(config, turn), call_id)
+
+
+def _turn_key(config: Mapping[str, Any] | None, turn: Any) -> tuple[str, str]:
     thread = ((config or {}).get("configurable") or {}).get("thread_id")
-    return ("" if thread is None else str(thread), str(turn), call_id)
+    return ("" if thread is None else str(thread), str(turn))
 
 
-def forget_answers(config: Mapping[str, Any] | None, turn: Any, call_ids: Iterable[Any]) -> None:
-    """Drop the answers :func:`run_once` kept for these calls of ``turn``: their task is
+def forget_answers(config: Mapping[str, Any] | None, turn: Any) -> None:
+    """Drop the answers :func:`run_once` kept for the calls of ``turn``: their task is
     done, so it will not be retried."""
     if turn is not None:
-        CLAIMS.forget(_key(config, turn, c) for c in call_ids if isinstance(c, str))
+        CLAIMS.forget(_turn_key(config, turn))
 
 
 def _already_ran(request: ToolCallRequest) -> ToolMessage:

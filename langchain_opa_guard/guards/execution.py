@@ -203,13 +203,13 @@ class GuardedToolNode(ToolNode):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         state, config = self._admit(input, config)
         out = super().invoke(state, config, **kwargs)
-        _done(config, state, self._messages_key_for_guard)
+        _done(config)
         return out
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         state, config = self._admit(input, config)
         out = await super().ainvoke(state, config, **kwargs)
-        _done(config, state, self._messages_key_for_guard)
+        _done(config)
         return out
 
     def _admit(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
@@ -228,9 +228,9 @@ class GuardedToolNode(ToolNode):
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
         grant = dict(input.get("grant") or {})
-        # Every call must carry its own grant; the payload is built by the guard alone.
-        admitted = [c for c in calls if grant_matches(grant, c)]
-        message = AIMessage(content="", tool_calls=admitted, id=input.get("message_id"))
+        # Each call is checked against its grant right before its tool runs (a call without
+        # a matching grant is answered there and never runs).
+        message = AIMessage(content="", tool_calls=calls, id=input.get("message_id"))
         state = dict(input.get("state") or {})
         messages = list(state.get(self._messages_key_for_guard) or [])
         messages.append(message)
@@ -240,18 +240,17 @@ class GuardedToolNode(ToolNode):
             **(base.get("configurable") or {}),
             GRANT_KEY: grant,
             TURN_KEY: input.get("turn"),
-            SHARED_KEY: len(admitted) > 1,
+            SHARED_KEY: len(calls) > 1,
             VIEWS_KEY: dict(input.get("views") or {}),
         }
         return state, cast(RunnableConfig, base)
 
 
-def _done(config: RunnableConfig, state: Mapping[str, Any], key: str) -> None:
+def _done(config: RunnableConfig) -> None:
     """The task ran all its calls: the answers kept for a retry of it are not needed."""
     configurable = config.get("configurable") or {}
     if configurable.get(SHARED_KEY):
-        calls = state[key][-1].tool_calls
-        forget_answers(config, configurable.get(TURN_KEY), (c.get("id") for c in calls))
+        forget_answers(config, configurable.get(TURN_KEY))
 
 
 def _shared(request: ToolCallRequest) -> bool:
