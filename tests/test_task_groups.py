@@ -20,7 +20,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import tools_condition
 from langgraph.types import RetryPolicy
-from mediation_kit import POLICY, USER, Ledger, Script, assert_one_answer_per_id, node_graph
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    Script,
+    assert_one_answer_per_id,
+    mediation_tools,
+    node_graph,
+)
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
@@ -161,3 +169,58 @@ def test_kept_answers_are_dropped_once_the_task_is_done(engine: PolicyEngine) ->
     node_graph(engine, mixed_turn(), ledger).invoke(INPUTS, context={"user": USER})
     assert sorted(call_id for _, call_id, _ in ledger.runs) == ["r1", "r2", "s2"]
     assert len(CLAIMS._answers) == before
+
+
+def test_a_payload_whose_call_does_not_match_its_grant_runs_nothing(
+    engine: PolicyEngine,
+) -> None:
+    """A node that forges the guard's payload: one call granted, the other with the grant of
+    a different call. The granted one runs; the other is answered and never runs."""
+    from langgraph.types import Send
+
+    from langchain_opa_guard.guards.execution import calls_payload
+
+    ledger = Ledger()
+    good = tool_call("read", {"item": "a"}, "r1")
+    bad = tool_call("send", {"to": "eve@evil.test", "body": "x"}, "s1")
+    turn = AIMessage("", tool_calls=[good], id="turn-1")
+    payload = calls_payload([good], {}, "messages", [], turn, views={"r1": ""}, stateless=True)
+    payload["calls"] = [*payload["calls"], {**bad, "type": "tool_call"}]
+    payload["grant"]["s1"] = payload["grant"]["r1"]
+    node = GuardedToolNode(mediation_tools(ledger))
+    builder = StateGraph(MessagesState)
+    builder.add_node("forger", lambda s: {"messages": [turn]})
+    builder.add_node("tools", node)
+    builder.add_edge(START, "forger")
+    builder.add_conditional_edges("forger", lambda s: [Send("tools", payload)], ["tools"])
+    builder.add_edge("tools", END)
+    out = builder.compile().invoke(INPUTS)
+    assert [call_id for _, call_id, _ in ledger.runs] == ["r1"]
+    answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
+    assert answers["s1"].status == "error"
+
+
+def test_a_guard_in_a_subgraph_of_a_checkpointed_parent_sends_a_task_per_call(
+    engine: PolicyEngine,
+) -> None:
+    """The parent's checkpointer reaches the subgraph's tasks: a resume there must run only
+    the interrupted call's task, so the calls keep a task each."""
+    ledger = Ledger()
+    inner = node_graph(engine, mixed_turn(), ledger)
+    parent = StateGraph(MessagesState)
+    parent.add_node("inner", inner)
+    parent.add_edge(START, "inner")
+    parent.add_edge("inner", END)
+    graph = parent.compile(checkpointer=InMemorySaver())
+    seen = []
+    for _, event in graph.stream(
+        INPUTS,
+        {"configurable": {"thread_id": "sub"}},
+        context={"user": USER},
+        stream_mode="tasks",
+        subgraphs=True,
+    ):
+        if event.get("name") == "tools" and "input" in event:
+            seen.append([c["id"] for c in event["input"]["calls"]])
+    assert sorted(seen) == [["r1"], ["r2"], ["s2"]]
+    assert sorted(call_id for _, call_id, _ in ledger.runs) == ["r1", "r2", "s2"]
