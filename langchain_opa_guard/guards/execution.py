@@ -51,7 +51,6 @@ __all__ = [
     "GuardedToolNode",
     "call_digest",
     "calls_payload",
-    "grant_matches",
     "reads_no_state",
     "task_groups",
 ]
@@ -84,11 +83,6 @@ def call_digest(name: Any, args: Any) -> str:
     """A digest of a call's tool name and arguments (canonical JSON, SHA-256; see
     :func:`~langchain_opa_guard.plain_json.value_digest`)."""
     return value_digest([name, args])
-
-
-def grant_matches(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> bool:
-    """Whether ``grant`` (call id -> digest) allows exactly ``call``."""
-    return _granted_digest(grant, call) is not None
 
 
 def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> str | None:
