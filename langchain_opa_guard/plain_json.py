@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_opa_guard.fast_json import plain_dumps
+
 __all__ = [
     "DIGEST_DEPTH",
     "MAX_DEPTH",
@@ -193,19 +195,28 @@ def canonical_json(value: Any) -> bytes:
 
 
 def value_digest(value: Any) -> str:
-    """The SHA-256 (hex) of :func:`canonical_json` of ``value``. A value too deep to take
-    whole gets a digest of its own that nothing else has (random, never equal to another
-    digest, its own included), so a check that compares digests refuses it.
+    """The SHA-256 (hex) of the canonical JSON of ``value``: sorted keys, no whitespace,
+    UTF-8; plain JSON data as :func:`~langchain_opa_guard.fast_json.plain_dumps` writes it
+    sorted, anything else as :func:`canonical_json`. A value too deep to take whole gets a
+    digest of its own that nothing else has (random, never equal to another digest, its
+    own included), so a check that compares digests refuses it.
 
     Example:
         ```python
         value_digest(["search", {"query": "opa"}])  # '5d1c...'
         ```
     """
-    try:
-        return hashlib.sha256(canonical_json(value)).hexdigest()
-    except (NestingTooDeep, RecursionError):
-        return "unmatched:" + uuid.uuid4().hex
+    # Plain JSON data (the common case) is written by orjson, sorted, in one C call; its
+    # text differs from canonical_json's only in how floats are spelled (1e16, not
+    # 1e+16), and either text is taken for a value by what the value is, so a value's
+    # digest is one and the same wherever it is taken.
+    text = plain_dumps(value, sort_keys=True)
+    if text is None:
+        try:
+            text = canonical_json(value)
+        except (NestingTooDeep, RecursionError):
+            return "unmatched:" + uuid.uuid4().hex
+    return hashlib.sha256(text).hexdigest()
 
 
 def _plain(

@@ -8,11 +8,14 @@ can evaluate them together rather than one after another.
 
 from __future__ import annotations
 
+import enum
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
+from langchain_opa_guard.fast_json import plain_dumps
 
 __all__ = ["PolicyEngine", "encode_input", "same_json", "shared_part", "DEFAULT_POLICY"]
 
@@ -58,14 +61,32 @@ class PolicyEngine(Protocol):
 def encode_input(input: Mapping[str, Any], *, key: str | None = "input") -> bytes:
     """Encode an input document as compact JSON, wrapped as ``{"input": ...}`` by default.
 
+    Enums and UUIDs are written by value (their JSON form); anything else that is not
+    JSON data is refused.
+
     Raises:
         EngineError: The document is not JSON (for example it holds NaN or an object).
     """
+    body = input if key is None else {key: input}
+    text = plain_dumps(body)
+    if text is not None:
+        return text
     try:
-        body = input if key is None else {key: input}
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return json.dumps(
+            body, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_by_value
+        ).encode()
     except (TypeError, ValueError) as exc:
         raise EngineError(ErrorType.INPUT, "the policy input could not be encoded as JSON") from exc
+
+
+def _by_value(value: Any) -> Any:
+    """What :func:`encode_input` writes for a value JSON has no form of (as ``orjson``
+    does): an enum's value, a UUID's text; anything else is refused."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def same_json(a: Any, b: Any) -> bool:

@@ -33,6 +33,7 @@ from langchain_opa_guard.engines.instance_pool import (
 from langchain_opa_guard.engines.wasm.host_builtins import HOST_BUILTINS, check_builtins
 from langchain_opa_guard.engines.wasm.rego_values import parse_value, to_json
 from langchain_opa_guard.engines.wasm.runtime import WasmInstance, compiled_module
+from langchain_opa_guard.fast_json import loads
 
 __all__ = ["UNDEFINED", "WasmEvaluator"]
 
@@ -138,13 +139,13 @@ def read_result_set(text: bytes) -> Any:
         return []
     if text.startswith(b"{{") and text.endswith(b"}}"):
         try:
-            member = json.loads(text[1:-1], strict=False)
+            member = loads(text[1:-1])
         except ValueError:
             member = None
         if isinstance(member, dict) and list(member) == ["result"]:
             return [member]
     try:
-        return json.loads(text, strict=False)
+        return loads(text)
     except ValueError:
         pass
     try:
