@@ -32,6 +32,7 @@ from typing import Any
 from langchain_opa_guard.fast_json import plain_dumps
 
 __all__ = [
+    "BAD_TEXT",
     "DIGEST_DEPTH",
     "MAX_DEPTH",
     "NON_FINITE",
@@ -66,6 +67,14 @@ NON_FINITE = (
 refused: the policy input would show it as a string (``"Infinity"``) while the tool runs
 with the number."""
 
+BAD_TEXT = (
+    "the tool call's arguments hold text that is not valid Unicode (a lone surrogate), "
+    "which the policy input cannot carry as it is, so the policy cannot decide them"
+)
+"""Why a call whose arguments hold a string with a lone surrogate is refused: UTF-8 cannot
+hold it, so the policy input would show the policy another text (``"?"`` in its place)
+than the one the tool runs with."""
+
 _MAX_DEPTH = MAX_DEPTH
 
 
@@ -75,6 +84,10 @@ class NestingTooDeep(ValueError):
 
 class _NonFinite(ValueError):
     """A value holds a number JSON cannot carry (infinity, NaN)."""
+
+
+class _BadText(ValueError):
+    """A value holds text UTF-8 cannot carry (a lone surrogate)."""
 
 
 # Values that are their own JSON (no lone surrogates in ASCII text, finite numbers are
@@ -126,9 +139,10 @@ def whole_jsonable(value: Any, limit: int = MAX_DEPTH) -> Any:
 
 def arguments_problem(args: Any) -> str | None:
     """Why a call's arguments cannot be given to the policy whole, or ``None`` when they
-    can: nested deeper than :data:`MAX_DEPTH` (:data:`TOO_DEEP`), or holding a number JSON
+    can: nested deeper than :data:`MAX_DEPTH` (:data:`TOO_DEEP`), holding a number JSON
     cannot carry, infinity or NaN (:data:`NON_FINITE`; :func:`jsonable` would show the
-    policy a string where the tool runs with the number).
+    policy a string where the tool runs with the number), or text with a lone surrogate
+    (:data:`BAD_TEXT`; the policy would read ``"?"`` where the tool runs with the text).
 
     Example:
         ```python
@@ -140,9 +154,11 @@ def arguments_problem(args: Any) -> str | None:
         return None if _fits(args, 0) else TOO_DEEP
     except _NonFinite:
         return NON_FINITE
+    except _BadText:
+        return BAD_TEXT
 
 
-_FLAT = frozenset({bool, int, type(None), str})
+_FLAT = frozenset({bool, int, type(None)})
 
 
 def _fits(value: Any, depth: int) -> bool:
@@ -151,15 +167,23 @@ def _fits(value: Any, depth: int) -> bool:
 
     Raises:
         _NonFinite: ``value`` holds an infinite or NaN number.
+        _BadText: ``value`` holds a string with a lone surrogate.
     """
     kind = type(value)
     if kind is dict:
         return depth < _MAX_DEPTH and all(
-            type(v) in _FLAT or _fits(v, depth + 1) for v in value.values()
+            type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1)
+            for v in value.values()
         )
     if kind is list:
-        return depth < _MAX_DEPTH and all(type(v) in _FLAT or _fits(v, depth + 1) for v in value)
+        return depth < _MAX_DEPTH and all(
+            type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1)
+            for v in value
+        )
     if kind in _FLAT:
+        return True
+    if kind is str:
+        _check_text(value)
         return True
     if kind is float:
         if math.isfinite(value):
@@ -170,6 +194,14 @@ def _fits(value: Any, depth: int) -> bool:
     except NestingTooDeep:
         return False
     return True
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise _BadText from None
 
 
 def canonical_json(value: Any) -> bytes:
@@ -224,7 +256,8 @@ def _plain(
 ) -> Any:
     """:func:`jsonable` with its limit; ``whole``: raise past it instead of cutting;
     ``raw``: strings as they are (lone surrogates too); ``finite``: raise
-    :class:`_NonFinite` at an infinite or NaN number instead of writing it as a string."""
+    :class:`_NonFinite` at an infinite or NaN number instead of writing it as a string, and
+    :class:`_BadText` at a lone surrogate instead of writing ``"?"``."""
     # The common case first, by exact type: plain JSON from a model or a schema dump.
     kind = type(value)
     if kind is dict and _depth < limit:
@@ -245,6 +278,8 @@ def _plain(
         try:
             value.encode()
         except UnicodeEncodeError:  # lone surrogates (JSON can carry "\ud800"): as "?"
+            if finite:
+                raise _BadText from None
             return value.encode("utf-8", "replace").decode()
         return value
     if value is None or isinstance(value, (bool, int)):
