@@ -133,7 +133,7 @@ def corpus_inputs(count: int = 300, seed: int = 20261126) -> list[dict[str, Any]
                 "re": REGEXES[index % len(REGEXES)],
                 "re2": GO_REGEXES[index % len(GO_REGEXES)],
                 "tmpl": rng.choice(TEMPLATES),
-                "k": rng.choice([-1, -1, 0, 1, 2, 1.5]),
+                "k": rng.choice([-1, -1, 0, 1, 2, 1.5, 2.0, -1.0]),
                 "needle": NEEDLES[index % len(NEEDLES)],
                 "n": n,
                 "i": rng.choice([0, 7, -3, 255, 10**6, 2**31 - 1]),

@@ -3,7 +3,7 @@ module says why it is long.
 
 Layers, from the bottom up (a module may import from its own layer and the layers below):
 
-- ``contract``, ``decision``, ``plain_json``, ``version``: what every part sees;
+- ``contract``, ``decision``, ``fast_json``, ``plain_json``, ``version``: what every part sees;
 - ``engines/``: the policy engines;
 - ``tracing/`` and ``ops/``: spans, metrics, the decision log and replay, called by what decides
   (neither imports the other);
@@ -49,7 +49,7 @@ PRIVATE_ATTRIBUTES_ALLOWED = frozenset({"engines"})
 def layer_of(module: str) -> str:
     """The layer of a module named relative to the package (``""`` is the package itself)."""
     first = module.split(".")[0]
-    if first in ("contract", "decision", "plain_json", "version"):
+    if first in ("contract", "decision", "fast_json", "plain_json", "version"):
         return "base"
     if first in ("engines", "tracing", "ops", "deciding", "guards"):
         return first

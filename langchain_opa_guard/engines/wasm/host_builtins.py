@@ -386,11 +386,15 @@ def _urlquery_encode(args: list[Any]) -> str:
     return urllib.parse.quote_plus(_string_arg(args[0]), safe="-_.~")
 
 
+_INTEGER_TEXT = re.compile(r"-?[0-9]+(?:\.0+)?")
+
+
 def _int_arg(value: Any) -> int:
-    """An integer operand as OPA's ``IntOperand`` reads it (``2.0`` and ``1e3`` are not)."""
-    if not isinstance(value, Number) or not re.fullmatch(r"-?[0-9]+", value):
+    """An integer operand as OPA's ``IntOperand`` reads it: ``2`` and ``2.0`` are, ``1e3``
+    and ``2.5`` are not."""
+    if not isinstance(value, Number) or not _INTEGER_TEXT.fullmatch(value):
         raise TypeError("operand must be an integer number")
-    number = int(value)
+    number = int(value.partition(".")[0])
     if not -(2**63) <= number < 2**63:
         raise ValueError("operand out of range")
     return number
