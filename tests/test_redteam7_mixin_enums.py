@@ -174,9 +174,7 @@ def test_encode_input_writes_a_mixin_enum_the_same_way_whatever_else_the_documen
     beside_a_subclass = json.loads(
         encode_input({"amount": LyingAmount.SMALL, "who": Name("x")}, key=None)
     )
-    beside_a_big_int = json.loads(
-        encode_input({"amount": LyingAmount.SMALL, "n": 2**70}, key=None)
-    )
+    beside_a_big_int = json.loads(encode_input({"amount": LyingAmount.SMALL, "n": 2**70}, key=None))
     assert alone["amount"] == beside_a_subclass["amount"] == beside_a_big_int["amount"], (
         alone,
         beside_a_subclass,
