@@ -92,7 +92,8 @@ def test_one_call_with_a_bad_key_does_not_take_its_sibling_down(engine: PolicyEn
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     builder.add_edge("tools", "agent")
-    result = builder.compile().invoke({"messages": [("user", "go")]}, context={"user": USER})
+    graph: Any = builder.compile()
+    result = graph.invoke({"messages": [("user", "go")]}, context={"user": USER})
     answers = {m.tool_call_id: m for m in result["messages"] if isinstance(m, ToolMessage)}
     assert answers["bad"].status == "error"
     assert answers["good"].status == "success", answers["good"].content
