@@ -2,18 +2,21 @@
 
 ``orjson`` (a dependency of LangChain's own ``langsmith``) encodes and parses JSON several
 times faster than :mod:`json`. It is used only where its answer is certain to carry the same
-JSON values: :func:`plain_dumps` gives ``None`` for anything it would write differently from
-:func:`json.dumps` in meaning (a subclass, a date, a dataclass, an integer past 64 bits, a
-lone surrogate, a non-string key: it refuses those, and the caller takes the standard path)
-and never lets a non-finite number pass as ``null``. :func:`loads` falls back to
-:func:`json.loads` (``strict=False``) for any text ``orjson`` refuses or would read
+JSON values: :func:`plain_dumps` gives ``None`` for anything whose text would mean something
+else than :func:`json.dumps` writes (an enum whose value is not its own int or text, a tuple,
+a date, a subclass, an ``orjson.Fragment``, a non-finite number, a lone surrogate, an
+integer past 64 bits), and the caller takes the standard path. :func:`canonical_dumps` gives
+the very bytes of ``json.dumps(..., sort_keys=True, ensure_ascii=False)`` for values made of
+the exact built-in types without floats (digests stay what they were). :func:`loads` falls
+back to :func:`json.loads` (``strict=False``) for any text ``orjson`` refuses or would read
 otherwise (an integer past 64 bits).
 
 Example:
     ```python
     plain_dumps({"a": [1, 2.5, None]})  # b'{"a":[1,2.5,null]}'
     plain_dumps({"a": float("nan")})  # None: the standard path decides
-    plain_dumps({1: "x"})  # None
+    canonical_dumps({"b": 1, "a": ["x"]})  # b'{"a":["x"],"b":1}'
+    canonical_dumps({"a": 0.5})  # None (floats keep the standard spelling)
     ```
 """
 
@@ -23,7 +26,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["available", "loads", "plain_dumps"]
+__all__ = ["available", "canonical_dumps", "loads", "plain_dumps"]
 
 try:  # pragma: no branch - orjson is installed wherever langsmith is
     import orjson as _orjson
@@ -42,9 +45,11 @@ if _orjson is not None:
     )
     _SORTED = _OPTIONS | _orjson.OPT_SORT_KEYS
 
-
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+
+_CANONICAL_DEPTH = 200
+"""Deeper values take the standard path (orjson stops at 255 levels)."""
 
 
 def available() -> bool:
@@ -60,29 +65,58 @@ def _refuse(value: Any) -> Any:
     raise _Refused
 
 
-def plain_dumps(value: Any, *, sort_keys: bool = False) -> bytes | None:
-    """``value`` as compact UTF-8 JSON when it is plain JSON data (exact ``dict``, ``list``,
-    ``tuple``, ``str``, ``int`` within 64 bits, finite ``float``, ``bool``, ``None``; string
-    keys; no lone surrogates; nested less than 255 levels), else ``None``.
+def plain_dumps(value: Any) -> bytes | None:
+    """``value`` as compact UTF-8 JSON (keys in their order) when orjson's text means what
+    :func:`json.dumps` would write, else ``None``.
 
-    Enums and UUIDs are written by value, as their JSON form; ``sort_keys`` sorts object
-    keys (by code point).
+    The text is read back and must equal ``value``: orjson writes an enum by its value, a
+    tuple as an array, NaN and the infinities as ``null`` and an ``orjson.Fragment`` as it
+    is; none of those reads back equal. Exact built-in types only otherwise (a subclass, a
+    date, a dataclass is refused before any text is written).
     """
     if _orjson is None:
         return None
     try:
-        text = _orjson.dumps(value, default=_refuse, option=_SORTED if sort_keys else _OPTIONS)
-    except (_orjson.JSONEncodeError, _Refused, TypeError, RecursionError):
-        return None
-    # orjson writes NaN and the infinities as null: a text with null is kept only when it
-    # reads back as the very value (NaN != None).
-    if b"null" in text:
-        try:
-            if _orjson.loads(text) != value:
-                return None
-        except _orjson.JSONDecodeError:  # pragma: no cover - orjson reads its own text
+        text = _orjson.dumps(value, default=_refuse, option=_OPTIONS)
+        if _orjson.loads(text) != value:
             return None
+    except (_Refused, TypeError, ValueError, RecursionError):  # JSONEncodeError, JSONDecodeError
+        return None
     return text
+
+
+def canonical_dumps(value: Any) -> bytes | None:
+    """The canonical JSON of ``value`` (sorted keys, no whitespace, UTF-8) when it is made
+    only of exact ``dict`` (string keys), ``list``, ``str``, ``int``, ``bool`` and ``None``,
+    less than 200 levels deep; else ``None``.
+
+    For such values orjson writes the very bytes ``json.dumps(value, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`` does (strings are escaped alike, keys sort
+    alike); floats are left out because the two spell some of them differently (``1e-07``).
+    """
+    if _orjson is None or not _exactly_plain(value, 0):
+        return None
+    try:
+        return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+    except (TypeError, RecursionError):  # a lone surrogate, an integer past 64 bits
+        return None
+
+
+_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _exactly_plain(value: Any, depth: int) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return depth < _CANONICAL_DEPTH and all(
+            type(k) is str and (type(v) in _LEAVES or _exactly_plain(v, depth + 1))
+            for k, v in value.items()
+        )
+    if kind is list:
+        return depth < _CANONICAL_DEPTH and all(
+            type(v) in _LEAVES or _exactly_plain(v, depth + 1) for v in value
+        )
+    return kind in _LEAVES
 
 
 def loads(text: bytes | str) -> Any:

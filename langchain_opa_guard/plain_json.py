@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_opa_guard.fast_json import plain_dumps
+from langchain_opa_guard.fast_json import canonical_dumps
 
 __all__ = [
     "BAD_TEXT",
@@ -99,7 +99,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     """Convert ``value`` into plain JSON data (dict, list, str, int, float, bool, None).
 
     Non-finite floats become strings (``"NaN"``, ``"Infinity"``), lone surrogates in
-    strings ``"?"`` (UTF-8 cannot hold them), sets and tuples lists,
+    strings and keys ``"?"`` (UTF-8 cannot hold them), sets and tuples lists,
     dataclasses and pydantic models their fields, and anything else its ``str()``.
     Nesting deeper than 64 levels is cut off with ``"..."``: for context documents only;
     see :func:`whole_jsonable` for values that must never be cut.
@@ -108,7 +108,9 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     kind = type(value)
     if kind is dict and _depth < _MAX_DEPTH:
         return {
-            k if type(k) is str else str(k): v if type(v) in _SCALARS else jsonable(v, _depth + 1)
+            k if type(k) is str and k.isascii() else _text_key(k): v
+            if type(v) in _SCALARS
+            else jsonable(v, _depth + 1)
             for k, v in value.items()
         }
     if kind is list and _depth < _MAX_DEPTH:
@@ -141,8 +143,9 @@ def arguments_problem(args: Any) -> str | None:
     """Why a call's arguments cannot be given to the policy whole, or ``None`` when they
     can: nested deeper than :data:`MAX_DEPTH` (:data:`TOO_DEEP`), holding a number JSON
     cannot carry, infinity or NaN (:data:`NON_FINITE`; :func:`jsonable` would show the
-    policy a string where the tool runs with the number), or text with a lone surrogate
-    (:data:`BAD_TEXT`; the policy would read ``"?"`` where the tool runs with the text).
+    policy a string where the tool runs with the number), or text with a lone surrogate,
+    in a value or a key (:data:`BAD_TEXT`; the policy would read ``"?"`` where the tool runs
+    with the text, or could not be given the key at all).
 
     Example:
         ```python
@@ -167,13 +170,14 @@ def _fits(value: Any, depth: int) -> bool:
 
     Raises:
         _NonFinite: ``value`` holds an infinite or NaN number.
-        _BadText: ``value`` holds a string with a lone surrogate.
+        _BadText: ``value`` holds a string with a lone surrogate (a key too).
     """
     kind = type(value)
     if kind is dict:
         return depth < _MAX_DEPTH and all(
-            type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1)
-            for v in value.values()
+            ((type(k) is str and k.isascii()) or _key_fits(k))
+            and (type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1))
+            for k, v in value.items()
         )
     if kind is list:
         return depth < _MAX_DEPTH and all(
@@ -194,6 +198,27 @@ def _fits(value: Any, depth: int) -> bool:
     except NestingTooDeep:
         return False
     return True
+
+
+def _text_key(key: Any) -> str:
+    """An object key as :func:`jsonable` writes it: as text, lone surrogates as ``"?"``."""
+    text = _key(key)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
+
+
+def _key_fits(key: Any) -> bool:
+    if isinstance(key, str):
+        _check_text(key)
+    return True
+
+
+def _key(key: Any) -> str:
+    """An object key as text: a str subclass by its own text (not its ``__str__``)."""
+    return str.__str__(key) if isinstance(key, str) else str(key)
 
 
 def _check_text(text: str) -> None:
@@ -227,9 +252,9 @@ def canonical_json(value: Any) -> bytes:
 
 
 def value_digest(value: Any) -> str:
-    """The SHA-256 (hex) of the canonical JSON of ``value``: sorted keys, no whitespace,
-    UTF-8; plain JSON data as :func:`~langchain_opa_guard.fast_json.plain_dumps` writes it
-    sorted, anything else as :func:`canonical_json`. A value too deep to take whole gets a
+    """The SHA-256 (hex) of :func:`canonical_json` of ``value`` (taken through
+    :func:`~langchain_opa_guard.fast_json.canonical_dumps` when that gives the same bytes
+    faster). A value too deep to take whole gets a
     digest of its own that nothing else has (random, never equal to another digest, its
     own included), so a check that compares digests refuses it.
 
@@ -238,11 +263,9 @@ def value_digest(value: Any) -> str:
         value_digest(["search", {"query": "opa"}])  # '5d1c...'
         ```
     """
-    # Plain JSON data (the common case) is written by orjson, sorted, in one C call; its
-    # text differs from canonical_json's only in how floats are spelled (1e16, not
-    # 1e+16), and either text is taken for a value by what the value is, so a value's
-    # digest is one and the same wherever it is taken.
-    text = plain_dumps(value, sort_keys=True)
+    # Plain JSON without floats (the common case) is written by orjson in one C call,
+    # byte for byte what canonical_json writes: one digest for a value on either path.
+    text = canonical_dumps(value)
     if text is None:
         try:
             text = canonical_json(value)
@@ -261,8 +284,12 @@ def _plain(
     # The common case first, by exact type: plain JSON from a model or a schema dump.
     kind = type(value)
     if kind is dict and _depth < limit:
+        if finite:
+            for k in value:
+                _key_fits(k)
+        key_of = _key if raw else _text_key
         return {
-            k if type(k) is str else str(k): v
+            k if type(k) is str and (raw or k.isascii()) else key_of(k): v
             if type(v) in _SCALARS
             else _plain(v, _depth + 1, limit, whole, raw, finite)
             for k, v in value.items()
@@ -272,7 +299,11 @@ def _plain(
             v if type(v) in _SCALARS else _plain(v, _depth + 1, limit, whole, raw, finite)
             for v in value
         ]
+    # A subclass of str, int or float (an IntEnum member, a str enum) is its own text or
+    # number, as json.dumps, Pydantic and the tool read it (never its enum value).
     if isinstance(value, str):
+        if type(value) is not str:
+            value = str.__str__(value)
         if raw:
             return value
         try:
@@ -282,8 +313,16 @@ def _plain(
                 raise _BadText from None
             return value.encode("utf-8", "replace").decode()
         return value
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return value if type(value) is int else int.__int__(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value if type(value) is float else float.__float__(value)
+        if finite:
+            raise _NonFinite
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, decimal.Decimal):  # money: a number, as a policy compares it
         if not value.is_finite():
             if finite:
@@ -296,18 +335,18 @@ def _plain(
         return str(value)
     if isinstance(value, enum.Enum):
         return _plain(value.value, _depth + 1, limit, whole, raw, finite)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        if finite:
-            raise _NonFinite
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if _depth >= limit:
         if whole:
             raise NestingTooDeep(f"nested more than {limit} levels deep")
         return "..."
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, _depth + 1, limit, whole, raw, finite) for k, v in value.items()}
+        if finite:
+            for k in value:
+                _key_fits(k)
+        key_of = _key if raw else _text_key
+        return {
+            key_of(k): _plain(v, _depth + 1, limit, whole, raw, finite) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_plain(v, _depth + 1, limit, whole, raw, finite) for v in value]
     if isinstance(value, (set, frozenset)):

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from langchain_opa_guard.decision import EngineError, ErrorType
 from langchain_opa_guard.engines.engine import encode_input
 from langchain_opa_guard.engines.wasm.evaluator import read_result_set
-from langchain_opa_guard.fast_json import available, loads, plain_dumps
+from langchain_opa_guard.fast_json import available, canonical_dumps, loads, plain_dumps
 from langchain_opa_guard.plain_json import canonical_json, value_digest
 
 pytestmark = pytest.mark.skipif(not available(), reason="orjson is not installed")
@@ -49,6 +49,17 @@ class Point:
     x: int
 
 
+class Lying(int, enum.Enum):
+    """An int enum whose members are another int than their value (the docs' pattern)."""
+
+    def __new__(cls, value: int, amount: int) -> Lying:
+        member = int.__new__(cls, amount)
+        member._value_ = value
+        return member
+
+    BIG = (10, 99_999)
+
+
 NOT_PLAIN = [
     {"amount": float("nan")},
     {"amount": float("inf"), "tenant": None},
@@ -60,13 +71,17 @@ NOT_PLAIN = [
     {"s": Name("subclass")},
     {"on": datetime.date(2026, 1, 2)},
     {"p": Point(1)},
+    {"amount": Lying.BIG},
+    {"color": Color.RED},
+    {"span": (1, 2)},
+    {"id": uuid.UUID(int=1)},
 ]
 
 
 @pytest.mark.parametrize("value", NOT_PLAIN, ids=range(len(NOT_PLAIN)))
 def test_plain_dumps_steps_aside_for_anything_but_plain_json(value: Any) -> None:
     assert plain_dumps(value) is None
-    assert plain_dumps(value, sort_keys=True) is None
+    assert canonical_dumps(value) is None
 
 
 def test_plain_dumps_writes_plain_json_as_the_standard_library_reads_it() -> None:
@@ -74,7 +89,12 @@ def test_plain_dumps_writes_plain_json_as_the_standard_library_reads_it() -> Non
     text = plain_dumps(value)
     assert text is not None
     assert repr(json.loads(text)) == repr(value)
-    assert list(json.loads(plain_dumps(value, sort_keys=True) or b"")) == ["a", "b", "c"]
+
+
+def test_canonical_dumps_is_canonical_json_byte_for_byte() -> None:
+    value = {"b": [1, None, True, "é\n\x01\u2028\x7f😀"], "a": {"z": -(2**63), "y": 2**64 - 1}}
+    assert canonical_dumps(value) == canonical_json(value)
+    assert canonical_dumps({"a": 0.5}) is None  # floats keep canonical_json's spelling
 
 
 def test_deep_values_step_aside() -> None:
@@ -82,6 +102,7 @@ def test_deep_values_step_aside() -> None:
     for _ in range(300):
         deep = [deep]
     assert plain_dumps(deep) is None
+    assert canonical_dumps(deep) is None
 
 
 def test_encode_input_refuses_non_finite_numbers_with_or_without_other_nulls() -> None:
@@ -207,3 +228,11 @@ def test_encode_input_means_what_the_standard_library_means(value: Any) -> None:
 def test_digests_differ_when_values_differ(a: Any, b: Any) -> None:
     if canonical_json(a) != canonical_json(b):
         assert value_digest(a) != value_digest(b)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_canonical_dumps_gives_canonical_json_or_nothing(value: Any) -> None:
+    text = canonical_dumps(value)
+    if text is not None:
+        assert text == canonical_json(value)

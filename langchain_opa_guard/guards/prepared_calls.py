@@ -27,6 +27,7 @@ from langchain_core.tools import BaseTool, Tool
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from pydantic import BaseModel, ValidationError, create_model
 
+from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.tool_readings import reads_own_way
 from langchain_opa_guard.plain_json import arguments_problem
@@ -308,7 +309,9 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         one, problem = _single_input_view(single, args)
         if problem is not None:
             return call, problem
-        return (call, None) if one == args else (cast(ToolCall, {**call, "args": one}), None)
+        return (
+            (call, None) if same_json(one, args) else (cast(ToolCall, {**call, "args": one}), None)
+        )
     if full is None or isinstance(full, dict):
         return call, None
     if not isinstance(full, type):
@@ -328,7 +331,8 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])
     except Exception:  # noqa: BLE001 - a validator of the tool's own raised
         return call, "the arguments do not match the tool's schema"
-    if view == args:
+    # Equal as JSON, types included (True == 1 in Python): else the policy decides the view.
+    if same_json(view, args):
         return call, None
     too_deep = arguments_problem(view)
     if too_deep is not None:
