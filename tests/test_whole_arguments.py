@@ -289,18 +289,19 @@ async def test_a_definition_too_deep_to_digest_is_stamped_without_one_and_denied
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("surface", SURFACES)
-def test_a_record_with_text_utf8_cannot_hold_is_logged_in_escapes(
+def test_a_key_utf8_cannot_hold_is_refused_before_the_policy_and_its_log(
     engine: PolicyEngine, surface: str, mode: str, tmp_path: Path
 ) -> None:
+    """A lone surrogate in an argument's key: the call is refused before the policy (the
+    policy input could not hold the key), so no decision record is written for it."""
     path = tmp_path / "decisions.jsonl"
     log = DecisionLog(path)
     ran, answer, _ = run(surface, engine, {"query": "opa", "options": {"\ud800": 1}}, mode, log=log)
     log.close()
     assert ran == [] and answer.status == "error"
-    records = list(read_decision_log(path))
-    assert len(records) == 1
-    assert records[0]["input"]["tool"]["args"]["options"] == {"\ud800": 1}  # read back as sent
-    assert records[0]["decision"]["error"] == "invalid_input"
+    assert "lone surrogate" in str(answer.content)
+    assert answer.response_metadata["opa_guard"]["error"] == "invalid_call"
+    assert not path.exists() or list(read_decision_log(path)) == []
 
 
 class BrokenLog(DecisionLog):

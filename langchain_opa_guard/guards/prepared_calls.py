@@ -309,9 +309,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         one, problem = _single_input_view(single, args)
         if problem is not None:
             return call, problem
-        return (
-            (call, None) if same_json(one, args) else (cast(ToolCall, {**call, "args": one}), None)
-        )
+        return (call if same_json(one, args) else cast(ToolCall, {**call, "args": one})), None
     if full is None or isinstance(full, dict):
         return call, None
     if not isinstance(full, type):
@@ -331,8 +329,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])
     except Exception:  # noqa: BLE001 - a validator of the tool's own raised
         return call, "the arguments do not match the tool's schema"
-    # Equal as JSON, types included (True == 1 in Python): else the policy decides the view.
-    if same_json(view, args):
+    if same_json(view, args):  # equal as JSON, types included (True == 1 in Python)
         return call, None
     too_deep = arguments_problem(view)
     if too_deep is not None:
