@@ -82,11 +82,11 @@ tool_args := input.tool.args if is_object(input.tool.args)
 
 # --- Allow -----------------------------------------------------------------
 
-# The common case in one rule, on the input itself (no helper rules): a request
-# with a version-1 shape whose user's role may call the tool by tool_roles. It
-# implies well_formed and allow, so the general refusals below are not looked
-# for when it holds.
-plain_allowed if {
+# The common case, on the input itself (no helper rules): a request with a
+# version-1 shape whose user's role may call the tool by tool_roles. Every rule
+# of allow implies well_formed, so the general refusals below are not looked for
+# once allow holds.
+allow if {
 	input.version == 1
 	role := input.user.role
 	is_string(role)
@@ -94,15 +94,9 @@ plain_allowed if {
 	role in config.tool_roles[input.tool.name]
 }
 
-# (Tried first: plain_allowed is already known when `decision` asks.)
-allow if plain_allowed
-
-allow if user_role in config.tool_roles[tool_name]
-
 # --- Deny: malformed requests and default deny ------------------------------
 
-# A request with a version-1 shape, a user with a role, and a tool name: the
-# common case, checked in one rule before any of the reasons below is looked for.
+# A request with a version-1 shape, a user with a role, and a tool name.
 well_formed if {
 	input.version == 1
 	user_role
@@ -111,7 +105,7 @@ well_formed if {
 
 # The general refusals: a malformed request, or a tool the role may not call.
 deny contains reason if {
-	not plain_allowed
+	not allow
 	some reason in refusals
 }
 
@@ -143,10 +137,13 @@ malformed contains {
 
 malformed contains {"code": "no_tool_name", "message": "the tool call has no name"} if not tool_name
 
+# The role may call the tool by tool_roles, whatever the request's shape.
+role_permits_tool if user_role in config.tool_roles[tool_name]
+
 # MCP tools are decided by mcp.rego, whose reasons name the server.
 refusals contains reason if {
-	not allow
 	not mcp_call
+	not role_permits_tool
 	reason := not_allowed_reason
 }
 

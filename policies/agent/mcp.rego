@@ -69,6 +69,7 @@ mcp_open_world(call) if {
 
 allow if {
 	mcp_call
+	well_formed
 	mcp_role_permitted(input.tool)
 }
 
