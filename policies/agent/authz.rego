@@ -46,11 +46,11 @@ default decision := {
 # a deny outranks approvals; they come along with it, so that a deny rule in shadow
 # mode (the guard's rollout of a new rule) never lifts an approval that is enforced.
 decision := {"allow": true, "reasons": []} if {
+	allow
 	deny == set()
 	approval == set()
-	allow
-} else := object.union({"allow": false, "reasons": sort(deny)}, approvals_beside_deny) if {
-	count(deny) > 0
+} else := object.union({"allow": false, "reasons": sort(denials)}, approvals_beside_deny) if {
+	count(denials) > 0
 } else := {"allow": false, "require_approval": true, "reasons": sort(approval)} if {
 	count(approval) > 0
 }
@@ -103,11 +103,14 @@ well_formed if {
 	tool_name
 }
 
-# The general refusals: a malformed request, or a tool the role may not call.
-deny contains reason if {
+# What a denied decision lists: deny, and the general refusals of a call that no
+# rule allows (a malformed request, or a tool the role may not call). They are
+# kept out of deny: an allowed call, the common one, then never looks for them.
+denials := deny | general_refusals
+
+general_refusals := refusals if {
 	not allow
-	some reason in refusals
-}
+} else := set()
 
 refusals contains reason if {
 	not well_formed
