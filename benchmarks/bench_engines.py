@@ -6,9 +6,10 @@ fallback, interleaved in one process, and ``opa bench`` (OPA's Go evaluator) on 
 input. Then ``opa bench`` on the policy as it was when the goal was set
 (``benchmarks/baseline-policy/``: authorization, customer database and exfiltration
 rules), on the shipped policy before its rules were grouped (``benchmarks/previous-policy/``:
-the same plus the information-flow and MCP packs) and on the shipped one, alternating, in
-the same run. ``opa bench`` reports time per operation (noisy on a shared machine) and
-allocations per operation (the same on every run: it counts the work, not the machine).
+the same plus the information-flow and MCP packs), on the shipped one and on a policy that
+allows everything (OPA's own work per query), alternating, in the same run. ``opa bench``
+reports time per operation (noisy on a shared machine) and allocations per operation (the
+same on every run: it counts the work, not the machine).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from langchain_opa_guard import EmbeddedPolicy
 BASELINE = ROOT / "benchmarks" / "baseline-policy"
 PREVIOUS = ROOT / "benchmarks" / "previous-policy"
 OPA_ROUNDS = 7
+ALLOW_ALL = 'package agent.authz\n\ndecision := {"allow": true, "reasons": []}\n'
 
 
 def bench_input() -> dict[str, Any]:
@@ -92,7 +94,10 @@ def run() -> list[NotedTable]:
             rounds=30,
             inner=50,
         )
-        runs: dict[Path, list[float]] = {BASELINE: [], PREVIOUS: [], POLICIES: []}
+        floor = Path(tmp) / "allow-all"
+        floor.mkdir()
+        (floor / "allow.rego").write_text(ALLOW_ALL)
+        runs: dict[Path, list[float]] = {BASELINE: [], PREVIOUS: [], POLICIES: [], floor: []}
         allocs: dict[Path, int] = {}
         for round_ in range(OPA_ROUNDS):
             for policy_dir in runs if round_ % 2 == 0 else reversed(runs):
@@ -101,6 +106,7 @@ def run() -> list[NotedTable]:
     opa_shipped = statistics.median(runs[POLICIES]) / 1e9
     opa_baseline = statistics.median(runs[BASELINE]) / 1e9
     opa_previous = statistics.median(runs[PREVIOUS]) / 1e9
+    opa_floor = statistics.median(runs[floor]) / 1e9
     table = NotedTable(
         "Per decision, shipped policy, one 1.7 KB input (medians; in-process sides "
         "interleaved in one process, 30 rounds x 50)",
@@ -137,6 +143,7 @@ def run() -> list[NotedTable]:
             PREVIOUS,
         ),
         ("shipped (policies/)", opa_shipped, POLICIES),
+        ("a policy that allows everything (OPA's own per-query work)", opa_floor, floor),
     ):
         policy.add(
             label,
@@ -155,11 +162,13 @@ def run() -> list[NotedTable]:
     )
     policy.note(
         "the shipped policy decides more than the goal's baseline did (the information-flow "
-        "and MCP packs); every opa test case passes; an allowed call evaluates the decision "
-        "(the allowed case first), the deny and approval sets (OPA's rule index leaves out "
-        "the MCP and egress rules), one fact for a well-formed, allowed call, a scan of the "
-        "history and the customer-database checks; each lookup in data costs about 10-25 "
-        "allocations"
+        "and MCP packs); every opa test case passes, and benchmarks/policy_equivalence.py "
+        "checks that a rewrite decides thousands of generated inputs as before; an allowed "
+        "call evaluates the decision (the allowed case first), allow (one rule on the input "
+        "itself), the deny and approval sets (OPA's rule index leaves out the MCP and egress "
+        "rules; the general refusals are looked for only when no rule allows), four scans of "
+        "the history and the customer-database checks; the first read of data in a query "
+        "costs about 20 allocations"
     )
     tainted = tainted_table(wasm)
     wasm.close()

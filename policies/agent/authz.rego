@@ -14,21 +14,33 @@
 # in traces and logs).
 #
 # Rules in this package add to three sets/rules:
-#   allow     - the user's role may call the tool (data.agent.config.tool_roles)
+#   allow     - the user's role may call the tool (data.agent.config.tool_roles,
+#               and for MCP tools data.agent.config.mcp); only well-formed requests
 #   deny      - reasons to refuse; any deny overrides allow and approval
 #   approval  - reasons a human must approve first (only when nothing denies)
-# Anything no rule allows is denied with a coded reason.
+# Anything no rule allows is denied with a coded reason: a malformed request, a
+# tool the role may not call (refusals), or default_deny.
 #
-# Cost: every rule of deny and approval is tried for every call, and each rule
-# OPA enters costs about 20-40 allocations, so the rules are shaped for the
-# common call (well formed, allowed, outside every group below):
-#   - the general refusals (malformed request, role not allowed) sit behind one
-#     cached fact written out on the input (plain_allowed);
+# Cost: every rule of deny and approval is tried for every call, so the rules
+# are shaped for the common call (well formed, allowed, outside every group
+# below), whose answer `decision` gives first:
+#   - allow is that call written out on the input in one rule (no helper rules);
+#     every rule of allow implies a well-formed request, so the general refusals
+#     are looked for only when no rule allows, and they join a denied decision
+#     beside deny (denials) rather than sitting in it: an allowed call never
+#     enters their rule;
 #   - rules that only concern some calls start with a test of the call's own
 #     input that OPA's rule index reads (an MCP tool's server, "egress": true, a
 #     tool name), so a call outside the group never enters them;
-#   - rules that need untrusted content read earlier sit behind one cached fact
-#     (infoflow.tainted).
+#   - rules that need untrusted content read earlier scan input.history in the
+#     rule itself (authz_infoflow.rego): cheaper than a cached fact, both in OPA
+#     and in OPA-compiled WebAssembly, where a turn's calls are decided with
+#     `with input.tool` and facts are not kept from one call to the next.
+# On benchmark 0's input (an allowed customer-database read, a 3-call turn, 4
+# allowed reads in the history) `opa bench` counts 165 allocations per decision,
+# against 189 before these last two changes, 324 for the policy when the goal was
+# set (benchmarks/baseline-policy) and 65 for a policy that allows everything
+# (OPA's own per-query work); each first read of data costs about 20 of them.
 package agent.authz
 
 import data.agent.config
@@ -46,11 +58,11 @@ default decision := {
 # a deny outranks approvals; they come along with it, so that a deny rule in shadow
 # mode (the guard's rollout of a new rule) never lifts an approval that is enforced.
 decision := {"allow": true, "reasons": []} if {
+	allow
 	deny == set()
 	approval == set()
-	allow
-} else := object.union({"allow": false, "reasons": sort(deny)}, approvals_beside_deny) if {
-	count(deny) > 0
+} else := object.union({"allow": false, "reasons": sort(denials)}, approvals_beside_deny) if {
+	count(denials) > 0
 } else := {"allow": false, "require_approval": true, "reasons": sort(approval)} if {
 	count(approval) > 0
 }
@@ -82,11 +94,11 @@ tool_args := input.tool.args if is_object(input.tool.args)
 
 # --- Allow -----------------------------------------------------------------
 
-# The common case in one rule, on the input itself (no helper rules): a request
-# with a version-1 shape whose user's role may call the tool by tool_roles. It
-# implies well_formed and allow, so the general refusals below are not looked
-# for when it holds.
-plain_allowed if {
+# The common case, on the input itself (no helper rules): a request with a
+# version-1 shape whose user's role may call the tool by tool_roles. Every rule
+# of allow implies well_formed, so the general refusals below are not looked for
+# once allow holds.
+allow if {
 	input.version == 1
 	role := input.user.role
 	is_string(role)
@@ -94,26 +106,23 @@ plain_allowed if {
 	role in config.tool_roles[input.tool.name]
 }
 
-# (Tried first: plain_allowed is already known when `decision` asks.)
-allow if plain_allowed
-
-allow if user_role in config.tool_roles[tool_name]
-
 # --- Deny: malformed requests and default deny ------------------------------
 
-# A request with a version-1 shape, a user with a role, and a tool name: the
-# common case, checked in one rule before any of the reasons below is looked for.
+# A request with a version-1 shape, a user with a role, and a tool name.
 well_formed if {
 	input.version == 1
 	user_role
 	tool_name
 }
 
-# The general refusals: a malformed request, or a tool the role may not call.
-deny contains reason if {
-	not plain_allowed
-	some reason in refusals
-}
+# What a denied decision lists: deny, and the general refusals of a call that no
+# rule allows (a malformed request, or a tool the role may not call). They are
+# kept out of deny: an allowed call, the common one, then never looks for them.
+denials := deny | general_refusals
+
+general_refusals := refusals if {
+	not allow
+} else := set()
 
 refusals contains reason if {
 	not well_formed
@@ -143,10 +152,13 @@ malformed contains {
 
 malformed contains {"code": "no_tool_name", "message": "the tool call has no name"} if not tool_name
 
+# The role may call the tool by tool_roles, whatever the request's shape.
+role_permits_tool if user_role in config.tool_roles[tool_name]
+
 # MCP tools are decided by mcp.rego, whose reasons name the server.
 refusals contains reason if {
-	not allow
 	not mcp_call
+	not role_permits_tool
 	reason := not_allowed_reason
 }
 

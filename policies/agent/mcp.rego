@@ -67,8 +67,11 @@ mcp_open_world(call) if {
 
 # --- Allow, unknown servers and roles -----------------------------------------
 
+# (well_formed: every rule of allow implies it, see authz.rego; a malformed
+# request is denied with its refusals.)
 allow if {
 	mcp_call
+	well_formed
 	mcp_role_permitted(input.tool)
 }
 
