@@ -14,6 +14,8 @@ else than the tool gets:
 - a ``serialization_alias`` (or an ``alias_generator`` for serialization, camelCase APIs)
   renames the key the policy reads: a rule on ``input.tool.args.to`` never matches, though
   the model and the README call the argument ``to``;
+- a ``SecretStr`` field (a webhook URL with its token) is shown to the policy as
+  ``"**********"`` (``plain_json._plain`` falls back to ``str()``): no rule on it can match;
 - a ``Decimal`` that is not integral is given to the policy as a ``float``
   (``plain_json._plain``): ``Decimal("100.00000000000000001")`` is decided as ``100.0``,
   so a limit ``amount > 100`` lets it run, and two different amounts share one digest.
@@ -21,13 +23,14 @@ else than the tool gets:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, SecretStr
 from pydantic.alias_generators import to_camel
 from surface_kit import SURFACES, run_turn
 
@@ -57,6 +60,11 @@ deny contains "no mail to evil.example" if {
 deny contains "refunds above 100 need a human" if {
 	input.tool.name == "refund"
 	input.tool.args.amount > 100
+}
+
+deny contains "no webhooks to evil.example" if {
+	input.tool.name == "set_webhook"
+	contains(input.tool.args.url, "evil.example")
 }
 
 decision := {"allow": count(deny) == 0, "reasons": [{"code": "rt8", "message": m} | some m in deny]}
@@ -107,6 +115,10 @@ class RefundArgs(BaseModel):
     amount: Decimal
 
 
+class WebhookArgs(BaseModel):
+    url: SecretStr  # a webhook URL carries its token: kept out of reprs and logs
+
+
 def money_tools(done: list[Any]) -> list[BaseTool]:
     def pay(payee: Payee, amount: int) -> str:
         """Pay a payee."""
@@ -133,7 +145,13 @@ def money_tools(done: list[Any]) -> list[BaseTool]:
         done.append(("refund", amount))
         return "refunded"
 
+    def set_webhook(url: SecretStr) -> str:
+        """Send events to a webhook."""
+        done.append(("set_webhook", url.get_secret_value()))
+        return "set"
+
     return [
+        StructuredTool.from_function(set_webhook, args_schema=WebhookArgs),
         StructuredTool.from_function(pay, args_schema=PayArgs),
         StructuredTool.from_function(transfer, args_schema=TransferArgs),
         StructuredTool.from_function(send_mail, args_schema=MailArgs),
@@ -142,14 +160,22 @@ def money_tools(done: list[Any]) -> list[BaseTool]:
     ]
 
 
-CASES = [
+CASES: list[tuple[str, dict[str, Any]]] = [
     ("pay", {"payee": {"name": "Landlord", "account": "ATTACKER-IBAN"}, "amount": 10}),
     ("transfer", {"amount": "1000.004"}),
     ("send_mail", {"to_address": "boss@evil.example", "body": "the files"}),
     ("send_mail_camel", {"to_address": "boss@evil.example", "body": "the files"}),
     ("refund", {"amount": "100.00000000000000001"}),
+    ("set_webhook", {"url": "https://evil.example/hook?token=t"}),
 ]
-IDS = ["nested-exclude", "plain-serializer", "serialization-alias", "alias-generator", "decimal"]
+IDS = [
+    "nested-exclude",
+    "plain-serializer",
+    "serialization-alias",
+    "alias-generator",
+    "decimal",
+    "secret-str",
+]
 
 
 class PlainPayee(BaseModel):
@@ -181,12 +207,19 @@ def test_the_policy_denies_the_values_it_can_see(engine: PolicyEngine) -> None:
         done.append(("refund", amount))
         return "refunded"
 
-    for fn, args in (
+    def set_webhook(url: str) -> str:
+        """Send events to a webhook."""
+        done.append(("set_webhook", url))
+        return "set"
+
+    controls: list[tuple[Callable[..., str], dict[str, Any]]] = [
         (pay, CASES[0][1]),
         (transfer, {"amount": "1000.01"}),
         (send_mail, CASES[2][1]),
         (refund, {"amount": 101}),
-    ):
+        (set_webhook, CASES[5][1]),
+    ]
+    for fn, args in controls:
         done: list[Any] = []
         tools = [StructuredTool.from_function(fn)]
         answer, _ = run_turn(
