@@ -34,6 +34,7 @@ from langchain_opa_guard.fast_json import canonical_dumps
 __all__ = [
     "BAD_TEXT",
     "DIGEST_DEPTH",
+    "INEXACT",
     "MAX_DEPTH",
     "NON_FINITE",
     "TOO_DEEP",
@@ -67,6 +68,13 @@ NON_FINITE = (
 refused: the policy input would show it as a string (``"Infinity"``) while the tool runs
 with the number."""
 
+INEXACT = (
+    "the tool call's arguments hold a decimal number that a JSON number cannot carry "
+    "exactly, so the policy would decide another number than the tool runs with"
+)
+"""Why a call whose arguments hold a ``Decimal`` no float equals (``100.00000000000000001``)
+is refused: the policy input would show it rounded."""
+
 BAD_TEXT = (
     "the tool call's arguments hold text that is not valid Unicode (a lone surrogate), "
     "which the policy input cannot carry as it is, so the policy cannot decide them"
@@ -84,6 +92,10 @@ class NestingTooDeep(ValueError):
 
 class _NonFinite(ValueError):
     """A value holds a number JSON cannot carry (infinity, NaN)."""
+
+
+class _Inexact(ValueError):
+    """A value holds a decimal number that a JSON number (a float) cannot carry exactly."""
 
 
 class _BadText(ValueError):
@@ -145,7 +157,8 @@ def arguments_problem(args: Any) -> str | None:
     cannot carry, infinity or NaN (:data:`NON_FINITE`; :func:`jsonable` would show the
     policy a string where the tool runs with the number), or text with a lone surrogate,
     in a value or a key (:data:`BAD_TEXT`; the policy would read ``"?"`` where the tool runs
-    with the text, or could not be given the key at all).
+    with the text, or could not be given the key at all), or a ``Decimal`` no float equals
+    (:data:`INEXACT`; the policy would read it rounded).
 
     Example:
         ```python
@@ -159,6 +172,8 @@ def arguments_problem(args: Any) -> str | None:
         return NON_FINITE
     except _BadText:
         return BAD_TEXT
+    except _Inexact:
+        return INEXACT
 
 
 _FLAT = frozenset({bool, int, type(None)})
@@ -279,8 +294,9 @@ def _plain(
 ) -> Any:
     """:func:`jsonable` with its limit; ``whole``: raise past it instead of cutting;
     ``raw``: strings as they are (lone surrogates too); ``finite``: raise
-    :class:`_NonFinite` at an infinite or NaN number instead of writing it as a string, and
-    :class:`_BadText` at a lone surrogate instead of writing ``"?"``."""
+    :class:`_NonFinite` at an infinite or NaN number instead of writing it as a string,
+    :class:`_BadText` at a lone surrogate instead of writing ``"?"``, and :class:`_Inexact`
+    at a ``Decimal`` no float equals (written as a float, or as its text when ``raw``)."""
     # The common case first, by exact type: plain JSON from a model or a schema dump.
     kind = type(value)
     if kind is dict and _depth < limit:
@@ -328,7 +344,15 @@ def _plain(
             if finite:
                 raise _NonFinite
             return str(value)
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value():
+            return int(value)
+        number = float(value)
+        if decimal.Decimal(repr(number)) == value:
+            return number
+        # A float cannot carry it (100.00000000000000001 would read as 100.0).
+        if finite:
+            raise _Inexact
+        return str(value) if raw else number
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, uuid.UUID):

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
+from langchain_opa_guard.guards.schema_views import schema_view
 from langchain_opa_guard.guards.tool_readings import reads_own_way
 from langchain_opa_guard.plain_json import arguments_problem
 
@@ -323,7 +324,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         return call, _UNREADABLE
     given = {k: v for k, v in args.items() if k not in hidden}
     try:
-        view = _read(schema, given, hidden)
+        view = schema_view(schema, given, hidden)
     except (ValidationError, pydantic_v1.ValidationError) as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "(arguments)" for e in exc.errors()})
         return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])
@@ -335,21 +336,6 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     if too_deep is not None:
         return call, too_deep
     return cast(ToolCall, {**call, "args": view}), None
-
-
-def _read(schema: type, given: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
-    """The model's arguments through ``schema``, as the fields it set (Python values: a
-    Decimal stays a number, a datetime an instant; the policy input turns them into JSON,
-    contract.jsonable, the same way everywhere)."""
-    if issubclass(schema, BaseModel):
-        model = schema.model_validate(given)
-        provided = {k for k in model.model_fields_set if k not in hidden}
-        return model.model_dump(by_alias=True, include=provided)
-    if issubclass(schema, pydantic_v1.BaseModel):
-        legacy = schema.parse_obj(given)
-        provided = {k for k in legacy.__fields_set__ if k not in hidden}
-        return legacy.dict(by_alias=True, include=provided)
-    raise TypeError("not a Pydantic schema")
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
