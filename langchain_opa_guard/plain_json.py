@@ -7,6 +7,10 @@ and :func:`arguments_problem` tells whether a tool call's arguments can be given
 policy whole. :func:`canonical_json` and :func:`value_digest` are what grants, decided views
 and MCP definition digests hash: the whole value, so two different values never share one.
 
+Why one module: the conversions share one walk (``_plain``), and what the policy is shown,
+what is refused before it is asked, and what a digest covers must follow the same rules; a
+change to one belongs beside the others.
+
 Example:
     ```python
     jsonable({"on": datetime.date(2026, 1, 2), "ids": {3, 1}})

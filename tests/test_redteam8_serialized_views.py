@@ -243,8 +243,8 @@ def test_the_policy_decides_the_values_the_tool_runs_with(
 
 @pytest.mark.parametrize(("name", "args"), CASES[:4], ids=IDS[:4])
 def test_prepared_call_shows_the_policy_what_the_tool_gets(name: str, args: dict[str, Any]) -> None:
-    """The view handed to the policy holds every value the tool gets, under the name the
-    model used, with the value the tool gets (read back as the tool reads it)."""
+    """The view handed to the policy holds every value the tool gets, under the field's
+    name, with the value the tool gets (a nested model whole, defaults included)."""
     tool = next(t for t in money_tools([]) if t.name == name)
     call, problem = prepared_call(
         tool, {"name": name, "args": dict(args), "id": "c1", "type": "tool_call"}
@@ -258,7 +258,7 @@ def test_prepared_call_shows_the_policy_what_the_tool_gets(name: str, args: dict
     for key, value in call["args"].items():
         given = getattr(ran, key)
         if isinstance(given, BaseModel):
-            assert value == {k: getattr(given, k) for k in given.model_fields_set}, (key, value)
+            assert value == {k: getattr(given, k) for k in type(given).model_fields}, (key, value)
         else:
             assert value == given and type(value) is type(given), (key, value, given)
 

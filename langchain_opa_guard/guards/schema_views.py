@@ -2,10 +2,10 @@
 
 LangChain validates a call's arguments with the tool's schema and calls the tool with each
 field's validated value (``getattr(model, name)``), never with the schema's serialized form.
-So the view the policy decides on is built the same way: the fields the model set, under the
-names the model used for them (a field's validation alias where it has one, never a
-serialization alias), each with the value the tool gets. A nested model is shown with all the
-fields it was given (``Field(exclude=True)`` hides nothing from the policy), a serializer
+So the view the policy decides on is built the same way: the fields the model set, under their
+names (a field's alias where it has one; never a serialization-only alias), each with the
+value the tool gets. A nested model is shown with all its
+fields, defaults included (``Field(exclude=True)`` hides nothing from the policy), a serializer
 changes nothing the policy sees, and a secret (``SecretStr``) is shown as the value the tool
 runs with, not its mask.
 
@@ -52,12 +52,15 @@ def schema_view(schema: type, given: Mapping[str, Any], hidden: frozenset[str]) 
     raise TypeError("not a Pydantic schema")
 
 
-def _fields(model: BaseModel, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-    given = model.model_fields_set
+def _fields(model: BaseModel, hidden: frozenset[str] | None = None) -> dict[str, Any]:
+    """The arguments' own fields: those the model set (``hidden``: but the injected ones);
+    a nested model (``hidden`` ``None``): all its fields, defaults included, as the tool
+    gets it whole."""
+    given = model.model_fields_set if hidden is not None else None
     view = {
         _name(name, info): _value(getattr(model, name))
         for name, info in type(model).model_fields.items()
-        if name in given and name not in hidden
+        if given is None or (name in given and name not in (hidden or ()))
     }
     for key, value in (model.__pydantic_extra__ or {}).items():
         view.setdefault(key, _value(value))
@@ -65,20 +68,19 @@ def _fields(model: BaseModel, hidden: frozenset[str] = frozenset()) -> dict[str,
 
 
 def _name(name: str, info: Any) -> str:
-    """The name the model sends a field under: its validation alias, else its alias."""
-    if isinstance(info.validation_alias, str):
-        return info.validation_alias
+    """A field's name in the view: its alias where it has one (a validation-only or a
+    serialization-only alias leaves the field's own name)."""
     return info.alias if isinstance(info.alias, str) else name
 
 
 def _legacy_fields(
-    model: pydantic_v1.BaseModel, hidden: frozenset[str] = frozenset()
+    model: pydantic_v1.BaseModel, hidden: frozenset[str] | None = None
 ) -> dict[str, Any]:
-    given = model.__fields_set__
+    given = model.__fields_set__ if hidden is not None else None
     return {
         field.alias: _value(getattr(model, name))
         for name, field in model.__fields__.items()
-        if name in given and name not in hidden
+        if given is None or (name in given and name not in (hidden or ()))
     }
 
 
