@@ -229,6 +229,24 @@ def _text_key(key: Any) -> str:
     return text
 
 
+_MISSING: Any = object()
+
+
+def _held(value: Any) -> Any:
+    """What a Pydantic model (every field and extra) or a secret holds, else ``_MISSING``."""
+    secret = getattr(value, "get_secret_value", None)
+    if callable(secret):
+        return secret()
+    fields = getattr(type(value), "model_fields", None)
+    if isinstance(fields, Mapping):  # Pydantic v2
+        held = {name: getattr(value, name) for name in fields}
+        held.update(getattr(value, "__pydantic_extra__", None) or {})
+        return held
+    if isinstance(getattr(type(value), "__fields__", None), Mapping):  # pydantic.v1
+        return dict(value.__dict__)
+    return _MISSING
+
+
 def _key_fits(key: Any) -> bool:
     if isinstance(key, str):
         _check_text(key)
@@ -392,6 +410,9 @@ def _plain(
             raw,
             finite,
         )
+    if raw and (whole_value := _held(value)) is not _MISSING:
+        # A digest covers what a model or a secret holds, not its dump or its mask.
+        return _plain(whole_value, _depth + 1, limit, whole, raw, finite)
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         try:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
-from langchain_opa_guard.guards.schema_views import schema_view
+from langchain_opa_guard.guards.schema_views import UnshowableArguments, schema_view
 from langchain_opa_guard.guards.tool_readings import reads_own_way
 from langchain_opa_guard.plain_json import arguments_problem
 
@@ -325,6 +325,8 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     given = {k: v for k, v in args.items() if k not in hidden}
     try:
         view = schema_view(schema, given, hidden)
+    except UnshowableArguments as exc:
+        return call, str(exc)
     except (ValidationError, pydantic_v1.ValidationError) as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "(arguments)" for e in exc.errors()})
         return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])

@@ -26,26 +26,71 @@ Example:
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime
+import decimal
+import enum
+import ipaddress
+import pathlib
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import pydantic.v1 as pydantic_v1
+import pydantic_core
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-__all__ = ["schema_view"]
+__all__ = ["UnshowableArguments", "schema_view"]
 
 _SECRETS = (SecretStr, SecretBytes, pydantic_v1.SecretStr, pydantic_v1.SecretBytes)
+
+# Values the policy input shows whole: JSON's own, and types whose JSON form (a number, an
+# ISO date, the text the type itself is made of) carries all of them.
+_LEAVES = (
+    str,
+    int,
+    float,
+    type(None),
+    decimal.Decimal,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    enum.Enum,
+    pathlib.PurePath,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+    pydantic_core.Url,
+    pydantic_core.MultiHostUrl,
+)
+
+
+class UnshowableArguments(ValueError):
+    """The arguments hold a value the policy input cannot show as the tool gets it."""
 
 
 def schema_view(schema: type, given: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
     """The model's arguments ``given`` through ``schema`` (Pydantic v2 or v1), as the tool
-    gets them: the fields the model set, but those in ``hidden`` (injected by the runtime).
+    gets them: the fields the model set that LangChain hands the tool (not those in
+    ``hidden``, injected by the runtime, nor those the schema excludes from its dump).
 
     Raises:
         pydantic.ValidationError: The arguments do not validate (v1's as well).
+        UnshowableArguments: A value the policy input cannot show whole (an object of
+            another kind, bytes that are not text, a schema with its own model serializer).
         TypeError: ``schema`` is not a Pydantic model class.
     """
     if issubclass(schema, BaseModel):
+        if schema.__pydantic_decorators__.model_serializers:
+            raise UnshowableArguments(
+                "the tool's schema writes its arguments its own way (a model serializer), "
+                "so what the tool is handed cannot be checked"
+            )
         return _fields(schema.model_validate(given), hidden)
     if issubclass(schema, pydantic_v1.BaseModel):
         return _legacy_fields(schema.parse_obj(given), hidden)
@@ -53,18 +98,29 @@ def schema_view(schema: type, given: Mapping[str, Any], hidden: frozenset[str]) 
 
 
 def _fields(model: BaseModel, hidden: frozenset[str] | None = None) -> dict[str, Any]:
-    """The arguments' own fields: those the model set (``hidden``: but the injected ones);
-    a nested model (``hidden`` ``None``): all its fields, defaults included, as the tool
-    gets it whole."""
-    given = model.model_fields_set if hidden is not None else None
+    """The arguments' own fields: those the model set and LangChain hands the tool
+    (``hidden``: but the injected ones); a nested model (``hidden`` ``None``): all its
+    fields, defaults and excluded ones included, as the tool gets it whole."""
+    top = hidden is not None
+    given = model.model_fields_set
     view = {
         _name(name, info): _value(getattr(model, name))
         for name, info in type(model).model_fields.items()
-        if given is None or (name in given and name not in (hidden or ()))
+        if not top
+        or (name in given and name not in (hidden or ()) and not _dropped(model, name, info))
     }
     for key, value in (model.__pydantic_extra__ or {}).items():
         view.setdefault(key, _value(value))
     return view
+
+
+def _dropped(model: BaseModel, name: str, info: Any) -> bool:
+    """Whether LangChain leaves a field out of what it hands the tool: it hands the keys of
+    ``model_dump()``, which leaves out an excluded field."""
+    if info.exclude is True:
+        return True
+    exclude_if = getattr(info, "exclude_if", None)
+    return callable(exclude_if) and bool(exclude_if(getattr(model, name)))
 
 
 def _name(name: str, info: Any) -> str:
@@ -76,25 +132,52 @@ def _name(name: str, info: Any) -> str:
 def _legacy_fields(
     model: pydantic_v1.BaseModel, hidden: frozenset[str] | None = None
 ) -> dict[str, Any]:
-    given = model.__fields_set__ if hidden is not None else None
-    return {
+    top = hidden is not None
+    given = model.__fields_set__
+    view = {
         field.alias: _value(getattr(model, name))
         for name, field in model.__fields__.items()
-        if given is None or (name in given and name not in (hidden or ()))
+        if not top or (name in given and name not in (hidden or ()))
     }
+    for key, value in model.__dict__.items():  # extras (Extra.allow)
+        if key not in model.__fields__:
+            view.setdefault(key, _value(value))
+    return view
 
 
 def _value(value: Any) -> Any:
+    """``value`` as the policy input can show it whole: models, dataclasses and containers
+    opened, secrets by value; anything else the input could only show as its text is
+    refused (:class:`UnshowableArguments`)."""
+    if isinstance(value, _LEAVES):  # bool is an int
+        return value
     if isinstance(value, BaseModel):
         return _fields(value)
     if isinstance(value, pydantic_v1.BaseModel):
         return _legacy_fields(value)
     if isinstance(value, _SECRETS):
-        return value.get_secret_value()
-    if type(value) is dict:
+        return _value(value.get_secret_value())
+    if isinstance(value, Mapping):
         return {k: _value(v) for k, v in value.items()}
-    if type(value) is list:
+    if isinstance(value, (list, tuple, collections.deque)):
         return [_value(v) for v in value]
-    if type(value) is tuple:
-        return tuple(_value(v) for v in value)
-    return value
+    if isinstance(value, (set, frozenset)):
+        items = [_value(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            raise UnshowableArguments(
+                "the arguments hold bytes that are not text, which the policy input cannot "
+                "show as the tool gets them"
+            ) from None
+    raise UnshowableArguments(
+        f"the arguments hold a {type(value).__name__}, which the policy input cannot show "
+        "as the tool gets it"
+    )
