@@ -402,19 +402,21 @@ def test_an_unknown_tool_is_denied_by_policy_before_the_tool_node(
 def test_values_json_cannot_hold_reach_the_policy_converted(
     embedded_agent: HostileAgent, mode: str
 ) -> None:
-    """Objects, sets and bytes reach the policy converted; a number JSON cannot carry
-    (NaN, infinity) would reach it as a string while the tool ran the number, so a call
-    holding one is denied before the policy is asked."""
+    """Sets, text bytes and huge numbers reach the policy converted; a number JSON cannot
+    carry (NaN, infinity) would reach it as a string while the tool ran the number, and an
+    object or bytes that are not text could only reach it as their text, so a call holding
+    one is denied before the policy is asked."""
     odd = {
-        "obj": object(),
         "set": {3, 1, 2},
-        "bytes": b"\xff\xfe",
+        "bytes": b"plain text",
         "huge": HUGE,
         "nested": deep_value(60),  # within the limit: the policy sees it whole
     }
     proposed = [
         make_call("search_web", odd, "odd"),
         make_call("search_web", {"nan": math.nan, "inf": -math.inf}, "non-finite"),
+        make_call("search_web", {"obj": object()}, "object"),
+        make_call("search_web", {"bytes": b"\xff\xfe"}, "binary"),
     ]
     messages = embedded_agent.run(proposed, ADMIN, mode)
     check_invariants(embedded_agent, proposed, messages)
@@ -423,8 +425,11 @@ def test_values_json_cannot_hold_reach_the_policy_converted(
     answers = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
     assert answers["non-finite"].status == "error"
     assert "not finite" in str(answers["non-finite"].content)
+    assert "cannot show" in str(answers["object"].content)
+    assert "not text" in str(answers["binary"].content)
     spans = embedded_agent.decision_spans()
-    assert spans["non-finite"].attributes[A.ERROR_TYPE] == "invalid_call"
+    for call_id in ("non-finite", "object", "binary"):
+        assert spans[call_id].attributes[A.ERROR_TYPE] == "invalid_call"
 
 
 def deep_value(levels: int) -> Any:

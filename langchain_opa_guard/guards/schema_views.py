@@ -86,15 +86,35 @@ def schema_view(schema: type, given: Mapping[str, Any], hidden: frozenset[str]) 
         TypeError: ``schema`` is not a Pydantic model class.
     """
     if issubclass(schema, BaseModel):
-        if schema.__pydantic_decorators__.model_serializers:
-            raise UnshowableArguments(
-                "the tool's schema writes its arguments its own way (a model serializer), "
-                "so what the tool is handed cannot be checked"
-            )
+        if _hands_its_own_way(schema):
+            raise UnshowableArguments(_OWN_WAY)
         return _fields(schema.model_validate(given), hidden)
     if issubclass(schema, pydantic_v1.BaseModel):
+        if schema.dict is not pydantic_v1.BaseModel.dict:
+            raise UnshowableArguments(_OWN_WAY)
         return _legacy_fields(schema.parse_obj(given), hidden)
     raise TypeError("not a Pydantic schema")
+
+
+_OWN_WAY = (
+    "the tool's schema makes the arguments it hands the tool its own way (its own dump, a "
+    "model serializer, a computed field, a default made from the other arguments), so what "
+    "the tool is handed cannot be checked"
+)
+
+
+def _hands_its_own_way(schema: type[BaseModel]) -> bool:
+    """Whether LangChain may hand the tool keys or values other than the fields the model
+    set: it hands the keys of ``model_dump()`` with ``getattr`` values, and the defaults."""
+    return (
+        schema.model_dump is not BaseModel.model_dump
+        or bool(schema.__pydantic_decorators__.model_serializers)
+        or bool(schema.model_computed_fields)
+        or any(
+            getattr(info, "default_factory_takes_validated_data", False)
+            for info in schema.model_fields.values()
+        )
+    )
 
 
 def _fields(model: BaseModel, hidden: frozenset[str] | None = None) -> dict[str, Any]:
@@ -134,10 +154,14 @@ def _legacy_fields(
 ) -> dict[str, Any]:
     top = hidden is not None
     given = model.__fields_set__
+    # .dict(), whose keys LangChain hands the tool, leaves a whole excluded field out.
+    excluded = {
+        name for name, spec in (type(model).__exclude_fields__ or {}).items() if spec in (..., True)
+    }
     view = {
         field.alias: _value(getattr(model, name))
         for name, field in model.__fields__.items()
-        if not top or (name in given and name not in (hidden or ()))
+        if not top or (name in given and name not in (hidden or ()) and name not in excluded)
     }
     for key, value in model.__dict__.items():  # extras (Extra.allow)
         if key not in model.__fields__:
