@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -50,6 +49,7 @@ from langchain_opa_guard.engines.instance_pool import (
     PoolTimeoutError,
 )
 from langchain_opa_guard.engines.policy_sources import PolicySources
+from langchain_opa_guard.engines.regopy.wide_integers import holds_long_digits, refuse_wide_integers
 from langchain_opa_guard.engines.wasm.evaluator import UNDEFINED
 
 __all__ = [
@@ -204,8 +204,8 @@ class RegopyEvaluator:
             EngineError: The evaluation failed, timed out, or gave unreadable output.
             PoolClosedError: The evaluator was closed (a reload replaced it).
         """
-        if _LONG_DIGITS.search(body) is not None:  # an integer past 64 bits, perhaps
-            _refuse_wide_integers(json.loads(body))
+        if holds_long_digits(body):  # an integer past 64 bits, perhaps
+            refuse_wide_integers(json.loads(body))
         try:
             generation, interpreter = self.pool.checkout(deadline=deadline)
         except PoolTimeoutError:
@@ -298,34 +298,6 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-_INT64 = range(-(2**63), 2**63)
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
-def _refuse_wide_integers(value: Any) -> None:
-    """rego-cpp reads an integer past 64 bits modulo 2**64 (``2**64 + 5`` as ``5``): such
-    an input is refused, never decided on another number.
-
-    Raises:
-        EngineError: ``invalid_input`` for a document holding one.
-    """
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if value not in _INT64:
-            raise EngineError(
-                ErrorType.INPUT,
-                "the policy input holds an integer past 64 bits, which the regopy fallback "
-                "cannot read (the wasm engine can)",
-            )
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            _refuse_wide_integers(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _refuse_wide_integers(item)
-
-
 def _set_input(interpreter: Any, document: Any) -> None:
     """Give ``document`` to the interpreter as its input.
 
@@ -334,7 +306,7 @@ def _set_input(interpreter: Any, document: Any) -> None:
     twice as fast), with strings in the escaped form regopy keeps parsed JSON in.
     """
     if _shared is None:  # pragma: no cover
-        _refuse_wide_integers(document)
+        refuse_wide_integers(document)
         interpreter.set_input(_escaped(document))
         return
     handle = _shared.rego_new_input()
@@ -344,7 +316,7 @@ def _set_input(interpreter: Any, document: Any) -> None:
         except (TypeError, OverflowError, ctypes.ArgumentError):
             failed = True
         if failed:  # a value the fast path does not take (a huge integer, say)
-            _refuse_wide_integers(document)
+            refuse_wide_integers(document)
             interpreter.set_input_term(json.dumps(document))
             return
         _shared.rego_set_input(interpreter._impl, handle)
