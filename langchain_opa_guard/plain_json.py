@@ -39,6 +39,7 @@ __all__ = [
     "BAD_TEXT",
     "DIGEST_DEPTH",
     "INEXACT",
+    "KEYS_ALIKE",
     "MAX_DEPTH",
     "NON_FINITE",
     "TOO_DEEP",
@@ -72,6 +73,13 @@ NON_FINITE = (
 refused: the policy input would show it as a string (``"Infinity"``) while the tool runs
 with the number."""
 
+KEYS_ALIKE = (
+    "the tool call's arguments hold an object whose keys read alike as text, which the "
+    "policy input would merge, so the policy cannot decide every entry"
+)
+"""Why a call whose arguments hold a mapping with keys that are not all text and read alike
+as text (``float("nan")`` twice, ``1`` and ``"1"``) is refused."""
+
 INEXACT = (
     "the tool call's arguments hold a decimal number that a JSON number cannot carry "
     "exactly, so the policy would decide another number than the tool runs with"
@@ -100,6 +108,10 @@ class _NonFinite(ValueError):
 
 class _Inexact(ValueError):
     """A value holds a decimal number that a JSON number (a float) cannot carry exactly."""
+
+
+class _KeysAlike(ValueError):
+    """A mapping holds keys that read alike as text (the policy input would merge them)."""
 
 
 class _BadText(ValueError):
@@ -178,6 +190,8 @@ def arguments_problem(args: Any) -> str | None:
         return BAD_TEXT
     except _Inexact:
         return INEXACT
+    except _KeysAlike:
+        return KEYS_ALIKE
 
 
 _FLAT = frozenset({bool, int, type(None)})
@@ -193,11 +207,18 @@ def _fits(value: Any, depth: int) -> bool:
     """
     kind = type(value)
     if kind is dict:
-        return depth < _MAX_DEPTH and all(
-            ((type(k) is str and k.isascii()) or _key_fits(k))
-            and (type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1))
-            for k, v in value.items()
-        )
+        if depth >= _MAX_DEPTH:
+            return False
+        text_keys = True
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii():
+                _key_fits(k)
+                text_keys = text_keys and isinstance(k, str)
+            if not (type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1)):
+                return False
+        if not text_keys:
+            _distinct_keys(value)
+        return True
     if kind is list:
         return depth < _MAX_DEPTH and all(
             type(v) in _FLAT or (type(v) is str and v.isascii()) or _fits(v, depth + 1)
@@ -250,7 +271,22 @@ def _held(value: Any) -> Any:
 def _key_fits(key: Any) -> bool:
     if isinstance(key, str):
         _check_text(key)
+    elif not _finite_number(key):
+        raise _NonFinite
     return True
+
+
+def _finite_number(value: Any) -> bool:
+    """``False`` for an infinite or NaN float or ``Decimal``; ``True`` for anything else."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return not isinstance(value, decimal.Decimal) or value.is_finite()
+
+
+def _distinct_keys(mapping: Mapping[Any, Any]) -> None:
+    """Keys that are not all text must stay apart as text (NaN and nan would not)."""
+    if len({_text_key(k) for k in mapping}) != len(mapping):
+        raise _KeysAlike
 
 
 def _key(key: Any) -> str:
@@ -325,6 +361,7 @@ def _plain(
         if finite:
             for k in value:
                 _key_fits(k)
+            _distinct_keys(value)
         key_of = _key if raw else _text_key
         return {
             k if type(k) is str and (raw or k.isascii()) else key_of(k): v
@@ -389,6 +426,7 @@ def _plain(
         if finite:
             for k in value:
                 _key_fits(k)
+            _distinct_keys(value)
         key_of = _key if raw else _text_key
         return {
             key_of(k): _plain(v, _depth + 1, limit, whole, raw, finite) for k, v in value.items()
