@@ -38,7 +38,9 @@ decision := {"allow": false, "reasons": [{"code": "rt12", "message": m} | some m
 	count(deny) > 0
 }
 
-decision := {"allow": true, "reasons": [], "args": {"path": input.tool.args.path, "limit": 100}} if {
+capped := {"path": input.tool.args.path, "limit": 100}
+
+decision := {"allow": true, "reasons": [], "args": capped} if {
 	count(deny) == 0
 	input.tool.args.limit > 100
 }
