@@ -10,7 +10,11 @@ tool with what that gives. So the model sends ``to`` as the text
 sends to ``boss@evil.example``. The value does not even match the tool's input schema
 (``to`` is ``{"type": "array"}``), which nothing checks before the policy.
 
-The control: the same address sent as a list is denied.
+The same holds for any value the server's Pydantic model takes in lax mode: ``force: bool``
+sent as ``1`` or ``"true"`` is not ``true`` to the policy (``deny if args.force == true``),
+and the server deletes with ``force=True``.
+
+The controls: the same address sent as a list, and ``force: true``, are denied.
 
 Run as a script, this file is the MCP server (stdio): ``python this.py LOG``.
 """
@@ -35,6 +39,8 @@ deny contains "nothing may go to evil.example" if {
 	contains(v, "evil.example")
 }
 
+deny contains "no forced deletes" if input.tool.args.force == true
+
 decision := {
 	"allow": count(deny) == 0,
 	"reasons": [{"code": "rt12", "message": m} | some m in deny],
@@ -55,6 +61,12 @@ def serve(log: Path) -> None:
         with log.open("a") as out:
             out.write(json.dumps({"to": to, "body": body}) + "\n")
         return f"sent to {len(to)}"
+
+    @server.tool(description="Delete a ticket; `force` skips the archive.")
+    def delete(ticket_id: str, force: bool = False) -> str:
+        with log.open("a") as out:
+            out.write(json.dumps({"ticket_id": ticket_id, "force": force}) + "\n")
+        return f"deleted {ticket_id}"
 
     server.run(transport="stdio")
 
@@ -117,6 +129,37 @@ def test_json_text_the_server_parses_is_decided_as_the_server_reads_it(
     assert not any("boss@evil.example" in r["to"] for r in ran), (
         f"the policy allowed send(to={ESCAPED!r}) as one string; the server sent to "
         f"{[r['to'] for r in ran]} ({answer.content!r:.200})"
+    )
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_control_a_forced_delete_is_denied(engine: Any, tmp_path: Path, surface: str) -> None:
+    from surface_kit import run_turn
+
+    log = tmp_path / "sent.jsonl"
+    args = {"ticket_id": "T-1", "force": True}
+    answer, _ = run_turn(
+        surface, engine, mail_tools(log), "delete", args, "ainvoke", context={"user": USER}
+    )
+    assert sent(log) == [], answer.content
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+@pytest.mark.parametrize("force", [1, "true", "yes"])
+def test_a_lax_boolean_is_decided_as_the_server_reads_it(
+    engine: Any, tmp_path: Path, surface: str, force: Any
+) -> None:
+    from surface_kit import run_turn
+
+    log = tmp_path / "sent.jsonl"
+    args = {"ticket_id": "T-1", "force": force}
+    answer, _ = run_turn(
+        surface, engine, mail_tools(log), "delete", args, "ainvoke", context={"user": USER}
+    )
+    forced = [r for r in sent(log) if r.get("force") is True]
+    assert forced == [], (
+        f"the policy allowed delete(force={force!r}), which is not true to it; the server "
+        f"deleted with force=True ({answer.content!r:.200})"
     )
 
 
