@@ -29,7 +29,11 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
-from langchain_opa_guard.guards.schema_views import UnshowableArguments, schema_view
+from langchain_opa_guard.guards.schema_views import (
+    UnshowableArguments,
+    json_schema_problem,
+    schema_view,
+)
 from langchain_opa_guard.guards.tool_readings import reads_own_way
 from langchain_opa_guard.plain_json import arguments_problem
 
@@ -311,8 +315,10 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         if problem is not None:
             return call, problem
         return (call if same_json(one, args) else cast(ToolCall, {**call, "args": one})), None
-    if full is None or isinstance(full, dict):
+    if full is None:
         return call, None
+    if isinstance(full, dict):
+        return call, json_schema_problem(full, args)
     if not isinstance(full, type):
         return call, _UNREADABLE
     hidden = injected_fields(tool)
