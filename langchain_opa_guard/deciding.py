@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ from opentelemetry.trace import Span
 
 from langchain_opa_guard.decision import Decision, EngineError, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
-from langchain_opa_guard.engines.workers import Workers
+from langchain_opa_guard.engines.workers import Workers, shared_workers
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.decision_spans import mark_fail_open, record_decision, start_span
 from langchain_opa_guard.tracing.telemetry import Telemetry
@@ -74,11 +73,14 @@ class Rules:
         shadow: A predicate on a policy's deny (or approval): when it holds, the decision
             is recorded, traced and counted as "would deny" but the call runs.
         log: Where decisions are recorded for replay.
+        rewrite: The allow of a call whose arguments the policy rewrote, read back through
+            its tool (:func:`~.guards.rewrites.read_back`): it, or an ``invalid_call`` deny.
     """
 
     fail_open: bool = False
     shadow: Callable[[Decision], bool] | None = None
     log: DecisionLog | None = None
+    rewrite: Callable[[Decision], Decision] | None = None
 
 
 def shadow_rule(shadow: bool | Collection[str], tool: str) -> Callable[[Decision], bool] | None:
@@ -277,7 +279,7 @@ def _start(job: Job) -> Span:
 
 def _settle(decision: Decision, rules: Rules, tool: str, span: Span) -> Decision:
     if decision.allow:
-        return decision
+        return rules.rewrite(decision) if rules.rewrite and decision.args is not None else decision
     if decision.error is not None:
         if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES:
             logger.warning(
@@ -369,32 +371,15 @@ async def _alog(entries: Sequence[tuple[Job, Decision]]) -> None:
 
 # -- worker threads ------------------------------------------------------------------------
 
-_pools: dict[str, Workers] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(kind: str, workers: int) -> Workers:
-    """A pool shared by the guards of this process: bounded, fork-safe (a forked child
-    starts threads of its own), and carrying the caller's context (trace, LangGraph config)
-    into its threads."""
-    pool = _pools.get(kind)
-    if pool is None:
-        with _pools_lock:
-            pool = _pools.get(kind)
-            if pool is None:
-                pool = Workers(workers, f"opa-guard-{kind}")
-                _pools[kind] = pool
-    return pool
-
 
 def _io_pool(engine: Any) -> Workers:
     """Threads that wait on a policy server: the calls of a turn go out concurrently. An
     engine with worker threads of its own (``OPAServer.workers``) gets them, so a stalled
     engine never holds up the guards of another."""
     own = getattr(engine, "workers", None)
-    return own if isinstance(own, Workers) else _pool("io", 32)
+    return own if isinstance(own, Workers) else shared_workers("io", 32)
 
 
 def _cpu_pool() -> Workers:
     """Threads for in-process evaluation off the event loop."""
-    return _pool("cpu", max(2, os.cpu_count() or 2))
+    return shared_workers("cpu", max(2, os.cpu_count() or 2))

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Workers", "queued_since", "reset_after_fork"]
+__all__ = ["Workers", "queued_since", "reset_after_fork", "shared_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -144,3 +144,27 @@ class Workers:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+_shared: dict[str, Workers] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_workers(kind: str, workers: int) -> Workers:
+    """The pool of ``kind`` shared by the guards of this process (made with ``workers``
+    threads the first time): bounded, fork-safe (a forked child starts threads of its own),
+    and carrying the caller's context (trace, LangGraph config) into its threads.
+
+    Example:
+        ```python
+        shared_workers("io", 32).submit(fn, arg)
+        ```
+    """
+    pool = _shared.get(kind)
+    if pool is None:
+        with _shared_lock:
+            pool = _shared.get(kind)
+            if pool is None:
+                pool = Workers(workers, f"opa-guard-{kind}")
+                _shared[kind] = pool
+    return pool

@@ -108,7 +108,7 @@ class GuardedTool(BaseTool):
         call, refusal = self._prepare(tool_input, tool_call_id)
         if refusal is not None:
             return self._denied(refusal, call)
-        decision = self.guard.check(call, None, config, _current_context())
+        decision = self.guard.check(call, None, config, _current_context(), self.inner)
         if not decision.allow:
             return self._denied(decision, call)
         changed = self._read_differently(tool_input, tool_call_id, call, decision)
@@ -143,7 +143,7 @@ class GuardedTool(BaseTool):
         call, refusal = self._prepare(tool_input, tool_call_id)
         if refusal is not None:
             return self._denied(refusal, call)
-        decision = await self.guard.acheck(call, None, config, _current_context())
+        decision = await self.guard.acheck(call, None, config, _current_context(), self.inner)
         if not decision.allow:
             return self._denied(decision, call)
         changed = self._read_differently(tool_input, tool_call_id, call, decision)

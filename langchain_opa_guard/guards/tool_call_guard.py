@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
@@ -50,7 +51,11 @@ from langchain_opa_guard.guards.arguments import (
 from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
-from langchain_opa_guard.guards.prepared_calls import prepared_call, without_injected_request
+from langchain_opa_guard.guards.prepared_calls import (
+    prepared_call,
+    without_injected_request,
+)
+from langchain_opa_guard.guards.rewrites import read_back
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early
@@ -169,26 +174,41 @@ class ToolCallGuard:
     # -- checking one call -------------------------------------------------------------
 
     def check(
-        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+        self,
+        call: Mapping[str, Any],
+        state: Any,
+        config: RunnableConfig,
+        context: Any,
+        tool: BaseTool | None = None,
     ) -> Decision:
-        """Decide one call (inside a ``run_guardrail`` span)."""
-        return decide_call(self._job(call, state, config, context))
+        """Decide one call (inside a ``run_guardrail`` span). ``tool`` (else the registry's
+        tool of that name) reads a policy's argument rewrite before it may run."""
+        return decide_call(self._job(call, state, config, context, tool))
 
     async def acheck(
-        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+        self,
+        call: Mapping[str, Any],
+        state: Any,
+        config: RunnableConfig,
+        context: Any,
+        tool: BaseTool | None = None,
     ) -> Decision:
         """Async twin of :meth:`check`."""
-        return await adecide_call(self._job(call, state, config, context))
+        return await adecide_call(self._job(call, state, config, context, tool))
 
     def _job(
-        self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
+        self,
+        call: Mapping[str, Any],
+        state: Any,
+        config: RunnableConfig,
+        context: Any,
+        tool: BaseTool | None,
     ) -> Job:
         telemetry, parent = self._telemetry_for(config)
         document = self.document(call, state, config, context)
         label = self._label(call)
-        return Job(
-            telemetry, self.engine, document, parent, thread_id(config), label, self._rules(call)
-        )
+        rules = self._rules(call, tool)
+        return Job(telemetry, self.engine, document, parent, thread_id(config), label, rules)
 
     # -- the ToolNode / middleware interface ---------------------------------------------
 
@@ -201,7 +221,7 @@ class ToolCallGuard:
         call, refusal = self._prepare(request, config)
         if refusal is not None:
             return refusal
-        decision = self.check(call, request.state, config, context)
+        decision = self.check(call, request.state, config, context, request.tool)
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
@@ -219,7 +239,7 @@ class ToolCallGuard:
         call, refusal = self._prepare(request, config)
         if refusal is not None:
             return refusal
-        decision = await self.acheck(call, request.state, config, context)
+        decision = await self.acheck(call, request.state, config, context, request.tool)
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
@@ -305,12 +325,14 @@ class ToolCallGuard:
     ) -> tuple[Telemetry, otel_context.Context | None]:
         return telemetry_in(config) or (self._telemetry, None)
 
-    def _rules(self, call: Mapping[str, Any]) -> Rules:
+    def _rules(self, call: Mapping[str, Any], tool: BaseTool | None) -> Rules:
         name = call.get("name") if isinstance(call.get("name"), str) else ""
+        tool = tool or self.tools_by_name.get(str(name))
         return Rules(
             fail_open=name in self.fail_open,
             shadow=shadow_rule(self.shadow, str(name)),
             log=self.decision_log,
+            rewrite=partial(read_back, tool) if tool is not None else None,
         )
 
     def _label(self, call: Mapping[str, Any]) -> str:

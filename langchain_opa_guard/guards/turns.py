@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, ToolCall
@@ -66,8 +67,12 @@ from langchain_opa_guard.guards.decided_views import decided_views, planned_view
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_message
 from langchain_opa_guard.guards.execution import GuardedToolNode
 from langchain_opa_guard.guards.planning import ALREADY_ANSWERED, InputBuilder, Turn, plan_turn
-from langchain_opa_guard.guards.prepared_calls import changed_keys, message_as_run
+from langchain_opa_guard.guards.prepared_calls import (
+    changed_keys,
+    message_as_run,
+)
 from langchain_opa_guard.guards.resume import Rechecks, Reviewed, ask, settle_review, to_recheck
+from langchain_opa_guard.guards.rewrites import read_back
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early, record_review
@@ -348,11 +353,13 @@ class TurnDecider:
         return self._telemetry_default, None
 
     def _rules(self, name: Any) -> Rules:
-        tool = name if isinstance(name, str) else ""
+        label = name if isinstance(name, str) else ""
+        tool = self.tools_by_name.get(label)
         return Rules(
-            fail_open=tool in self.fail_open,
-            shadow=shadow_rule(self.shadow, tool),
+            fail_open=label in self.fail_open,
+            shadow=shadow_rule(self.shadow, label),
             log=self.decision_log,
+            rewrite=partial(read_back, tool) if tool is not None else None,
         )
 
     def _label(self, name: Any) -> str:
