@@ -33,6 +33,7 @@ from langchain_opa_guard.plain_json import value_digest
 __all__ = [
     "ALIKE",
     "VIEWS_KEY",
+    "changed_answer",
     "decided_views",
     "granted_view",
     "planned_views",
@@ -103,6 +104,12 @@ def view_refusal(
         view, problem = prepared_call(tool, cast(ToolCall, call))
         if problem is None and prepared_digest(tool, view, None) == decided:
             return None
+    return changed_answer(call)
+
+
+def changed_answer(call: Mapping[str, Any]) -> ToolMessage:
+    """The answer for a call that does not run because its tool reads it differently now
+    than when the policy decided it (logged at ERROR)."""
     name = call.get("name")
     logger.error(
         "tool call %r (%s) reads differently now than when the policy decided it; it did not run",

@@ -20,6 +20,7 @@ from langchain_opa_guard.guards.prepared_calls import (
     prepared_call,
     toolnode_injections,
 )
+from langchain_opa_guard.guards.rewrites import rewrite_refusal
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 
 __all__ = ["GuardedTool", "guard_tools"]
@@ -184,11 +185,15 @@ class GuardedTool(BaseTool):
     ) -> Any:
         """Right before the wrapped tool runs: the answer for a call it now reads differently
         than the policy decided it (``decided``: the prepared call), else ``None``. A
-        policy's rewrite runs as the policy wrote it, decided just now."""
+        policy's rewrite must still read as the policy wrote it."""
         if decision.args is not None and not decision.shadowed:
-            return None
-        now = self._call(tool_input, tool_call_id)
-        refusal = view_refusal(self.inner, now, prepared_digest(self.inner, decided, None))
+            rewritten = ToolCall(
+                name=self.name, args=dict(decision.args), id=tool_call_id, type="tool_call"
+            )
+            refusal = rewrite_refusal(self.inner, rewritten)
+        else:
+            now = self._call(tool_input, tool_call_id)
+            refusal = view_refusal(self.inner, now, prepared_digest(self.inner, decided, None))
         if refusal is None or tool_call_id:
             return refusal
         return refusal.content

@@ -8,7 +8,10 @@ percent-decodes a path) would hand the tool a value no one decided. Each guard r
 rewrite through the tool's schema (:func:`rewrite_problem`) as the decision is settled
 (:func:`read_back`, the :class:`~langchain_opa_guard.deciding.Rules` ``rewrite``), and a
 rewrite that reads otherwise turns the allow into an ``invalid_call`` deny: its span, the
-decision log and the answer to the model all say so.
+decision log and the answer to the model all say so. Where the call runs right after its
+decision (the interceptor, wrapped tools), the rewrite is read once more right before the
+tool runs (:func:`rewrite_refusal`), as any decided call is, for a validator that reads state
+a sibling call may have changed.
 
 Example:
     ```python
@@ -23,15 +26,17 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from langchain_core.messages import ToolCall
+from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool
 
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import same_json
+from langchain_opa_guard.guards.decided_views import changed_answer
 from langchain_opa_guard.guards.prepared_calls import prepared_call
+from langchain_opa_guard.guards.tool_readings import reads_alike
 from langchain_opa_guard.plain_json import jsonable
 
-__all__ = ["read_back", "rewrite_problem"]
+__all__ = ["read_back", "rewrite_problem", "rewrite_refusal"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,18 @@ def read_back(tool: BaseTool, decision: Decision) -> Decision:
         decision_id=decision.decision_id,
     )
     return replace(denied, result=decision.result, revision=decision.revision)
+
+
+def rewrite_refusal(tool: BaseTool | None, call: Mapping[str, Any]) -> ToolMessage | None:
+    """Right before a rewritten ``call`` runs: ``None`` while its tool still reads the
+    rewrite as written (or reads the same arguments alike every time), else the answer
+    for a call that does not run."""
+    if tool is None or reads_alike(tool):
+        return None
+    args = call.get("args")
+    if isinstance(args, Mapping) and rewrite_problem(tool, args) is None:
+        return None
+    return changed_answer(call)
 
 
 def rewrite_problem(tool: BaseTool | None, rewrite: Mapping[str, Any]) -> str | None:

@@ -55,7 +55,7 @@ from langchain_opa_guard.guards.prepared_calls import (
     prepared_call,
     without_injected_request,
 )
-from langchain_opa_guard.guards.rewrites import read_back
+from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early
@@ -253,10 +253,10 @@ class ToolCallGuard:
     ) -> ToolMessage | None:
         """Right before the call runs: the answer for a call its tool now reads differently
         than the policy decided it (``decided``: the prepared call), else ``None``. A policy's
-        rewrite (``rewrite`` is its note) runs as the policy wrote it, decided just now."""
-        if rewrite is not None:
-            return None
+        rewrite (``rewrite`` is its note) must still read as the policy wrote it."""
         tool = request.tool or self.tools_by_name.get(str(decided.get("name")))
+        if rewrite is not None:
+            return rewrite_refusal(tool, request.tool_call)
         return view_refusal(tool, request.tool_call, prepared_digest(tool, decided, None))
 
     def _prepare(
