@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pydantic.v1 as pydantic_v1
 from langchain_core.callbacks import Callbacks
 from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig, ensure_config
@@ -16,6 +17,7 @@ from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
 from langchain_opa_guard.guards.prepared_calls import (
+    SINGLE_INPUT,
     injected_fields,
     prepared_call,
     toolnode_injections,
@@ -250,24 +252,36 @@ def _as_allowed(
 
 
 def _runs_by_field(tool: BaseTool) -> bool:
-    """Whether a string input is decided as a field of a Pydantic schema the tool validates
-    by name (not a single-input ``Tool``, which hands its one value over as it is)."""
-    schema = tool.args_schema
-    return (
-        not isinstance(tool, Tool)
-        and isinstance(schema, type)
-        and issubclass(schema, BaseModel)
-        and bool(schema.model_fields)
-    )
+    """Whether a string input is decided, and run, as the first field of a Pydantic schema
+    (v2 or v1) the tool validates by name (not a single-input ``Tool``, which hands its one
+    value over as it is)."""
+    return not isinstance(tool, Tool) and bool(_fields(tool.args_schema))
+
+
+def _fields(schema: Any) -> list[str]:
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return list(schema.model_fields)
+    if isinstance(schema, type) and issubclass(schema, pydantic_v1.BaseModel):
+        return list(schema.__fields__)
+    return []
 
 
 def _first_field(tool: BaseTool) -> str:
-    """The argument LangChain gives a string input: the first field of the tool's schema."""
-    schema = tool.args_schema
-    fields = getattr(schema, "model_fields", None)
-    if isinstance(fields, dict) and fields:
-        return str(next(iter(fields)))
-    return "input"
+    """The name a string input is decided under: the first field of the tool's schema
+    (LangChain validates the string so); for a single-input ``Tool`` without one, the key
+    its single value is decided under; for any other tool without one (it runs with the
+    string as its first positional argument) the first argument it shows the model (read
+    from its ``_run``), else :data:`~.prepared_calls.SINGLE_INPUT`."""
+    fields = _fields(tool.args_schema)
+    if fields:
+        return fields[0]
+    if isinstance(tool, Tool):
+        return "input"
+    try:
+        shown = list(tool.args)
+    except Exception:  # noqa: BLE001 - a signature LangChain cannot read
+        shown = []
+    return str(shown[0]) if shown else SINGLE_INPUT
 
 
 def _with_callbacks(config: RunnableConfig | None, callbacks: Callbacks) -> RunnableConfig:
