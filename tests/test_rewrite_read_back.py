@@ -55,6 +55,7 @@ capped := {"path": input.tool.args.path, "limit": 100}
 
 decision := {"allow": true, "reasons": [], "args": capped} if {
 	count(deny) == 0
+	input.user.role != "unlimited"
 	input.tool.name == "read_file"
 	input.tool.args.limit > 100
 	input.tool.args.limit <= 1000
@@ -96,10 +97,12 @@ class ReadArgs(BaseModel):
         return unquote(value)
 
 
-def tools(done: list[tuple[str, Any]]) -> list[BaseTool]:
+def tools(done: list[tuple[str, Any]], limits: list[int] | None = None) -> list[BaseTool]:
     def read_file(path: str, limit: int) -> str:
         """Read up to `limit` lines of a file."""
         done.append(("read_file", path))
+        if limits is not None:
+            limits.append(limit)
         return f"read {path}"
 
     def ration(share: float) -> str:
@@ -230,9 +233,14 @@ USER_CTX = {"user": USER}
 # -- on a resume ---------------------------------------------------------------------------
 
 
-def _node_graph(engine: PolicyEngine, done: list[tuple[str, Any]], turn: AIMessage) -> Any:
+def _node_graph(
+    engine: PolicyEngine,
+    done: list[tuple[str, Any]],
+    turn: AIMessage,
+    limits: list[int] | None = None,
+) -> Any:
     script = iter([turn])
-    node = GuardedToolNode(tools(done))
+    node = GuardedToolNode(tools(done, limits))
     builder = StateGraph(MessagesState)
     builder.add_node("agent", lambda s: {"messages": [next(script, AIMessage("done"))]})
     builder.add_node("guard", PolicyGuardNode(engine, registry=node))
@@ -382,3 +390,34 @@ def test_control_the_rewrite_runs_while_the_entry_stays(
         "invoke",
     )
     assert sent == ["team@corp.test"], answer.content
+
+
+def test_a_resume_without_the_rewrite_runs_and_shows_the_call_as_proposed(
+    engine: PolicyEngine,
+) -> None:
+    """The read is capped by a rewrite while a send waits; the user's limit is lifted
+    before the resume: decided again as proposed, the read runs with its own limit, and the
+    history shows it so, without the first pass's note."""
+    runs: list[tuple[str, Any]] = []
+    limits: list[int] = []
+
+    turn = AIMessage(
+        "",
+        tool_calls=[
+            tool_call("read_file", {"path": "notes.txt", "limit": 500}, "r1"),
+            tool_call("send", {"to": "a@example.com"}, "s1"),
+        ],
+        id="turn-1",
+    )
+    graph = _node_graph(engine, runs, turn, limits)
+    config = {"configurable": {"thread_id": "rewrite-lifted"}}
+    first = graph.invoke({"messages": [("user", "go")]}, config, context=USER_CTX)
+    assert first["__interrupt__"] and runs == []
+    lifted = {"user": {**USER, "role": "unlimited"}}
+    result = graph.invoke(
+        Command(resume={"decisions": [{"type": "approve"}]}), config, context=lifted
+    )
+    assert limits == [500]
+    (ai,) = [m for m in result["messages"] if isinstance(m, AIMessage) and m.id == "turn-1"]
+    assert ai.tool_calls[0]["args"] == {"path": "notes.txt", "limit": 500}
+    assert "adjusted" not in str(ai.content)

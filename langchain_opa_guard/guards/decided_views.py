@@ -25,8 +25,9 @@ from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
+from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.denials import guard_answer
-from langchain_opa_guard.guards.prepared_calls import prepared_call
+from langchain_opa_guard.guards.prepared_calls import prepared_call, without_injected
 from langchain_opa_guard.guards.tool_readings import reads_alike
 from langchain_opa_guard.plain_json import value_digest
 
@@ -95,8 +96,11 @@ def view_refusal(
     for a call that does not run (a call its tool cannot read, see :func:`prepared_call`,
     never runs). Called right before the tool runs: a validator that reads state (an
     address book, a directory) can give another value once something (a sibling call of
-    the same turn) changed that state."""
-    if decided == "" or (decided == ALIKE and tool is not None and reads_alike(tool)):
+    the same turn) changed that state. A call decided on the model's arguments (the guard
+    did not know its tool) runs only where its tool reads them as they are."""
+    if decided == "":
+        return _raw_refusal(tool, call)
+    if decided == ALIKE and tool is not None and reads_alike(tool):
         return None
     if decided is not None and tool is not None:
         # A call that cannot be read as its tool reads it (a policy's rewrite that gives a
@@ -105,6 +109,31 @@ def view_refusal(
         if problem is None and prepared_digest(tool, view, None) == decided:
             return None
     return changed_answer(call)
+
+
+def _raw_refusal(tool: BaseTool | None, call: Mapping[str, Any]) -> ToolMessage | None:
+    """``None`` when the tool reads the model's arguments, on which the policy decided a
+    call whose tool the guard did not know, as they are; else the answer for a call that
+    does not run (its schema would hand the tool other values than the policy saw)."""
+    if tool is None:
+        return None
+    model = without_injected(tool, cast(ToolCall, call))
+    view, problem = prepared_call(tool, model)
+    if problem is None and (view is model or same_json(view.get("args"), model.get("args"))):
+        return None
+    name = call.get("name")
+    logger.error(
+        "tool call %r (%s) was decided without its tool's schema, which reads its arguments "
+        "otherwise (give the guard the tools node as registry=); it did not run",
+        name,
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{name}" did not run: it was decided without its tool\'s argument '
+        "schema, which reads the arguments differently. Do not retry it; tell the user.",
+        "decided without the tool's schema",
+    )
 
 
 def changed_answer(call: Mapping[str, Any]) -> ToolMessage:

@@ -141,11 +141,15 @@ def settle_review(
             rewritten[str(call.get("id"))] = changed_keys(call, new)
         return new
 
+    proposed: Mapping[str, Any] = ticket.get("proposed") or {}
     for raw in ticket["allowed"]:
         call = cast(ToolCall, raw)
         again = decided.get(f"recheck:{call.get('id')}")
-        if again is None or again.allow:
-            allowed.append(as_rewritten(call, again))
+        if again is None:  # never decided again: it does not run on an old decision
+            replies.append(denial_message(engine_crash(engine), call, denial_style))
+        elif again.allow:
+            # Decided again as the model proposed it: the policy's rewrite now, if any.
+            allowed.append(as_rewritten(proposed.get(str(call.get("id")), call), again))
         else:  # the policy or the subject changed while the graph waited
             replies.append(denial_message(again, call, denial_style))
     for item in ticket["pending"]:
@@ -176,7 +180,7 @@ def settle_review(
             replies.append(response_message(call, answer.reason or ""))
         else:
             replies.append(rejection_message(call, answer.reason, denial_style))
-    ai_message: AIMessage = ticket["ai_message"]
+    ai_message: AIMessage = ticket.get("proposed_message") or ticket["ai_message"]
     ran = {str(c.get("id")): c for c in allowed}
     shown = [ran.get(str(c.get("id")), c) for c in ai_message.tool_calls]
     return Reviewed(allowed, replies, message_as_run(ai_message, shown, rewritten))

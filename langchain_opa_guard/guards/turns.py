@@ -282,7 +282,7 @@ class TurnDecider:
         allowed_ids = {str(c.get("id")) for c in out.allowed}
         if not out.planned and len(turn.views) == len(turn.calls):
             out.planned = planned_views(turn.calls, turn.views)
-        return {
+        ticket = {
             "ai_index": turn.ai_index,
             "ai_message": out.ai_message,
             "allowed": [dict(c) for c in out.allowed],
@@ -296,6 +296,14 @@ class TurnDecider:
                 if d is not None and str(c.get("id")) in allowed_ids
             },
         }
+        if out.rewritten:
+            # A resume decides the calls again as the model proposed them: a rewrite the
+            # policy no longer writes must not run from the ticket.
+            ticket["proposed"] = {
+                str(c.get("id")): dict(c) for c in turn.calls if str(c.get("id")) in out.rewritten
+            }
+            ticket["proposed_message"] = turn.ai_message
+        return ticket
 
     # -- human review, on resume -----------------------------------------------------------
 
