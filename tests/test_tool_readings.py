@@ -33,7 +33,7 @@ from langchain_opa_guard.guards.decided_views import (
     view_refusal,
 )
 from langchain_opa_guard.guards.prepared_calls import prepared_call
-from langchain_opa_guard.guards.tool_readings import reads_alike
+from langchain_opa_guard.guards.tool_readings import reading_mark, reads_alike
 from langchain_opa_guard.testing import tool_call
 
 
@@ -191,7 +191,7 @@ def test_a_schema_that_runs_the_applications_code_is_read_again(schema: type) ->
     call = tool_call("send", args, "c1")
     view, problem = prepared_call(tool, call)
     decided = granted_view(tool, view, problem)
-    assert decided != ALIKE
+    assert not decided.startswith(ALIKE)
 
 
 def test_a_tool_that_reads_its_input_its_own_way_is_not_alike() -> None:
@@ -209,7 +209,7 @@ def test_a_call_decided_alike_runs_only_on_a_tool_that_reads_alike() -> None:
     alike, other = with_schema(Plain), with_schema(Validated)
     call = tool_call("send", {"to": "bob@ok.test"}, "c1")
     decided = granted_view(alike, *prepared_call(alike, call))
-    assert decided == ALIKE
+    assert decided.startswith(ALIKE)
     assert view_refusal(alike, call, decided) is None
     refusal = view_refusal(other, call, decided)
     assert refusal is not None and refusal.status == "error"
@@ -220,5 +220,79 @@ def test_view_digest_stays_a_digest_for_direct_checks() -> None:
     digest stays one, so a call that reads differently is caught there too."""
     tool = with_schema(Plain)
     decided = view_digest(tool, tool_call("send", {"to": "bob@ok.test"}, "c1"))
-    assert decided not in ("", ALIKE)
+    assert decided and not decided.startswith(ALIKE)
     assert view_refusal(tool, tool_call("send", {"to": "eve@evil.test"}, "c1"), decided)
+
+
+# -- the reading a grant carries -------------------------------------------------------------
+
+
+class Amount(BaseModel):
+    amount: int
+
+
+class AmountText(BaseModel):
+    amount: str
+
+
+class Stripped(BaseModel):
+    model_config = {"str_strip_whitespace": True}
+    amount: str
+
+
+def test_a_grant_carries_how_its_tool_reads() -> None:
+    """Two tools that both read alike but read otherwise (another field type, another
+    config): a call granted with one is read again, and refused, where the other runs it
+    (another release of the tool resumed from a checkpoint)."""
+    call = tool_call("send", {"amount": "5000"}, "c1")
+    decided = granted_view(with_schema(AmountText), *prepared_call(with_schema(AmountText), call))
+    assert decided.startswith(ALIKE)
+    assert view_refusal(with_schema(AmountText), call, decided) is None  # the same reading
+    for other in (Amount, Stripped):
+        assert reads_alike(with_schema(other))
+        assert reading_mark(with_schema(other)) != decided
+        refusal = view_refusal(with_schema(other), call, decided)
+        assert refusal is not None and refusal.status == "error"
+
+
+MODULE = '''
+from pydantic import BaseModel
+from langchain_core.tools import StructuredTool
+
+class Inner(BaseModel):
+    to: str
+
+class Outer(BaseModel):
+    inner: Inner
+    items: tuple[Inner, ...] = ()
+
+def send(inner, items=()):
+    """Send."""
+    return "sent"
+
+TOOL = StructuredTool.from_function(send, name="send", args_schema=Outer)
+'''
+
+
+def test_the_reading_is_the_same_in_another_process(tmp_path: Any) -> None:
+    """A grant checkpointed by one process is checked by another running the same code:
+    the mark leaves out what differs between processes (Pydantic's references carry the
+    class's id)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "reading_tools.py").write_text(MODULE)
+    script = "import reading_tools; from langchain_opa_guard.guards.tool_readings import "
+    script += "reading_mark; print(reading_mark(reading_tools.TOOL))"
+    marks = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(marks) == 1 and next(iter(marks)).startswith(ALIKE), marks

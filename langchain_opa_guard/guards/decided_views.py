@@ -28,7 +28,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.denials import guard_answer
 from langchain_opa_guard.guards.prepared_calls import prepared_call, without_injected
-from langchain_opa_guard.guards.tool_readings import reads_alike
+from langchain_opa_guard.guards.tool_readings import reading_mark
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
@@ -46,10 +46,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALIKE = "alike"
-"""The decided view of a call whose tool reads the same arguments alike every time
-(:func:`~.prepared_calls.reads_alike`, :func:`granted_view`): the grant that holds its
-arguments, checked before :func:`view_refusal`, is enough."""
+ALIKE = "alike:"
+"""How the decided view of a call whose tool reads the same arguments alike every time
+begins (:func:`~.tool_readings.reading_mark`, :func:`granted_view`): where a tool that
+reads as the deciding one did runs it, the grant that holds its arguments, checked before
+:func:`view_refusal`, is enough."""
 
 VIEWS_KEY = "__opa_guard_views__"
 """Where the tools node keeps each granted call's arguments as the policy decided them
@@ -80,10 +81,12 @@ def prepared_digest(tool: BaseTool | None, view: Mapping[str, Any], problem: str
 
 def granted_view(tool: BaseTool | None, view: Mapping[str, Any], problem: str | None) -> str:
     """:func:`prepared_digest` for a call that runs under a grant holding its arguments:
-    :data:`ALIKE` when its tool reads the same arguments alike every time (reading it again
-    where it runs would only repeat the decision's reading)."""
-    if tool is not None and problem is None and reads_alike(tool):
-        return ALIKE
+    its tool's :func:`~.tool_readings.reading_mark` (beginning :data:`ALIKE`) when it reads
+    the same arguments alike every time (where a tool that reads so runs it, reading it
+    again would only repeat the decision's reading)."""
+    mark = reading_mark(tool) if tool is not None and problem is None else None
+    if mark is not None:
+        return mark
     return prepared_digest(tool, view, problem)
 
 
@@ -92,7 +95,8 @@ def view_refusal(
 ) -> ToolMessage | None:
     """``None`` when ``call`` still reads as it did when the policy decided it (``decided``:
     its :func:`view_digest` then; ``""``: decided on the model's arguments, which the grant
-    holds; :data:`ALIKE`: its tool reads those arguments alike every time), else the answer
+    holds; beginning :data:`ALIKE`: a tool reading as this one reads those arguments alike
+    every time), else the answer
     for a call that does not run (a call its tool cannot read, see :func:`prepared_call`,
     never runs). Called right before the tool runs: a validator that reads state (an
     address book, a directory) can give another value once something (a sibling call of
@@ -100,8 +104,8 @@ def view_refusal(
     did not know its tool) runs only where its tool reads them as they are."""
     if decided == "":
         return _raw_refusal(tool, call)
-    if decided == ALIKE and tool is not None and reads_alike(tool):
-        return None
+    if decided is not None and decided.startswith(ALIKE) and tool is not None:
+        return None if reading_mark(tool) == decided else changed_answer(call)
     if decided is not None and tool is not None:
         # A call that cannot be read as its tool reads it (a policy's rewrite that gives a
         # single-input tool two values, say) was never decided as it would run.

@@ -162,8 +162,9 @@ class GuardedToolNode(ToolNode):
 
     It takes the same arguments as ``ToolNode``. Its input must be the guard node's
     ``Send``: the allowed calls themselves with their grants. Anything else (the graph
-    state through a static edge, another node's ``Send``) raises
-    :class:`GuardWiringError` before any tool runs. Right before a tool runs, the call
+    state through a static edge, a ``Send`` of any other form) raises
+    :class:`GuardWiringError` before any tool runs; graph code of yours that writes the
+    guard's own payload is trusted as the guard is. Right before a tool runs, the call
     must still match its grant: your own ``wrap_tool_call`` interceptors run outside that
     check, and a call one of them changed is refused with an error ``ToolMessage``.
 

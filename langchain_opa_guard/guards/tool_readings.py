@@ -15,12 +15,14 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel
 
-__all__ = ["reads_alike", "reads_own_way"]
+__all__ = ["reading_mark", "reads_alike", "reads_own_way"]
 
 
 def reads_own_way(tool: BaseTool) -> bool:
@@ -49,16 +51,75 @@ def reads_alike(tool: BaseTool) -> bool:
     is read again where it runs.
     Worked out once per tool and schema.
     """
+    return _reading(tool) is not None
+
+
+def reading_mark(tool: BaseTool) -> str | None:
+    """For a tool that :func:`reads_alike`: a digest of how it reads its arguments (its
+    class and its argument schema as Pydantic validates it, config included), the same in
+    every process that runs the same code; ``None`` for any other tool. A grant carries it
+    in place of the call's view, so a call runs unread only by a tool that reads as the one
+    that decided it: after a checkpoint, another release of the tool may read otherwise.
+
+    Example:
+        ```python
+        granted = reading_mark(tool)  # beside the grant
+        runs_unread = granted is not None and reading_mark(tool_where_it_runs) == granted
+        ```
+    """
+    return _reading(tool)
+
+
+def _reading(tool: BaseTool) -> str | None:
+    """:func:`reading_mark`, once per tool and schema."""
     full = tool.args_schema
     key = (id(tool), id(full))
     known = _ALIKE_BY_TOOL.get(key)
     if known is not None and known[0] is tool and known[1] is full:
         return known[2]
-    found = _reads_alike(tool, full)
+    found = _mark(tool, full) if _reads_alike(tool, full) else None
     if len(_ALIKE_BY_TOOL) >= 1024:
         _ALIKE_BY_TOOL.clear()
     _ALIKE_BY_TOOL[key] = (tool, full, found)
     return found
+
+
+def _mark(tool: BaseTool, full: Any) -> str | None:
+    kind = type(tool)
+    schema: Any = full
+    try:
+        reading = schema.__pydantic_core_schema__ if isinstance(full, type) else full
+        text = repr([f"{kind.__module__}.{kind.__qualname__}", _plain_reading(reading)])
+    except Exception:  # noqa: BLE001 - a reading that cannot be written down: read it again
+        return None
+    return "alike:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+_PROCESS_ID = re.compile(r":\d+$")
+
+
+def _plain_reading(node: Any) -> Any:
+    """A core schema (or JSON schema) as plain data, without what differs between two
+    processes running the same code: classes by name, references without their ``id``
+    suffix, JSON-schema metadata left out."""
+    if isinstance(node, dict):
+        return sorted(
+            (
+                str(k),
+                _PROCESS_ID.sub("", v)
+                if k in ("ref", "schema_ref") and isinstance(v, str)
+                else _plain_reading(v),
+            )
+            for k, v in node.items()
+            if k != "metadata"
+        )
+    if isinstance(node, (list, tuple)):
+        return [_plain_reading(v) for v in node]
+    if isinstance(node, type):
+        return f"{node.__module__}.{node.__qualname__}"
+    if isinstance(node, (frozenset, set)):
+        return sorted(repr(_plain_reading(v)) for v in node)
+    return repr(node)
 
 
 def _reads_alike(tool: BaseTool, full: Any) -> bool:
@@ -131,4 +192,4 @@ def _immutable(value: Any) -> bool:
 
 
 # By tool object and schema (both kept, so their ids stay theirs); bounded.
-_ALIKE_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, bool]] = {}
+_ALIKE_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, str | None]] = {}
