@@ -43,7 +43,8 @@ from langchain_opa_guard import (
     guard_tools,
 )
 from langchain_opa_guard.decision import Decision
-from langchain_opa_guard.guards.prepared_calls import injected_fields, prepared_call
+from langchain_opa_guard.guards.injections import injected_fields
+from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 SURFACES = ["node", "interceptor", "middleware", "guard_tools"]

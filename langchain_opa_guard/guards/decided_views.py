@@ -27,7 +27,8 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.denials import guard_answer
-from langchain_opa_guard.guards.prepared_calls import prepared_call, without_injected
+from langchain_opa_guard.guards.injections import without_injected
+from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.tool_readings import reading_mark
 from langchain_opa_guard.plain_json import value_digest
 

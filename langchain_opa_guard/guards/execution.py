@@ -41,7 +41,7 @@ from langgraph.types import Command
 from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message
-from langchain_opa_guard.guards.prepared_calls import without_injected_request
+from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [

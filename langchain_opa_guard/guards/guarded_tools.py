@@ -16,12 +16,8 @@ from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
-from langchain_opa_guard.guards.prepared_calls import (
-    SINGLE_INPUT,
-    injected_fields,
-    prepared_call,
-    toolnode_injections,
-)
+from langchain_opa_guard.guards.injections import injected_fields, toolnode_injections
+from langchain_opa_guard.guards.prepared_calls import SINGLE_INPUT, prepared_call
 from langchain_opa_guard.guards.rewrites import rewrite_refusal
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 

@@ -33,7 +33,7 @@ from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.decided_views import view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
-from langchain_opa_guard.guards.prepared_calls import executed_injections, without_injected
+from langchain_opa_guard.guards.injections import executed_injections, without_injected
 
 __all__ = [
     "GRANTS_KEY",

@@ -4,10 +4,10 @@ The policy decides on the arguments that will run, so every guard prepares each 
 (:func:`prepared_call`): values coerced and normalised by the tool's schema and validators
 (a Pydantic v2 or v1 schema, read as LangChain reads it), keys the tool does not take
 dropped, and the arguments LangGraph and LangChain inject (state, store, call id, runtime,
-any ``InjectedToolArg``) kept apart from the model's (:func:`injected_fields`,
-:func:`toolnode_injections`). Where the tool runs, the call is read again
-(:mod:`.decided_views`). Where the guard changed a call (a schema coercion, a policy rewrite,
-a reviewer's edit), :func:`message_as_run` gives the model's message holding the calls as they run.
+any ``InjectedToolArg``) kept apart from the model's (:mod:`.injections`). Where the tool
+runs, the call is read again (:mod:`.decided_views`). Where the guard changed a call (a
+schema coercion, a policy rewrite, a reviewer's edit), :func:`message_as_run` gives the
+model's message holding the calls as they run.
 
 Example:
     ```python
@@ -24,10 +24,10 @@ from typing import Any, cast
 import pydantic.v1 as pydantic_v1
 from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool, Tool
-from langgraph.prebuilt.tool_node import ToolCallRequest
 from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.engines.engine import same_json
+from langchain_opa_guard.guards.injections import injected_fields
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.schema_views import (
     UnshowableArguments,
@@ -39,15 +39,10 @@ from langchain_opa_guard.plain_json import arguments_problem
 
 __all__ = [
     "changed_keys",
-    "executed_injections",
-    "injected_fields",
     "message_as_run",
     "SINGLE_INPUT",
     "prepared_call",
     "single_input_name",
-    "toolnode_injections",
-    "without_injected",
-    "without_injected_request",
 ]
 
 SINGLE_INPUT = "tool_input"
@@ -56,116 +51,6 @@ decided: the argument ``Tool.args`` shows (the model may send it under any key, 
 ``__arg1``; the tool runs with the value whatever its key)."""
 
 
-def injected_fields(tool: BaseTool) -> frozenset[str]:
-    """The arguments LangGraph or LangChain supply themselves, never the model: those their
-    annotations mark (``InjectedToolArg`` and its kinds: ``InjectedState``,
-    ``InjectedStore``, ``InjectedToolCallId``; ``ToolRuntime``), as
-    ``langgraph.prebuilt.tool_node`` finds them (it strips the model's values for them) and
-    as ``langchain_core`` does. A field merely absent from ``tool_call_schema`` (LangChain
-    leaves out a field with a ``validation_alias``) is the model's: its value reaches the
-    tool, so the policy decides it."""
-    return _injections(tool)[0]
-
-
-_Injections = tuple[frozenset[str], frozenset[str]]
-
-
-def _injections(tool: BaseTool) -> _Injections:
-    """:func:`injected_fields` and :func:`toolnode_injections`, once per tool and schema."""
-    full = tool.args_schema
-    key = (id(tool), id(full))
-    known = _INJECTED_BY_TOOL.get(key)
-    if known is not None and known[0] is tool and known[1] is full:
-        return known[2]
-    found = (_injected_fields(tool), _toolnode_injections(tool))
-    if len(_INJECTED_BY_TOOL) >= 1024:
-        _INJECTED_BY_TOOL.clear()
-    _INJECTED_BY_TOOL[key] = (tool, full, found)
-    return found
-
-
-def _injected_fields(tool: BaseTool) -> frozenset[str]:
-    names: set[str] = set()
-    try:
-        from langgraph.prebuilt.tool_node import _get_all_injected_args
-
-        found = _get_all_injected_args(tool)
-        names.update(found.all_injected_keys, found.state)
-        names.update(n for n in (found.store, found.runtime) if n)
-    except Exception:  # noqa: BLE001 - a LangGraph without it (or a schema it cannot read)
-        pass
-    try:  # langchain_core's own reading: the schema's annotations and the function's
-        from langchain_core.tools.base import _is_injected_arg_type, get_all_basemodel_annotations
-
-        schema = tool.get_input_schema()
-        for name, kind in get_all_basemodel_annotations(schema).items():
-            if _is_injected_arg_type(kind):
-                names.add(name)
-        names.update(getattr(tool, "_injected_args_keys", ()))
-    except Exception:  # noqa: BLE001 - nothing more known: the model's arguments stay in view
-        pass
-    return frozenset(names)
-
-
-def toolnode_injections(tool: BaseTool) -> frozenset[str]:
-    """The parameters LangGraph's ``ToolNode`` fills in before the tool runs (state, store,
-    runtime; MCP tools take a ``runtime`` although their schema is plain JSON), from
-    ``langgraph.prebuilt.tool_node``'s own analysis, a private function pinned by a test."""
-    return _injections(tool)[1]
-
-
-def _toolnode_injections(tool: BaseTool) -> frozenset[str]:
-    try:
-        from langgraph.prebuilt.tool_node import _get_all_injected_args
-
-        found = _get_all_injected_args(tool)
-    except Exception:  # noqa: BLE001 - a LangGraph without it: none known
-        return frozenset()
-    names = set(found.state)
-    names.update(n for n in (found.store, found.runtime) if n)
-    return frozenset(names)
-
-
-def executed_injections(tool: BaseTool) -> frozenset[str]:
-    """Every argument that may sit beside the model's in a call as it runs: the schema's
-    injected fields and what a ``ToolNode`` fills in."""
-    return injected_fields(tool) | toolnode_injections(tool)
-
-
-def without_injected(tool: BaseTool | None, call: ToolCall) -> ToolCall:
-    """``call`` without the model's values for the arguments the application and LangGraph
-    supply (:func:`executed_injections`), or ``call`` itself when it sets none.
-
-    The policy never sees those values, so none of them may run: a ``ToolNode`` fills in
-    state, store and runtime itself, LangChain the call id, and an ``InjectedToolArg`` the
-    model set keeps the tool's default, whatever the LangGraph version (newer ``ToolNode``
-    releases drop such values themselves, older ones ran them). Every guard runs a model's
-    call through this before the ``ToolNode`` injects its own values.
-
-    Example:
-        ```python
-        without_injected(search_web, tool_call("search_web", {"query": "q", "region": "x"}, "s1"))
-        # args == {"query": "q"} for ``region: Annotated[str, InjectedToolArg]``
-        ```
-    """
-    args = call.get("args")
-    if tool is None or not isinstance(args, Mapping):
-        return call
-    hidden = executed_injections(tool)
-    if hidden.isdisjoint(args):
-        return call
-    return cast(ToolCall, {**call, "args": {k: v for k, v in args.items() if k not in hidden}})
-
-
-def without_injected_request(request: ToolCallRequest) -> ToolCallRequest:
-    """``request`` with its call :func:`without_injected` (``request`` itself when the call
-    sets no injected argument)."""
-    call = without_injected(request.tool, request.tool_call)
-    return request if call is request.tool_call else request.override(tool_call=call)
-
-
-# By tool object and schema (both kept, so their ids stay theirs); bounded.
-_INJECTED_BY_TOOL: dict[tuple[int, int], tuple[BaseTool, Any, _Injections]] = {}
 # By schema class and its injected fields: as many as the application's tools define.
 _SCHEMAS: dict[tuple[type, frozenset[str]], type | None] = {}
 
@@ -286,7 +171,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     added: they are the tool's, not the model's. Arguments keep the names the model sees in
     the tool's schema (an alias where a field has one), so a field sent twice (by name and
     by alias) is decided once, as the tool will read it. Only the arguments LangGraph and
-    LangChain inject are left out (:func:`injected_fields`); a model's value under an
+    LangChain inject are left out (:func:`~.injections.injected_fields`); a model's value under an
     injected field's alias, or a schema that cannot be read faithfully (a tool that parses
     its input its own way, an ``args_schema`` of another kind), is refused. A tool with a
     JSON-schema ``args_schema`` or none (its arguments reach its function by name, as they

@@ -51,10 +51,8 @@ from langchain_opa_guard.guards.arguments import (
 from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
-from langchain_opa_guard.guards.prepared_calls import (
-    prepared_call,
-    without_injected_request,
-)
+from langchain_opa_guard.guards.injections import without_injected_request
+from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in

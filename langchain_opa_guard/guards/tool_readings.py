@@ -16,11 +16,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from typing import Any
 
 from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel
+
+from langchain_opa_guard.guards.injections import executed_injections
 
 __all__ = ["reading_mark", "reads_alike", "reads_own_way"]
 
@@ -56,7 +59,8 @@ def reads_alike(tool: BaseTool) -> bool:
 
 def reading_mark(tool: BaseTool) -> str | None:
     """For a tool that :func:`reads_alike`: a digest of how it reads its arguments (its
-    class and its argument schema as Pydantic validates it, config included), the same in
+    class, the arguments LangGraph and LangChain inject, and its argument schema as
+    Pydantic validates it, config included), the same in
     every process that runs the same code; ``None`` for any other tool. A grant carries it
     in place of the call's view, so a call runs unread only by a tool that reads as the one
     that decided it: after a checkpoint, another release of the tool may read otherwise.
@@ -88,8 +92,12 @@ def _mark(tool: BaseTool, full: Any) -> str | None:
     kind = type(tool)
     schema: Any = full
     try:
-        reading = schema.__pydantic_core_schema__ if isinstance(full, type) else full
-        text = repr([f"{kind.__module__}.{kind.__qualname__}", _plain_reading(reading)])
+        core = isinstance(full, type)
+        reading = schema.__pydantic_core_schema__ if core else full
+        injected = sorted(executed_injections(tool))
+        text = repr(
+            [f"{kind.__module__}.{kind.__qualname__}", injected, _plain_reading(reading, core)]
+        )
     except Exception:  # noqa: BLE001 - a reading that cannot be written down: read it again
         return None
     return "alike:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
@@ -98,27 +106,29 @@ def _mark(tool: BaseTool, full: Any) -> str | None:
 _PROCESS_ID = re.compile(r":\d+$")
 
 
-def _plain_reading(node: Any) -> Any:
-    """A core schema (or JSON schema) as plain data, without what differs between two
-    processes running the same code: classes by name, references without their ``id``
-    suffix, JSON-schema metadata left out."""
+def _plain_reading(node: Any, core: bool) -> Any:
+    """A core schema (``core``) or JSON schema as plain data, without what differs between
+    two processes running the same code: classes by name, a core schema node's references
+    without their ``id`` suffix and its JSON-schema metadata left out (only a node's own:
+    never a field or property of that name)."""
     if isinstance(node, dict):
+        own = core and isinstance(node.get("type"), str)
         return sorted(
             (
                 str(k),
                 _PROCESS_ID.sub("", v)
-                if k in ("ref", "schema_ref") and isinstance(v, str)
-                else _plain_reading(v),
+                if own and k in ("ref", "schema_ref") and isinstance(v, str)
+                else _plain_reading(v, core),
             )
             for k, v in node.items()
-            if k != "metadata"
+            if not (own and k == "metadata")
         )
     if isinstance(node, (list, tuple)):
-        return [_plain_reading(v) for v in node]
+        return [_plain_reading(v, core) for v in node]
     if isinstance(node, type):
         return f"{node.__module__}.{node.__qualname__}"
     if isinstance(node, (frozenset, set)):
-        return sorted(repr(_plain_reading(v)) for v in node)
+        return sorted(repr(_plain_reading(v, core)) for v in node)
     return repr(node)
 
 
@@ -157,12 +167,17 @@ def _calls_no_code(node: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if item.get("post_init") or item.get("custom_init") or item.get("computed_fields"):
+            # A schema node names its kind under "type"; a mapping of fields or arguments
+            # (keyed by the application's names, "metadata" or "default" among them) does not.
+            node = isinstance(item.get("type"), str)
+            if node and (item.get("post_init") or item.get("custom_init")):
                 return False
-            if "default" in item and not _immutable(item["default"]):
+            if node and item.get("computed_fields"):
+                return False
+            if node and "default" in item and not _immutable(item["default"]):
                 return False
             for key, value in item.items():
-                if key == "metadata" or key == "default":
+                if node and (key == "metadata" or key == "default"):
                     continue
                 if key == "cls" and item.get("type") == "model" and _plain_model(value):
                     continue
@@ -175,12 +190,30 @@ def _calls_no_code(node: Any) -> bool:
 
 
 def _plain_model(cls: Any) -> bool:
+    """A Pydantic model that builds and reads its fields as Pydantic does (LangChain hands
+    the tool each field by ``getattr``)."""
     return (
         isinstance(cls, type)
         and issubclass(cls, BaseModel)
-        and cls.__new__ is BaseModel.__new__
-        and cls.model_post_init is BaseModel.model_post_init
+        and all(
+            inspect.getattr_static(cls, name) is inspect.getattr_static(BaseModel, name)
+            for name in _OWN_WAYS
+        )
     )
+
+
+_OWN_WAYS = (
+    "__new__",
+    "__init__",
+    "model_post_init",
+    "__getattribute__",
+    "__getattr__",
+    "__setattr__",
+    "__iter__",
+    "__eq__",
+    "model_dump",
+    "model_validate",
+)
 
 
 def _immutable(value: Any) -> bool:
