@@ -40,6 +40,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langchain_opa_guard.contract import history_documents
+from langchain_opa_guard.plain_json import jsonable
 
 __all__ = [
     "KEPT_LIMIT",
@@ -112,6 +113,10 @@ def merged_history(
     for entry, slot in zip(current, matched, strict=True):
         if slot is not None:
             over[slot] = dict(entry)
+            if not entry.get("metadata") and kept[slot].get("metadata"):
+                # Read from the messages by a guard that does not know the tool (yet): the
+                # metadata kept when it was known stays.
+                over[slot]["metadata"] = kept[slot]["metadata"]
             if head:
                 before[slot], head = head, []
             previous = slot
@@ -129,9 +134,22 @@ def merged_history(
     return merged + head
 
 
-def policy_history(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``entries`` as ``input.history`` has them: without their origin."""
-    return [{k: v for k, v in e.items() if k != ORIGIN_KEY} for e in entries]
+def policy_history(
+    entries: Sequence[Mapping[str, Any]],
+    metadata_of: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """``entries`` as ``input.history`` has them: without their origin, and with the
+    metadata the guard knows now for each tool in ``metadata_of`` (an entry kept before the
+    guard knew its tool, after a restart say, must not read as a call of a tool without
+    metadata: an untrusted read would look trusted)."""
+    found: list[dict[str, Any]] = []
+    for entry in entries:
+        plain = {k: v for k, v in entry.items() if k != ORIGIN_KEY}
+        name = plain.get("name")
+        if metadata_of and isinstance(name, str) and name in metadata_of:
+            plain["metadata"] = jsonable(metadata_of[name] or {})
+        found.append(plain)
+    return found
 
 
 def kept_message_ids(kept: Sequence[Mapping[str, Any]]) -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Container, Mapping, Sequence
 from typing import Annotated, Any, Literal, cast
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -409,8 +409,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         turn = message_history([message, *replies], metadata_of)
         return bounded_history([*merged, *turn], self._known())
 
-    def _known(self) -> set[str]:
-        return set(self._turns.metadata_of) | set(self._turns.tools_by_name)
+    def _known(self) -> Container[str]:
+        """The tool names the guard knows; every name while it knows none (no registry,
+        before it first sees the agent's tools), so bounding the kept history never merges
+        the calls of tools it has yet to learn into one kind."""
+        known = set(self._turns.metadata_of) | set(self._turns.tools_by_name)
+        return known if known else _EVERY_NAME
 
     def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
@@ -579,3 +583,13 @@ def _current_config() -> RunnableConfig:
         return get_config()
     except RuntimeError:  # outside a graph run
         return {}
+
+
+class _EveryName:
+    """A container holding every tool name."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+_EVERY_NAME = _EveryName()

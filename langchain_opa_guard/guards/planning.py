@@ -164,7 +164,7 @@ def plan_turn(
         # The calls still in the messages laid over the kept ones by where each came
         # from (never by call id, which the model may reuse), in the order they ran.
         current = message_history(messages[:index], settings.metadata_of)
-        history = policy_history(merged_history(kept, current))
+        history = policy_history(merged_history(kept, current), settings.metadata_of)
     else:
         history = history_documents(messages[:index], settings.metadata_of)
     user_doc = jsonable(user)
