@@ -20,7 +20,7 @@ from langgraph.prebuilt import InjectedState
 from surface_kit import MODES, SURFACES, run_turn
 
 from langchain_opa_guard import EmbeddedPolicy, OPAServer, PolicyEngine
-from langchain_opa_guard.guards.prepared_calls import without_injected
+from langchain_opa_guard.guards.injections import without_injected
 from langchain_opa_guard.testing import tool_call
 
 POLICY = "mediation/decision"  # read: allowed; search: limit capped at 10 (a rewrite)
