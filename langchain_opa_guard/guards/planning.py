@@ -48,7 +48,7 @@ from langchain_opa_guard.guards.kept_history import (
     message_history,
     policy_history,
 )
-from langchain_opa_guard.guards.prepared_calls import prepared_call
+from langchain_opa_guard.guards.prepared_calls import prepared_call, single_input_name
 
 __all__ = [
     "ALREADY_ANSWERED",
@@ -167,6 +167,7 @@ def plan_turn(
         history = policy_history(merged_history(kept, current), settings.metadata_of)
     else:
         history = history_documents(messages[:index], settings.metadata_of)
+    history = _single_inputs_as_decided(history, settings.tools_by_name)
     user_doc = jsonable(user)
     turn.user = user_doc
     denied_before: dict[str, int] = {}
@@ -258,3 +259,25 @@ def _invalid_call(call: ToolCall, seen: Mapping[str, int]) -> str | None:
     if not isinstance(call.get("args"), Mapping):
         return "the tool call's arguments are not an object"
     return None
+
+
+def _single_inputs_as_decided(
+    history: list[dict[str, Any]], tools_by_name: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """``history`` with each call of a single-input tool holding its one value under the
+    name the tool's calls are decided under (``input.tool.args`` has it so: the model may
+    send it under any key, such as ``__arg1``), so a policy that looks for an earlier call
+    finds it under the same name."""
+    found = history
+    for index, entry in enumerate(history):
+        name, args = entry.get("name"), entry.get("args")
+        tool = tools_by_name.get(name) if isinstance(name, str) else None
+        if tool is None or not isinstance(args, dict) or len(args) != 1:
+            continue
+        single = single_input_name(tool)
+        if not single or single in args:
+            continue
+        if found is history:
+            found = list(history)
+        found[index] = {**entry, "args": {single: next(iter(args.values()))}}
+    return found
