@@ -192,6 +192,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.user_key = user_key
         self._registered = frozenset(self._turns.metadata_of)
         self._learned: dict[str, dict[str, Any]] = {}
+        self._knows_every_tool = False
 
     # -- the model's turn: decided as the model answers --------------------------------
 
@@ -222,7 +223,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
-        self._learn(request.tools)
+        self._learn(request.tools, every=True)
         request = self._visible(request)
         response = handler(request)
         planned = self._plan(request, response)
@@ -237,7 +238,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse | ExtendedModelResponse:  # type: ignore[type-arg]
-        self._learn(request.tools)
+        self._learn(request.tools, every=True)
         request = await self._avisible(request)
         response = await handler(request)
         planned = self._plan(request, response)
@@ -410,11 +411,13 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         return bounded_history([*merged, *turn], self._known())
 
     def _known(self) -> Container[str]:
-        """The tool names the guard knows; every name while it knows none (no registry,
-        before it first sees the agent's tools), so bounding the kept history never merges
-        the calls of tools it has yet to learn into one kind."""
-        known = set(self._turns.metadata_of) | set(self._turns.tools_by_name)
-        return known if known else _EVERY_NAME
+        """The agent's tool names; every name until the guard has seen all the agent's
+        tools (the model is first called after ``before_agent``; a registry may name only
+        some), so bounding the kept history never merges the calls of tools it has yet to
+        learn into one kind (an untrusted read among a harmless tool's calls)."""
+        if not self._knows_every_tool:
+            return _EVERY_NAME
+        return set(self._turns.metadata_of) | set(self._turns.tools_by_name)
 
     def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
@@ -489,10 +492,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 user = None
         return user
 
-    def _learn(self, tools: Sequence[Any]) -> None:
-        """The agent's own tools: their schemas check arguments before the policy, and their
-        ``metadata`` is ``input.tool.metadata`` (and the history's) for every tool the
-        registry does not name (a registry entry wins)."""
+    def _learn(self, tools: Sequence[Any], every: bool = False) -> None:
+        """The agent's own tools (``every``: all of them, as the model is offered them):
+        their schemas check arguments before the policy, and their ``metadata`` is
+        ``input.tool.metadata`` (and the history's) for every tool the registry does not
+        name (a registry entry wins)."""
+        self._knows_every_tool = self._knows_every_tool or every
         for tool in tools:
             if isinstance(tool, CheckedTool):  # the agent's tool, checked where it runs
                 tool = tool.inner
