@@ -173,7 +173,7 @@ def plan_turn(
     denied_before: dict[str, int] = {}
     for entry in history:
         if entry.get("decision") == "deny":
-            key = _call_key(entry.get("name"), entry.get("args"))
+            key = _call_key(entry.get("name"), _as_read(entry, settings.tools_by_name))
             denied_before[key] = denied_before.get(key, 0) + 1
     turn.repeats = (
         [denied_before.get(_call_key(d["name"], d["args"]), 0) for d in docs]
@@ -242,6 +242,19 @@ def deny_without_id(turn: Turn, positions: Collection[int], policy: str) -> None
     for index in positions:
         turn.inputs[index] = None
         turn.decisions[index] = Decision.failure(ErrorType.INVALID_CALL, NO_ID, policy=policy)
+
+
+def _as_read(entry: Mapping[str, Any], tools_by_name: Mapping[str, Any]) -> Any:
+    """An earlier call's arguments as its tool reads them (as the calls of a turn are
+    decided), so the same call sent again counts as a repeat whatever form the model gave
+    its values (an amount quoted as text, a key the schema drops)."""
+    name, args = entry.get("name"), entry.get("args")
+    tool = tools_by_name.get(name) if isinstance(name, str) else None
+    if tool is None or not isinstance(name, str) or not isinstance(args, dict):
+        return args
+    call = ToolCall(name=name, args=args, id="", type="tool_call")
+    view, problem = prepared_call(tool, call)
+    return args if problem is not None else jsonable(view.get("args"))
 
 
 def _call_key(name: Any, args: Any) -> str:

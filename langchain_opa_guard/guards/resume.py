@@ -89,10 +89,31 @@ def to_recheck(
     subject in force now.
     """
     found = Rechecks()
+    # Every call is decided again on the turn as it now stands: each edit in its place.
+    edited_docs: dict[str, dict[str, Any]] = {}
+    for item in ticket["pending"]:
+        call = item["call"]
+        call_id = str(call.get("id"))
+        answer = answers[call_id]
+        if answer.action == "edit" and answer.args is not None and item["document"]:
+            tool = tools_by_name.get(call.get("name"))
+            edited = cast(ToolCall, {**call, "args": dict(answer.args)})
+            view, problem = prepared_call(tool, edited)
+            found.edits[call_id] = (edited, problem)
+            if problem is None:
+                doc = call_document(view, metadata_for(metadata_of, call.get("name")))
+                edited_docs[str(doc["call_id"])] = doc
 
     def add(key: str, call: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
         if not document:
             return
+        turn = document.get("turn")
+        if edited_docs and isinstance(turn, list):
+            turn = [
+                edited_docs.get(str(t.get("call_id")), t) if isinstance(t, Mapping) else t
+                for t in turn
+            ]
+            document = {**document, "turn": turn}
         found.keys.append(key)
         found.names.append(call.get("name"))
         found.documents.append({**document, "user": user})
@@ -100,19 +121,11 @@ def to_recheck(
     for item in ticket["pending"]:
         call = item["call"]
         call_id = str(call.get("id"))
-        answer = answers[call_id]
-        document = item["document"]
-        if answer.action == "edit" and answer.args is not None and document:
-            tool = tools_by_name.get(call.get("name"))
-            edited = cast(ToolCall, {**call, "args": dict(answer.args)})
-            view, problem = prepared_call(tool, edited)
-            found.edits[call_id] = (edited, problem)
-            if problem is None:
-                doc = call_document(view, metadata_for(metadata_of, call.get("name")))
-                turn = [doc if t.get("call_id") == doc["call_id"] else t for t in document["turn"]]
-                add(f"edit:{call_id}", call, {**document, "tool": doc, "turn": turn})
+        if call_id in found.edits:
+            if call_id in edited_docs:
+                add(f"edit:{call_id}", call, {**item["document"], "tool": edited_docs[call_id]})
         else:
-            add(f"recheck:{call_id}", call, document)
+            add(f"recheck:{call_id}", call, item["document"])
     for call in ticket["allowed"]:
         document = ticket.get("documents", {}).get(str(call.get("id")))
         add(f"recheck:{call.get('id')}", call, document)
