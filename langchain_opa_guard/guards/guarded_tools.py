@@ -55,9 +55,19 @@ def guard_tools(
                              config={"configurable": {"user": {"role": "guest"}}})
         ```
     """
+    tools = list(tools)
+    names = [getattr(tool, "name", None) for tool in tools]
+    repeated = sorted({str(n) for n in names if names.count(n) > 1})
+    if repeated:
+        # Each wrapper is decided with the metadata found under its name: two tools of one
+        # name (an MCP tool named like a local one) would borrow each other's.
+        raise ValueError(
+            "tools: more than one tool is named " + ", ".join(repeated[:8]) + "; names must "
+            "be unique (rename one, or give an MCP server's tools a prefix)"
+        )
     guard = ToolCallGuard(
         engine,
-        registry=list(tools),
+        registry=tools,
         denial_style=denial_style,
         approvals="deny",
         user_key=user_key,

@@ -28,12 +28,9 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.injections import injected_fields
+from langchain_opa_guard.guards.json_schema_types import json_schema_problem
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
-from langchain_opa_guard.guards.schema_views import (
-    UnshowableArguments,
-    json_schema_problem,
-    schema_view,
-)
+from langchain_opa_guard.guards.schema_views import UnshowableArguments, schema_view
 from langchain_opa_guard.guards.tool_readings import reads_own_way
 from langchain_opa_guard.plain_json import arguments_problem
 

@@ -41,7 +41,7 @@ import pydantic.v1 as pydantic_v1
 import pydantic_core
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-__all__ = ["UnshowableArguments", "json_schema_problem", "schema_view"]
+__all__ = ["UnshowableArguments", "schema_view"]
 
 _SECRETS = (SecretStr, SecretBytes, pydantic_v1.SecretStr, pydantic_v1.SecretBytes)
 
@@ -205,67 +205,3 @@ def _value(value: Any) -> Any:
         f"the arguments hold a {type(value).__name__}, which the policy input cannot show "
         "as the tool gets it"
     )
-
-
-_JSON_TYPES: dict[type, tuple[str, ...]] = {
-    bool: ("boolean",),
-    int: ("integer", "number"),
-    float: ("number",),
-    str: ("string",),
-    list: ("array",),
-    dict: ("object",),
-    type(None): ("null",),
-}
-
-
-def json_schema_problem(schema: Mapping[str, Any], args: Mapping[str, Any]) -> str | None:
-    """Why arguments do not already have the JSON types a JSON-schema ``args_schema`` (an
-    MCP tool's ``inputSchema``) declares, or ``None``. A server may read a value of another
-    type its own way (FastMCP parses a string sent for a list as JSON, and reads ``"yes"``
-    as ``True`` for a boolean): the policy would decide the text, the tool run the value."""
-    wrong = sorted(key for key, value in args.items() if not _typed(_property(schema, key), value))
-    if not wrong:
-        return None
-    return "the arguments do not have the types the tool's schema declares: " + ", ".join(wrong[:8])
-
-
-def _property(schema: Mapping[str, Any], key: str) -> Any:
-    properties = schema.get("properties")
-    return properties.get(key) if isinstance(properties, Mapping) else None
-
-
-def _declared(prop: Any) -> set[str] | None:
-    """The JSON types ``prop`` allows, or ``None`` when it does not say (left unchecked)."""
-    if not isinstance(prop, Mapping):
-        return None
-    kind = prop.get("type")
-    if isinstance(kind, str):
-        return {kind}
-    if isinstance(kind, list) and all(isinstance(k, str) for k in kind):
-        return set(kind)
-    options = prop.get("anyOf") or prop.get("oneOf")
-    if isinstance(options, list) and options:
-        found: set[str] = set()
-        for option in options:
-            more = _declared(option)
-            if more is None:
-                return None
-            found |= more
-        return found
-    return None
-
-
-def _typed(prop: Any, value: Any) -> bool:
-    allowed = _declared(prop)
-    if allowed is None:
-        return True
-    kinds = _JSON_TYPES.get(type(value), ())
-    if isinstance(value, float) and value.is_integer():
-        kinds = ("number", "integer")
-    if not allowed.intersection(kinds):
-        return False
-    if isinstance(value, list) and isinstance(prop, Mapping) and "items" in prop:
-        return all(_typed(prop["items"], item) for item in value)
-    if isinstance(value, dict) and isinstance(prop, Mapping):
-        return all(_typed(_property(prop, key), item) for key, item in value.items())
-    return True
