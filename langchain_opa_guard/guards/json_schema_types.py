@@ -6,10 +6,12 @@ value of another type may be read its own way (FastMCP parses a string sent for 
 object as JSON, and reads ``"yes"`` as ``True`` for a boolean), so the policy would decide
 the text while the tool runs the value. :func:`json_schema_problem` names the arguments that
 do not already have a declared type, following the schema as a validator would: local
-``$ref``\\ s, ``allOf``/``anyOf``/``oneOf``, ``properties``, ``additionalProperties``,
-``items`` and ``prefixItems``. A part of the schema it cannot follow (a ``$ref`` to another
-document, ``patternProperties``, ``not``, ``if``) makes a value there unreadable, so the
-call is refused rather than decided on text the server may read otherwise.
+``$ref``\\ s, ``allOf``/``anyOf``/``oneOf`` (an option counts only where the value is valid
+for it as it is), ``properties`` (a key a schema that lists its properties does not list is
+refused unless ``additionalProperties`` takes it), ``items`` and ``prefixItems``. A part of
+the schema it cannot follow (a ``$ref`` to another document, ``patternProperties``, ``not``,
+``if``) makes a value there unreadable, so the call is refused rather than decided on text
+the server may read otherwise.
 
 Example:
     ```python
@@ -21,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,13 +56,16 @@ def json_schema_problem(schema: Mapping[str, Any], args: Mapping[str, Any]) -> s
 
 def _member(node: Any, key: str) -> Any:
     """The schema of an object's member ``key``: its property, else
-    ``additionalProperties`` (any value when absent)."""
+    ``additionalProperties``. A key an object schema that lists its properties does not
+    list is refused unless the schema takes others: a server may read it as a listed field
+    under another name (Pydantic's ``populate_by_name``, a second ``AliasChoices`` name)
+    that the policy never saw."""
     if not isinstance(node, Mapping):
         return True
     properties = node.get("properties")
     if isinstance(properties, Mapping) and key in properties:
         return properties[key]
-    return node.get("additionalProperties", True)
+    return node.get("additionalProperties", not isinstance(properties, Mapping))
 
 
 def _resolved(root: Mapping[str, Any], node: Any) -> Any:
@@ -95,8 +101,14 @@ def _fits(root: Mapping[str, Any], node: Any, value: Any) -> bool:
     if isinstance(every, list) and not all(_fits(root, part, value) for part in every):
         return False
     options = node.get("anyOf", node.get("oneOf"))
-    if isinstance(options, list) and not any(_fits(root, part, value) for part in options):
-        return False
+    if isinstance(options, list):
+        # A server reads a value with the option it validates against as it is (Pydantic's
+        # smart union), else with one that takes it by coercion ("yes" as true). So only the
+        # options the value is valid for as it is count, all of them must take its types,
+        # and a value valid for none is refused.
+        chosen = [part for part in options if _valid(root, part, value)]
+        if not chosen or not all(_fits(root, part, value) for part in chosen):
+            return False
     kind = node.get("type")
     if kind is not None:
         allowed = (
@@ -125,3 +137,22 @@ def _items_fit(root: Mapping[str, Any], node: Mapping[str, Any], value: list[Any
         if not _fits(root, part, item):
             return False
     return True
+
+
+def _valid(root: Mapping[str, Any], option: Any, value: Any) -> bool:
+    """Whether ``value`` is valid for ``option`` (a schema inside ``root``) as it is, by
+    JSON Schema's own rules (types without coercion, ``const``, ``enum``, bounds,
+    ``required``; ``jsonschema``, which the MCP SDK depends on). Without ``jsonschema`` no
+    option counts: the value is refused."""
+    try:
+        validators = importlib.import_module("jsonschema")
+    except ImportError:  # pragma: no cover - installed with the MCP SDK
+        return False
+    if not isinstance(option, Mapping):
+        return option is True
+    document = {k: root[k] for k in ("$defs", "definitions") if k in root}
+    document.update(option)
+    try:
+        return bool(validators.Draft202012Validator(document).is_valid(value))
+    except Exception:  # noqa: BLE001 - a schema it cannot read: no option counts
+        return False
