@@ -34,7 +34,9 @@ class ErrorType:
     """Error types of a failed evaluation (the ``error.type`` of its span).
 
     ``TIMEOUT``, ``UNREACHABLE`` (refused, reset, TLS failure, proxy failure) and
-    ``SERVER_ERROR`` (HTTP 5xx) mean no answer came; ``HTTP_STATUS`` (another HTTP error),
+    ``SERVER_ERROR`` (HTTP 5xx but 500: a gateway or an unavailable server) mean no answer
+    came; OPA's HTTP 500 (an evaluation that failed for this input) is ``ENGINE``;
+    ``HTTP_STATUS`` (another HTTP error),
     ``REDIRECT`` (never followed), ``UNAUTHORIZED``, ``UNDEFINED``, ``MALFORMED``,
     ``ENGINE``, ``INPUT`` and ``INVALID_CALL`` mean an answer came that is not a decision;
     ``CANCELLED``: the caller gave up (task cancelled) before the decision was made.
@@ -54,8 +56,9 @@ class ErrorType:
     CANCELLED = "cancelled"
 
     TRANSPORT_FAILURES = frozenset({TIMEOUT, UNREACHABLE, SERVER_ERROR})
-    """Failures to reach an answer at all (OPA unreachable, too slow, HTTP 5xx): the only
-    ones ``fail_open`` applies to. An undefined or malformed answer is never one."""
+    """Failures to reach an answer at all (OPA unreachable, too slow, HTTP 502/503/504):
+    the only ones ``fail_open`` applies to. An undefined or malformed answer, or an
+    evaluation that failed (HTTP 500), is never one."""
 
 
 class EngineError(Exception):

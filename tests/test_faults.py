@@ -65,7 +65,7 @@ GO = {"messages": [("user", "go")]}
 # engine failed: ", OPAServer timeout
 FAULTS: list[tuple[str, str, dict[str, Any], str, str, float]] = [
     ("delay", "delay", {"delay": 3.0}, ErrorType.TIMEOUT, "OPA did not answer within 0.3s", 0.3),
-    ("http_500", "status", {"status": 500}, ErrorType.SERVER_ERROR, "OPA answered HTTP 500", 2.0),
+    ("http_500", "status", {"status": 500}, ErrorType.ENGINE, "could not evaluate", 2.0),
     ("http_503", "status", {"status": 503}, ErrorType.SERVER_ERROR, "OPA answered HTTP 503", 2.0),
     ("http_404", "status", {"status": 404}, ErrorType.HTTP_STATUS, "OPA answered HTTP 404", 2.0),
     ("redirect_307", "redirect", {}, ErrorType.REDIRECT, "a redirect (HTTP 307)", 2.0),

@@ -19,6 +19,7 @@ import asyncio
 import http.client
 import json
 import logging
+import re
 import socket
 import ssl
 import time
@@ -477,6 +478,11 @@ class OPAServer:
                 ErrorType.REDIRECT,
                 f"OPA answered with a redirect (HTTP {status}), which is not followed",
             )
+        if status == 500:
+            # OPA answered, with an error: an evaluation that failed for this input (a
+            # conflict the arguments caused, say) is no transport failure, so fail_open
+            # never applies to it.
+            raise EngineError(ErrorType.ENGINE, _internal_error_reason(content))
         if status >= 500:
             raise EngineError(ErrorType.SERVER_ERROR, f"OPA answered HTTP {status}")
         if status != 200:
@@ -503,6 +509,26 @@ class OPAServer:
         if not isinstance(exc, (OSError, http.client.HTTPException)):
             logger.warning("the request to OPA failed unexpectedly: %s", type(exc).__name__)
         return self._failure(_transport_error(exc, self.timeout))
+
+
+_ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+
+
+def _internal_error_reason(content: bytes) -> str:
+    """The reason for OPA's HTTP 500: its evaluation error's code where it names one
+    (``eval_conflict_error``), never its message (which quotes the policy)."""
+    codes: list[str] = []
+    try:
+        body = json.loads(content[:65536])
+        errors = body.get("errors") if isinstance(body, dict) else None
+        for error in errors if isinstance(errors, list) else ():
+            code = error.get("code") if isinstance(error, dict) else None
+            if isinstance(code, str) and _ERROR_CODE.fullmatch(code) and code not in codes:
+                codes.append(code)
+    except ValueError:
+        pass
+    named = f", {', '.join(codes[:3])}" if codes else ""
+    return f"OPA could not evaluate the policy for this input (HTTP 500{named})"
 
 
 def _reason(decision: Decision) -> str:
