@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,10 @@ def json_schema_problem(schema: Mapping[str, Any], args: Mapping[str, Any]) -> s
     """Why arguments do not already have the JSON types a JSON-schema ``args_schema``
     declares (or the schema cannot be followed where they sit), or ``None``."""
     wrong = sorted(
-        key for key, value in args.items() if not _fits(schema, _member(schema, key), value)
+        key
+        for key, value in args.items()
+        if not _fits(schema, _member(schema, key), value)
+        or _parsed_as_json(schema, _member(schema, key), value)
     )
     if not wrong:
         return None
@@ -106,7 +110,12 @@ def _fits(root: Mapping[str, Any], node: Any, value: Any) -> bool:
         # smart union), else with one that takes it by coercion ("yes" as true). So only the
         # options the value is valid for as it is count, all of them must take its types,
         # and a value valid for none is refused.
-        chosen = [part for part in options if _valid(root, part, value)]
+        chosen = [
+            part
+            for part in options
+            if _valid(root, part, value)
+            and not (isinstance(value, str) and _checked_text(root, part))
+        ]
         if not chosen or not all(_fits(root, part, value) for part in chosen):
             return False
     kind = node.get("type")
@@ -156,3 +165,33 @@ def _valid(root: Mapping[str, Any], option: Any, value: Any) -> bool:
         return bool(validators.Draft202012Validator(document).is_valid(value))
     except Exception:  # noqa: BLE001 - a schema it cannot read: no option counts
         return False
+
+
+def _parsed_as_json(root: Mapping[str, Any], node: Any, value: Any) -> bool:
+    """Whether a server would read an argument's text as the JSON it holds: FastMCP parses a
+    string sent for any parameter that is not plainly text (``list[str] | str``,
+    ``str | None``) and uses what it parses to unless that is text or a number, so
+    ``'["x"]'`` runs as a list and ``"null"`` as ``None``."""
+    if not isinstance(value, str):
+        return False
+    node = _resolved(root, node)
+    plain = (
+        isinstance(node, Mapping)
+        and node.get("type") == "string"
+        and not any(k in node for k in ("anyOf", "oneOf", "allOf", "format", "pattern"))
+    )
+    if plain:
+        return False
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return False
+    return not isinstance(parsed, (str, int, float))
+
+
+def _checked_text(root: Mapping[str, Any], option: Any) -> bool:
+    """Whether a string option checks its text in a way not followed here (a ``format``,
+    which JSON Schema validators skip, or a ``pattern``, whose regex dialect differs): a
+    string valid for it may be refused by the server, which then tries another option."""
+    option = _resolved(root, option)
+    return isinstance(option, Mapping) and ("format" in option or "pattern" in option)
