@@ -8,13 +8,18 @@ guard treats the answer) :func:`decide_call`:
 2. turns an engine that raises into a fail-closed ``engine_error`` decision, and a cancelled
    task into ``cancelled`` spans before the cancellation goes on;
 3. settles the guard's :class:`Rules` beyond allow/deny: fail-open on a transport failure
-   (only for the tools configured so, logged at WARNING), shadow mode for a policy's deny;
+   (only for the tools configured so, logged at WARNING; a timeout only when the engine does
+   not answer its health check either), shadow mode for a policy's deny;
 4. records the decision's span and metric samples
    (:mod:`langchain_opa_guard.tracing.decision_spans`) and writes the decision log
    (:mod:`langchain_opa_guard.ops.decision_log`), off the event loop in the async twins.
 
 :func:`decide_calls` decides a turn: in one round trip when the engine batches (still one span
 per call), concurrently when it answers over the network, in order when it runs in process.
+
+Why one module: the sync and async twins of one call and of a turn share every step after
+the engine answers (settling fail-open, shadow mode and rewrites, the span, the log); split
+apart, each would reach into the other's private steps.
 
 Example:
     ```python
@@ -155,7 +160,7 @@ def decide_call(job: Job) -> Decision:
         raise
     finally:
         otel_context.detach(token)
-    decision = _finish(job, span, decision, started)
+    decision = _finish(job, span, decision, started, _up(job, decision))
     _log(job, decision)
     return decision
 
@@ -174,7 +179,8 @@ async def adecide_call(job: Job) -> Decision:
         raise
     finally:
         otel_context.detach(token)
-    decision = _finish(job, span, decision, started)
+    up = await asyncio.to_thread(_up, job, decision) if _late(job, decision) else False
+    decision = _finish(job, span, decision, started, up)
     await _alog([(job, decision)])
     return decision
 
@@ -229,7 +235,8 @@ def _decide_batch(jobs: Sequence[Job]) -> list[Decision]:
     finally:
         if token is not None:
             otel_context.detach(token)
-    finished = _finish_batch(jobs, spans, decisions, started)
+    up = any(_up(job, d) for job, d in zip(jobs, decisions, strict=False) if _late(job, d))
+    finished = _finish_batch(jobs, spans, decisions, started, up)
     for job, decision in zip(jobs, finished, strict=True):
         _log(job, decision)
     return finished
@@ -251,13 +258,19 @@ async def _adecide_batch(jobs: Sequence[Job]) -> list[Decision]:
     finally:
         if token is not None:
             otel_context.detach(token)
-    finished = _finish_batch(jobs, spans, decisions, started)
+    late = [job for job, d in zip(jobs, decisions, strict=False) if _late(job, d)]
+    up = bool(late) and await asyncio.to_thread(_up, late[0], _TIMED_OUT)
+    finished = _finish_batch(jobs, spans, decisions, started, up)
     await _alog(list(zip(jobs, finished, strict=True)))
     return finished
 
 
 def _finish_batch(
-    jobs: Sequence[Job], spans: Sequence[Span], decisions: Sequence[Decision], started: float
+    jobs: Sequence[Job],
+    spans: Sequence[Span],
+    decisions: Sequence[Decision],
+    started: float,
+    up: bool,
 ) -> list[Decision]:
     if len(decisions) != len(jobs):
         # An engine that answers a turn with the wrong number of decisions is broken.
@@ -265,7 +278,7 @@ def _finish_batch(
             Decision.failure(ErrorType.ENGINE, "the policy engine answered the turn wrongly")
         ] * len(jobs)
     return [
-        _finish(job, span, decision, started)
+        _finish(job, span, decision, started, up)
         for job, span, decision in zip(jobs, spans, decisions, strict=True)
     ]
 
@@ -277,11 +290,35 @@ def _start(job: Job) -> Span:
     return start_span(job.telemetry, job.engine, job.document, job.parent, job.conversation_id)
 
 
-def _settle(decision: Decision, rules: Rules, tool: str, span: Span) -> Decision:
+_TIMED_OUT = Decision.failure(ErrorType.TIMEOUT, "")
+
+
+def _late(job: Job, decision: Decision) -> bool:
+    """A timeout that ``fail_open`` would open: worth asking whether the engine is up."""
+    return job.rules.fail_open and decision.error == ErrorType.TIMEOUT
+
+
+def _up(job: Job, decision: Decision) -> bool:
+    """For :func:`_late` decisions, whether the engine is up all the same (in process, or
+    answering its health check): then the policy is only slow on this input, which the
+    model's arguments can make it, and the timeout is not opened."""
+    if not _late(job, decision):
+        return False
+    if getattr(job.engine, "in_process", False):
+        return True
+    health = getattr(job.engine, "health", None)
+    try:
+        return bool(health()) if callable(health) else False
+    except Exception:  # noqa: BLE001 - no answer either: it is down
+        return False
+
+
+def _settle(decision: Decision, rules: Rules, tool: str, span: Span, up: bool) -> Decision:
     if decision.allow:
         return rules.rewrite(decision) if rules.rewrite and decision.args is not None else decision
     if decision.error is not None:
-        if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES:
+        slow = up and decision.error == ErrorType.TIMEOUT
+        if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES and not slow:
             logger.warning(
                 "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
                 decision.error,
@@ -321,8 +358,8 @@ def _approvals_beneath(decision: Decision) -> Decision | None:
     return replace(found, result=result)
 
 
-def _finish(job: Job, span: Span, decision: Decision, started: float) -> Decision:
-    decision = _settle(decision, job.rules, job.tool_label, span)
+def _finish(job: Job, span: Span, decision: Decision, started: float, up: bool) -> Decision:
+    decision = _settle(decision, job.rules, job.tool_label, span, up)
     seconds = time.perf_counter() - started
     record_decision(job.telemetry, span, decision, job.document, seconds, job.tool_label)
     return decision

@@ -27,7 +27,8 @@ mode           what the client gets
 ``connections`` counts the TCP connections the proxy accepted; ``requests`` also records
 requests sent to it as a forward proxy (their path is then an absolute URL).
 
-``GET /health`` is always forwarded, so readiness checks see OPA itself.
+``GET /health`` is forwarded, so readiness checks see OPA itself (unless ``hold_health``: then
+it gets the fault too, as from an OPA that is hung or cut off).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        mode = "pass" if self.path == "/health" else proxy.mode
+        mode = "pass" if self.path == "/health" and not proxy.hold_health else proxy.mode
         with proxy.lock:
             proxy.requests.append((self.command, self.path, dict(self.headers), body))
         try:
@@ -193,6 +194,7 @@ class FaultProxy:
         self.wrong_value: Any = 42
         self.huge_bytes = 5 * 1024 * 1024
         self.redirect_to: str | None = None
+        self.hold_health = False  # True: health checks get the fault too (OPA hung)
         self.connections = 0
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
@@ -209,6 +211,7 @@ class FaultProxy:
         """Switch to ``mode`` (one of :data:`MODES`); options set ``delay``, ``status``, ..."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
+        self.hold_health = False  # each fault says whether it reaches health checks
         for name, value in options.items():
             if not hasattr(self, name):
                 raise AttributeError(name)

@@ -463,7 +463,12 @@ def test_fail_open_never_overrides_a_policy_deny(
 
 
 FAIL_OPEN_FAULTS = [
-    pytest.param("delay", {"delay": 3.0}, ErrorType.TIMEOUT, True, id="timeout"),
+    pytest.param(
+        "delay", {"delay": 3.0, "hold_health": True}, ErrorType.TIMEOUT, True, id="timeout_hung"
+    ),
+    # OPA up (its health check answers) but slow on this input, which the model's arguments
+    # can cause (tests/test_redteam22_fail_open_slow_policy.py): not opened.
+    pytest.param("delay", {"delay": 3.0}, ErrorType.TIMEOUT, False, id="timeout_slow"),
     pytest.param("status", {"status": 503}, ErrorType.SERVER_ERROR, True, id="http_503"),
     pytest.param("close", {}, ErrorType.UNREACHABLE, True, id="connection_closed"),
     pytest.param("undefined", {}, ErrorType.UNDEFINED, False, id="undefined"),
@@ -486,8 +491,9 @@ def test_fail_open_applies_to_transport_failures_only(
     mode: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """OPA unreachable, too slow or answering 5xx: a ``fail_open`` tool runs. An answer
-    that is not a decision (undefined, malformed, refused, redirected) is no reason to."""
+    """OPA unreachable, hung or answering 502-504: a ``fail_open`` tool runs. An answer
+    that is not a decision (undefined, malformed, refused, redirected), or a timeout while
+    OPA answers its health check (slow on this input), is no reason to."""
     tools, db = customer_db_tools()
     graph = fail_open_graph(OPAServer(proxy.url, timeout=0.5), tools)
     proxy.set(fault, **options)

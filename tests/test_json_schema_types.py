@@ -77,11 +77,3 @@ def test_values_of_other_types_or_unfollowed_schemas_are_named(args: dict[str, A
 def test_a_reference_loop_is_refused_not_followed_forever() -> None:
     schema = {"$defs": {"A": {"$ref": "#/$defs/A"}}, "properties": {"a": {"$ref": "#/$defs/A"}}}
     assert json_schema_problem(schema, {"a": 1}) is not None
-
-
-def test_a_local_tool_gets_keys_its_schema_does_not_list_as_they_are() -> None:
-    """A local tool with a JSON schema is handed its arguments as they are (no server reads
-    them under another name): a key the schema does not list is decided and passed on."""
-    assert json_schema_problem(DEFS, {"unknown": "x"}, served=False) is None
-    assert json_schema_problem(DEFS, {"unknown": "x"}, served=True) is not None
-    assert json_schema_problem(DEFS, {"options": {"force": "yes"}}, served=False) is not None

@@ -356,6 +356,8 @@ def test_other_tool_kinds_are_decided_on_what_their_function_receives(
     sent = {"url": NOTES, "note": "hello", "extra": "https://other.test"}
     if kind in ("no schema", "json schema"):
         sent.pop("extra")  # passed on as it is, to a function without such an argument
+    if kind == "json schema":
+        sent.pop("note")  # a key the JSON schema does not list is refused (README)
     _, log = run(
         surface,
         engine,

@@ -44,25 +44,24 @@ _JSON_TYPES: dict[type, tuple[str, ...]] = {
 _UNFOLLOWED = ("patternProperties", "not", "if", "then", "else", "dependentSchemas", "$dynamicRef")
 
 
-def json_schema_problem(
-    schema: Mapping[str, Any], args: Mapping[str, Any], *, served: bool = True
-) -> str | None:
+def json_schema_problem(schema: Mapping[str, Any], args: Mapping[str, Any]) -> str | None:
     """Why arguments do not already have the JSON types a JSON-schema ``args_schema``
-    declares (or the schema cannot be followed where they sit), or ``None``. ``served``:
-    a server validates them (an MCP tool), so keys the schema does not list are refused
-    too; a local tool with a JSON schema gets its arguments as they are."""
+    declares (or the schema cannot be followed where they sit), or ``None``. Keys an object
+    schema does not list are refused unless it takes others, for every such tool: one that
+    hands them to a server (an MCP tool, wrapped or not) would let it read them as listed
+    fields under other names."""
     wrong = sorted(
         key
         for key, value in args.items()
-        if not _fits(schema, _member(schema, key, served), value, served)
-        or _parsed_as_json(schema, _member(schema, key, served), value)
+        if not _fits(schema, _member(schema, key), value)
+        or _parsed_as_json(schema, _member(schema, key), value)
     )
     if not wrong:
         return None
     return "the arguments do not have the types the tool's schema declares: " + ", ".join(wrong[:8])
 
 
-def _member(node: Any, key: str, served: bool) -> Any:
+def _member(node: Any, key: str) -> Any:
     """The schema of an object's member ``key``: its property, else
     ``additionalProperties``. A key an object schema that lists its properties does not
     list is refused unless the schema takes others: a server may read it as a listed field
@@ -73,7 +72,7 @@ def _member(node: Any, key: str, served: bool) -> Any:
     properties = node.get("properties")
     if isinstance(properties, Mapping) and key in properties:
         return properties[key]
-    return node.get("additionalProperties", not (served and isinstance(properties, Mapping)))
+    return node.get("additionalProperties", not isinstance(properties, Mapping))
 
 
 def _resolved(root: Mapping[str, Any], node: Any) -> Any:
@@ -96,7 +95,7 @@ def _resolved(root: Mapping[str, Any], node: Any) -> Any:
     return node
 
 
-def _fits(root: Mapping[str, Any], node: Any, value: Any, served: bool) -> bool:
+def _fits(root: Mapping[str, Any], node: Any, value: Any) -> bool:
     """Whether ``value`` already has the types ``node`` (a schema inside ``root``) takes."""
     node = _resolved(root, node)
     if node is True or node is None:
@@ -106,7 +105,7 @@ def _fits(root: Mapping[str, Any], node: Any, value: Any, served: bool) -> bool:
     if any(key in node for key in _UNFOLLOWED):
         return False
     every = node.get("allOf")
-    if isinstance(every, list) and not all(_fits(root, part, value, served) for part in every):
+    if isinstance(every, list) and not all(_fits(root, part, value) for part in every):
         return False
     options = node.get("anyOf", node.get("oneOf"))
     if isinstance(options, list):
@@ -120,7 +119,7 @@ def _fits(root: Mapping[str, Any], node: Any, value: Any, served: bool) -> bool:
             if _valid(root, part, value)
             and not (isinstance(value, str) and _checked_text(root, part))
         ]
-        if not chosen or not all(_fits(root, part, value, served) for part in chosen):
+        if not chosen or not all(_fits(root, part, value) for part in chosen):
             return False
     kind = node.get("type")
     if kind is not None:
@@ -133,15 +132,13 @@ def _fits(root: Mapping[str, Any], node: Any, value: Any, served: bool) -> bool:
         if not allowed.intersection(kinds):
             return False
     if isinstance(value, list):
-        return _items_fit(root, node, value, served)
+        return _items_fit(root, node, value)
     if isinstance(value, dict):
-        return all(_fits(root, _member(node, str(k), served), v, served) for k, v in value.items())
+        return all(_fits(root, _member(node, str(k)), v) for k, v in value.items())
     return True
 
 
-def _items_fit(
-    root: Mapping[str, Any], node: Mapping[str, Any], value: list[Any], served: bool
-) -> bool:
+def _items_fit(root: Mapping[str, Any], node: Mapping[str, Any], value: list[Any]) -> bool:
     prefix = node.get("prefixItems")
     prefix = prefix if isinstance(prefix, list) else []
     rest = node.get("items", True)
@@ -149,7 +146,7 @@ def _items_fit(
         prefix, rest = rest, node.get("additionalItems", True)
     for index, item in enumerate(value):
         part = prefix[index] if index < len(prefix) else rest
-        if not _fits(root, part, item, served):
+        if not _fits(root, part, item):
             return False
     return True
 

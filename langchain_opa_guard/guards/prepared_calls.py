@@ -26,7 +26,6 @@ from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel, ValidationError, create_model
 
-from langchain_opa_guard.contract import MCP_METADATA_KEY
 from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.injections import injected_fields
 from langchain_opa_guard.guards.json_schema_types import json_schema_problem
@@ -201,7 +200,7 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     if full is None:
         return call, None
     if isinstance(full, dict):
-        return call, json_schema_problem(full, args, served=_served(tool))
+        return call, json_schema_problem(full, args)
     if not isinstance(full, type):
         return call, _UNREADABLE
     hidden = injected_fields(tool)
@@ -227,16 +226,6 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     if too_deep is not None:
         return call, too_deep
     return cast(ToolCall, {**call, "args": view}), None
-
-
-def _served(tool: BaseTool) -> bool:
-    """Whether a JSON-schema tool's arguments are validated by a server (an MCP tool: made
-    by ``langchain-mcp-adapters``, or stamped by :func:`~.mcp.mcp_tools`), not handed to a
-    local function as they are."""
-    if isinstance(tool.metadata, Mapping) and MCP_METADATA_KEY in tool.metadata:
-        return True
-    runs = getattr(tool, "coroutine", None) or getattr(tool, "func", None)
-    return str(getattr(runs, "__module__", "")).startswith("langchain_mcp_adapters")
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
