@@ -8,8 +8,8 @@ guard treats the answer) :func:`decide_call`:
 2. turns an engine that raises into a fail-closed ``engine_error`` decision, and a cancelled
    task into ``cancelled`` spans before the cancellation goes on;
 3. settles the guard's :class:`Rules` beyond allow/deny: fail-open on a transport failure
-   (only for the tools configured so, logged at WARNING; a timeout only when the engine does
-   not answer its health check either), shadow mode for a policy's deny;
+   (only for the tools configured so, logged at WARNING, and only when the engine does not
+   answer its health check either), shadow mode for a policy's deny;
 4. records the decision's span and metric samples
    (:mod:`langchain_opa_guard.tracing.decision_spans`) and writes the decision log
    (:mod:`langchain_opa_guard.ops.decision_log`), off the event loop in the async twins.
@@ -294,14 +294,15 @@ _TIMED_OUT = Decision.failure(ErrorType.TIMEOUT, "")
 
 
 def _late(job: Job, decision: Decision) -> bool:
-    """A timeout that ``fail_open`` would open: worth asking whether the engine is up."""
-    return job.rules.fail_open and decision.error == ErrorType.TIMEOUT
+    """A transport failure ``fail_open`` would open: worth asking whether the engine is up
+    (a gateway in front of OPA reports a slow evaluation as a 504 or a reset)."""
+    return job.rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES
 
 
 def _up(job: Job, decision: Decision) -> bool:
     """For :func:`_late` decisions, whether the engine is up all the same (in process, or
-    answering its health check): then the policy is only slow on this input, which the
-    model's arguments can make it, and the timeout is not opened."""
+    answering its health check): then the policy is only slow (or failing) on this input,
+    which the model's arguments can make it, and the failure is not opened."""
     if not _late(job, decision):
         return False
     if getattr(job.engine, "in_process", False):
@@ -317,8 +318,7 @@ def _settle(decision: Decision, rules: Rules, tool: str, span: Span, up: bool) -
     if decision.allow:
         return rules.rewrite(decision) if rules.rewrite and decision.args is not None else decision
     if decision.error is not None:
-        slow = up and decision.error == ErrorType.TIMEOUT
-        if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES and not slow:
+        if rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES and not up:
             logger.warning(
                 "policy engine failed (%s); tool %r is configured to fail open, so the call runs",
                 decision.error,

@@ -469,8 +469,16 @@ FAIL_OPEN_FAULTS = [
     # OPA up (its health check answers) but slow on this input, which the model's arguments
     # can cause (tests/test_redteam22_fail_open_slow_policy.py): not opened.
     pytest.param("delay", {"delay": 3.0}, ErrorType.TIMEOUT, False, id="timeout_slow"),
-    pytest.param("status", {"status": 503}, ErrorType.SERVER_ERROR, True, id="http_503"),
-    pytest.param("close", {}, ErrorType.UNREACHABLE, True, id="connection_closed"),
+    pytest.param(
+        "status", {"status": 503, "hold_health": True}, ErrorType.SERVER_ERROR, True, id="http_503"
+    ),
+    pytest.param(
+        "close", {"hold_health": True}, ErrorType.UNREACHABLE, True, id="connection_closed"
+    ),
+    # The same failures while OPA answers its health check (a gateway reporting a slow
+    # evaluation as a 504 or a reset, tests/test_redteam23_gateway_timeout_opens.py).
+    pytest.param("status", {"status": 503}, ErrorType.SERVER_ERROR, False, id="http_503_up"),
+    pytest.param("close", {}, ErrorType.UNREACHABLE, False, id="connection_closed_up"),
     pytest.param("undefined", {}, ErrorType.UNDEFINED, False, id="undefined"),
     pytest.param("malformed", {}, ErrorType.MALFORMED, False, id="malformed_json"),
     pytest.param("wrong_type", {"wrong_value": 42}, ErrorType.MALFORMED, False, id="result_number"),
@@ -491,9 +499,10 @@ def test_fail_open_applies_to_transport_failures_only(
     mode: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """OPA unreachable, hung or answering 502-504: a ``fail_open`` tool runs. An answer
-    that is not a decision (undefined, malformed, refused, redirected), or a timeout while
-    OPA answers its health check (slow on this input), is no reason to."""
+    """OPA unreachable, hung or answering 502-504, and not answering its health check
+    either: a ``fail_open`` tool runs. An answer that is not a decision (undefined,
+    malformed, refused, redirected), or any failure while OPA answers its health check (slow
+    or failing on this input), is no reason to."""
     tools, db = customer_db_tools()
     graph = fail_open_graph(OPAServer(proxy.url, timeout=0.5), tools)
     proxy.set(fault, **options)
