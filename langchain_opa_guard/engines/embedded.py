@@ -276,9 +276,11 @@ class EmbeddedPolicy:
 
     # -- internals --------------------------------------------------------------------
 
-    def _decide(self, input: Mapping[str, Any], deadline: float) -> Decision:
+    def _decide(
+        self, input: Mapping[str, Any], deadline: float, state: _Loaded | None = None
+    ) -> Decision:
         try:
-            value, state = self._evaluate(self.policy, input, deadline)
+            value, state = self._evaluate(self.policy, input, deadline, state)
             if value is UNDEFINED:
                 raise EngineError(
                     ErrorType.UNDEFINED, f"the decision {self.policy!r} is undefined for this input"
@@ -292,8 +294,8 @@ class EmbeddedPolicy:
     def _decide_many(self, inputs: Sequence[Mapping[str, Any]], deadline: float) -> list[Decision]:
         state = self._state
         shared = shared_part(inputs) if state.batch is not None and len(inputs) > 1 else None
-        if shared is None:
-            return [self._decide(i, deadline) for i in inputs]
+        if shared is None:  # one by one, under the policy loaded as the turn began
+            return [self._decide(i, deadline, state) for i in inputs]
         calls = [document["tool"] for document in inputs]
         # Each call once: by its position in input.turn where the module takes that.
         positions = _turn_positions(shared, calls) if state.turn_batch is not None else None

@@ -34,8 +34,10 @@ __all__ = ["DecisionLog", "decision_dict", "read_decision_log"]
 
 
 def decision_dict(decision: Decision) -> dict[str, Any]:
-    """A decision as plain JSON data."""
-    return {
+    """A decision as plain JSON data: what the guard did (``verdict``, ``allow``), with the
+    arguments a policy's rewrite ran the call with (``args``) and, for a deny shadow mode
+    let run, the verdict the policy gave (``shadowed``, ``would``)."""
+    record = {
         "verdict": decision.verdict,
         "allow": decision.allow,
         "reasons": list(decision.reasons),
@@ -46,7 +48,11 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
         "engine": decision.engine,
         "policy": decision.policy,
         "revision": decision.revision,
+        "args": dict(decision.args) if decision.args is not None else None,
     }
+    if decision.shadowed:
+        record.update(shadowed=True, would="approval" if decision.require_approval else "deny")
+    return record
 
 
 class DecisionLog:

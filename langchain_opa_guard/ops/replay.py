@@ -16,6 +16,7 @@ or gate a policy change in CI::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ def replay(
 ) -> ReplayReport:
     """Decide each recorded input with ``engine`` and report the decisions that change.
 
-    A decision changes when its verdict (allow, deny, approval) differs; with ``strict``
+    A decision changes when its verdict (allow, deny, approval; for a deny shadow mode let
+    run, the policy's) or the arguments a rewrite runs the call with differ; with ``strict``
     also when its reason codes differ. Records whose original decision was an engine
     failure are replayed too: they show what the policy would have said.
     """
@@ -94,11 +96,18 @@ def replay(
         change = ChangedDecision(line, record.get("tool"), record.get("call_id"), before, after)
         if after.error is not None:
             report.errors.append(change)
-        elif after.verdict != before.get("verdict") or (
-            strict and list(after.codes) != list(before.get("codes") or [])
+        elif (
+            after.verdict != before.get("would", before.get("verdict"))
+            or _plain(after.args) != _plain(before.get("args"))
+            or (strict and list(after.codes) != list(before.get("codes") or []))
         ):
             report.changed.append(change)
     return report
+
+
+def _plain(args: Any) -> str:
+    """Rewritten arguments as canonical text (``None``: no rewrite)."""
+    return json.dumps(args, sort_keys=True, default=str)
 
 
 def assert_no_decision_changes(
