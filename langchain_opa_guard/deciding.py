@@ -160,7 +160,7 @@ def decide_call(job: Job) -> Decision:
         raise
     finally:
         otel_context.detach(token)
-    decision = _finish(job, span, decision, started, _up(job, decision))
+    decision = _finish(job, span, decision, started, _late(job, decision) and _up(job.engine))
     _log(job, decision)
     return decision
 
@@ -171,15 +171,16 @@ async def adecide_call(job: Job) -> Decision:
     token = otel_context.attach(trace.set_span_in_context(span, job.parent))
     started = time.perf_counter()
     try:
-        decision = await job.engine.adecide(job.document)
-    except Exception:  # noqa: BLE001
-        decision = _crashed(job.engine)
+        try:
+            decision = await job.engine.adecide(job.document)
+        except Exception:  # noqa: BLE001
+            decision = _crashed(job.engine)
+        up = _late(job, decision) and await asyncio.to_thread(_up, job.engine)
     except BaseException:  # cancelled: the span ends, the error says so, then it goes on
         _interrupted([job], [span], started)
         raise
     finally:
         otel_context.detach(token)
-    up = await asyncio.to_thread(_up, job, decision) if _late(job, decision) else False
     decision = _finish(job, span, decision, started, up)
     await _alog([(job, decision)])
     return decision
@@ -235,7 +236,8 @@ def _decide_batch(jobs: Sequence[Job]) -> list[Decision]:
     finally:
         if token is not None:
             otel_context.detach(token)
-    up = any(_up(job, d) for job, d in zip(jobs, decisions, strict=False) if _late(job, d))
+    late = any(_late(job, d) for job, d in zip(jobs, decisions, strict=False))
+    up = late and _up(first.engine)  # one probe for the turn
     finished = _finish_batch(jobs, spans, decisions, started, up)
     for job, decision in zip(jobs, finished, strict=True):
         _log(job, decision)
@@ -249,17 +251,18 @@ async def _adecide_batch(jobs: Sequence[Job]) -> list[Decision]:
     token = otel_context.attach(first.parent) if first.parent is not None else None
     started = time.perf_counter()
     try:
-        decisions = await first.engine.adecide_many([job.document for job in jobs])
-    except Exception:  # noqa: BLE001
-        decisions = [_crashed(first.engine)] * len(jobs)
+        try:
+            decisions = await first.engine.adecide_many([job.document for job in jobs])
+        except Exception:  # noqa: BLE001
+            decisions = [_crashed(first.engine)] * len(jobs)
+        late = any(_late(job, d) for job, d in zip(jobs, decisions, strict=False))
+        up = late and await asyncio.to_thread(_up, first.engine)
     except BaseException:  # cancelled: the spans end, the error says so, then it goes on
         _interrupted(jobs, spans, started)
         raise
     finally:
         if token is not None:
             otel_context.detach(token)
-    late = [job for job, d in zip(jobs, decisions, strict=False) if _late(job, d)]
-    up = bool(late) and await asyncio.to_thread(_up, late[0], _TIMED_OUT)
     finished = _finish_batch(jobs, spans, decisions, started, up)
     await _alog(list(zip(jobs, finished, strict=True)))
     return finished
@@ -290,24 +293,19 @@ def _start(job: Job) -> Span:
     return start_span(job.telemetry, job.engine, job.document, job.parent, job.conversation_id)
 
 
-_TIMED_OUT = Decision.failure(ErrorType.TIMEOUT, "")
-
-
 def _late(job: Job, decision: Decision) -> bool:
     """A transport failure ``fail_open`` would open: worth asking whether the engine is up
     (a gateway in front of OPA reports a slow evaluation as a 504 or a reset)."""
     return job.rules.fail_open and decision.error in ErrorType.TRANSPORT_FAILURES
 
 
-def _up(job: Job, decision: Decision) -> bool:
-    """For :func:`_late` decisions, whether the engine is up all the same (in process, or
+def _up(engine: PolicyEngine) -> bool:
+    """Whether the engine is up all the same after a :func:`_late` failure (in process, or
     answering its health check): then the policy is only slow (or failing) on this input,
     which the model's arguments can make it, and the failure is not opened."""
-    if not _late(job, decision):
-        return False
-    if getattr(job.engine, "in_process", False):
+    if getattr(engine, "in_process", False):
         return True
-    health = getattr(job.engine, "health", None)
+    health = getattr(engine, "health", None)
     try:
         return bool(health()) if callable(health) else False
     except Exception:  # noqa: BLE001 - no answer either: it is down

@@ -158,3 +158,35 @@ def test_a_turns_requests_to_opa_carry_the_callers_trace(
         parent = {k.lower(): v for k, v in headers.items()}.get("traceparent", "")
         assert parent.split("-")[1:2] == [trace_id], headers
     engine.close()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_turn_cancelled_while_fail_open_asks_for_health_runs_nothing(
+    proxy: FaultProxy, recorder: Recorder, batch: bool
+) -> None:
+    """Every call is ``fail_open`` and OPA is hung: the decisions time out and the guard asks
+    OPA's health check whether it is down before opening them. A client that gives up during
+    that check runs no tool, and the decision spans end as cancelled."""
+    engine = OPAServer(proxy.url, batch=batch, timeout=0.5)
+    proxy.set("delay", delay=3.0, hold_health=True)
+    tools, db = customer_db_tools()
+    guard = PolicyGuardNode(
+        engine,
+        registry=tools,
+        fail_open={t.name for t in tools},
+        tracer_provider=recorder.provider,
+        meter_provider=recorder.meters,
+    )
+    graph = build_agent(engine, mixed_turn_model(), tools, guard=guard)
+
+    async def cancel_during_the_health_check() -> None:
+        task = asyncio.create_task(graph.ainvoke(GO, context={"user": INTERNAL}))
+        await asyncio.sleep(0.75)  # decisions timed out at 0.5 s; the check runs until ~1 s
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_during_the_health_check())
+    assert db.executed == []
+    assert_cancelled(recorder, 3)
+    engine.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,8 +57,8 @@ def guard_tools(
         ```
     """
     tools = list(tools)
-    names = [getattr(tool, "name", None) for tool in tools]
-    repeated = sorted({str(n) for n in names if names.count(n) > 1})
+    counts = Counter(getattr(tool, "name", None) for tool in tools)
+    repeated = sorted(str(name) for name, count in counts.items() if count > 1)
     if repeated:
         # Each wrapper is decided with the metadata found under its name: two tools of one
         # name (an MCP tool named like a local one) would borrow each other's.

@@ -142,12 +142,15 @@ def policy_history(
     metadata the guard knows now for each tool in ``metadata_of`` (an entry kept before the
     guard knew its tool, after a restart say, must not read as a call of a tool without
     metadata: an untrusted read would look trusted)."""
+    known: dict[str, Any] = {}  # each tool's metadata as JSON, once per call
     found: list[dict[str, Any]] = []
     for entry in entries:
         plain = {k: v for k, v in entry.items() if k != ORIGIN_KEY}
         name = plain.get("name")
         if metadata_of and isinstance(name, str) and name in metadata_of:
-            plain["metadata"] = jsonable(metadata_of[name] or {})
+            if name not in known:
+                known[name] = jsonable(metadata_of[name] or {})
+            plain["metadata"] = known[name]
         found.append(plain)
     return found
 
