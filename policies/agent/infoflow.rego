@@ -501,9 +501,34 @@ content_texts contains compact if {
 # Written with explicit cases: (?i) would also match "ſ" and the Kelvin sign.
 link_pattern := `(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.|[A-Za-z][A-Za-z0-9+.-]*:[/\\]{2}|(?:^|[\s("'<=\[:;])[/\\]{2})(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*`
 
-link_hosts contains link if {
+# Where links are searched: each run of non-space characters that holds the start of
+# one (a link never holds whitespace, so the search finds the same links as on the whole
+# text). A search for a link reads on to the end of its run looking for an "@", so a run
+# holding many link starts would cost its length for each of them: a run with more than
+# max_link_starts of them is not searched but counted as a link that cannot be read (no
+# URL holds that many), which keeps the search linear in the text.
+link_start := `[hH][tT][tT][pP][sS]?:|[wW][wW][wW]\.|[/\\]{2}`
+
+max_link_starts := 64
+
+link_runs contains run if {
 	some text in content_texts
-	some found in regex.find_n(link_pattern, text, -1)
+	some run in regex.find_n(concat("", [`\S*(?:`, link_start, `)\S*`]), text, -1)
+}
+
+readable_link_runs contains run if {
+	some run in link_runs
+	count(regex.find_n(link_start, run, max_link_starts + 1)) <= max_link_starts
+}
+
+unreadable_links contains "a run of text with too many link starts" if {
+	some run in link_runs
+	not run in readable_link_runs
+}
+
+link_hosts contains link if {
+	some run in readable_link_runs
+	some found in regex.find_n(link_pattern, run, -1)
 	link := trim_left(found, " \t\n\r\f(\"'<=[:;")
 	not lower(link) in {"http:", "https:", "www."} # the word, in prose
 	trim_left(link, "/\\") != "" # "//" in prose

@@ -448,6 +448,29 @@ test_a_link_carried_in_a_trusted_link_is_read_too if {
 	"link_not_requested" in codes(infoflow.deny) with input as doc
 }
 
+# Links are searched run by run (text without whitespace); a run holding more link starts
+# than any URL does is a link that cannot be read (so the search stays linear).
+test_a_run_with_too_many_link_starts_is_unreadable if {
+	crowded := concat("", [concat("", array.concat(["https://example.com/"], ["http:!" | some _ in numbers.range(1, 65)])), " bye"])
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": crowded}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+	"link_not_requested" in codes(infoflow.deny) with input as doc
+	infoflow.unreadable_links == {"a run of text with too many link starts"} with input as doc
+}
+
+test_a_run_with_a_few_link_starts_is_read if {
+	body := concat("", ["see https://example.com/a", concat("", ["http:!" | some _ in numbers.range(1, 20)]), " and //example.com/b"])
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+	infoflow.unreadable_links == set() with input as doc
+	infoflow.link_sites == {"example.com"} with input as doc
+	count(infoflow.deny) == 0 with input as doc
+}
+
+test_links_are_found_in_each_run if {
+	body := "a //evil.test b\n(https://x.example.com)\t<//evil2.test> http://evil3.test,done"
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+	infoflow.link_sites == {"evil.test", "x.example.com", "evil2.test", "evil3.test"} with input as doc
+}
+
 # --- A requested name is matched whole: not a prefix or a suffix of another name ------
 
 test_a_prefix_of_a_requested_name_is_not_requested if {
