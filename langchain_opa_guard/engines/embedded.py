@@ -60,6 +60,10 @@ Backend = Literal["auto", "wasm", "regopy"]
 _DEFAULT_INSTANCES = max(2, min(8, os.cpu_count() or 2))
 
 
+class _Reloaded(Exception):
+    """The policy a turn began with was replaced by a reload before the turn was decided."""
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """One loaded policy: what a reload swaps in one assignment."""
@@ -292,7 +296,18 @@ class EmbeddedPolicy:
             return self._failure(exc)
 
     def _decide_many(self, inputs: Sequence[Mapping[str, Any]], deadline: float) -> list[Decision]:
-        state = self._state
+        while True:
+            try:
+                return self._decide_turn(inputs, deadline, self._state)
+            except _Reloaded:
+                # A reload replaced the policy during the turn: decide the whole turn again
+                # on the new one, so that no turn is decided partly by each (the deadline
+                # bounds the retries).
+                continue
+
+    def _decide_turn(
+        self, inputs: Sequence[Mapping[str, Any]], deadline: float, state: _Loaded
+    ) -> list[Decision]:
         shared = shared_part(inputs) if state.batch is not None and len(inputs) > 1 else None
         if shared is None:  # one by one, under the policy loaded as the turn began
             return [self._decide(i, deadline, state) for i in inputs]
@@ -343,7 +358,12 @@ class EmbeddedPolicy:
         deadline: float,
         state: _Loaded | None = None,
     ) -> tuple[Any, _Loaded]:
-        """The value at ``path`` and the loaded policy that gave it."""
+        """The value at ``path`` and the loaded policy that gave it.
+
+        With ``state`` (a turn's policy) the evaluation stays on that policy: when a reload
+        closed it, :class:`_Reloaded` is raised for the turn to start again.
+        """
+        pinned = state is not None
         if self._closed:
             raise EngineError(ErrorType.ENGINE, "the embedded policy engine is closed")
         body = encode_input(input, key=None)  # also checks the input is JSON
@@ -360,6 +380,8 @@ class EmbeddedPolicy:
                     raise EngineError(
                         ErrorType.ENGINE, "the embedded policy engine is closed"
                     ) from None
+                if pinned:
+                    raise _Reloaded from None
                 state = None
 
     def _failure(self, exc: EngineError) -> Decision:
