@@ -26,7 +26,6 @@ from typing import Any, cast
 from langchain_core.messages import AIMessage, ToolCall
 
 from langchain_opa_guard.contract import call_document, metadata_for
-from langchain_opa_guard.deciding import engine_crash
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.approval import ReviewAnswer, ask_reviewer
@@ -159,7 +158,7 @@ def settle_review(
         call = cast(ToolCall, raw)
         again = decided.get(f"recheck:{call.get('id')}")
         if again is None:  # never decided again: it does not run on an old decision
-            replies.append(denial_message(engine_crash(engine), call, denial_style))
+            replies.append(denial_message(_not_decided_again(engine), call, denial_style))
         elif again.allow:
             # Decided again as the model proposed it: the policy's rewrite now, if any.
             allowed.append(as_rewritten(proposed.get(str(call.get("id")), call), again))
@@ -180,7 +179,7 @@ def settle_review(
                 failure = Decision.failure(ErrorType.INVALID_CALL, problem)
                 replies.append(denial_message(failure, edited, denial_style))
                 continue
-            decision = decided.get(f"edit:{call_id}") or engine_crash(engine)
+            decision = decided.get(f"edit:{call_id}") or _not_decided_again(engine)
             if not (decision.allow or decision.require_approval):
                 replies.append(denial_message(decision, edited, denial_style))
                 continue
@@ -197,3 +196,14 @@ def settle_review(
     ran = {str(c.get("id")): c for c in allowed}
     shown = [ran.get(str(c.get("id")), c) for c in ai_message.tool_calls]
     return Reviewed(allowed, replies, message_as_run(ai_message, shown, rewritten))
+
+
+def _not_decided_again(engine: PolicyEngine) -> Decision:
+    """The fail-closed decision for a call that has no decision made on this resume."""
+    return Decision.failure(
+        ErrorType.ENGINE,
+        "the call was not decided again when the run resumed; it does not run on an "
+        "earlier decision",
+        engine=getattr(engine, "engine_name", ""),
+        policy=getattr(engine, "policy", ""),
+    )
