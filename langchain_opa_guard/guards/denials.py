@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, Union
 
-from langchain_core.messages import ToolCall, ToolMessage
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 
 from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY
 from langchain_opa_guard.decision import Decision
@@ -181,6 +181,15 @@ def turn_stopped_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
         f'The tool call "{_name(call)}" did not run: the turn was stopped '
         "after repeated denied calls.",
         "the turn was stopped after repeated denials",
+    )
+
+
+def run_stopped_message(limit: int | None) -> AIMessage:
+    """The guard's last word when it ends a run: the model kept proposing a denied call."""
+    return AIMessage(
+        "I stopped here: I kept proposing a tool call that the policy denies "
+        f"({limit} times), so retrying will not help. "
+        "Please change the request or ask an administrator about the policy."
     )
 
 

@@ -21,7 +21,11 @@ from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.approval import TICKET_KEY
 from langchain_opa_guard.guards.arguments import check_name
-from langchain_opa_guard.guards.denials import DenialStyle, turn_stopped_message
+from langchain_opa_guard.guards.denials import (
+    DenialStyle,
+    run_stopped_message,
+    turn_stopped_message,
+)
 from langchain_opa_guard.guards.execution import calls_payload, reads_no_state, task_groups
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
@@ -287,13 +291,7 @@ class PolicyGuardNode(RunnableCallable):
         """End the run: the model keeps proposing a call the policy keeps denying."""
         for call in [*allowed, *(cast(ToolCall, p["call"]) for p in pending)]:
             replies.append(turn_stopped_message(call))
-        replies.append(
-            AIMessage(
-                "I stopped here: I kept proposing a tool call that the policy denies "
-                f"({self.turns.max_repeated_denials} times), so retrying will not help. "
-                "Please change the request or ask an administrator about the policy."
-            )
-        )
+        replies.append(run_stopped_message(self.turns.max_repeated_denials))
         return Command(update={self.messages_key: replies}, goto=END)
 
     # -- human approval ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from langchain.agents.middleware.types import (
     AgentState,
     ExtendedModelResponse,
     PrivateStateAttr,
+    hook_config,
 )
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -41,7 +42,11 @@ from langchain_opa_guard.contract import (
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.arguments import check_choice
 from langchain_opa_guard.guards.claims import arun_once, run_once
-from langchain_opa_guard.guards.denials import DenialStyle
+from langchain_opa_guard.guards.denials import (
+    DenialStyle,
+    run_stopped_message,
+    turn_stopped_message,
+)
 from langchain_opa_guard.guards.kept_history import (
     bounded_history,
     kept_message_ids,
@@ -119,6 +124,10 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     names the tool, else from the agent's own tool (``tool.metadata``), so ``registry`` may be
     left out.
 
+    A model that keeps proposing a call the policy keeps denying (the same call,
+    ``max_repeated_denials`` times, 3 by default; ``None`` turns this off) ends the run: the
+    turn's calls are answered unrun and the agent jumps to its end with a message saying why.
+
     With ``visibility=True`` the model is also bound only to the tools the policy's
     ``visible_tools`` lets the subject use; the call-time check stays, since visibility is
     not enforcement.
@@ -150,6 +159,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         fail_open: Collection[str] = (),
         shadow: bool | Collection[str] = False,
         decision_log: DecisionLog | None = None,
+        max_repeated_denials: int | None = 3,
         user_key: str = "user",
         visibility: bool = False,
         visibility_path: str = DEFAULT_VISIBILITY_PATH,
@@ -174,7 +184,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             agent="model",
             tools="tools",
             approvals=approvals,
-            max_repeated_denials=None,
+            max_repeated_denials=max_repeated_denials,
             **options,
         )
         self._fallback = TurnDecider(
@@ -182,7 +192,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             agent="model",
             tools="tools",
             approvals="deny",
-            max_repeated_denials=None,
+            max_repeated_denials=max_repeated_denials,
             **options,
         )
         self.guard = ToolCallGuard(engine, **options)
@@ -284,6 +294,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ticket = self._turns.ticket_for(turn, out)
         ticket["message_id"] = turn.ai_message.id
         ticket["answers"] = out.answers
+        ticket["stop"] = out.stop
         ticket["tools"] = dict(self._learned)
         result = [out.ai_message if m is turn.ai_message else m for m in response.result]
         return ExtendedModelResponse(
@@ -295,6 +306,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     # -- after the model: answers, approvals, grants -----------------------------------
 
+    @hook_config(can_jump_to=["end"])
     def after_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         self._recall(state)
         message, ticket = self._current(state)
@@ -307,11 +319,14 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 return self._cleared(state)
             verdicts = self._fallback.decide(turn, config)
             return self._settled_fallback(state, message, self._fallback.settle(turn, verdicts))
+        if ticket.get("stop"):
+            return self._stopped(state, message, ticket["ai_message"], ticket)
         if not ticket["pending"]:
             reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
             return self._settled(state, message, ticket, reviewed)
         return self._settled(state, message, ticket, self._turns.review(ticket, config, runtime))
 
+    @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         self._recall(state)
         message, ticket = self._current(state)
@@ -324,6 +339,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 return self._cleared(state)
             verdicts = await self._fallback.adecide(turn, config)
             return self._settled_fallback(state, message, self._fallback.settle(turn, verdicts))
+        if ticket.get("stop"):
+            return self._stopped(state, message, ticket["ai_message"], ticket)
         if not ticket["pending"]:
             reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
             return self._settled(state, message, ticket, reviewed)
@@ -419,7 +436,29 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return _EVERY_NAME
         return set(self._turns.metadata_of) | set(self._turns.tools_by_name)
 
+    def _stopped(
+        self, state: Any, message: AIMessage, decided: AIMessage, ticket: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """End the run: the model keeps proposing a call the policy keeps denying. The
+        turn's denials are given, every other call of it is answered unrun (no approval is
+        asked for), and the agent jumps to its end."""
+        messages: list[Any] = [] if decided is message else [decided]
+        unrun = [*ticket["allowed"], *(p["call"] for p in ticket["pending"])]
+        replies = [*ticket["answers"], *(turn_stopped_message(call) for call in unrun)]
+        messages += _unanswered(state, replies)
+        messages.append(run_stopped_message(self._turns.max_repeated_denials))
+        return {
+            "messages": messages,
+            HISTORY_KEY: self._recorded(state, decided, messages),
+            TURN_KEY: None,
+            GRANTS_KEY: None,
+            "jump_to": "end",
+        }
+
     def _settled_fallback(self, state: Any, message: AIMessage, out: Outcome) -> dict[str, Any]:
+        if out.stop:
+            ticket = {"allowed": out.allowed, "pending": out.pending, "answers": out.answers}
+            return self._stopped(state, message, out.ai_message, ticket)
         messages: list[Any] = [] if out.ai_message is message else [out.ai_message]
         messages += _unanswered(state, out.answers)
         return {
