@@ -36,12 +36,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
-from langchain_core.tools import BaseTool
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel
 
 from langchain_opa_guard.contract import MCP_METADATA_KEY
@@ -68,6 +69,8 @@ class _MCPClient(Protocol):
     connections: Mapping[str, Any]
 
     async def get_tools(self, *, server_name: str | None = None) -> list[BaseTool]: ...
+
+    def session(self, server_name: str) -> Any: ...
 
 
 def definition_digest(
@@ -152,16 +155,25 @@ def with_mcp_metadata(
 
 
 async def mcp_tools(
-    client: _MCPClient, *, servers: Collection[str] | None = None
+    client: _MCPClient, *, servers: Collection[str] | None = None, recheck: bool = False
 ) -> list[BaseTool]:
     """Load the tools of a ``MultiServerMCPClient``, each stamped with its server and digest.
 
     Each server's tools are loaded with ``client.get_tools(server_name=...)`` (concurrently),
     so the server name is the one in the client's ``connections``.
 
+    The digest is the definition as loaded, and the policy decides on it: a server that
+    changes a tool's definition afterwards is not seen by the pins. With ``recheck=True``
+    each call first reads the tool's current definition from the server (a session and a
+    ``tools/list``: for a stdio server, one more process per call) and is refused, never
+    sent, when it differs from the loaded one, when the server no longer offers the tool,
+    or when the definition cannot be read.
+
     Args:
         client: A ``langchain_mcp_adapters.client.MultiServerMCPClient``.
         servers: Load only these servers (default: every connection).
+        recheck: Before each call, compare the server's current definition of the tool
+            with the loaded one (see above).
 
     Raises:
         TypeError: ``client`` has no ``connections`` or ``get_tools``.
@@ -194,7 +206,7 @@ async def mcp_tools(
                     f"{tool.name!r}; load them with MultiServerMCPClient(tool_name_prefix=True)"
                 )
             owner[tool.name] = name
-            tools.append(tool)
+            tools.append(_rechecked(tool, client, name) if recheck else tool)
     return tools
 
 
@@ -250,6 +262,80 @@ def _stamp(tool: BaseTool, server: str, name_prefix: bool) -> BaseTool:
     metadata[MCP_METADATA_KEY] = {"server": server, "tool": name, "digest": digest}
     stamped: BaseTool = tool.model_copy(update={"metadata": metadata})
     return stamped
+
+
+def _rechecked(tool: BaseTool, client: _MCPClient, server: str) -> BaseTool:
+    """The tool, refusing a call when the server now defines it otherwise."""
+    if not isinstance(tool, StructuredTool) or tool.coroutine is None:
+        raise TypeError(
+            f"recheck=True needs the MCP adapters' tools (a StructuredTool with a coroutine); "
+            f"{tool.name!r} is a {type(tool).__name__}"
+        )
+    info = (tool.metadata or {})[MCP_METADATA_KEY]
+    name, loaded = info["tool"], info["digest"]
+    call = tool.coroutine
+
+    @functools.wraps(call)  # keeps the signature, so injected arguments still arrive
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            current = await _current_digest(client, server, name)
+        except Exception as exc:  # noqa: BLE001 - an unreadable definition is refused
+            logger.warning(
+                "MCP server %r: reading the definition of %r failed: %r", server, name, exc
+            )
+            current = "unreadable"
+        if loaded is None or current != loaded:
+            why = {
+                None: "no longer offers it",
+                "unreadable": "could not be asked for its current definition",
+            }.get(current, "now defines it differently from when it was loaded")
+            raise _NotCalled(
+                f'MCP tool "{name}" of server "{server}" was not called: the server {why}. '
+                "Its tools must be loaded (and reviewed) again."
+            )
+        return await call(*args, **kwargs)
+
+    given = tool.handle_tool_error
+
+    def handle(error: ToolException) -> Any:
+        """The refusal as the tool's error answer; any other error as the tool had it."""
+        if isinstance(error, _NotCalled):
+            return str(error)
+        if given is None or given is False:
+            raise error
+        if given is True:
+            return error.args[0] if error.args else "Tool execution error"
+        if isinstance(given, str):
+            return given
+        return given(error)
+
+    rechecked: BaseTool = tool.model_copy(
+        update={"coroutine": checked, "handle_tool_error": handle}
+    )
+    return rechecked
+
+
+class _NotCalled(ToolException):
+    """A rechecked MCP tool's call refused before it reached the server."""
+
+
+async def _current_digest(client: _MCPClient, server: str, name: str) -> str | None:
+    """The digest of the definition ``server`` gives now for its tool ``name`` (its MCP
+    name), or ``None`` when it does not list it. Every page of ``tools/list`` is read."""
+    async with client.session(server) as session:
+        cursor: str | None = None
+        while True:
+            listed = await session.list_tools(cursor=cursor)
+            for tool in listed.tools:
+                if tool.name == name:
+                    given = tool.annotations.model_dump() if tool.annotations is not None else {}
+                    annotations = {k: given[k] for k in ANNOTATION_KEYS if given.get(k) is not None}
+                    return definition_digest(
+                        tool.name, tool.description, tool.inputSchema, annotations
+                    )
+            cursor = listed.nextCursor
+            if not cursor:
+                return None
 
 
 def _input_schema(tool: BaseTool) -> Mapping[str, Any]:
