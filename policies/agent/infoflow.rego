@@ -413,22 +413,40 @@ content_strings contains key if {
 	is_string(key)
 }
 
+# What the link reading takes on is bounded, so that no content makes a decision outlast
+# its timeout: content in more than max_content_strings strings, or with more than
+# max_link_starts link starts in all its readings, is not read link by link but counted as
+# a link nobody vouched for.
+max_content_strings := 500
+
+max_link_starts := 512
+
+content_too_large if count(content_strings) > max_content_strings
+
+unreadable_links contains "content in too many strings to read" if content_too_large
+
 # Each string as written and as a renderer shows it: HTML character references of the
 # characters a link is made of decoded ("https&colon;&#47;&#47;evil.test"), Markdown's
 # backslash escapes dropped ("https\://evil.test"). Links are looked for in every reading.
-rendered_texts contains text if some text in content_strings
+rendered_texts contains text if {
+	not content_too_large
+	some text in content_strings
+}
 
 rendered_texts contains html_decoded(text) if {
+	not content_too_large
 	some text in content_strings
 	contains(text, "&")
 }
 
 rendered_texts contains markdown_unescaped(text) if {
+	not content_too_large
 	some text in content_strings
 	contains(text, "\\")
 }
 
 rendered_texts contains markdown_unescaped(decoded) if {
+	not content_too_large
 	some text in content_strings
 	contains(text, "&")
 	decoded := html_decoded(text)
@@ -505,20 +523,30 @@ link_pattern := `(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.|[A-Za-z][A-Za-z0
 # one (a link never holds whitespace, so the search finds the same links as on the whole
 # text). A search for a link reads on to the end of its run looking for an "@", so a run
 # holding many link starts would cost its length for each of them: a run with more than
-# max_link_starts of them is not searched but counted as a link that cannot be read (no
+# max_run_link_starts of them is not searched but counted as a link that cannot be read (no
 # URL holds that many), which keeps the search linear in the text.
 link_start := `[hH][tT][tT][pP][sS]?:|[wW][wW][wW]\.|[/\\]{2}`
 
-max_link_starts := 64
+max_run_link_starts := 64
+
+# Every reading in one text, one per line: a link, a run or a link start never holds a
+# line break, so the text is searched once, whatever the number of readings.
+content_text := concat("\n", [text | some text in content_texts])
+
+link_starts := count(regex.find_n(link_start, content_text, max_link_starts + 1))
+
+unreadable_links contains "content with too many link starts to read" if {
+	link_starts > max_link_starts
+}
 
 link_runs contains run if {
-	some text in content_texts
-	some run in regex.find_n(concat("", [`\S*(?:`, link_start, `)\S*`]), text, -1)
+	link_starts <= max_link_starts
+	some run in regex.find_n(concat("", [`\S*(?:`, link_start, `)\S*`]), content_text, -1)
 }
 
 readable_link_runs contains run if {
 	some run in link_runs
-	count(regex.find_n(link_start, run, max_link_starts + 1)) <= max_link_starts
+	count(regex.find_n(link_start, run, max_run_link_starts + 1)) <= max_run_link_starts
 }
 
 unreadable_links contains "a run of text with too many link starts" if {
@@ -559,10 +587,7 @@ link_continues_past_host(text) if regex.match(
 	text,
 )
 
-unreadable_links contains "a link whose host goes on" if {
-	some text in content_texts
-	link_continues_past_host(text)
-}
+unreadable_links contains "a link whose host goes on" if link_continues_past_host(content_text)
 
 unknown_link_sites contains host if {
 	some host in link_sites

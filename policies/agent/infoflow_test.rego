@@ -465,6 +465,24 @@ test_a_run_with_a_few_link_starts_is_read if {
 	count(infoflow.deny) == 0 with input as doc
 }
 
+test_content_in_too_many_strings_is_not_read if {
+	many := [sprintf("%d", [i]) | some i in numbers.range(1, 501)]
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": many}, mailer, [fetched], "mail bob@example.com", [])
+	infoflow.unreadable_links == {"content in too many strings to read"} with input as doc
+	"link_not_requested" in codes(infoflow.deny) with input as doc
+	fewer := [sprintf("%d", [i]) | some i in numbers.range(1, 400)]
+	doc2 := req("mailer", {"to": "bob@example.com", "subject": "s", "body": fewer}, mailer, [fetched], "mail bob@example.com", [])
+	count(infoflow.deny) == 0 with input as doc2
+}
+
+test_content_with_too_many_link_starts_is_not_read_link_by_link if {
+	body := concat(" ", [sprintf("//h%d.example.com", [i]) | some i in numbers.range(1, 513)])
+	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
+	infoflow.unreadable_links == {"content with too many link starts to read"} with input as doc
+	infoflow.link_sites == set() with input as doc
+	"link_not_requested" in codes(infoflow.deny) with input as doc
+}
+
 test_links_are_found_in_each_run if {
 	body := "a //evil.test b\n(https://x.example.com)\t<//evil2.test> http://evil3.test,done"
 	doc := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com", ["example.com"])
