@@ -189,13 +189,24 @@ async def adecide_call(job: Job) -> Decision:
 # -- the calls of a turn -------------------------------------------------------------------
 
 
+def _whole_turn(engine: PolicyEngine, jobs: Sequence[Job], method: str) -> bool:
+    """Whether the turn goes to the engine at once (``decide_many``): an engine that
+    batches, and an in-process engine, which then decides the whole turn on one policy
+    (a reload during the turn decides it again, never part of it on each)."""
+    if len(jobs) < 2:
+        return False
+    if getattr(engine, "batches", False):
+        return True
+    return bool(getattr(engine, "in_process", False)) and callable(getattr(engine, method, None))
+
+
 def decide_calls(jobs: Sequence[Job]) -> list[Decision]:
     """Decide a turn: in one round trip when the engine batches, concurrently over the
-    network otherwise, in order in process. The jobs share one engine."""
+    network otherwise, in process as one turn. The jobs share one engine."""
     if not jobs:
         return []
     engine = jobs[0].engine
-    if len(jobs) > 1 and getattr(engine, "batches", False):
+    if _whole_turn(engine, jobs, "decide_many"):
         return _decide_batch(jobs)
     if len(jobs) > 1 and not getattr(engine, "in_process", False):
         return _io_pool(engine).map(decide_call, jobs)
@@ -207,7 +218,7 @@ async def adecide_calls(jobs: Sequence[Job]) -> list[Decision]:
     if not jobs:
         return []
     engine = jobs[0].engine
-    if len(jobs) > 1 and getattr(engine, "batches", False):
+    if _whole_turn(engine, jobs, "adecide_many"):
         return await _adecide_batch(jobs)
     if getattr(engine, "in_process", False):
         return await _cpu_pool().run(lambda: [decide_call(job) for job in jobs])

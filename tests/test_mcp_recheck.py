@@ -93,7 +93,7 @@ async def test_a_changed_definition_is_refused_in_the_graph(
 async def test_an_unreachable_server_is_refused(servers: Servers) -> None:
     client = servers.client()
     tools = await mcp_tools(client, servers=["web"], recheck=True)
-    client.connections["web"] = {"url": "http://127.0.0.1:9/mcp", "transport": "streamable_http"}
+    client.connections["web"]["url"] = "http://127.0.0.1:9/mcp"  # the server went away
     reply = await next(t for t in tools if t.name == "fetch_page").ainvoke(
         {"url": "https://partner.test"}
     )

@@ -274,11 +274,14 @@ def _rechecked(tool: BaseTool, client: _MCPClient, server: str) -> BaseTool:
     info = (tool.metadata or {})[MCP_METADATA_KEY]
     name, loaded = info["tool"], info["digest"]
     call = tool.coroutine
+    # The connection the tool was loaded with, which its calls keep using: the definition
+    # is read from the server the call goes to, even if the client's entry is replaced.
+    connection = client.connections[server]
 
     @functools.wraps(call)  # keeps the signature, so injected arguments still arrive
     async def checked(*args: Any, **kwargs: Any) -> Any:
         try:
-            current = await _current_digest(client, server, name)
+            current = await _current_digest(connection, name)
         except Exception as exc:  # noqa: BLE001 - an unreadable definition is refused
             logger.warning(
                 "MCP server %r: reading the definition of %r failed: %r", server, name, exc
@@ -319,12 +322,16 @@ class _NotCalled(ToolException):
     """A rechecked MCP tool's call refused before it reached the server."""
 
 
-async def _current_digest(client: _MCPClient, server: str, name: str) -> str | None:
-    """The digest of the definition ``server`` gives now for its tool ``name`` (its MCP
-    name), or ``None`` when it does not list it. Every page of ``tools/list`` is read."""
-    async with client.session(server) as session:
+async def _current_digest(connection: Any, name: str) -> str | None:
+    """The digest of the definition the server of ``connection`` gives now for its tool
+    ``name`` (its MCP name), or ``None`` when it does not list it (in at most
+    :data:`_MAX_PAGES` pages of ``tools/list``)."""
+    from langchain_mcp_adapters.sessions import create_session
+
+    async with create_session(connection) as session:
+        await session.initialize()
         cursor: str | None = None
-        while True:
+        for _ in range(_MAX_PAGES):
             listed = await session.list_tools(cursor=cursor)
             for tool in listed.tools:
                 if tool.name == name:
@@ -336,6 +343,12 @@ async def _current_digest(client: _MCPClient, server: str, name: str) -> str | N
             cursor = listed.nextCursor
             if not cursor:
                 return None
+    return None
+
+
+_MAX_PAGES = 1000
+"""Pages of ``tools/list`` read at most (as the adapters do): a server whose cursor never
+ends gets its calls refused, not hung."""
 
 
 def _input_schema(tool: BaseTool) -> Mapping[str, Any]:
