@@ -75,13 +75,19 @@ policy-test: opa
 	$(OPA) fmt --fail --list policies server-policies
 	$(OPA) test policies server-policies
 
+## The suites built on tests/mediation_kit.node_graph run a second time with the guard as the
+## agent's edge (PolicyGuardNode.edge) instead of a node after tools_condition.
+EDGE_SUITES = $(shell grep -l node_graph tests/test_*.py)
+
 pytest: $(VENV)/.dev $(VENV)/.agentdojo opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks
+	OPA_GUARD_TEST_WIRING=edge OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q $(EDGE_SUITES)
 
 ## The pytest suite again on the declared minimum versions of the dependencies.
 test-min: $(VENV_MIN)/.installed opa jaeger
 	@echo "dependencies pinned to their floors:" && cat $(VENV_MIN)/constraints.txt
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(VENV_MIN)/bin/pytest -q tests
+	OPA_GUARD_TEST_WIRING=edge OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(VENV_MIN)/bin/pytest -q $(EDGE_SUITES)
 
 ## The benchmarks (figures and ratios, not tests); writes benchmarks/RESULTS.md.
 bench: $(VENV)/.dev opa

@@ -60,10 +60,14 @@ def run() -> list[NotedTable]:
                 "no-op node / unguarded",
                 "embedded guard",
                 "embedded / unguarded",
+                "embedded, guard as edge",
+                "edge / unguarded",
                 "OPA sidecar",
                 "OPA sidecar / unguarded",
                 "OPA sidecar, batch",
                 "batch / unguarded",
+                "OPA sidecar, batch, as edge",
+                "batch edge / unguarded",
             ],
         )
         saved = NotedTable(
@@ -98,8 +102,10 @@ def run() -> list[NotedTable]:
                 "unguarded": unguarded_agent(admin_model(n), tools),
                 "noop": unguarded_agent(admin_model(n), tools, noop_node=True),
                 "embedded": build_agent(embedded, admin_model(n), tools),
+                "embedded_edge": build_agent(embedded, admin_model(n), tools, edge=True),
                 "opa": build_agent(server, admin_model(n), tools),
                 "batch": build_agent(batched, admin_model(n), tools),
+                "batch_edge": build_agent(batched, admin_model(n), tools, edge=True),
                 "saved_unguarded": unguarded_agent(
                     admin_model(n), tools, checkpointer=InMemorySaver()
                 ),
@@ -149,10 +155,14 @@ def run() -> list[NotedTable]:
                 ratio(wall["noop"], base),
                 ms(wall["embedded"]),
                 ratio(wall["embedded"], base),
+                ms(wall["embedded_edge"]),
+                ratio(wall["embedded_edge"], base),
                 ms(wall["opa"]),
                 ratio(wall["opa"], base),
                 ms(wall["batch"]),
                 ratio(wall["batch"], base),
+                ms(wall["batch_edge"]),
+                ratio(wall["batch_edge"], base),
             )
             saved_base, per_call = wall["saved_unguarded"], wall["saved_task_per_call"]
             saved.add(
@@ -176,21 +186,24 @@ def run() -> list[NotedTable]:
             if n == 3:
                 at_three = {k: v / base for k, v in wall.items()}
                 at_three["cpu_embedded"] = used["embedded"] / used["unguarded"]
+                at_three["cpu_embedded_edge"] = used["embedded_edge"] / used["unguarded"]
                 at_three["saved_embedded"] = wall["saved_embedded"] / saved_base
                 at_three["saved_tasks"] = per_call / saved_base
                 at_three["saved_vs_tasks"] = wall["saved_embedded"] / per_call
         if at_three:
             for key, label, goal in (
                 ("embedded", "embedded", 1.15),
+                ("embedded_edge", "embedded, the guard as the agent's edge", 1.15),
                 ("opa", "OPA sidecar", 1.30),
                 ("batch", "OPA sidecar with batch=True", 1.30),
+                ("batch_edge", "OPA sidecar with batch=True, the guard as the edge", 1.30),
             ):
                 got = at_three[key]
                 verdict = "met" if got <= goal else "NOT met"
                 table.note(
                     f"goal for 3 calls, {label} <= {goal:.2f}x the unguarded ToolNode round: "
-                    f"{got:.2f}x ({verdict}; CPU {at_three['cpu_embedded']:.2f}x for embedded)"
-                    if key == "embedded"
+                    f"{got:.2f}x ({verdict}; CPU {at_three['cpu_' + key]:.2f}x)"
+                    if key in ("embedded", "embedded_edge")
                     else f"goal for 3 calls, {label} <= {goal:.2f}x the unguarded ToolNode "
                     f"round: {got:.2f}x ({verdict})"
                 )
@@ -204,6 +217,11 @@ def run() -> list[NotedTable]:
         table.note(
             "no-op node: a node that returns nothing where the guard would be (agent -> noop "
             "-> tools), i.e. what one more LangGraph step costs before the guard does any work"
+        )
+        table.note(
+            "guard as edge: PolicyGuardNode.edge in place of tools_condition (agent -> tools "
+            "when every call is allowed, as in these rounds; the guard node only for denials, "
+            "approvals and rewrites): the same decisions without the extra step"
         )
         table.note(
             "without a checkpointer the guard sends a turn's allowed calls in one task, as a "

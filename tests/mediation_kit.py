@@ -6,6 +6,7 @@ the executions with the calls the policy allowed.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +27,11 @@ from langchain_opa_guard import (
 )
 
 POLICY = "mediation/decision"
+
+WIRING = os.environ.get("OPA_GUARD_TEST_WIRING", "node")
+"""How :func:`node_graph` puts the guard after the reasoning node: ``"node"`` (a
+``tools_condition`` edge to the guard node) or ``"edge"`` (the guard's own edge,
+``PolicyGuardNode.edge``). ``make test`` runs the node-graph suites both ways."""
 USER = {"id": "u-1", "role": "tester"}
 
 
@@ -92,19 +98,24 @@ def node_graph(
     interrupt_before: Sequence[str] | None = None,
     static_edge: bool = False,
     wrap_tool_call: Any = None,
+    wiring: str | None = None,
 ) -> Any:
-    """``agent -> guard -> tools -> agent``: the README's wiring."""
+    """``agent -> guard -> tools -> agent``: the README's wiring (see :data:`WIRING`)."""
     tools = GuardedToolNode(mediation_tools(ledger), wrap_tool_call=wrap_tool_call)
 
     def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [script.reply(state["messages"])]}
 
+    guard = PolicyGuardNode(engine, registry=tools)
     builder = StateGraph(MessagesState)
     builder.add_node("agent", RunnableLambda(agent, name="agent"))
-    builder.add_node("guard", PolicyGuardNode(engine, registry=tools))
+    builder.add_node("guard", guard)
     builder.add_node("tools", tools)
     builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    if (wiring or WIRING) == "edge":
+        builder.add_conditional_edges("agent", guard.edge("guard"), ["guard", "tools", END])
+    else:
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     if static_edge:
         builder.add_edge("guard", "tools")
     builder.add_edge("tools", "agent")

@@ -32,6 +32,7 @@ from langgraph.types import Command
 from mediation_kit import (
     POLICY,
     USER,
+    WIRING,
     Ledger,
     Script,
     agent_graph,
@@ -140,7 +141,11 @@ def test_without_a_checkpointer_each_call_in_its_own_task_answers_a_duplicated_i
     assert answers_per_turn(result["messages"]) == [{"dup": 1}]
 
 
-DECIDING_NODE = {"node": "guard", "middleware": "OPAGuardMiddleware.after_model"}
+# With the guard as the agent's edge (mediation_kit.WIRING), the agent's step decides.
+DECIDING_NODE = {
+    "node": "guard" if WIRING == "node" else "agent",
+    "middleware": "OPAGuardMiddleware.after_model",
+}
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])

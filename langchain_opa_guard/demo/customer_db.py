@@ -171,10 +171,14 @@ def build_agent(
     *,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     guard: Callable[..., Any] | None = None,
+    edge: bool = False,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """A ReAct agent with the policy guard between the model and its tools.
 
-    ``agent -> guard -> tools -> agent``; the guard answers denied calls itself.
+    ``agent -> guard -> tools -> agent``; the guard answers denied calls itself. With
+    ``edge=True`` the guard is also the agent's conditional edge
+    (:meth:`~langchain_opa_guard.PolicyGuardNode.edge`): a turn whose calls are all
+    allowed goes from the agent to the tools directly, one graph step fewer per round.
     """
     bound = model.bind_tools(tools)
     tool_node = GuardedToolNode(tools)
@@ -190,9 +194,15 @@ def build_agent(
 
     builder = StateGraph(MessagesState)
     builder.add_node("agent", RunnableLambda(agent, afunc=aagent, name="agent"))
-    builder.add_node("guard", guard or PolicyGuardNode(engine, registry=tool_node))
+    guard_node = guard or PolicyGuardNode(engine, registry=tool_node)
+    builder.add_node("guard", guard_node)
     builder.add_node("tools", tool_node)
     builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    if edge:
+        if not isinstance(guard_node, PolicyGuardNode):
+            raise TypeError("edge=True needs a PolicyGuardNode as guard")
+        builder.add_conditional_edges("agent", guard_node.edge("guard"), ["guard", "tools", END])
+    else:
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     builder.add_edge("tools", "agent")
     return builder.compile(checkpointer=checkpointer)

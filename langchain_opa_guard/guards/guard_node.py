@@ -27,6 +27,12 @@ from langchain_opa_guard.guards.denials import (
     turn_stopped_message,
 )
 from langchain_opa_guard.guards.execution import calls_payload, reads_no_state, task_groups
+from langchain_opa_guard.guards.guard_edge import (
+    ROUTED_KEY,
+    routed,
+    routed_decisions,
+    without_routed,
+)
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
@@ -207,20 +213,87 @@ class PolicyGuardNode(RunnableCallable):
         if ticket is not None:
             reviewed = self.turns.review(ticket, config, runtime)
             return self._after_review(state, ticket, reviewed, config)
+        carried, state = state, without_routed(state)
         turn = self.turns.plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        return self._route(state, turn, self.turns.decide(turn, config), config)
+        decided = routed_decisions(carried, turn)
+        if decided is None:
+            decided = self.turns.decide(turn, config)
+        return self._route(state, turn, decided, config)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
         if ticket is not None:
             reviewed = await self.turns.areview(ticket, config, runtime)
             return self._after_review(state, ticket, reviewed, config)
+        carried, state = state, without_routed(state)
         turn = self.turns.plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        return self._route(state, turn, await self.turns.adecide(turn, config), config)
+        decided = routed_decisions(carried, turn)
+        if decided is None:
+            decided = await self.turns.adecide(turn, config)
+        return self._route(state, turn, decided, config)
+
+    # -- the guard as the reasoning node's edge -----------------------------------------
+
+    def edge(self, node: str = "guard") -> RunnableCallable:
+        """This guard as the reasoning node's conditional edge, in place of
+        ``tools_condition``: a turn whose calls are all allowed goes to the tools in the
+        step that proposed it (one graph step fewer per round); any other turn goes on to
+        this guard, added to the graph as ``node``, with the decisions made.
+
+        Example:
+            ```python
+            guard = PolicyGuardNode(engine, registry=tools)
+            builder.add_node("guard", guard)
+            builder.add_node("tools", tools)
+            builder.add_conditional_edges("agent", guard.edge("guard"), ["guard", "tools", END])
+            builder.add_edge("tools", "agent")
+            ```
+
+        The policy input's ``context.node`` is then the reasoning node's name (the edge
+        decides in its step).
+        """
+        node = check_name(node, "node")
+
+        def route(state: Any, config: RunnableConfig, runtime: Runtime) -> Any:
+            turn = self.turns.plan(state, config, runtime)
+            if turn is None:
+                return END
+            return self._edge_route(state, turn, self.turns.decide(turn, config), config, node)
+
+        async def aroute(state: Any, config: RunnableConfig, runtime: Runtime) -> Any:
+            turn = self.turns.plan(state, config, runtime)
+            if turn is None:
+                return END
+            decided = await self.turns.adecide(turn, config)
+            return self._edge_route(state, turn, decided, config, node)
+
+        return RunnableCallable(route, aroute, name=f"{self.name}:edge", trace=False)
+
+    def _edge_route(
+        self,
+        state: Any,
+        turn: Turn,
+        decided: Sequence[Decision],
+        config: RunnableConfig,
+        node: str,
+    ) -> Any:
+        """The allowed calls to the tools when that is all the turn holds; else the turn,
+        with its decisions, to the guard node."""
+        out = self.turns.settle(turn, decided)
+        plain = not (out.stop or out.pending or out.answers) and out.ai_message is turn.ai_message
+        if plain and out.allowed:
+            earlier = turn.messages[: turn.ai_index]
+            command = self._to_tools(
+                state, earlier, out.ai_message, out.allowed, None, config, out.views
+            )
+            return command.goto
+        payload = _with_messages(state, self.messages_key, turn.messages)
+        payload[ROUTED_KEY] = routed(turn, decided)
+        return Send(node, payload)
 
     # -- routing a decided turn ---------------------------------------------------------
 
@@ -262,7 +335,7 @@ class PolicyGuardNode(RunnableCallable):
         if self._stateless_sends:
             state, earlier = {}, ()
         elif isinstance(state, Mapping):
-            state = {k: v for k, v in state.items() if k != TICKET_KEY}
+            state = {k: v for k, v in state.items() if k not in (TICKET_KEY, ROUTED_KEY)}
         sends = [
             Send(
                 self.tools_node,

@@ -1,0 +1,85 @@
+"""The guard node's decisions carried from its edge (:meth:`PolicyGuardNode.edge`).
+
+With the guard as the reasoning node's conditional edge, a turn whose calls are all allowed
+goes to the tools in the step that proposed it; any other turn (a denial, an approval, a
+rewrite, a loop to stop) goes on to the guard node with the decisions already made, in the
+node's own ``Send`` payload, so that each call is decided (logged, traced, counted) once.
+The payload is plain data: it survives a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+from langchain_opa_guard.decision import Decision
+from langchain_opa_guard.guards.planning import Turn
+
+ROUTED_KEY = "__opa_guard_routed__"
+"""Key of the edge's decisions in the guard node's own ``Send`` payload."""
+
+_FIELDS = tuple(f.name for f in fields(Decision))
+
+
+def decided_calls(turn: Turn) -> list[str]:
+    """The ids of the calls of ``turn`` the engine decides, in order."""
+    return [
+        str(call.get("id"))
+        for call, document in zip(turn.calls, turn.inputs, strict=True)
+        if document is not None
+    ]
+
+
+def routed(turn: Turn, decided: Sequence[Decision]) -> dict[str, Any]:
+    """The edge's decisions of ``turn``, as plain data for the guard node."""
+    return {
+        "message_id": turn.ai_message.id,
+        "calls": decided_calls(turn),
+        "decisions": [_plain(decision) for decision in decided],
+    }
+
+
+def routed_decisions(state: Any, turn: Turn) -> list[Decision] | None:
+    """The decisions the edge made for exactly this turn, or ``None`` (decide it afresh):
+    none were carried, or they were made for another message or other calls."""
+    carried = state.get(ROUTED_KEY) if isinstance(state, Mapping) else None
+    if not isinstance(carried, Mapping):
+        return None
+    decisions = carried.get("decisions")
+    if (
+        carried.get("message_id") != turn.ai_message.id
+        or carried.get("calls") != decided_calls(turn)
+        or not isinstance(decisions, list)
+        or len(decisions) != len(carried["calls"])
+    ):
+        return None
+    try:
+        return [_decision(item) for item in decisions]
+    except (TypeError, ValueError):
+        return None
+
+
+def without_routed(state: Any) -> Any:
+    """The state without the edge's decisions (they are for this node only)."""
+    if isinstance(state, Mapping) and ROUTED_KEY in state:
+        return {k: v for k, v in state.items() if k != ROUTED_KEY}
+    return state
+
+
+def _plain(decision: Decision) -> dict[str, Any]:
+    item = {name: getattr(decision, name) for name in _FIELDS}
+    item["reasons"] = list(decision.reasons)
+    item["codes"] = list(decision.codes)
+    item["error"] = None if decision.error is None else str(decision.error)
+    item["args"] = None if decision.args is None else dict(decision.args)
+    return item
+
+
+def _decision(item: Any) -> Decision:
+    if not isinstance(item, Mapping) or set(item) != set(_FIELDS):
+        raise ValueError("not a decision")
+    values = dict(item)
+    values["reasons"] = tuple(values["reasons"])
+    values["codes"] = tuple(values["codes"])
+    return Decision(**values)
