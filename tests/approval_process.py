@@ -26,7 +26,9 @@ def main(step: str, database: str, policies: str) -> None:
         print(json.dumps({"waiting": waiting, "sent": outbox.sent}))
     else:
         result = graph.invoke(Command(resume="approve"), config, context={"user": INTERNAL})
-        print(json.dumps({"sent": outbox.sent, "last": str(result["messages"][-1].content)}))
+        answers = [str(m.content) for m in result["messages"] if m.type == "tool"]
+        last = str(result["messages"][-1].content)
+        print(json.dumps({"sent": outbox.sent, "last": last, "answers": answers}))
 
 
 if __name__ == "__main__":

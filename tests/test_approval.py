@@ -213,17 +213,27 @@ def test_approvals_deny_mode(embedded: PolicyEngine) -> None:
     assert "needs a human's approval" in reply.content
 
 
-def test_approval_across_processes(tmp_path: Any) -> None:
-    """The pause is a checkpoint: one process asks, another resumes (SQLite checkpointer)."""
+@pytest.mark.parametrize("shared_key", [True, False], ids=["shared seal key", "no shared key"])
+def test_approval_across_processes(tmp_path: Any, shared_key: bool) -> None:
+    """The pause is a checkpoint: one process asks, another resumes (SQLite checkpointer).
+    The turn waiting for approval carries the guard's seal: with OPA_GUARD_SEAL_KEY alike in
+    both processes the approved call runs; without it, the other process cannot verify the
+    turn, so nothing of it runs (the model is told to propose it again)."""
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     from conftest import POLICIES
 
+    from langchain_opa_guard.guards.seals import KEY_ENV
+
     here = Path(__file__).resolve().parent
     database = str(tmp_path / "checkpoints.sqlite")
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    if shared_key:
+        env[KEY_ENV] = "the deployment's secret"
 
     def step(name: str) -> dict[str, Any]:
         done = subprocess.run(
@@ -232,10 +242,15 @@ def test_approval_across_processes(tmp_path: Any) -> None:
             text=True,
             check=True,
             cwd=here,
+            env=env,
         )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     first = step("start")
     assert first["sent"] == [] and first["waiting"][0]["requests"][0]["name"] == "send_email"
     second = step("resume")
-    assert second["sent"] == [EMAIL] and second["last"] == "finished"
+    if shared_key:
+        assert second["sent"] == [EMAIL] and second["last"] == "finished"
+    else:
+        assert second["sent"] == []
+        assert any("could not be verified" in a for a in second["answers"])

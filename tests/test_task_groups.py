@@ -175,7 +175,7 @@ def test_a_payload_whose_call_does_not_match_its_grant_runs_nothing(
     engine: PolicyEngine,
 ) -> None:
     """A node that forges the guard's payload: one call granted, the other with the grant of
-    a different call. The granted one runs; the other is answered and never runs."""
+    a different call. The payload's seal no longer holds: neither runs, both are answered."""
     from langgraph.types import Send
 
     from langchain_opa_guard.guards.execution import calls_payload
@@ -195,9 +195,10 @@ def test_a_payload_whose_call_does_not_match_its_grant_runs_nothing(
     builder.add_conditional_edges("forger", lambda s: [Send("tools", payload)], ["tools"])
     builder.add_edge("tools", END)
     out = builder.compile().invoke(INPUTS)
-    assert [call_id for _, call_id, _ in ledger.runs] == ["r1"]
+    assert ledger.runs == []
     answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
-    assert answers["s1"].status == "error"
+    assert answers["s1"].status == answers["r1"].status == "error"
+    assert "could not be verified" in str(answers["s1"].content)
 
 
 def test_a_guard_in_a_subgraph_of_a_checkpointed_parent_sends_a_task_per_call(

@@ -204,6 +204,17 @@ def response_message(call: ToolCall | Mapping[str, Any], text: str) -> ToolMessa
     )
 
 
+def unsealed_call_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
+    """Answer for a call handed to the tools without the guard's seal (forged, or sealed by
+    another process)."""
+    return guard_answer(
+        call,
+        f'The tool call "{_name(call)}" did not run: the policy\'s permission for it could '
+        "not be verified here. Propose it again to have it decided.",
+        "the call's grant could not be verified",
+    )
+
+
 def changed_call_message(call: ToolCall | Mapping[str, Any]) -> ToolMessage:
     """Answer for a call that changed between the policy's decision and its execution."""
     return guard_answer(

@@ -40,8 +40,9 @@ from langgraph.types import Command
 
 from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
-from langchain_opa_guard.guards.denials import changed_call_message
+from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
 from langchain_opa_guard.guards.injections import without_injected_request
+from langchain_opa_guard.guards.seals import seal, sealed
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
@@ -68,6 +69,9 @@ TURN_KEY = "__opa_guard_turn__"
 
 SHARED_KEY = "__opa_guard_shared__"
 """Set in the tools node's config when its task runs several calls (:func:`task_groups`)."""
+
+UNSEALED_KEY = "__opa_guard_unsealed__"
+"""Set in the tools node's config when its payload's seal did not verify (nothing runs)."""
 
 Execute = Callable[[ToolCallRequest], "ToolMessage | Command[Any]"]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable["ToolMessage | Command[Any]"]]
@@ -145,7 +149,7 @@ def calls_payload(
     ]
     base = dict(state) if isinstance(state, Mapping) else {}
     base[messages_key] = list(messages)
-    return {
+    payload = {
         "__type": PAYLOAD_TYPE,
         "calls": plain,
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
@@ -155,6 +159,14 @@ def calls_payload(
         "state": base,
         "stateless": stateless,
     }
+    payload["seal"] = seal(PAYLOAD_TYPE, _sealed_part(payload))
+    return payload
+
+
+def _sealed_part(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What a payload's seal covers: the grants (each call's name and arguments), the views,
+    the turn and the message (the calls themselves are checked against their grants)."""
+    return {key: payload.get(key) for key in ("grant", "views", "message_id", "turn", "stateless")}
 
 
 class GuardedToolNode(ToolNode):
@@ -223,6 +235,9 @@ class GuardedToolNode(ToolNode):
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
         grant = dict(input.get("grant") or {})
+        unsealed = not sealed(PAYLOAD_TYPE, _sealed_part(input), input.get("seal"))
+        if unsealed:  # forged, or sealed in another process: nothing of it runs
+            grant = {}
         # Each call is checked against its grant right before its tool runs (a call without
         # a matching grant is answered there and never runs).
         message = AIMessage(content="", tool_calls=calls, id=input.get("message_id"))
@@ -236,6 +251,7 @@ class GuardedToolNode(ToolNode):
             GRANT_KEY: grant,
             TURN_KEY: input.get("turn"),
             SHARED_KEY: len(calls) > 1,
+            UNSEALED_KEY: unsealed,
             VIEWS_KEY: dict(input.get("views") or {}),
         }
         return state, cast(RunnableConfig, base)
@@ -255,6 +271,9 @@ def _shared(request: ToolCallRequest) -> bool:
 
 def _refusal(request: ToolCallRequest) -> ToolMessage:
     call = request.tool_call
+    config = getattr(request.runtime, "config", None) or {}
+    if (config.get("configurable") or {}).get(UNSEALED_KEY):
+        return unsealed_call_message(call)
     logger.error(
         "tool call %r (%s) changed after the policy allowed it; it did not run",
         call.get("name"),

@@ -4,7 +4,8 @@ With the guard as the reasoning node's conditional edge, a turn whose calls are 
 goes to the tools in the step that proposed it; any other turn (a denial, an approval, a
 rewrite, a loop to stop) goes on to the guard node with the decisions already made, in the
 node's own ``Send`` payload, so that each call is decided (logged, traced, counted) once.
-The payload is plain data: it survives a checkpoint.
+The payload is plain data: it survives a checkpoint; it is sealed (:mod:`.seals`), so
+that a graph's caller cannot hand the guard node decisions of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.guards.planning import Turn
+from langchain_opa_guard.guards.seals import seal, sealed
+from langchain_opa_guard.plain_json import NestingTooDeep
 
 ROUTED_KEY = "__opa_guard_routed__"
 """Key of the edge's decisions in the guard node's own ``Send`` payload."""
@@ -33,11 +36,18 @@ def decided_calls(turn: Turn) -> list[str]:
 
 def routed(turn: Turn, decided: Sequence[Decision]) -> dict[str, Any]:
     """The edge's decisions of ``turn``, as plain data for the guard node."""
-    return {
+    carried = {
         "message_id": turn.ai_message.id,
         "calls": decided_calls(turn),
         "decisions": [_plain(decision) for decision in decided],
     }
+    # A graph's caller can Send to the guard node with any payload: only decisions that
+    # carry the guard's seal are taken (see seals).
+    try:
+        carried["seal"] = seal(ROUTED_KEY, carried)
+    except (NestingTooDeep, RecursionError, TypeError, ValueError):
+        carried["seal"] = None  # the guard node decides the turn afresh
+    return carried
 
 
 def routed_decisions(state: Any, turn: Turn) -> list[Decision] | None:
@@ -47,6 +57,9 @@ def routed_decisions(state: Any, turn: Turn) -> list[Decision] | None:
     if not isinstance(carried, Mapping):
         return None
     decisions = carried.get("decisions")
+    unsealed = {k: v for k, v in carried.items() if k != "seal"}
+    if not sealed(ROUTED_KEY, unsealed, carried.get("seal")):
+        return None
     if (
         carried.get("message_id") != turn.ai_message.id
         or carried.get("calls") != decided_calls(turn)

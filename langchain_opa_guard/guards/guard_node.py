@@ -1,4 +1,10 @@
-"""The guard node: a LangGraph node between the reasoning node and a ``ToolNode``."""
+"""The guard node: a LangGraph node between the reasoning node and a ``ToolNode``.
+
+Why one module: :class:`PolicyGuardNode` is one LangGraph node whose routes (to the tools,
+back to the model, to itself for approval, to the end) and whose edge form
+(:meth:`PolicyGuardNode.edge`) share one decided turn; the deciding, the approval and the
+hand-over to the tools are in modules of their own.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from langchain_opa_guard.guards.denials import (
     DenialStyle,
     run_stopped_message,
     turn_stopped_message,
+    unsealed_call_message,
 )
 from langchain_opa_guard.guards.execution import calls_payload, reads_no_state, task_groups
 from langchain_opa_guard.guards.guard_edge import (
@@ -35,6 +42,7 @@ from langchain_opa_guard.guards.guard_edge import (
 )
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
+from langchain_opa_guard.guards.seals import mapping_sealed, seal_mapping
 from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
 from langchain_opa_guard.ops.decision_log import DecisionLog
 
@@ -210,6 +218,8 @@ class PolicyGuardNode(RunnableCallable):
 
     def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
+        if ticket is not None and not mapping_sealed(TICKET_KEY, ticket):
+            return self._unsealed_ticket(ticket)
         if ticket is not None:
             reviewed = self.turns.review(ticket, config, runtime)
             return self._after_review(state, ticket, reviewed, config)
@@ -224,6 +234,8 @@ class PolicyGuardNode(RunnableCallable):
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
+        if ticket is not None and not mapping_sealed(TICKET_KEY, ticket):
+            return self._unsealed_ticket(ticket)
         if ticket is not None:
             reviewed = await self.turns.areview(ticket, config, runtime)
             return self._after_review(state, ticket, reviewed, config)
@@ -310,7 +322,9 @@ class PolicyGuardNode(RunnableCallable):
         update = {self.messages_key: messages_update} if messages_update else None
         if out.pending:
             payload = _with_messages(state, self.messages_key, turn.messages)
-            payload[TICKET_KEY] = self.turns.ticket_for(turn, out)
+            ticket = self.turns.ticket_for(turn, out)
+            ticket["seal"] = seal_mapping(TICKET_KEY, ticket)
+            payload[TICKET_KEY] = ticket
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
             return Command(update=update, goto=Send(str(here), payload))
         earlier = turn.messages[: turn.ai_index]
@@ -368,6 +382,16 @@ class PolicyGuardNode(RunnableCallable):
         return Command(update={self.messages_key: replies}, goto=END)
 
     # -- human approval ---------------------------------------------------------------
+
+    def _unsealed_ticket(self, ticket: Mapping[str, Any]) -> Command[Any]:
+        """A turn waiting for approval that does not carry the guard's seal (forged, or
+        sealed by another process): none of its calls runs; each is answered so that the
+        model can propose it again."""
+        message = ticket.get("ai_message")
+        calls = message.tool_calls if isinstance(message, AIMessage) else []
+        replies = [unsealed_call_message(call) for call in calls]
+        update = {self.messages_key: replies} if replies else None
+        return Command(update=update, goto=self.agent_node)
 
     def _after_review(
         self, state: Any, ticket: Mapping[str, Any], reviewed: Reviewed, config: RunnableConfig

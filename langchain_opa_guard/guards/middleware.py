@@ -65,6 +65,7 @@ from langchain_opa_guard.guards.middleware_grants import (
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.planning import Turn, deny_without_id
 from langchain_opa_guard.guards.resume import Reviewed
+from langchain_opa_guard.guards.seals import mapping_sealed, seal_mapping
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
 from langchain_opa_guard.guards.visibility import (
@@ -296,6 +297,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ticket["answers"] = out.answers
         ticket["stop"] = out.stop
         ticket["tools"] = dict(self._learned)
+        # A caller can write the agent state with a Command: only a sealed turn is taken.
+        ticket["seal"] = seal_mapping(TURN_KEY, ticket)
         result = [out.ai_message if m is turn.ai_message else m for m in response.result]
         return ExtendedModelResponse(
             model_response=ModelResponse(
@@ -380,6 +383,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return None, None
         ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
         if not isinstance(ticket, Mapping) or ticket.get("message_id") != message.id:
+            return message, None
+        if not mapping_sealed(TURN_KEY, ticket):  # forged, or sealed by another process
             return message, None
         decided: AIMessage = ticket["ai_message"]
         if _as_decided(decided) != _as_decided(message):
@@ -551,7 +556,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         """The metadata of the tools learned when the turn was decided, kept with its
         decision: after a restart the turn resumes here before the model is asked again."""
         ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
-        tools = ticket.get("tools") if isinstance(ticket, Mapping) else None
+        if not isinstance(ticket, Mapping) or not mapping_sealed(TURN_KEY, ticket):
+            return
+        tools = ticket.get("tools")
         if isinstance(tools, Mapping):
             for name, metadata in tools.items():
                 if isinstance(name, str) and isinstance(metadata, Mapping):

@@ -34,6 +34,7 @@ from langchain_opa_guard.guards.decided_views import view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.injections import executed_injections, without_injected
+from langchain_opa_guard.guards.seals import seal, sealed
 
 __all__ = [
     "GRANTS_KEY",
@@ -62,19 +63,30 @@ def grants(
     (``config``: the settling task's, which makes the turn's identity for run-once), and
     each one's arguments as the policy decided them (``views``: call id -> ``view_digest``;
     a call without one does not run)."""
-    return {
+    recorded = {
         "message_id": message_id,
         "turn": decided_turn(message_id, config),
         "calls": {c["id"]: digest_of(c) for c in calls},
         "views": {c["id"]: (views or {}).get(c["id"]) for c in calls},
     }
+    recorded["seal"] = seal(GRANTS_KEY, recorded)
+    return recorded
+
+
+def _verified(recorded: Any) -> Mapping[str, Any] | None:
+    """The grants when they carry the guard's seal (a caller can write the agent state
+    with a ``Command``): else ``None``, and the calls are decided where they run."""
+    if not isinstance(recorded, Mapping):
+        return None
+    unsealed = {k: v for k, v in recorded.items() if k != "seal"}
+    return recorded if sealed(GRANTS_KEY, unsealed, recorded.get("seal")) else None
 
 
 def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage | None:
     """The request to run (its tool checked again where it runs), a refusal, or
     ``None`` when the turn's decision does not cover this call."""
     state = request.state
-    recorded = state.get(GRANTS_KEY) if isinstance(state, Mapping) else None
+    recorded = _verified(state.get(GRANTS_KEY) if isinstance(state, Mapping) else None)
     message = last_ai_message(state_messages(state))
     call = request.tool_call
     if not isinstance(recorded, Mapping) or message is None:
@@ -187,8 +199,9 @@ def refused(call: Mapping[str, Any]) -> ToolMessage:
 
 def granted_turn(request: ToolCallRequest) -> Any:
     """The decided turn whose grants cover ``request`` (see ``decided_turn``)."""
-    recorded = request.state.get(GRANTS_KEY) if isinstance(request.state, Mapping) else None
-    return recorded.get("turn") if isinstance(recorded, Mapping) else None
+    state = request.state
+    recorded = _verified(state.get(GRANTS_KEY) if isinstance(state, Mapping) else None)
+    return recorded.get("turn") if recorded is not None else None
 
 
 def digest_of(call: Mapping[str, Any]) -> str:

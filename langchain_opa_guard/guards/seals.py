@@ -1,0 +1,105 @@
+"""Seals: what the guard hands on to the node that runs its decisions, made unforgeable.
+
+The guard passes its decisions on in graph data: the tools node's ``Send`` payload (the
+allowed calls and their grants), the middleware's grants and decided turn in the agent
+state, the edge's decisions for the guard node, a turn waiting for approval (its calls and
+the policy inputs they are decided again with on resume). Graph code of the application is
+trusted as the guard is, but a graph's caller is not: LangGraph lets the input of a run be
+a ``Command`` whose ``goto`` is a ``Send`` to any node with any payload, and whose
+``update`` writes any channel (a LangGraph server takes both from its API clients). Each of
+those hand-overs therefore carries an HMAC-SHA256 seal over what it grants, under a key only
+the guard holds; a hand-over whose seal does not verify grants nothing (its calls are
+decided again, or answered unrun).
+
+The key is ``$OPA_GUARD_SEAL_KEY`` when set (any text; give every process of a deployment
+the same one, so that a run paused in one process and resumed in another keeps its grants),
+else a random key made when this module is first imported: grants then hold only in the
+process that made them, and a paused run resumed elsewhere has its calls decided again or
+answered unrun (never run unchecked).
+
+Example:
+    ```python
+    mark = seal("grant", {"calls": {"c1": "9f2c..."}, "turn": "..."})
+    assert sealed("grant", {"calls": {"c1": "9f2c..."}, "turn": "..."}, mark)
+    ```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_opa_guard.plain_json import NestingTooDeep, canonical_json, whole_jsonable
+
+__all__ = ["KEY_ENV", "mapping_sealed", "seal", "seal_mapping", "sealed"]
+
+logger = logging.getLogger(__name__)
+
+KEY_ENV = "OPA_GUARD_SEAL_KEY"
+"""The environment variable holding the seal key shared by a deployment's processes."""
+
+_PROCESS_KEY = secrets.token_bytes(32)
+_derived: tuple[str, bytes] | None = None
+
+
+def _key() -> bytes:
+    global _derived
+    given = os.environ.get(KEY_ENV)
+    if not given:
+        return _PROCESS_KEY
+    if _derived is None or _derived[0] != given:
+        _derived = (given, hashlib.sha256(b"langchain-opa-guard seal\0" + given.encode()).digest())
+    return _derived[1]
+
+
+def seal(kind: str, value: Any) -> str:
+    """The seal of ``value`` (plain JSON data) handed on as ``kind``."""
+    message = kind.encode() + b"\0" + canonical_json(value)
+    return hmac.new(_key(), message, hashlib.sha256).hexdigest()
+
+
+def sealed(kind: str, value: Any, mark: Any) -> bool:
+    """Whether ``mark`` is the seal of ``value`` as ``kind`` under this process's key."""
+    if not isinstance(mark, str):
+        return False
+    try:
+        expected = seal(kind, value)
+    except (NestingTooDeep, RecursionError, TypeError, ValueError):
+        return False
+    if hmac.compare_digest(expected, mark):
+        return True
+    logger.warning(
+        "a %s handed on in the graph does not carry the guard's seal (forged, or sealed by "
+        "another process: set %s alike in every process); it grants nothing",
+        kind,
+        KEY_ENV,
+    )
+    return False
+
+
+def seal_mapping(kind: str, mapping: Mapping[str, Any]) -> str | None:
+    """The seal of ``mapping`` without its own ``"seal"`` entry, read as plain JSON data
+    (messages and models as their fields); ``None`` when it cannot be read whole (nothing
+    then verifies it)."""
+    try:
+        return seal(kind, _readable(mapping))
+    except (NestingTooDeep, RecursionError, TypeError, ValueError):
+        return None
+
+
+def mapping_sealed(kind: str, mapping: Mapping[str, Any]) -> bool:
+    """Whether ``mapping`` carries its seal (see :func:`seal_mapping`)."""
+    try:
+        readable = _readable(mapping)
+    except (NestingTooDeep, RecursionError, TypeError, ValueError):
+        return False
+    return sealed(kind, readable, mapping.get("seal"))
+
+
+def _readable(mapping: Mapping[str, Any]) -> Any:
+    return whole_jsonable({k: v for k, v in mapping.items() if k != "seal"})
