@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -59,8 +60,18 @@ def _key() -> bytes:
 
 def seal(kind: str, value: Any) -> str:
     """The seal of ``value`` (plain JSON data) handed on as ``kind``."""
-    message = kind.encode() + b"\0" + canonical_json(value)
-    return hmac.new(_key(), message, hashlib.sha256).hexdigest()
+    try:
+        # The common case (digests, ids, flags): sorted-key ASCII JSON, one text per value.
+        text = (
+            b"j"
+            + json.dumps(
+                value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+            ).encode()
+        )
+    except (TypeError, ValueError):  # keys of other types, non-finite numbers
+        text = b"c" + canonical_json(value)
+    message = kind.encode() + b"\0" + text
+    return hmac.digest(_key(), message, "sha256").hex()
 
 
 def sealed(kind: str, value: Any, mark: Any) -> bool:
