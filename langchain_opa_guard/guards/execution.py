@@ -42,7 +42,7 @@ from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_an
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
 from langchain_opa_guard.guards.injections import without_injected_request
-from langchain_opa_guard.guards.seals import seal, sealed
+from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, seal, sealed
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
@@ -135,11 +135,13 @@ def calls_payload(
     *,
     views: Mapping[str, str] | None = None,
     stateless: bool = False,
+    bound: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The guard node's ``Send`` payload: the allowed calls, their grants, the views the
     policy decided (call id -> ``view_digest``; a call without one does not run), the state
-    (``stateless``: none, for a tools node that :func:`reads_no_state`), and the turn as
-    decided (``config``: the deciding task's, see :func:`decided_turn`)."""
+    (``stateless``: none, for a tools node that :func:`reads_no_state`), the turn as
+    decided (``config``: the deciding task's, see :func:`decided_turn`), and what it is
+    bound to (``bound``: the guard, the thread, when; see :func:`.seals.binding`)."""
     plain = [
         cast(
             ToolCall,
@@ -158,6 +160,7 @@ def calls_payload(
         "turn": decided_turn(ai_message.id, config),
         "state": base,
         "stateless": stateless,
+        "binding": dict(bound) if bound is not None else None,
     }
     payload["seal"] = seal(PAYLOAD_TYPE, _sealed_part(payload))
     return payload
@@ -166,15 +169,18 @@ def calls_payload(
 def _sealed_part(payload: Mapping[str, Any]) -> dict[str, Any]:
     """What a payload's seal covers: the grants (each call's name and arguments), the views,
     the turn and the message (the calls themselves are checked against their grants)."""
-    return {key: payload.get(key) for key in ("grant", "views", "message_id", "turn", "stateless")}
+    keys = ("grant", "views", "message_id", "turn", "stateless", "binding")
+    return {key: payload.get(key) for key in keys}
 
 
 class GuardedToolNode(ToolNode):
     """A ``ToolNode`` that runs only the calls a :class:`PolicyGuardNode` allowed.
 
-    It takes the same arguments as ``ToolNode``. Its input must be the guard node's
-    ``Send``: the allowed calls themselves with their grants. Anything else (the graph
-    state through a static edge, a ``Send`` of any other form) raises
+    It takes the same arguments as ``ToolNode``, and ``grant_ttl``: seconds a grant holds
+    after the guard made it (a run paused longer before its tools, or a grant replayed,
+    has its calls answered unrun; ``None``: no limit). Its input must be the guard node's
+    ``Send``: the allowed calls themselves with their grants, sealed, for this thread.
+    Anything else (the graph state through a static edge, a ``Send`` of any other form) raises
     :class:`GuardWiringError` before any tool runs; graph code of yours that writes the
     guard's own payload is trusted as the guard is. Right before a tool runs, the call
     must still match its grant: your own ``wrap_tool_call`` interceptors run outside that
@@ -196,6 +202,7 @@ class GuardedToolNode(ToolNode):
         *,
         wrap_tool_call: Wrapper | None = None,
         awrap_tool_call: AsyncWrapper | None = None,
+        grant_ttl: float | None = GRANT_TTL,
         **kwargs: Any,
     ) -> None:
         sync_wrapper, async_wrapper = _compose(wrap_tool_call, awrap_tool_call)
@@ -206,6 +213,25 @@ class GuardedToolNode(ToolNode):
         # A subclass may read the state its own way: it counts as reading it.
         self.reads_no_state = type(self) is GuardedToolNode and _reads_no_state(self)
         self._messages_key_for_guard: str = kwargs.get("messages_key", "messages")
+        self.grant_ttl = grant_ttl
+        # The guards whose hand-overs this node takes (a guard given this node as its
+        # registry= adds itself); none known: any guard's, under the seal.
+        self.guard_scopes: set[str] | None = None
+        self._revisions: dict[str, Callable[[], str | None]] = {}
+
+    def accept_guard(self, scope: str, revision: Callable[[], str | None] | None = None) -> None:
+        """Take the hand-overs of the guard of ``scope`` (:func:`.seals.guard_scope`); once
+        one is named, those of any other guard (another graph's, a permissive sandbox's)
+        grant nothing here. ``revision`` gives that guard's policy revision in force now: a
+        grant made under another one (before a reload that may revoke it) grants nothing."""
+        self.guard_scopes = {*(self.guard_scopes or ()), scope}
+        if revision is not None:
+            self._revisions[scope] = revision
+
+    def _revision_now(self, bound: Any) -> str | None:
+        scope = bound.get("scope") if isinstance(bound, Mapping) else None
+        current = self._revisions.get(scope) if isinstance(scope, str) else None
+        return current() if current is not None else None
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         state, config = self._admit(input, config)
@@ -235,7 +261,11 @@ class GuardedToolNode(ToolNode):
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
         grant = dict(input.get("grant") or {})
-        unsealed = not sealed(PAYLOAD_TYPE, _sealed_part(input), input.get("seal"))
+        bound = input.get("binding")
+        revision = self._revision_now(bound)
+        unsealed = not sealed(
+            PAYLOAD_TYPE, _sealed_part(input), input.get("seal")
+        ) or not binding_holds(bound, config, self.guard_scopes, self.grant_ttl, revision)
         if unsealed:  # forged, or sealed in another process: nothing of it runs
             grant = {}
         # Each call is checked against its grant right before its tool runs (a call without

@@ -15,8 +15,9 @@ from dataclasses import fields
 from typing import Any
 
 from langchain_opa_guard.decision import Decision
+from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.planning import Turn
-from langchain_opa_guard.guards.seals import seal, sealed
+from langchain_opa_guard.guards.seals import binding_holds, engine_revision, seal, sealed
 from langchain_opa_guard.plain_json import NestingTooDeep
 
 ROUTED_KEY = "__opa_guard_routed__"
@@ -25,21 +26,24 @@ ROUTED_KEY = "__opa_guard_routed__"
 _FIELDS = tuple(f.name for f in fields(Decision))
 
 
-def decided_calls(turn: Turn) -> list[str]:
-    """The ids of the calls of ``turn`` the engine decides, in order."""
+def decided_calls(turn: Turn) -> list[list[str]]:
+    """The calls of ``turn`` the engine decides, in order: each one's id and the digest of
+    its name and arguments (decisions are for exactly those calls)."""
     return [
-        str(call.get("id"))
+        [str(call.get("id")), call_digest(call.get("name"), call.get("args"))]
         for call, document in zip(turn.calls, turn.inputs, strict=True)
         if document is not None
     ]
 
 
-def routed(turn: Turn, decided: Sequence[Decision]) -> dict[str, Any]:
-    """The edge's decisions of ``turn``, as plain data for the guard node."""
+def routed(turn: Turn, decided: Sequence[Decision], bound: Mapping[str, Any]) -> dict[str, Any]:
+    """The edge's decisions of ``turn``, as plain data for the guard node (``bound``: the
+    guard, thread and time they are for, see :func:`.seals.binding`)."""
     carried = {
         "message_id": turn.ai_message.id,
         "calls": decided_calls(turn),
         "decisions": [_plain(decision) for decision in decided],
+        "binding": dict(bound),
     }
     # A graph's caller can Send to the guard node with any payload: only decisions that
     # carry the guard's seal are taken (see seals).
@@ -50,15 +54,20 @@ def routed(turn: Turn, decided: Sequence[Decision]) -> dict[str, Any]:
     return carried
 
 
-def routed_decisions(state: Any, turn: Turn) -> list[Decision] | None:
+def routed_decisions(
+    state: Any, turn: Turn, config: Mapping[str, Any] | None, scope: str, engine: Any
+) -> list[Decision] | None:
     """The decisions the edge made for exactly this turn, or ``None`` (decide it afresh):
-    none were carried, or they were made for another message or other calls."""
+    none were carried, or not sealed, or made for another guard, thread, message or calls,
+    or too long ago."""
     carried = state.get(ROUTED_KEY) if isinstance(state, Mapping) else None
     if not isinstance(carried, Mapping):
         return None
     decisions = carried.get("decisions")
     unsealed = {k: v for k, v in carried.items() if k != "seal"}
     if not sealed(ROUTED_KEY, unsealed, carried.get("seal")):
+        return None
+    if not binding_holds(carried.get("binding"), config, {scope}, revision=engine_revision(engine)):
         return None
     if (
         carried.get("message_id") != turn.ai_message.id

@@ -33,7 +33,12 @@ from langchain_opa_guard.guards.denials import (
     turn_stopped_message,
     unsealed_call_message,
 )
-from langchain_opa_guard.guards.execution import calls_payload, reads_no_state, task_groups
+from langchain_opa_guard.guards.execution import (
+    GuardedToolNode,
+    calls_payload,
+    reads_no_state,
+    task_groups,
+)
 from langchain_opa_guard.guards.guard_edge import (
     ROUTED_KEY,
     routed,
@@ -42,7 +47,14 @@ from langchain_opa_guard.guards.guard_edge import (
 )
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
-from langchain_opa_guard.guards.seals import mapping_sealed, seal_mapping
+from langchain_opa_guard.guards.seals import (
+    binding,
+    binding_holds,
+    engine_revision,
+    guard_scope,
+    mapping_sealed,
+    seal_mapping,
+)
 from langchain_opa_guard.guards.turns import ToolRegistry, TurnDecider
 from langchain_opa_guard.ops.decision_log import DecisionLog
 
@@ -192,6 +204,11 @@ class PolicyGuardNode(RunnableCallable):
             )
         # A tools node that never reads the state gets each call without a copy of it.
         self._stateless_sends = reads_no_state(registry)
+        # What this guard hands on is bound to it (its engine and nodes): the tools node it
+        # was given takes no other guard's grants.
+        self._scope = guard_scope(self.engine, self.agent_node, self.tools_node)
+        if isinstance(registry, GuardedToolNode):
+            registry.accept_guard(self._scope, lambda: engine_revision(self.engine))
         self._declare_destinations()
 
     def __repr__(self) -> str:
@@ -218,7 +235,7 @@ class PolicyGuardNode(RunnableCallable):
 
     def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
-        if ticket is not None and not mapping_sealed(TICKET_KEY, ticket):
+        if ticket is not None and not self._ticket_holds(ticket, config):
             return self._unsealed_ticket(ticket)
         if ticket is not None:
             reviewed = self.turns.review(ticket, config, runtime)
@@ -227,14 +244,14 @@ class PolicyGuardNode(RunnableCallable):
         turn = self.turns.plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        decided = routed_decisions(carried, turn)
+        decided = routed_decisions(carried, turn, config, self._scope, self.engine)
         if decided is None:
             decided = self.turns.decide(turn, config)
         return self._route(state, turn, decided, config)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
-        if ticket is not None and not mapping_sealed(TICKET_KEY, ticket):
+        if ticket is not None and not self._ticket_holds(ticket, config):
             return self._unsealed_ticket(ticket)
         if ticket is not None:
             reviewed = await self.turns.areview(ticket, config, runtime)
@@ -243,7 +260,7 @@ class PolicyGuardNode(RunnableCallable):
         turn = self.turns.plan(state, config, runtime)
         if turn is None:
             return Command(goto=END)
-        decided = routed_decisions(carried, turn)
+        decided = routed_decisions(carried, turn, config, self._scope, self.engine)
         if decided is None:
             decided = await self.turns.adecide(turn, config)
         return self._route(state, turn, decided, config)
@@ -304,7 +321,7 @@ class PolicyGuardNode(RunnableCallable):
             )
             return command.goto
         payload = _with_messages(state, self.messages_key, turn.messages)
-        payload[ROUTED_KEY] = routed(turn, decided)
+        payload[ROUTED_KEY] = routed(turn, decided, self._binding(config))
         return Send(node, payload)
 
     # -- routing a decided turn ---------------------------------------------------------
@@ -323,6 +340,7 @@ class PolicyGuardNode(RunnableCallable):
         if out.pending:
             payload = _with_messages(state, self.messages_key, turn.messages)
             ticket = self.turns.ticket_for(turn, out)
+            ticket["binding"] = self._binding(config)
             ticket["seal"] = seal_mapping(TICKET_KEY, ticket)
             payload[TICKET_KEY] = ticket
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
@@ -362,6 +380,7 @@ class PolicyGuardNode(RunnableCallable):
                     config,
                     views=views,
                     stateless=self._stateless_sends,
+                    bound=self._binding(config),
                 ),
             )
             for group in task_groups(allowed, config, ai_message.id)
@@ -382,6 +401,16 @@ class PolicyGuardNode(RunnableCallable):
         return Command(update={self.messages_key: replies}, goto=END)
 
     # -- human approval ---------------------------------------------------------------
+
+    def _binding(self, config: RunnableConfig) -> dict[str, Any]:
+        return binding(self._scope, config, engine_revision(self.engine))
+
+    def _ticket_holds(self, ticket: Mapping[str, Any], config: RunnableConfig) -> bool:
+        """A turn waiting for approval is taken when it is this guard's, for this thread,
+        sealed (it waits as long as the reviewer takes: its calls are decided again)."""
+        return mapping_sealed(TICKET_KEY, ticket) and binding_holds(
+            ticket.get("binding"), config, {self._scope}, ttl=None
+        )
 
     def _unsealed_ticket(self, ticket: Mapping[str, Any]) -> Command[Any]:
         """A turn waiting for approval that does not carry the guard's seal (forged, or

@@ -65,7 +65,15 @@ from langchain_opa_guard.guards.middleware_grants import (
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.planning import Turn, deny_without_id
 from langchain_opa_guard.guards.resume import Reviewed
-from langchain_opa_guard.guards.seals import mapping_sealed, seal_mapping
+from langchain_opa_guard.guards.seals import (
+    GRANT_TTL,
+    binding,
+    binding_holds,
+    engine_revision,
+    guard_scope,
+    mapping_sealed,
+    seal_mapping,
+)
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
 from langchain_opa_guard.guards.visibility import (
@@ -202,6 +210,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.visibility_path = visibility_path
         self.user_key = user_key
         self._registered = frozenset(self._turns.metadata_of)
+        # What this middleware hands on (grants, its decided turn) is bound to it.
+        self._scope = guard_scope(self.engine, "OPAGuardMiddleware")
         self._learned: dict[str, dict[str, Any]] = {}
         self._knows_every_tool = False
 
@@ -298,6 +308,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ticket["stop"] = out.stop
         ticket["tools"] = dict(self._learned)
         # A caller can write the agent state with a Command: only a sealed turn is taken.
+        ticket["binding"] = binding(self._scope, _current_config(), engine_revision(self.engine))
         ticket["seal"] = seal_mapping(TURN_KEY, ticket)
         result = [out.ai_message if m is turn.ai_message else m for m in response.result]
         return ExtendedModelResponse(
@@ -384,13 +395,27 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
         if not isinstance(ticket, Mapping) or ticket.get("message_id") != message.id:
             return message, None
-        if not mapping_sealed(TURN_KEY, ticket):  # forged, or sealed by another process
+        # Forged, sealed by another process or another guard, for another thread; a turn
+        # that grants without a reviewer (nothing pending) only for a short while.
+        ttl = None if ticket.get("pending") else GRANT_TTL
+        if not self._holds(ticket, ttl):
             return message, None
         decided: AIMessage = ticket["ai_message"]
         if _as_decided(decided) != _as_decided(message):
             logger.warning("the model's turn changed after the policy decided it; deciding again")
             return message, None
         return message, ticket
+
+    def _holds(self, ticket: Mapping[str, Any], ttl: float | None) -> bool:
+        try:
+            config: Mapping[str, Any] | None = _current_config()
+        except RuntimeError:
+            config = None
+        # A turn that grants without a reviewer holds only under the policy in force.
+        revision = engine_revision(self.engine) if ttl is not None else None
+        return mapping_sealed(TURN_KEY, ticket) and binding_holds(
+            ticket.get("binding"), config, {self._scope}, ttl, revision
+        )
 
     def _cleared(self, state: Any) -> dict[str, Any] | None:
         if isinstance(state, Mapping) and (state.get(TURN_KEY) or state.get(GRANTS_KEY)):
@@ -412,6 +437,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 reviewed.allowed,
                 _current_config(),
                 self._turns.views_of(reviewed.allowed, ticket.get("views")),
+                binding(self._scope, _current_config(), engine_revision(self.engine)),
             ),
         }
 
@@ -470,7 +496,13 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "messages": messages,
             HISTORY_KEY: self._recorded(state, out.ai_message, messages),
             TURN_KEY: None,
-            GRANTS_KEY: grants(message.id, out.allowed, _current_config(), out.views),
+            GRANTS_KEY: grants(
+                message.id,
+                out.allowed,
+                _current_config(),
+                out.views,
+                binding(self._scope, _current_config(), engine_revision(self.engine)),
+            ),
         }
 
     # -- where the tool runs -----------------------------------------------------------
@@ -481,12 +513,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
-        granted = checked_request(request)
+        granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:  # not part of the decided turn: decided here, on its own
             return self.guard.wrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return run_once(granted, handler, granted_turn(granted))
+        return run_once(granted, handler, granted_turn(granted, self._scope))
 
     async def awrap_tool_call(
         self,
@@ -494,12 +526,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
-        granted = checked_request(request)
+        granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:
             return await self.guard.awrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return await arun_once(granted, handler, granted_turn(granted))
+        return await arun_once(granted, handler, granted_turn(granted, self._scope))
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -556,7 +588,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         """The metadata of the tools learned when the turn was decided, kept with its
         decision: after a restart the turn resumes here before the model is asked again."""
         ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
-        if not isinstance(ticket, Mapping) or not mapping_sealed(TURN_KEY, ticket):
+        if not isinstance(ticket, Mapping) or not self._holds(ticket, None):
             return
         tools = ticket.get("tools")
         if isinstance(tools, Mapping):

@@ -34,7 +34,7 @@ from langchain_opa_guard.guards.decided_views import view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.injections import executed_injections, without_injected
-from langchain_opa_guard.guards.seals import seal, sealed
+from langchain_opa_guard.guards.seals import binding_holds, seal, sealed
 
 __all__ = [
     "GRANTS_KEY",
@@ -58,6 +58,7 @@ def grants(
     calls: Sequence[Mapping[str, Any]],
     config: RunnableConfig | None = None,
     views: Mapping[str, str] | None = None,
+    bound: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The grants of a settled turn: the calls of model message ``message_id`` that may run
     (``config``: the settling task's, which makes the turn's identity for run-once), and
@@ -68,25 +69,40 @@ def grants(
         "turn": decided_turn(message_id, config),
         "calls": {c["id"]: digest_of(c) for c in calls},
         "views": {c["id"]: (views or {}).get(c["id"]) for c in calls},
+        "binding": dict(bound) if bound is not None else None,
     }
     recorded["seal"] = seal(GRANTS_KEY, recorded)
     return recorded
 
 
-def _verified(recorded: Any) -> Mapping[str, Any] | None:
-    """The grants when they carry the guard's seal (a caller can write the agent state
-    with a ``Command``): else ``None``, and the calls are decided where they run."""
+def _verified(
+    request: ToolCallRequest, scope: str | None, revision: str | None = None
+) -> Mapping[str, Any] | None:
+    """The request's grants when they carry the guard's seal and were made by the guard of
+    ``scope`` for this thread not long ago (a caller can write the agent state with a
+    ``Command``): else ``None``, and the calls are decided where they run."""
+    state = request.state
+    recorded = state.get(GRANTS_KEY) if isinstance(state, Mapping) else None
     if not isinstance(recorded, Mapping):
         return None
     unsealed = {k: v for k, v in recorded.items() if k != "seal"}
-    return recorded if sealed(GRANTS_KEY, unsealed, recorded.get("seal")) else None
+    if not sealed(GRANTS_KEY, unsealed, recorded.get("seal")):
+        return None
+    config = getattr(request.runtime, "config", None)
+    scopes = None if scope is None else {scope}
+    holds = binding_holds(recorded.get("binding"), config, scopes, revision=revision)
+    return recorded if holds else None
 
 
-def checked_request(request: ToolCallRequest) -> ToolCallRequest | ToolMessage | None:
+def checked_request(
+    request: ToolCallRequest, scope: str | None = None, revision: str | None = None
+) -> ToolCallRequest | ToolMessage | None:
     """The request to run (its tool checked again where it runs), a refusal, or
-    ``None`` when the turn's decision does not cover this call."""
+    ``None`` when the turn's decision does not cover this call (``scope``: the guard whose
+    grants count, see :func:`.seals.guard_scope`; ``revision``: the policy in force now,
+    when known)."""
     state = request.state
-    recorded = _verified(state.get(GRANTS_KEY) if isinstance(state, Mapping) else None)
+    recorded = _verified(request, scope, revision)
     message = last_ai_message(state_messages(state))
     call = request.tool_call
     if not isinstance(recorded, Mapping) or message is None:
@@ -197,10 +213,9 @@ def refused(call: Mapping[str, Any]) -> ToolMessage:
     return changed_call_message(call)
 
 
-def granted_turn(request: ToolCallRequest) -> Any:
+def granted_turn(request: ToolCallRequest, scope: str | None = None) -> Any:
     """The decided turn whose grants cover ``request`` (see ``decided_turn``)."""
-    state = request.state
-    recorded = _verified(state.get(GRANTS_KEY) if isinstance(state, Mapping) else None)
+    recorded = _verified(request, scope)
     return recorded.get("turn") if recorded is not None else None
 
 

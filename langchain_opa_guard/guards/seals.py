@@ -32,12 +32,23 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Container, Mapping
 from typing import Any
 
 from langchain_opa_guard.plain_json import NestingTooDeep, canonical_json, whole_jsonable
 
-__all__ = ["KEY_ENV", "mapping_sealed", "seal", "seal_mapping", "sealed"]
+__all__ = [
+    "GRANT_TTL",
+    "KEY_ENV",
+    "binding",
+    "binding_holds",
+    "guard_scope",
+    "mapping_sealed",
+    "seal",
+    "seal_mapping",
+    "sealed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,3 +125,80 @@ def mapping_sealed(kind: str, mapping: Mapping[str, Any]) -> bool:
 
 def _readable(mapping: Mapping[str, Any]) -> Any:
     return whole_jsonable({k: v for k, v in mapping.items() if k != "seal"})
+
+
+# -- what a hand-over is bound to --------------------------------------------------------
+
+GRANT_TTL = 600.0
+"""Seconds a hand-over that grants calls (a tools payload, the middleware's grants, the
+edge's decisions) is taken after it was sealed: a replay of one captured earlier, or a run
+paused longer before its tools, has its calls answered unrun or decided again."""
+
+_CLOCK_SKEW = 60.0
+
+
+def guard_scope(engine: Any, *names: Any) -> str:
+    """Which guard a hand-over is for: its engine (kind, where its policy comes from, the
+    decision path) and ``names`` (the nodes it routes between). A hand-over of a guard with
+    another engine (a sandbox's, a permissive one) grants nothing here."""
+    where = getattr(engine, "url", None) or getattr(engine, "path", None) or ""
+    identity = [
+        type(engine).__name__,
+        str(where),
+        str(getattr(engine, "policy", "")),
+        *map(str, names),
+    ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+
+
+def binding(scope: str, config: Mapping[str, Any] | None, revision: Any = None) -> dict[str, Any]:
+    """The binding a hand-over carries under its seal: the guard's ``scope``, the thread of
+    the run (``config``), when it was made, and the policy revision in force then (an
+    engine that knows its current one: see :func:`engine_revision`)."""
+    return {"scope": scope, "thread": _thread(config), "at": time.time(), "revision": revision}
+
+
+def engine_revision(engine: Any) -> str | None:
+    """The revision of the policy ``engine`` has loaded now, when it knows it without a
+    request (``EmbeddedPolicy.revision``); else ``None``."""
+    revision = getattr(engine, "revision", None)
+    return revision if isinstance(revision, str) else None
+
+
+def binding_holds(
+    bound: Any,
+    config: Mapping[str, Any] | None,
+    scopes: Container[str] | None,
+    ttl: float | None = GRANT_TTL,
+    revision: str | None = None,
+) -> bool:
+    """Whether a (verified) hand-over's binding holds here: the same thread, a guard of
+    ``scopes`` (``None``: any), not older than ``ttl`` seconds (``None``: no limit), and,
+    where both are known, made under the policy ``revision`` in force now."""
+    if not isinstance(bound, Mapping):
+        return False
+    made_under = bound.get("revision")
+    if bound.get("thread") != _thread(config):
+        reason = "another thread"
+    elif scopes is not None and bound.get("scope") not in scopes:
+        reason = "another guard"
+    elif ttl is not None and not _fresh(bound.get("at"), ttl):
+        reason = f"more than {ttl:g} s ago"
+    elif revision is not None and made_under is not None and made_under != revision:
+        reason = "a policy no longer in force"
+    else:
+        return True
+    logger.warning("a hand-over of the guard was made for %s; it grants nothing here", reason)
+    return False
+
+
+def _fresh(at: Any, ttl: float) -> bool:
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return False
+    age = time.time() - at
+    return -_CLOCK_SKEW <= age <= ttl
+
+
+def _thread(config: Mapping[str, Any] | None) -> str | None:
+    thread = ((config or {}).get("configurable") or {}).get("thread_id")
+    return None if thread is None else str(thread)
