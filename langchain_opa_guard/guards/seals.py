@@ -38,6 +38,11 @@ from typing import Any
 
 from langchain_opa_guard.plain_json import NestingTooDeep, canonical_json, whole_jsonable
 
+try:  # pragma: no branch - orjson is installed wherever langsmith is
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
+
 __all__ = [
     "GRANT_TTL",
     "KEY_ENV",
@@ -71,18 +76,18 @@ def _key() -> bytes:
 
 def seal(kind: str, value: Any) -> str:
     """The seal of ``value`` (plain JSON data) handed on as ``kind``."""
-    try:
-        # The common case (digests, ids, flags): sorted-key ASCII JSON, one text per value.
-        text = (
-            b"j"
-            + json.dumps(
-                value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-            ).encode()
-        )
-    except (TypeError, ValueError):  # keys of other types, non-finite numbers
+    # The common case (digests, ids, flags, a time): sorted-key JSON by orjson, whose text
+    # for such plain data is one per value; anything it refuses (a lone surrogate, a key
+    # of another type, a non-finite number) as canonical_json writes it.
+    text: bytes | None = None
+    if _orjson is not None:
+        try:
+            text = b"o" + _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+        except (TypeError, _orjson.JSONEncodeError):
+            text = None
+    if text is None:
         text = b"c" + canonical_json(value)
-    message = kind.encode() + b"\0" + text
-    return hmac.digest(_key(), message, "sha256").hex()
+    return hmac.digest(_key(), kind.encode() + b"\0" + text, "sha256").hex()
 
 
 def sealed(kind: str, value: Any, mark: Any) -> bool:
