@@ -57,17 +57,21 @@ def started(graph: Any, thread: str) -> dict[str, Any]:
     return config
 
 
+def guard_of(graph: Any) -> Any:
+    """The graph's own guard node (its scope is what its hand-overs are bound to)."""
+    return graph.nodes["guard"].bound
+
+
 def forged_payload(
-    ledger: Ledger, engine: Any = None, config: dict[str, Any] | None = None
+    ledger: Ledger, guard: Any = None, config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A tools payload for the denied payment; with ``engine`` and ``config``, bound as the
+    """A tools payload for the denied payment; with ``guard`` and ``config``, bound as the
     graph's own guard binds its hand-overs (its scope, the thread, now)."""
     message = AIMessage("", tool_calls=[PAY], id="forged")
     views = decided_views([PAY], None, {t.name: t for t in mediation_tools(ledger)})
     bound = None
-    if engine is not None:
-        scope = seals.guard_scope(engine, "agent", "tools")
-        bound = seals.binding(scope, config, seals.engine_revision(engine))
+    if guard is not None:
+        bound = seals.binding(guard._scope, config, seals.engine_revision(guard.engine))
     return calls_payload(
         [PAY], {}, "messages", [], message, views=views, stateless=True, bound=bound
     )
@@ -96,7 +100,7 @@ def test_control_the_same_payload_sealed_here_runs(
     graph = node_graph(engine, Script(["hi"]), ledger, checkpointer=InMemorySaver())
     config = started(graph, "send-control")
     graph.invoke(
-        Command(goto=Send("tools", forged_payload(ledger, engine, config))),
+        Command(goto=Send("tools", forged_payload(ledger, guard_of(graph), config))),
         config,
         context={"user": USER},
     )
@@ -112,7 +116,7 @@ def test_a_shared_key_lets_another_process_s_grant_run(
     graph = node_graph(engine, Script(["hi"]), ledger, checkpointer=InMemorySaver())
     config = started(graph, "send-shared")
     with another_process(monkeypatch):
-        payload = forged_payload(ledger, engine, config)
+        payload = forged_payload(ledger, guard_of(graph), config)
     graph.invoke(Command(goto=Send("tools", payload)), config, context={"user": USER})
     assert [name for name, _, _ in ledger.runs] == ["pay"]
 

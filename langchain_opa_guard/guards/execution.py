@@ -102,7 +102,10 @@ def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) ->
 
 
 def task_groups(
-    calls: Sequence[ToolCall], config: Mapping[str, Any] | None, message_id: Any
+    calls: Sequence[ToolCall],
+    config: Mapping[str, Any] | None,
+    message_id: Any,
+    turn_id: str | None = None,
 ) -> list[list[ToolCall]]:
     """How the allowed calls of a turn go to the tools node, one ``Send`` per group.
 
@@ -119,7 +122,7 @@ def task_groups(
     if (
         len(calls) < 2
         or configurable.get(CONFIG_KEY_CHECKPOINTER) is not None
-        or decided_turn(message_id, config) is None
+        or (turn_id or decided_turn(message_id, config)) is None
     ):
         return [[call] for call in calls]
     return [list(calls)]
@@ -136,6 +139,7 @@ def calls_payload(
     views: Mapping[str, str] | None = None,
     stateless: bool = False,
     bound: Mapping[str, Any] | None = None,
+    turn_id: str | None = None,
 ) -> dict[str, Any]:
     """The guard node's ``Send`` payload: the allowed calls, their grants, the views the
     policy decided (call id -> ``view_digest``; a call without one does not run), the state
@@ -157,7 +161,7 @@ def calls_payload(
         "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
         "views": {c["id"]: (views or {}).get(str(c["id"])) for c in plain},
         "message_id": ai_message.id,
-        "turn": decided_turn(ai_message.id, config),
+        "turn": turn_id or decided_turn(ai_message.id, config),
         "state": base,
         "stateless": stateless,
         "binding": dict(bound) if bound is not None else None,

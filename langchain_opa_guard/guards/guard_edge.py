@@ -36,14 +36,19 @@ def decided_calls(turn: Turn) -> list[list[str]]:
     ]
 
 
-def routed(turn: Turn, decided: Sequence[Decision], bound: Mapping[str, Any]) -> dict[str, Any]:
+def routed(
+    turn: Turn, decided: Sequence[Decision], bound: Mapping[str, Any], turn_id: str | None
+) -> dict[str, Any]:
     """The edge's decisions of ``turn``, as plain data for the guard node (``bound``: the
-    guard, thread and time they are for, see :func:`.seals.binding`)."""
+    guard, thread and time they are for, see :func:`.seals.binding`; ``turn_id``: the
+    decided turn, :func:`~.claims.decided_turn` of the edge's task, under which its calls
+    run once however often the decisions are delivered)."""
     carried = {
         "message_id": turn.ai_message.id,
         "calls": decided_calls(turn),
         "decisions": [_plain(decision) for decision in decided],
         "binding": dict(bound),
+        "turn": turn_id,
     }
     # A graph's caller can Send to the guard node with any payload: only decisions that
     # carry the guard's seal are taken (see seals).
@@ -80,6 +85,13 @@ def routed_decisions(
         return [_decision(item) for item in decisions]
     except (TypeError, ValueError):
         return None
+
+
+def routed_turn(state: Any) -> str | None:
+    """The decided turn the edge's decisions carry (read once they were accepted)."""
+    carried = state.get(ROUTED_KEY) if isinstance(state, Mapping) else None
+    turn = carried.get("turn") if isinstance(carried, Mapping) else None
+    return turn if isinstance(turn, str) else None
 
 
 def without_routed(state: Any) -> Any:

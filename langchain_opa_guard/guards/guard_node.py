@@ -27,6 +27,7 @@ from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.approval import TICKET_KEY
 from langchain_opa_guard.guards.arguments import check_name
+from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.denials import (
     DenialStyle,
     run_stopped_message,
@@ -43,6 +44,7 @@ from langchain_opa_guard.guards.guard_edge import (
     ROUTED_KEY,
     routed,
     routed_decisions,
+    routed_turn,
     without_routed,
 )
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
@@ -50,6 +52,7 @@ from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.seals import (
     binding,
     binding_holds,
+    decider_rules,
     engine_revision,
     guard_scope,
     mapping_sealed,
@@ -206,7 +209,9 @@ class PolicyGuardNode(RunnableCallable):
         self._stateless_sends = reads_no_state(registry)
         # What this guard hands on is bound to it (its engine and nodes): the tools node it
         # was given takes no other guard's grants.
-        self._scope = guard_scope(self.engine, self.agent_node, self.tools_node)
+        self._scope = guard_scope(
+            self.engine, self.agent_node, self.tools_node, rules=decider_rules(self.turns)
+        )
         if isinstance(registry, GuardedToolNode):
             registry.accept_guard(self._scope, lambda: engine_revision(self.engine))
         self._declare_destinations()
@@ -245,9 +250,9 @@ class PolicyGuardNode(RunnableCallable):
         if turn is None:
             return Command(goto=END)
         decided = routed_decisions(carried, turn, config, self._scope, self.engine)
-        if decided is None:
-            decided = self.turns.decide(turn, config)
-        return self._route(state, turn, decided, config)
+        if decided is not None:  # the edge's: its calls run once under the edge's turn
+            return self._route(state, turn, decided, config, routed_turn(carried))
+        return self._route(state, turn, self.turns.decide(turn, config), config)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
         ticket = _ticket(state)
@@ -261,9 +266,9 @@ class PolicyGuardNode(RunnableCallable):
         if turn is None:
             return Command(goto=END)
         decided = routed_decisions(carried, turn, config, self._scope, self.engine)
-        if decided is None:
-            decided = await self.turns.adecide(turn, config)
-        return self._route(state, turn, decided, config)
+        if decided is not None:
+            return self._route(state, turn, decided, config, routed_turn(carried))
+        return self._route(state, turn, await self.turns.adecide(turn, config), config)
 
     # -- the guard as the reasoning node's edge -----------------------------------------
 
@@ -321,13 +326,19 @@ class PolicyGuardNode(RunnableCallable):
             )
             return command.goto
         payload = _with_messages(state, self.messages_key, turn.messages)
-        payload[ROUTED_KEY] = routed(turn, decided, self._binding(config))
+        turn_id = decided_turn(turn.ai_message.id, config)
+        payload[ROUTED_KEY] = routed(turn, decided, self._binding(config), turn_id)
         return Send(node, payload)
 
     # -- routing a decided turn ---------------------------------------------------------
 
     def _route(
-        self, state: Any, turn: Turn, decided: Sequence[Decision], config: RunnableConfig
+        self,
+        state: Any,
+        turn: Turn,
+        decided: Sequence[Decision],
+        config: RunnableConfig,
+        turn_id: str | None = None,
     ) -> Command[Any]:
         out = self.turns.settle(turn, decided)
         messages_update: list[Any] = []
@@ -347,7 +358,7 @@ class PolicyGuardNode(RunnableCallable):
             return Command(update=update, goto=Send(str(here), payload))
         earlier = turn.messages[: turn.ai_index]
         return self._to_tools(
-            state, earlier, out.ai_message, out.allowed, update, config, out.views
+            state, earlier, out.ai_message, out.allowed, update, config, out.views, turn_id
         )
 
     def _to_tools(
@@ -359,9 +370,11 @@ class PolicyGuardNode(RunnableCallable):
         update: dict[str, Any] | None,
         config: RunnableConfig,
         views: Mapping[str, str],
+        turn_id: str | None = None,
     ) -> Command[Any]:
         """The allowed calls themselves, each with its grant and the view decided (checked
-        again right before the tool runs), to the tools node; else back."""
+        again right before the tool runs), to the tools node; else back (``turn_id``: the
+        decided turn they run once under, when another task decided them)."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         if self._stateless_sends:
@@ -381,9 +394,10 @@ class PolicyGuardNode(RunnableCallable):
                     views=views,
                     stateless=self._stateless_sends,
                     bound=self._binding(config),
+                    turn_id=turn_id,
                 ),
             )
-            for group in task_groups(allowed, config, ai_message.id)
+            for group in task_groups(allowed, config, ai_message.id, turn_id)
         ]
         return Command(update=update, goto=sends)
 

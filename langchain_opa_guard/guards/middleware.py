@@ -69,6 +69,7 @@ from langchain_opa_guard.guards.seals import (
     GRANT_TTL,
     binding,
     binding_holds,
+    decider_rules,
     engine_revision,
     guard_scope,
     mapping_sealed,
@@ -211,7 +212,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.user_key = user_key
         self._registered = frozenset(self._turns.metadata_of)
         # What this middleware hands on (grants, its decided turn) is bound to it.
-        self._scope = guard_scope(self.engine, "OPAGuardMiddleware")
+        self._scope = guard_scope(
+            self.engine, "OPAGuardMiddleware", rules=decider_rules(self._turns)
+        )
         self._learned: dict[str, dict[str, Any]] = {}
         self._knows_every_tool = False
 

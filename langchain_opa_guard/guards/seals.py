@@ -142,10 +142,13 @@ paused longer before its tools, has its calls answered unrun or decided again.""
 _CLOCK_SKEW = 60.0
 
 
-def guard_scope(engine: Any, *names: Any) -> str:
+def guard_scope(engine: Any, *names: Any, rules: Any = None) -> str:
     """Which guard a hand-over is for: its engine (kind, where its policy comes from, the
-    decision path) and ``names`` (the nodes it routes between). A hand-over of a guard with
-    another engine (a sandbox's, a permissive one) grants nothing here."""
+    decision path), ``names`` (the nodes it routes between) and ``rules`` (what it does with
+    a decision: shadow mode, fail-open tools, approvals, the subject's key, the tools'
+    metadata). A hand-over of a guard with another engine or other rules (a sandbox's, a
+    permissive one, one in shadow mode) grants nothing here. It is the same in every
+    process for the same configuration, so a run paused in one resumes in another."""
     where = getattr(engine, "url", None) or getattr(engine, "path", None) or ""
     identity = [
         type(engine).__name__,
@@ -153,7 +156,21 @@ def guard_scope(engine: Any, *names: Any) -> str:
         str(getattr(engine, "policy", "")),
         *map(str, names),
     ]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    text = json.dumps(identity) + "\0" + json.dumps(rules, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def decider_rules(turns: Any) -> dict[str, Any]:
+    """The rules of a turn decider (:class:`~.turns.TurnDecider`) that a scope covers."""
+    shadow = turns.shadow
+    return {
+        "shadow": shadow if isinstance(shadow, bool) else sorted(map(str, shadow)),
+        "fail_open": sorted(map(str, turns.fail_open)),
+        "approvals": turns.approvals,
+        "user_key": turns.user_key,
+        "build_input": getattr(turns.build_input, "__qualname__", repr(turns.build_input)),
+        "metadata": {str(k): v for k, v in dict(turns.metadata_of).items()},
+    }
 
 
 def binding(scope: str, config: Mapping[str, Any] | None, revision: Any = None) -> dict[str, Any]:
