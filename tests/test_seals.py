@@ -272,3 +272,28 @@ def test_a_grant_made_before_a_reload_runs_nothing(tmp_path: Any) -> None:
     assert ledger.runs == []
     answer = next(m for m in result["messages"] if isinstance(m, ToolMessage))
     assert "could not be verified" in str(answer.content)
+
+
+def test_a_guard_s_scope_is_the_same_in_every_process() -> None:
+    """A scope is what another process (with the shared key) checks a hand-over against:
+    it must not depend on the process's string hash seed (a set in a tool's metadata)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from langchain_opa_guard.guards.seals import guard_scope\n"
+        "class E: policy = 'agent/authz/decision'; path = 'policies'\n"
+        "print(guard_scope(E(), 'agent', 'tools', "
+        "rules={'metadata': {'t': {'tags': {'alpha', 'beta', 'gamma', 'delta'}}}}))\n"
+    )
+    scopes = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(scopes) == 1, scopes

@@ -156,8 +156,16 @@ def guard_scope(engine: Any, *names: Any, rules: Any = None) -> str:
         str(getattr(engine, "policy", "")),
         *map(str, names),
     ]
-    text = json.dumps(identity) + "\0" + json.dumps(rules, sort_keys=True, default=repr)
+    text = json.dumps(identity) + "\0" + json.dumps(rules, sort_keys=True, default=_stable)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _stable(value: Any) -> Any:
+    """A value JSON cannot write, written alike in every process: a set in sorted order
+    (its iteration order follows the process's string hash seed), anything else its repr."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(json.dumps(v, sort_keys=True, default=_stable) for v in value)
+    return repr(value)
 
 
 def decider_rules(turns: Any) -> dict[str, Any]:
