@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("6. Memory over 10,000 runs", "bench_memory"),
     ("7. Load: 1,000 decisions per second for 60 seconds", "bench_load"),
     ("8. MCP tools: where to decide", "bench_mcp"),
+    ("9. Guard overhead per ReAct round, in instructions", "bench_instructions"),
 ]
 
 
