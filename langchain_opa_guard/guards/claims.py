@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -51,14 +52,17 @@ class _Claims:
     """Calls that started running in this process, so one never starts twice.
 
     A call is claimed when it starts and released if it raises (a retry, or a tool that
-    paused with ``interrupt()``, may run it again). Bounded: the oldest claims are dropped
-    past ``limit``. Runs in other processes are not seen: serialize the runs of one thread
-    across processes, as LangGraph's own server does.
+    paused with ``interrupt()``, may run it again); a run that is cancelled (a node's
+    ``timeout=``, a cancelled run) keeps its claim, marked abandoned: cancelling a task does
+    not stop a sync tool's worker thread, nor undo what an async tool did before it was
+    cancelled. Bounded: the oldest claims are dropped past ``limit``. Runs in other
+    processes are not seen: serialize the runs of one thread across processes, as
+    LangGraph's own server does.
     """
 
     def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._keys: OrderedDict[tuple[str, ...], str | None] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, ...], object] = OrderedDict()
         self._limit = limit
         self._answers: OrderedDict[tuple[str, ...], dict[str, Any]] = OrderedDict()
         self._answers_limit = 256
@@ -82,6 +86,17 @@ class _Claims:
         with self._lock:
             self._keys.pop(key, None)
 
+    def abandon(self, key: tuple[str, ...]) -> None:
+        """Keep ``key`` claimed for good: its run was cancelled and may still be going, or
+        may have done its work."""
+        with self._lock:
+            if key in self._keys:
+                self._keys[key] = _ABANDONED
+
+    def abandoned(self, key: tuple[str, ...]) -> bool:
+        with self._lock:
+            return self._keys.get(key) is _ABANDONED
+
     def keep(self, key: tuple[str, ...], answer: Any) -> None:
         """Keep the answer of a call that shares its task with others, for a retry of that
         task (:meth:`kept`); kept by turn (bounded: the oldest turns go first) and dropped
@@ -99,6 +114,8 @@ class _Claims:
         with self._lock:
             self._answers.pop(turn, None)
 
+
+_ABANDONED = object()
 
 CLAIMS = _Claims()
 
@@ -176,9 +193,27 @@ def _already_ran(request: ToolCallRequest) -> ToolMessage:
     )
 
 
+def _cancelled_before(request: ToolCallRequest) -> ToolMessage:
+    call = request.tool_call
+    logger.warning(
+        "tool call %r (%s) was cancelled while it ran for this decision; it does not run again",
+        call.get("name"),
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run again: its run for this decision was '
+        "cancelled (a timeout, or a cancelled run) while the tool was running, and it may have "
+        "completed. Check its effect before proposing it again.",
+        "the call's earlier run was cancelled and may have completed",
+    )
+
+
 def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Command[Any]:
     kept = CLAIMS.kept(key)
-    return kept if kept is not None else _already_ran(request)
+    if kept is not None:
+        return kept
+    return _cancelled_before(request) if CLAIMS.abandoned(key) else _already_ran(request)
 
 
 def run_once(
@@ -210,6 +245,12 @@ async def arun_once(
         return _taken(request, key)
     try:
         answer = await execute(request)
+    except asyncio.CancelledError:
+        # Cancelling this task stops neither a sync tool's worker thread nor what an async
+        # tool already did: the call stays claimed, so a retry or resume never runs it twice.
+        if key is not None:
+            CLAIMS.abandon(key)
+        raise
     except BaseException:
         if key is not None:
             CLAIMS.release(key)
