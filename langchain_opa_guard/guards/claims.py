@@ -210,7 +210,7 @@ def _cancelled_before(request: ToolCallRequest) -> ToolMessage:
 
 
 def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Command[Any]:
-    kept = CLAIMS.kept(key)
+    kept: ToolMessage | Command[Any] | None = CLAIMS.kept(key)
     if kept is not None:
         return kept
     return _cancelled_before(request) if CLAIMS.abandoned(key) else _already_ran(request)
