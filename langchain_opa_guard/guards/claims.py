@@ -177,35 +177,31 @@ def forget_answers(config: Mapping[str, Any] | None, turn: Any) -> None:
         CLAIMS.forget(_turn_key(config, turn))
 
 
-def _already_ran(request: ToolCallRequest) -> ToolMessage:
-    call = request.tool_call
-    logger.warning(
-        "tool call %r (%s) already started for this decision; it does not run twice",
-        call.get("name"),
-        call.get("id"),
-    )
-    return guard_answer(
-        call,
-        f'The tool call "{call.get("name")}" did not run again: it already ran for this '
-        "decision (a second run of the same decision, such as a concurrent resume or a replay "
-        "from after the decision, does not repeat its side effects).",
-        "the call already ran for this decision",
-    )
+_ALREADY_RAN = (
+    "it already ran for this decision (a second run of the same decision, such as a "
+    "concurrent resume or a replay from after the decision, does not repeat its side "
+    "effects).",
+    "the call already ran for this decision",
+    "already started for this decision",
+)
+_CANCELLED = (
+    "its run for this decision was cancelled (a timeout, or a cancelled run) while the tool "
+    "was running, and it may have completed. Check its effect before proposing it again.",
+    "the call's earlier run was cancelled and may have completed",
+    "was cancelled while it ran for this decision",
+)
 
 
-def _cancelled_before(request: ToolCallRequest) -> ToolMessage:
+def _not_again(request: ToolCallRequest, why: tuple[str, str, str]) -> ToolMessage:
+    """The answer of a call that does not run again: ``why`` is (what the model reads, the
+    short reason, what the log says)."""
     call = request.tool_call
+    text, reason, logged = why
     logger.warning(
-        "tool call %r (%s) was cancelled while it ran for this decision; it does not run again",
-        call.get("name"),
-        call.get("id"),
+        "tool call %r (%s) %s; it does not run again", call.get("name"), call.get("id"), logged
     )
     return guard_answer(
-        call,
-        f'The tool call "{call.get("name")}" did not run again: its run for this decision was '
-        "cancelled (a timeout, or a cancelled run) while the tool was running, and it may have "
-        "completed. Check its effect before proposing it again.",
-        "the call's earlier run was cancelled and may have completed",
+        call, f'The tool call "{call.get("name")}" did not run again: {text}', reason
     )
 
 
@@ -213,7 +209,7 @@ def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Comm
     kept: ToolMessage | Command[Any] | None = CLAIMS.kept(key)
     if kept is not None:
         return kept
-    return _cancelled_before(request) if CLAIMS.abandoned(key) else _already_ran(request)
+    return _not_again(request, _CANCELLED if CLAIMS.abandoned(key) else _ALREADY_RAN)
 
 
 def run_once(
