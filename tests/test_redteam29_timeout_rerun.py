@@ -230,3 +230,44 @@ def test_a_run_cancelled_while_a_tool_runs_does_not_run_it_again(wiring: str) ->
     result = asyncio.run(scenario())
     assert [run[0] for run in ledger.runs] == ["pay"], ledger.runs
     assert_answered_as_cancelled(result["messages"])
+
+
+@needs_node_timeout
+def test_the_tool_node_interceptor_keeps_a_timed_out_call_claimed() -> None:
+    """The same with the guard as a ``ToolNode`` interceptor: the retried tools task
+    answers the call without paying again."""
+    from langchain_core.messages import AIMessage as Message
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    from langchain_opa_guard import ToolCallGuard
+
+    ledger = Ledger()
+    slow = SlowOnce(ledger)
+    tools = [slow.tool()]
+    guard = ToolCallGuard(EmbeddedPolicy(TEST_POLICIES, policy=POLICY), registry=tools)
+    script = Script([Message("", tool_calls=[PAY], id="ai-1"), "done"])
+    builder = StateGraph(MessagesState)
+    builder.add_node(
+        "agent",
+        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
+    )
+    builder.add_node(
+        "tools",
+        ToolNode(tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call),
+        timeout=0.2,
+        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=False),
+    )
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
+    builder.add_edge("tools", "agent")
+    graph = builder.compile()
+
+    async def scenario() -> dict[str, Any]:
+        out = await graph.ainvoke({"messages": [("user", "pay 500")]}, context={"user": USER})
+        await asyncio.to_thread(slow.finished.wait, 5)
+        await asyncio.sleep(0.05)
+        return out
+
+    result = asyncio.run(scenario())
+    assert [run[0] for run in ledger.runs] == ["pay"], ledger.runs
+    assert_answered_as_cancelled(result["messages"])

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -35,6 +35,7 @@ from langchain_opa_guard.guards.denials import guard_answer
 __all__ = [
     "CLAIMS",
     "arun_once",
+    "cancelled_under",
     "claim_key",
     "decided_turn",
     "forget_answers",
@@ -210,6 +211,17 @@ def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Comm
     if kept is not None:
         return kept
     return _not_again(request, _CANCELLED if CLAIMS.abandoned(key) else _ALREADY_RAN)
+
+
+def cancelled_under(request: ToolCallRequest, turns: Iterable[Any]) -> ToolMessage | None:
+    """The answer of a call whose run was cancelled under one of ``turns`` (earlier attempts
+    of the task that runs it again), or ``None``: a retry after a timeout must not run the
+    call a second time while the first run may still be going."""
+    for turn in turns:
+        key = claim_key(request, turn)
+        if key is not None and CLAIMS.abandoned(key):
+            return _not_again(request, _CANCELLED)
+    return None
 
 
 def run_once(

@@ -48,7 +48,14 @@ from langchain_opa_guard.guards.arguments import (
     check_shadow,
     registry_index,
 )
-from langchain_opa_guard.guards.claims import CLAIMS, arun_once, decided_turn, run_once, task_scope
+from langchain_opa_guard.guards.claims import (
+    CLAIMS,
+    arun_once,
+    cancelled_under,
+    decided_turn,
+    run_once,
+    task_scope,
+)
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
@@ -223,6 +230,8 @@ class ToolCallGuard:
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
+        if (cancelled := cancelled_under(request, _earlier_attempts(turn))) is not None:
+            return cancelled
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
@@ -241,6 +250,8 @@ class ToolCallGuard:
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
+        if (cancelled := cancelled_under(request, _earlier_attempts(turn))) is not None:
+            return cancelled
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
@@ -335,6 +346,14 @@ class ToolCallGuard:
 
     def _label(self, call: Mapping[str, Any]) -> str:
         return tool_label(call.get("name"), self.metadata_of)
+
+
+def _earlier_attempts(turn: str | None) -> list[str]:
+    """The same turn under the task's earlier attempts (``...#1`` .. ``...#n-1``)."""
+    if turn is None:
+        return []
+    base, _, attempt = turn.rpartition("#")
+    return [f"{base}#{k}" for k in range(1, int(attempt))] if attempt.isdigit() else []
 
 
 def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | None:
