@@ -34,8 +34,8 @@ from langchain_opa_guard.guards.denials import guard_answer
 
 __all__ = [
     "CLAIMS",
+    "answered_under",
     "arun_once",
-    "cancelled_under",
     "claim_key",
     "decided_turn",
     "forget_answers",
@@ -93,6 +93,10 @@ class _Claims:
         with self._lock:
             if key in self._keys:
                 self._keys[key] = _ABANDONED
+
+    def held(self, key: tuple[str, ...]) -> bool:
+        with self._lock:
+            return key in self._keys
 
     def abandoned(self, key: tuple[str, ...]) -> bool:
         with self._lock:
@@ -213,14 +217,17 @@ def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Comm
     return _not_again(request, _CANCELLED if CLAIMS.abandoned(key) else _ALREADY_RAN)
 
 
-def cancelled_under(request: ToolCallRequest, turns: Iterable[Any]) -> ToolMessage | None:
-    """The answer of a call whose run was cancelled under one of ``turns`` (earlier attempts
-    of the task that runs it again), or ``None``: a retry after a timeout must not run the
-    call a second time while the first run may still be going."""
+def answered_under(
+    request: ToolCallRequest, turns: Iterable[Any]
+) -> ToolMessage | Command[Any] | None:
+    """The answer of a call that already started under one of ``turns`` (earlier attempts
+    of the task that runs it again), or ``None``: its kept result, else that its run was
+    cancelled or already started. A run whose tool raised released its claim and is not
+    answered here (a retry runs it again)."""
     for turn in turns:
         key = claim_key(request, turn)
-        if key is not None and CLAIMS.abandoned(key):
-            return _not_again(request, _CANCELLED)
+        if key is not None and CLAIMS.held(key):
+            return _taken(request, key)
     return None
 
 

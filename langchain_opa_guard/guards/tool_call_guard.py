@@ -50,8 +50,8 @@ from langchain_opa_guard.guards.arguments import (
 )
 from langchain_opa_guard.guards.claims import (
     CLAIMS,
+    answered_under,
     arun_once,
-    cancelled_under,
     decided_turn,
     run_once,
     task_scope,
@@ -230,12 +230,12 @@ class ToolCallGuard:
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
-        if (cancelled := cancelled_under(request, _earlier_attempts(turn))) is not None:
-            return cancelled
+        if (earlier := answered_under(request, _earlier_attempts(turn))) is not None:
+            return earlier
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
-        return _noted(run_once(request, execute, turn), note)
+        return _noted(run_once(request, execute, turn, keep=True), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -250,12 +250,12 @@ class ToolCallGuard:
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
-        if (cancelled := cancelled_under(request, _earlier_attempts(turn))) is not None:
-            return cancelled
+        if (earlier := answered_under(request, _earlier_attempts(turn))) is not None:
+            return earlier
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
-        return _noted(await arun_once(request, execute, turn), note)
+        return _noted(await arun_once(request, execute, turn, keep=True), note)
 
     def _read_differently(
         self, request: ToolCallRequest, decided: ToolCall, rewrite: str | None
@@ -314,7 +314,9 @@ class ToolCallGuard:
     def _running_turn(self, request: ToolCallRequest, config: RunnableConfig) -> str | None:
         """The turn as this task decides it, for run-once: two resumes of one checkpoint
         (a double click on ``interrupt_before=["tools"]``) run the same task and the call
-        runs for one of them; a retried task (its attempt number grows) runs it again."""
+        runs for one of them; a retried task (its attempt number grows) decides it again,
+        and runs it only if no earlier attempt still holds it (:func:`answered_under`: a
+        call whose tool raised was released; one that ran, runs or was cancelled was not)."""
         found = _turn_of(
             state_messages(request.state, self.messages_key), request.tool_call.get("id")
         )
