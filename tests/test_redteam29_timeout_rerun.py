@@ -10,7 +10,7 @@ claims the same call of the same decided turn again and runs it a second time: o
 payment, paid twice, in one process, and the first run never failed.
 
 What should happen: a call whose run was abandoned (cancelled) while its tool may still be
-running stays claimed; the retry or resume answers it ("already ran for this decision")
+running stays claimed; the retry or resume answers it (its run "was cancelled")
 without running it again.
 """
 

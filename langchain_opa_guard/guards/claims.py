@@ -183,17 +183,17 @@ def forget_answers(config: Mapping[str, Any] | None, turn: Any) -> None:
 
 
 _ALREADY_RAN = (
-    "it already ran for this decision (a second run of the same decision, such as a "
-    "concurrent resume or a replay from after the decision, does not repeat its side "
-    "effects).",
-    "the call already ran for this decision",
+    "it already started for this decision (a second run of the same decision, such as a "
+    "concurrent resume, a retry or a replay from after the decision, does not repeat its "
+    "side effects).",
+    "the call already started for this decision",
     "already started for this decision",
 )
 _CANCELLED = (
-    "its run for this decision was cancelled (a timeout, or a cancelled run) while the tool "
-    "was running, and it may have completed. Check its effect before proposing it again.",
+    "its run for this decision was cancelled (a timeout, or a cancelled run) after it had "
+    "started, and the tool may have completed. Check its effect before proposing it again.",
     "the call's earlier run was cancelled and may have completed",
-    "was cancelled while it ran for this decision",
+    "was cancelled after it started for this decision",
 )
 
 
