@@ -62,7 +62,11 @@ from langchain_opa_guard.guards.middleware_grants import (
     grants,
     last_ai_message,
 )
-from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
+from langchain_opa_guard.guards.plain_messages import (
+    content_without_calls,
+    over_current,
+    plain_message,
+)
 from langchain_opa_guard.guards.planning import Turn, deny_without_id
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.seals import (
@@ -428,7 +432,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _settled(
         self, state: Any, message: AIMessage, ticket: Mapping[str, Any], reviewed: Reviewed
     ) -> dict[str, Any]:
-        updated = reviewed.ai_message
+        updated = over_current(message, ticket["ai_message"], reviewed.ai_message)
         messages: list[Any] = [] if updated is ticket["ai_message"] else [updated]
         messages += _unanswered(state, [*ticket["answers"], *reviewed.replies])
         return {

@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 
-__all__ = ["content_without_calls", "plain_message"]
+__all__ = ["content_without_calls", "over_current", "plain_message"]
 
 
 def content_without_calls(message: AIMessage) -> Any:
@@ -56,3 +56,25 @@ def plain_message(message: AIMessage, tool_calls: Sequence[Any], content: Any) -
         id=message.id,
         name=message.name,
     )
+
+
+def over_current(current: AIMessage, decided: AIMessage, updated: AIMessage) -> AIMessage:
+    """``updated`` (the decided message with its calls as they will run, and the guard's
+    notes added to its text) with the text other middleware gave the message since it was
+    decided (``current``: a redaction of the model's output), so that settling the turn
+    does not bring back what they took out."""
+    if updated is decided or current.content == decided.content:
+        return updated
+    base, now, text = (
+        content_without_calls(decided),
+        content_without_calls(current),
+        updated.content,
+    )
+    if isinstance(text, str) and isinstance(base, str) and isinstance(now, str):
+        added = text[len(base) :] if text.startswith(base) else ""
+        content: Any = (now + added) if now else added.lstrip("\n")
+    elif isinstance(text, list) and isinstance(base, list) and isinstance(now, list):
+        content = [*now, *text[len(base) :]] if text[: len(base)] == base else now
+    else:
+        content = now
+    return updated.model_copy(update={"content": content})
