@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -34,7 +34,6 @@ from langchain_opa_guard.guards.denials import guard_answer
 
 __all__ = [
     "CLAIMS",
-    "answered_under",
     "arun_once",
     "claim_key",
     "decided_turn",
@@ -93,10 +92,6 @@ class _Claims:
         with self._lock:
             if key in self._keys:
                 self._keys[key] = _ABANDONED
-
-    def held(self, key: tuple[str, ...]) -> bool:
-        with self._lock:
-            return key in self._keys
 
     def abandoned(self, key: tuple[str, ...]) -> bool:
         with self._lock:
@@ -215,20 +210,6 @@ def _taken(request: ToolCallRequest, key: tuple[str, ...]) -> ToolMessage | Comm
     if kept is not None:
         return kept
     return _not_again(request, _CANCELLED if CLAIMS.abandoned(key) else _ALREADY_RAN)
-
-
-def answered_under(
-    request: ToolCallRequest, turns: Iterable[Any]
-) -> ToolMessage | Command[Any] | None:
-    """The answer of a call that already started under one of ``turns`` (earlier attempts
-    of the task that runs it again), or ``None``: its kept result, else that its run was
-    cancelled or already started. A run whose tool raised released its claim and is not
-    answered here (a retry runs it again)."""
-    for turn in turns:
-        key = claim_key(request, turn)
-        if key is not None and CLAIMS.held(key):
-            return _taken(request, key)
-    return None
 
 
 def run_once(

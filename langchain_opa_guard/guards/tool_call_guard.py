@@ -50,7 +50,6 @@ from langchain_opa_guard.guards.arguments import (
 )
 from langchain_opa_guard.guards.claims import (
     CLAIMS,
-    answered_under,
     arun_once,
     decided_turn,
     run_once,
@@ -230,8 +229,6 @@ class ToolCallGuard:
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
-        if (earlier := answered_under(request, _earlier_attempts(turn))) is not None:
-            return earlier
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
@@ -250,8 +247,6 @@ class ToolCallGuard:
         if not decision.allow:
             return denial_message(decision, call, self.denial_style)
         turn = self._running_turn(request, config)
-        if (earlier := answered_under(request, _earlier_attempts(turn))) is not None:
-            return earlier
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
@@ -314,15 +309,12 @@ class ToolCallGuard:
     def _running_turn(self, request: ToolCallRequest, config: RunnableConfig) -> str | None:
         """The turn as this task decides it, for run-once: two resumes of one checkpoint
         (a double click on ``interrupt_before=["tools"]``) run the same task and the call
-        runs for one of them; a retried task (its attempt number grows) decides it again,
-        and runs it only if no earlier attempt still holds it (:func:`answered_under`: a
-        call whose tool raised was released; one that ran, runs or was cancelled was not)."""
+        runs for one of them; a retried task runs again only the calls whose tool raised
+        (their claims were released) and answers the others with their kept result."""
         found = _turn_of(
             state_messages(request.state, self.messages_key), request.tool_call.get("id")
         )
-        turn = decided_turn(found[1].id if found else None, config)
-        info = getattr(request.runtime, "execution_info", None)
-        return None if turn is None else f"{turn}#{getattr(info, 'node_attempt', 1)}"
+        return decided_turn(found[1].id if found else None, config)
 
     def _learn(self, request: ToolCallRequest) -> None:
         """The ToolNode's own tools: their ``metadata`` for every tool the registry does not
@@ -348,14 +340,6 @@ class ToolCallGuard:
 
     def _label(self, call: Mapping[str, Any]) -> str:
         return tool_label(call.get("name"), self.metadata_of)
-
-
-def _earlier_attempts(turn: str | None) -> list[str]:
-    """The same turn under the task's earlier attempts (``...#1`` .. ``...#n-1``)."""
-    if turn is None:
-        return []
-    base, _, attempt = turn.rpartition("#")
-    return [f"{base}#{k}" for k in range(1, int(attempt))] if attempt.isdigit() else []
 
 
 def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | None:
