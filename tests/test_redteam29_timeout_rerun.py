@@ -11,7 +11,8 @@ payment, paid twice, in one process, and the first run never failed.
 
 What should happen: a call whose run was abandoned (cancelled) while its tool may still be
 running stays claimed; the retry or resume answers it (its run "was cancelled")
-without running it again.
+without running it again. (The same under the ``ToolNode`` interceptor:
+``test_interceptor_retry_runs_once.py``.)
 """
 
 from __future__ import annotations
@@ -80,14 +81,16 @@ class SlowOnce:
 
 
 def graph_with_timed_tools(
-    slow: SlowOnce,
+    pay: Any,
     *,
     retry: bool,
     checkpointer: Any = None,
     wiring: str = "node",
     timeout: float | None = 0.2,
 ) -> Any:
-    tools = GuardedToolNode([slow.tool()])
+    """agent -> guard -> tools with the payment tool ``pay`` (a ``SlowOnce`` or a tool),
+    the tools node under ``timeout`` and, with ``retry``, a ``RetryPolicy``."""
+    tools = GuardedToolNode([pay.tool() if isinstance(pay, SlowOnce) else pay])
     guard = PolicyGuardNode(EmbeddedPolicy(TEST_POLICIES, policy=POLICY), registry=tools)
     script = Script([AIMessage("", tool_calls=[PAY], id="ai-1"), "done"])
     builder = StateGraph(MessagesState)
@@ -115,14 +118,30 @@ def graph_with_timed_tools(
 
 
 @needs_node_timeout
-@pytest.mark.parametrize("wiring", ["node", "edge"])
-def test_a_tools_node_timeout_then_retry_does_not_run_the_call_again(wiring: str) -> None:
+@pytest.mark.parametrize(
+    ("wiring", "then"), [("node", "retry"), ("edge", "retry"), ("node", "resume")]
+)
+def test_a_tools_node_timeout_then_retry_or_resume_does_not_run_the_call_again(
+    wiring: str, then: str
+) -> None:
+    """The timeout abandons the running payment; the node's ``RetryPolicy`` retries the
+    task, or (no retry) the operator resumes the failed run right away, while the tool
+    still runs."""
     ledger = Ledger()
     slow = SlowOnce(ledger)
-    graph = graph_with_timed_tools(slow, retry=True, wiring=wiring)
+    resume = then == "resume"
+    saver = InMemorySaver() if resume else None
+    graph = graph_with_timed_tools(slow, retry=not resume, wiring=wiring, checkpointer=saver)
+    config = {"configurable": {"thread_id": "timed-out"}}
+    inputs = {"messages": [("user", "pay 500")]}
 
     async def scenario() -> dict[str, Any]:
-        out = await graph.ainvoke({"messages": [("user", "pay 500")]}, context={"user": USER})
+        if resume:
+            with pytest.raises(Exception, match=r"(?i)timed? ?out"):
+                await graph.ainvoke(inputs, config, context={"user": USER})
+            out = await graph.ainvoke(None, config, context={"user": USER})
+        else:
+            out = await graph.ainvoke(inputs, context={"user": USER})
         # Let the first (abandoned, still running) attempt finish its payment.
         await asyncio.to_thread(slow.finished.wait, 5)
         await asyncio.sleep(0.05)
@@ -131,28 +150,6 @@ def test_a_tools_node_timeout_then_retry_does_not_run_the_call_again(wiring: str
     result = asyncio.run(scenario())
     paid = [run for run in ledger.runs if run[0] == "pay"]
     # Allowed once, decided once: it must not be paid twice.
-    assert len(paid) == 1, paid
-    assert_answered_as_cancelled(result["messages"])
-
-
-@needs_node_timeout
-def test_a_tools_node_timeout_then_resume_does_not_run_the_call_again() -> None:
-    ledger = Ledger()
-    slow = SlowOnce(ledger)
-    graph = graph_with_timed_tools(slow, retry=False, checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "timed-out"}}
-
-    async def scenario() -> dict[str, Any]:
-        with pytest.raises(Exception, match=r"(?i)timed? ?out"):
-            await graph.ainvoke({"messages": [("user", "pay 500")]}, config, context={"user": USER})
-        # The operator resumes the failed run right away (the tool is still running).
-        out = await graph.ainvoke(None, config, context={"user": USER})
-        await asyncio.to_thread(slow.finished.wait, 5)
-        await asyncio.sleep(0.05)
-        return out
-
-    result = asyncio.run(scenario())
-    paid = [run for run in ledger.runs if run[0] == "pay"]
     assert len(paid) == 1, paid
     assert_answered_as_cancelled(result["messages"])
 
@@ -173,27 +170,7 @@ def test_an_async_tool_cancelled_by_the_timeout_after_its_effect_is_not_run_agai
             await asyncio.sleep(0.6)  # the receipt is slow under load
         return "paid"
 
-    tools = GuardedToolNode([StructuredTool.from_function(coroutine=pay)])
-    guard = PolicyGuardNode(EmbeddedPolicy(TEST_POLICIES, policy=POLICY), registry=tools)
-    script = Script([AIMessage("", tool_calls=[PAY], id="ai-1"), "done"])
-    builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent",
-        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
-    )
-    builder.add_node("guard", guard)
-    builder.add_node(
-        "tools",
-        tools,
-        timeout=0.2,
-        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=False),
-    )
-    from langgraph.prebuilt import tools_condition
-
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    graph = builder.compile()
+    graph = graph_with_timed_tools(StructuredTool.from_function(coroutine=pay), retry=True)
     result = asyncio.run(graph.ainvoke({"messages": [("user", "pay 500")]}, context={"user": USER}))
     assert [run[0] for run in ledger.runs] == ["pay"], ledger.runs
     assert_answered_as_cancelled(result["messages"])
@@ -223,47 +200,6 @@ def test_a_run_cancelled_while_a_tool_runs_does_not_run_it_again(wiring: str) ->
         with pytest.raises(asyncio.CancelledError):
             await run
         out = await graph.ainvoke(None, config, context={"user": USER})
-        await asyncio.to_thread(slow.finished.wait, 5)
-        await asyncio.sleep(0.05)
-        return out
-
-    result = asyncio.run(scenario())
-    assert [run[0] for run in ledger.runs] == ["pay"], ledger.runs
-    assert_answered_as_cancelled(result["messages"])
-
-
-@needs_node_timeout
-def test_the_tool_node_interceptor_keeps_a_timed_out_call_claimed() -> None:
-    """The same with the guard as a ``ToolNode`` interceptor: the retried tools task
-    answers the call without paying again."""
-    from langchain_core.messages import AIMessage as Message
-    from langgraph.prebuilt import ToolNode, tools_condition
-
-    from langchain_opa_guard import ToolCallGuard
-
-    ledger = Ledger()
-    slow = SlowOnce(ledger)
-    tools = [slow.tool()]
-    guard = ToolCallGuard(EmbeddedPolicy(TEST_POLICIES, policy=POLICY), registry=tools)
-    script = Script([Message("", tool_calls=[PAY], id="ai-1"), "done"])
-    builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent",
-        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
-    )
-    builder.add_node(
-        "tools",
-        ToolNode(tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call),
-        timeout=0.2,
-        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=False),
-    )
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
-    builder.add_edge("tools", "agent")
-    graph = builder.compile()
-
-    async def scenario() -> dict[str, Any]:
-        out = await graph.ainvoke({"messages": [("user", "pay 500")]}, context={"user": USER})
         await asyncio.to_thread(slow.finished.wait, 5)
         await asyncio.sleep(0.05)
         return out
