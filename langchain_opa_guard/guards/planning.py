@@ -53,11 +53,13 @@ from langchain_opa_guard.guards.prepared_calls import prepared_call, single_inpu
 __all__ = [
     "ALREADY_ANSWERED",
     "NO_ID",
+    "UNREADABLE",
     "InputBuilder",
     "PlanSettings",
     "Turn",
     "deny_without_id",
     "plan_turn",
+    "unreadable_calls",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,9 +135,13 @@ def plan_turn(
             return None
     else:
         return None
-    if not message.tool_calls:
+    broken = unreadable_calls(message)
+    if not message.tool_calls and not broken:
         return None
-    turn = Turn(list(messages), index, message, list(message.tool_calls))
+    # The calls whose arguments did not parse (invalid_tool_calls) come last: nothing runs
+    # them, and each is denied here, so that every call id of the turn gets its one answer.
+    first_broken = len(message.tool_calls)
+    turn = Turn(list(messages), index, message, [*message.tool_calls, *broken])
     answered = {m.tool_call_id for m in messages[index + 1 :] if isinstance(m, ToolMessage)}
 
     context = getattr(runtime, "context", None) if runtime is not None else None
@@ -148,13 +154,17 @@ def plan_turn(
     # still read the same where it runs (its view's digest is kept).
     problems: list[str | None] = []
     views: list[ToolCall] = []
-    for call in turn.calls:
+    for position, call in enumerate(turn.calls):
         tool = (
             settings.tools_by_name.get(call.get("name"))
             if isinstance(call.get("name"), str)
             else None
         )
-        view, problem = prepared_call(tool, call)
+        problem: str | None
+        if position >= first_broken:
+            view, problem = call, UNREADABLE
+        else:
+            view, problem = prepared_call(tool, call)
         views.append(view)
         problems.append(problem)
         turn.views.append(granted_view(tool, view, problem))
@@ -226,6 +236,36 @@ id the first one answers): it gets no new answer and nothing of it runs."""
 
 NO_ID = "the tool call has no id"
 """Why a call without a usable id is denied before the policy is asked."""
+
+UNREADABLE = "the tool call's arguments are not valid JSON (the model's text did not parse)"
+"""Why a call of the model's ``invalid_tool_calls`` is denied before the policy is asked."""
+
+
+def unreadable_calls(message: AIMessage) -> list[ToolCall]:
+    """The model's calls whose arguments did not parse (``invalid_tool_calls``: a streamed
+    call cut short, text that is not JSON), as calls without arguments, for each to be
+    answered under its id; those without an id of their own cannot be answered and are
+    left out.
+
+    Example:
+        ```python
+        message = AIMessage("", invalid_tool_calls=[invalid_tool_call(
+            name="pay", args='{"amount": 5,,}', id="c1", error=None)])
+        assert [c["id"] for c in unreadable_calls(message)] == ["c1"]
+        ```
+    """
+    calls = []
+    for entry in getattr(message, "invalid_tool_calls", None) or ():
+        call_id = entry.get("id") if isinstance(entry, Mapping) else None
+        if not isinstance(call_id, str) or not call_id:
+            continue
+        name = entry.get("name")
+        calls.append(
+            ToolCall(
+                name=name if isinstance(name, str) else "", args={}, id=call_id, type="tool_call"
+            )
+        )
+    return calls
 
 
 def deny_without_id(turn: Turn, positions: Collection[int], policy: str) -> None:
