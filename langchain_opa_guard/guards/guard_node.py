@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolCall
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.constants import END
 from langgraph.runtime import Runtime
@@ -292,13 +293,22 @@ class PolicyGuardNode(RunnableCallable):
         """
         node = check_name(node, "node")
 
-        def route(state: Any, config: RunnableConfig, runtime: Runtime) -> Any:
+        # Outside a run (``update_state(..., as_node=<agent>)`` asks the agent's edges where
+        # the edited state goes) there is no runtime, so no user context to decide with: the
+        # turn goes to the guard node, which decides it when the run resumes.
+        def route(state: Any, config: RunnableConfig) -> Any:
+            runtime = _runtime_of(config)
+            if runtime is None:
+                return node
             turn = self.turns.plan(state, config, runtime)
             if turn is None:
                 return END
             return self._edge_route(state, turn, self.turns.decide(turn, config), config, node)
 
-        async def aroute(state: Any, config: RunnableConfig, runtime: Runtime) -> Any:
+        async def aroute(state: Any, config: RunnableConfig) -> Any:
+            runtime = _runtime_of(config)
+            if runtime is None:
+                return node
             turn = self.turns.plan(state, config, runtime)
             if turn is None:
                 return END
@@ -462,3 +472,9 @@ def _with_messages(state: Any, key: str, messages: list[AnyMessage]) -> dict[str
     if isinstance(state, Mapping):
         return {**state, key: messages}
     return {key: messages}
+
+
+def _runtime_of(config: RunnableConfig) -> Runtime | None:
+    """The runtime of the run ``config`` belongs to; ``None`` outside a run."""
+    runtime = (config.get("configurable") or {}).get(CONFIG_KEY_RUNTIME)
+    return runtime if isinstance(runtime, Runtime) else None
