@@ -183,9 +183,16 @@ def decider_rules(turns: Any) -> dict[str, Any]:
 
 def binding(scope: str, config: Mapping[str, Any] | None, revision: Any = None) -> dict[str, Any]:
     """The binding a hand-over carries under its seal: the guard's ``scope``, the thread of
-    the run (``config``), when it was made, and the policy revision in force then (an
-    engine that knows its current one: see :func:`engine_revision`)."""
-    return {"scope": scope, "thread": _thread(config), "at": time.time(), "revision": revision}
+    the run and the run of the graph the guard sits in (``config``), when it was made, and
+    the policy revision in force then (an engine that knows its current one: see
+    :func:`engine_revision`)."""
+    return {
+        "scope": scope,
+        "thread": _thread(config),
+        "graph": graph_run(config),
+        "at": time.time(),
+        "revision": revision,
+    }
 
 
 def engine_revision(engine: Any) -> str | None:
@@ -212,6 +219,8 @@ def binding_holds(
         reason = "another thread"
     elif scopes is not None and bound.get("scope") not in scopes:
         reason = "another guard"
+    elif bound.get("graph") != graph_run(config):
+        reason = "another graph (a subgraph's guard hands its calls to its own tools only)"
     elif ttl is not None and not _fresh(bound.get("at"), ttl):
         reason = f"more than {ttl:g} s ago"
     elif revision is not None and made_under is not None and made_under != revision:
@@ -227,6 +236,23 @@ def _fresh(at: Any, ttl: float) -> bool:
         return False
     age = time.time() - at
     return -_CLOCK_SKEW <= age <= ttl
+
+
+def graph_run(config: Mapping[str, Any] | None) -> str:
+    """The run of the graph a LangGraph task belongs to: its checkpoint namespace without
+    the task's own last part (``""`` in the outermost graph; ``"billing:<task id>"`` for
+    the nodes of a subgraph that the parent's ``billing`` task runs). The guard and the
+    tools node of one graph share it; two subgraphs built alike (one factory, one engine,
+    the same names and rules, so the same scope) do not, nor do two runs of one subgraph
+    node (outside a LangGraph task: the outermost graph's, ``""``)."""
+    if not isinstance(config, Mapping):
+        return ""
+    configurable = config.get("configurable") or {}
+    metadata = config.get("metadata") or {}
+    namespace = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
+    if not isinstance(namespace, str):
+        return ""
+    return namespace.rpartition("|")[0]  # LangGraph's NS_SEP
 
 
 def _thread(config: Mapping[str, Any] | None) -> str | None:
