@@ -37,6 +37,7 @@ __all__ = [
     "arun_once",
     "claim_key",
     "decided_turn",
+    "deciding_task",
     "forget_answers",
     "run_once",
     "task_scope",
@@ -133,11 +134,42 @@ def task_scope(config: Mapping[str, Any] | None) -> str | None:
     return scope if isinstance(scope, str) and scope else None
 
 
+def deciding_task(config: Mapping[str, Any] | None) -> str | None:
+    """The task that decides a turn, named so that LangGraph running a subgraph again from
+    its ``START`` names it alike: in the outermost graph the task itself (its checkpoint
+    namespace); in a subgraph, the outermost task (with its id) that runs the subgraph,
+    then each inner level by its node's name (LangGraph's retry attempt marks left out)
+    and the subgraph's step.
+
+    A parent that resumes a subgraph keeping no checkpoints (``checkpointer=False``), or
+    retries the node holding one (``RetryPolicy``), runs the same outer task again, while
+    every task inside the subgraph gets a new id: named by their ids, the turns the
+    subgraph decided before would be new turns, and their calls would run again.
+
+    Example:
+        ```python
+        deciding_task({"configurable": {"checkpoint_ns": "guard:1f0e"}})  # "guard:1f0e"
+        deciding_task({"configurable": {"checkpoint_ns": "billing:9a2c|1|guard:77d1"},
+                       "metadata": {"langgraph_step": 2}})  # "billing:9a2c|guard@2"
+        ```
+    """
+    namespace = task_scope(config)
+    if namespace is None:
+        return None
+    outer, _, inner = namespace.partition("|")
+    if not inner:
+        return namespace
+    names = [part.split(":", 1)[0] for part in inner.split("|") if part and not part.isdigit()]
+    step = ((config or {}).get("metadata") or {}).get("langgraph_step")
+    return f"{outer}|{'|'.join(names)}@{step}"
+
+
 def decided_turn(message_id: Any, config: Mapping[str, Any] | None) -> str | None:
-    """The identity of a decided model turn: the task that decided it and the model's
-    message. A call of one decided turn runs at most once in this process, whatever
-    arguments an answer gives it (:func:`run_once`); a turn decided again (a replay from a
-    checkpoint before the decision) is a turn of its own, whose calls run again.
+    """The identity of a decided model turn: the task that decided it
+    (:func:`deciding_task`) and the model's message. A call of one decided turn runs at
+    most once in this process, whatever arguments an answer gives it (:func:`run_once`); a
+    turn decided again (a replay from a checkpoint before the decision) is a turn of its
+    own, whose calls run again.
 
     Example:
         ```python
@@ -145,7 +177,7 @@ def decided_turn(message_id: Any, config: Mapping[str, Any] | None) -> str | Non
         run_once(request, execute, turn)  # where the tool runs
         ```
     """
-    scope = task_scope(config)
+    scope = deciding_task(config)
     if message_id is None or scope is None:
         return None  # outside a LangGraph task there is no step to run a second time
     return f"{scope}/{message_id}"
