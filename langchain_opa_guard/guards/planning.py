@@ -89,7 +89,8 @@ class Turn:
         messages: The conversation, the turn's model message at ``ai_index``.
         ai_index: Where the model's message is in ``messages``.
         ai_message: The model's message.
-        calls: Its calls, with the model's arguments (as they run).
+        calls: Its calls, with the model's arguments (as they run), then its calls whose
+            arguments did not parse (:func:`unreadable_calls`, denied before the policy).
         inputs: Each call's policy input, or ``None`` when it is decided without the policy.
         decisions: Each call's decision made before the policy is asked, else ``None``.
         repeats: How often each call (same tool, same arguments) was denied before.
