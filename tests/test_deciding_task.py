@@ -5,7 +5,8 @@ A call of one decided turn runs once in a process. LangGraph runs a subgraph aga
 node that holds it) with new task ids inside it, so inside a subgraph a turn is named by the
 outer task that runs the subgraph, the inner nodes' names and the step (red team 31's
 ``test_redteam31_unsaved_subgraph.py`` and ``test_redteam31_subgraph_retry.py``). Two turns of
-one subgraph run are still two turns, even when the model numbers its calls alike.
+one subgraph run are still two turns, even when the model numbers its calls alike, and two runs
+of one subgraph keep their own names (``test_redteam33_nested_send_turns.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def test_in_a_subgraph_a_run_again_from_its_start_names_the_turn_alike() -> None
     assert deciding_task(config("billing:9a2c|1|guard:0be4")) == first  # a retry's attempt
     assert deciding_task(config("billing:9a2c|guard:77d1", step=5)) != first  # a later turn
     assert deciding_task(config("billing:3333|guard:77d1")) != first  # another run of it
+
+
+def test_two_runs_of_a_nested_subgraph_keep_their_own_names() -> None:
+    # Two Sends to a guarded worker inside a team subgraph, at the same inner step.
+    one = deciding_task(config("team:aa|worker:t1|guard:g1"))
+    two = deciding_task(config("team:aa|worker:t2|guard:g2"))
+    assert one == "team:aa|worker:t1|guard@2" and two == "team:aa|worker:t2|guard@2"
 
 
 @pytest.mark.parametrize("wiring", ["node", "edge"])

@@ -137,14 +137,14 @@ def task_scope(config: Mapping[str, Any] | None) -> str | None:
 def deciding_task(config: Mapping[str, Any] | None) -> str | None:
     """The task that decides a turn, named so that LangGraph running a subgraph again from
     its ``START`` names it alike: in the outermost graph the task itself (its checkpoint
-    namespace); in a subgraph, the outermost task (with its id) that runs the subgraph,
-    then each inner level by its node's name (LangGraph's retry attempt marks left out)
-    and the subgraph's step.
+    namespace); in a subgraph, the tasks that run the subgraph (with their ids, LangGraph's
+    retry attempt marks left out), then the deciding node's name and the subgraph's step.
 
     A parent that resumes a subgraph keeping no checkpoints (``checkpointer=False``), or
     retries the node holding one (``RetryPolicy``), runs the same outer task again, while
-    every task inside the subgraph gets a new id: named by their ids, the turns the
-    subgraph decided before would be new turns, and their calls would run again.
+    every task inside the subgraph gets a new id: named by its own id, a turn the subgraph
+    decided before would be a new turn, and its calls would run again. Two runs of one
+    subgraph (two ``Send``s to it, two steps of the graph holding it) keep their own names.
 
     Example:
         ```python
@@ -156,12 +156,11 @@ def deciding_task(config: Mapping[str, Any] | None) -> str | None:
     namespace = task_scope(config)
     if namespace is None:
         return None
-    outer, _, inner = namespace.partition("|")
-    if not inner:
+    parts = [part for part in namespace.split("|") if part and not part.isdigit()]
+    if len(parts) < 2:
         return namespace
-    names = [part.split(":", 1)[0] for part in inner.split("|") if part and not part.isdigit()]
     step = ((config or {}).get("metadata") or {}).get("langgraph_step")
-    return f"{outer}|{'|'.join(names)}@{step}"
+    return "|".join(parts[:-1]) + "|" + parts[-1].split(":", 1)[0] + f"@{step}"
 
 
 def decided_turn(message_id: Any, config: Mapping[str, Any] | None) -> str | None:
