@@ -3,7 +3,7 @@
 A call of one decided turn runs once in a process. LangGraph runs a subgraph again from its
 ``START`` (a parent resuming a subgraph that keeps no checkpoints, a ``RetryPolicy`` on the
 node that holds it) with new task ids inside it, so inside a subgraph a turn is named by the
-outer task that runs the subgraph, the inner nodes' names and the step (red team 31's
+tasks that run the subgraph, the deciding node's name and the step (red team 31's
 ``test_redteam31_unsaved_subgraph.py`` and ``test_redteam31_subgraph_retry.py``). Two turns of
 one subgraph run are still two turns, even when the model numbers its calls alike, and two runs
 of one subgraph keep their own names (``test_redteam33_nested_send_turns.py``).
