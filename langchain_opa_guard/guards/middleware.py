@@ -80,6 +80,7 @@ from langchain_opa_guard.guards.seals import (
     seal_mapping,
 )
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
+from langchain_opa_guard.guards.tool_results import refused_result
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
 from langchain_opa_guard.guards.visibility import (
     DEFAULT_VISIBILITY_PATH,
@@ -525,7 +526,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return self.guard.wrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return run_once(granted, handler, granted_turn(granted, self._scope))
+        result = run_once(granted, handler, granted_turn(granted, self._scope))
+        refused = refused_result(granted, result)
+        return result if refused is None else refused
 
     async def awrap_tool_call(
         self,
@@ -538,7 +541,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return await self.guard.awrap_tool_call(request, handler)
         if isinstance(granted, ToolMessage):
             return granted
-        return await arun_once(granted, handler, granted_turn(granted, self._scope))
+        result = await arun_once(granted, handler, granted_turn(granted, self._scope))
+        refused = refused_result(granted, result)
+        return result if refused is None else refused
 
     # -- visibility ------------------------------------------------------------------------
 

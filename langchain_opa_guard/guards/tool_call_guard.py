@@ -60,6 +60,7 @@ from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
+from langchain_opa_guard.guards.tool_results import refused_result
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early
@@ -232,7 +233,7 @@ class ToolCallGuard:
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
-        return _noted(run_once(request, execute, turn, keep=True), note)
+        return _noted(_applied(request, run_once(request, execute, turn, keep=True)), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -250,7 +251,8 @@ class ToolCallGuard:
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
-        return _noted(await arun_once(request, execute, turn, keep=True), note)
+        result = await arun_once(request, execute, turn, keep=True)
+        return _noted(_applied(request, result), note)
 
     def _read_differently(
         self, request: ToolCallRequest, decided: ToolCall, rewrite: str | None
@@ -340,6 +342,12 @@ class ToolCallGuard:
 
     def _label(self, call: Mapping[str, Any]) -> str:
         return tool_label(call.get("name"), self.metadata_of)
+
+
+def _applied(request: ToolCallRequest, result: Any) -> Any:
+    """``result``, unless it proposes or sends tool calls (then the answer saying so)."""
+    refused = refused_result(request, result)
+    return result if refused is None else refused
 
 
 def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | None:
