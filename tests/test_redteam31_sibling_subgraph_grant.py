@@ -36,7 +36,7 @@ package rt31path
 
 default decision := {"allow": true, "reasons": []}
 
-decision := {"allow": false, "reasons": [{"code": "not_billing", "message": "only billing pays"}]} if {
+decision := {"allow": false, "reasons": [{"code": "not_billing", "message": "billing pays"}]} if {
 	input.tool.name == "pay"
 	input.context.path[0] != "billing"
 }
@@ -83,7 +83,9 @@ def test_billings_payment_runs_in_the_support_subgraph(tmp_path: Path) -> None:
     config = {"configurable": {"thread_id": "rt31-siblings"}}
 
     parent.invoke({"messages": [("user", "hello")]}, config, context={"user": USER})
-    children = {task.name: task.state.config for task in parent.get_state(config, subgraphs=True).tasks}
+    children = {
+        task.name: task.state.config for task in parent.get_state(config, subgraphs=True).tasks
+    }
 
     # Control: the support assistant's own guard denies a payment.
     control = node_graph(engine, one_turn(pay, "c1"), Ledger(), wiring="node")
@@ -99,9 +101,7 @@ def test_billings_payment_runs_in_the_support_subgraph(tmp_path: Path) -> None:
     [payload] = pending_sends(parent, children["billing"])
     assert [c["name"] for c in payload["calls"]] == ["pay"]
     parent.update_state(children["billing"], {"messages": []}, as_node="tools")
-    parent.update_state(
-        children["support"], Command(goto=Send("tools", payload)), as_node="guard"
-    )
+    parent.update_state(children["support"], Command(goto=Send("tools", payload)), as_node="guard")
     parent.invoke(None, config, context={"user": USER})
 
     # Expected: support's tools node runs no call its guard did not decide; the policy

@@ -129,9 +129,7 @@ def test_a_tools_own_confirmation_pays_its_sibling_again(engine: EmbeddedPolicy)
     )
     guard = ToolCallGuard(engine, registry=tools)
     builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent", RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]})
-    )
+    builder.add_node("agent", RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}))
     builder.add_node(
         "tools",
         ToolNode(tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call),

@@ -1,0 +1,103 @@
+"""A tool's ``Command`` that carries the conversation on is applied; one that proposes or
+sends tool calls of its own is not (``guards/tool_results.py``; the attacks are in
+``test_redteam34_unanswered_turns.py``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pytest
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import InjectedToolCallId, StructuredTool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import InjectedState, tools_condition
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command, Send
+from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools
+from opa_process import ROOT
+
+from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
+from langchain_opa_guard.guards.tool_results import refused_result
+from langchain_opa_guard.testing import tool_call
+
+
+def request(state: Any = None) -> ToolCallRequest:
+    call = tool_call("read", {"item": "x"}, "r1")
+    return ToolCallRequest(tool_call=call, tool=None, state=state or {}, runtime=None)  # type: ignore[arg-type]
+
+
+def test_a_plain_answer_or_a_state_update_is_kept() -> None:
+    assert refused_result(request(), ToolMessage("ok", tool_call_id="r1")) is None
+    assert refused_result(request(), Command(update={"notes": ["x"]})) is None
+
+
+def test_calls_the_update_answers_itself_are_kept() -> None:
+    own = AIMessage("", tool_calls=[tool_call("read", {"item": "y"}, "s1")], id="synthetic")
+    result = Command(
+        update={
+            "messages": [
+                ToolMessage("ok", tool_call_id="r1"),
+                own,
+                ToolMessage("y", tool_call_id="s1"),
+            ]
+        }
+    )
+    assert refused_result(request(), result) is None
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        Command(goto=Send("tools", {"__type": "tool_call_with_context", "tool_call": {}})),
+        Command(goto=[Send("tools", {"__type": "opa_guard.calls", "calls": []})]),
+        Command(
+            update=[("messages", [AIMessage("", tool_calls=[tool_call("pay", {}, "e")], id="new")])]
+        ),
+    ],
+    ids=["toolnode send", "guard payload send", "new calls as pairs"],
+)
+def test_sent_or_proposed_calls_are_refused(result: Command[Any]) -> None:
+    answer = refused_result(request(), result)
+    assert answer is not None and answer.status == "error" and answer.tool_call_id == "r1"
+    assert 'The tool "read" ran, but its result was not applied' in str(answer.content)
+
+
+def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:
+    """A hand-off tool writes the conversation (its model message with the open sibling
+    call included) back with its own answer: applied, and the sibling runs."""
+    ledger = Ledger()
+
+    def read(
+        item: str,
+        tool_call_id: Annotated[str, InjectedToolCallId],
+        state: Annotated[dict[str, Any], InjectedState],
+    ) -> Command[Any]:
+        """Read an item (and hand the conversation on)."""
+        ledger.record("read", tool_call_id, {"item": item})
+        answer = ToolMessage("handed off", tool_call_id=tool_call_id)
+        return Command(update={"messages": [*state["messages"], answer]})
+
+    tools = [StructuredTool.from_function(read)]
+    tools += [t for t in mediation_tools(ledger) if t.name != "read"]
+    turn = AIMessage(
+        "",
+        tool_calls=[tool_call("read", {"item": "x"}, "r1"), tool_call("pay", {"amount": 5}, "p1")],
+        id="m1",
+    )
+    script = Script([turn, "done"])
+    node = GuardedToolNode(tools)
+    engine = EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
+    builder = StateGraph(MessagesState)
+    builder.add_node(
+        "agent", RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent")
+    )
+    builder.add_node("guard", PolicyGuardNode(engine, registry=node))
+    builder.add_node("tools", node)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    builder.add_edge("tools", "agent")
+    out = builder.compile().invoke({"messages": [("user", "go")]}, context={"user": USER})
+    answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
+    assert answers["r1"].content == "handed off"
+    assert sorted(name for name, _, _ in ledger.runs) == ["pay", "read"]
