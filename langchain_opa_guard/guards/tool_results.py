@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Send
 
@@ -71,27 +71,33 @@ def _sends_calls(target: Any) -> bool:
 
 def _proposes_calls(update: Any, state: Any) -> bool:
     """Whether ``update`` writes a model message with calls that is not one of the state's
-    own (by id) and whose calls the update does not answer itself."""
+    own model messages carried on (same id, none but its calls) and whose calls the update
+    does not answer itself."""
     written = list(_messages(update))
     proposed = [
         m for m in written if isinstance(m, AIMessage) and (m.tool_calls or m.invalid_tool_calls)
     ]
     if not proposed:
         return False
-    known = {m.id for m in _messages(state) if isinstance(m, BaseMessage) and m.id is not None}
+    own = {m.id: set(_call_ids(m)) for m in _messages(state) if isinstance(m, AIMessage)}
     answered = {m.tool_call_id for m in written if isinstance(m, ToolMessage)}
     for message in proposed:
-        if message.id is not None and message.id in known:
+        ids = _call_ids(message)
+        if message.id is not None and message.id in own and set(ids) <= own[message.id]:
             continue  # the conversation's own message, carried on (a hand-off)
-        ids = [c.get("id") for c in (*message.tool_calls, *message.invalid_tool_calls)]
         if any(i not in answered for i in ids):
             return True
     return False
 
 
+def _call_ids(message: AIMessage) -> list[Any]:
+    return [c.get("id") for c in (*message.tool_calls, *message.invalid_tool_calls)]
+
+
 def _messages(values: Any) -> Iterable[Any]:
     """The messages among the values of a state or an update (a mapping, a list of
-    ``(key, value)`` pairs or of messages, a state object), whatever their channel's name."""
+    ``(key, value)`` pairs or of messages, a state object), whatever their channel's name;
+    message-like dicts and tuples as the state's reducer will read them."""
     if isinstance(values, Mapping):
         items: Iterable[Any] = values.values()
     elif isinstance(values, (list, tuple)):
@@ -99,7 +105,11 @@ def _messages(values: Any) -> Iterable[Any]:
     else:
         items = (getattr(values, "messages", None),)
     for value in items:
-        if isinstance(value, BaseMessage):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            yield from (v for v in value if isinstance(v, BaseMessage))
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, BaseMessage):
+                yield item
+            elif isinstance(item, (Mapping, tuple)):
+                try:
+                    yield from convert_to_messages([item])  # type: ignore[list-item]
+                except (ValueError, TypeError, KeyError, NotImplementedError):
+                    continue
