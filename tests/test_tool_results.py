@@ -18,7 +18,7 @@ from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools
 from opa_process import ROOT
 
 from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
-from langchain_opa_guard.guards.tool_results import refused_result
+from langchain_opa_guard.guards.tool_results import applied_result
 from langchain_opa_guard.testing import tool_call
 
 
@@ -27,9 +27,16 @@ def request(state: Any = None) -> ToolCallRequest:
     return ToolCallRequest(tool_call=call, tool=None, state=state or {}, runtime=None)  # type: ignore[arg-type]
 
 
+def refused(result: Any) -> bool:
+    return isinstance(result, ToolMessage) and "its result was not applied" in str(result.content)
+
+
 def test_a_plain_answer_or_a_state_update_is_kept() -> None:
-    assert refused_result(request(), ToolMessage("ok", tool_call_id="r1")) is None
-    assert refused_result(request(), Command(update={"notes": ["x"]})) is None
+    answer = ToolMessage("ok", tool_call_id="r1")
+    assert applied_result(request(), answer) is answer
+    update = Command(update={"notes": ["x"]})
+    assert applied_result(request(), update) is update
+    assert refused(applied_result(request(), ToolMessage("pay ran", tool_call_id="p1")))
 
 
 def test_calls_the_update_answers_itself_are_kept() -> None:
@@ -43,7 +50,7 @@ def test_calls_the_update_answers_itself_are_kept() -> None:
             ]
         }
     )
-    assert refused_result(request(), result) is None
+    assert applied_result(request(), result) is result
 
 
 @pytest.mark.parametrize(
@@ -58,9 +65,10 @@ def test_calls_the_update_answers_itself_are_kept() -> None:
     ids=["toolnode send", "guard payload send", "new calls as pairs"],
 )
 def test_sent_or_proposed_calls_are_refused(result: Command[Any]) -> None:
-    answer = refused_result(request(), result)
-    assert answer is not None and answer.status == "error" and answer.tool_call_id == "r1"
-    assert 'The tool "read" ran, but its result was not applied' in str(answer.content)
+    answer = applied_result(request(), result)
+    assert isinstance(answer, ToolMessage) and refused(answer)
+    assert answer.status == "error" and answer.tool_call_id == "r1"
+    assert str(answer.content).startswith('The tool "read" ran, but its result was not applied')
 
 
 @pytest.mark.parametrize(
@@ -81,8 +89,8 @@ def test_calls_written_in_other_forms_are_refused(written: Any) -> None:
         ]
     }
     update = {"messages": [ToolMessage("ok", tool_call_id="r1"), written]}
-    answer = refused_result(request(state), Command(update=update))
-    assert (answer is None) == (written == ("ai", "text"))
+    answer = applied_result(request(state), Command(update=update))
+    assert refused(answer) == (written != ("ai", "text"))
 
 
 def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:

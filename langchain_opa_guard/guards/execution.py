@@ -43,7 +43,7 @@ from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, seal, sealed
-from langchain_opa_guard.guards.tool_results import refused_result
+from langchain_opa_guard.guards.tool_results import applied_result
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
@@ -343,8 +343,7 @@ def _compose(
         # A model's value for an injected argument (undecided) never runs.
         granted = without_injected_request(request)
         result = run_once(granted, execute, _turn_of(request), keep=_shared(request))
-        refused = refused_result(granted, result)
-        return result if refused is None else refused
+        return applied_result(granted, result)
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
@@ -355,8 +354,7 @@ def _compose(
             return changed
         granted = without_injected_request(request)
         result = await arun_once(granted, execute, _turn_of(request), keep=_shared(request))
-        refused = refused_result(granted, result)
-        return result if refused is None else refused
+        return applied_result(granted, result)
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:

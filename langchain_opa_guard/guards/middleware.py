@@ -80,7 +80,7 @@ from langchain_opa_guard.guards.seals import (
     seal_mapping,
 )
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
-from langchain_opa_guard.guards.tool_results import refused_result
+from langchain_opa_guard.guards.tool_results import applied_result
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
 from langchain_opa_guard.guards.visibility import (
     DEFAULT_VISIBILITY_PATH,
@@ -527,8 +527,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if isinstance(granted, ToolMessage):
             return granted
         result = run_once(granted, handler, granted_turn(granted, self._scope))
-        refused = refused_result(granted, result)
-        return result if refused is None else refused
+        return applied_result(granted, result)
 
     async def awrap_tool_call(
         self,
@@ -542,8 +541,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if isinstance(granted, ToolMessage):
             return granted
         result = await arun_once(granted, handler, granted_turn(granted, self._scope))
-        refused = refused_result(granted, result)
-        return result if refused is None else refused
+        return applied_result(granted, result)
 
     # -- visibility ------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
-from langchain_opa_guard.guards.tool_results import refused_result
+from langchain_opa_guard.guards.tool_results import applied_result
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early
@@ -344,10 +344,11 @@ class ToolCallGuard:
         return tool_label(call.get("name"), self.metadata_of)
 
 
-def _applied(request: ToolCallRequest, result: Any) -> Any:
-    """``result``, unless it proposes or sends tool calls (then the answer saying so)."""
-    refused = refused_result(request, result)
-    return result if refused is None else refused
+def _applied(
+    request: ToolCallRequest, result: ToolMessage | Command[Any]
+) -> ToolMessage | Command[Any]:
+    """``result`` as it may be applied (:func:`~.tool_results.applied_result`)."""
+    return applied_result(request, result)
 
 
 def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | None:

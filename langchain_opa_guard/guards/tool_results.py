@@ -1,17 +1,28 @@
-"""What a tool's result may not do: propose or dispatch tool calls of its own.
+"""What a tool's result may do to the conversation: answer its own call, and add messages.
 
-A tool may return a LangGraph ``Command`` (an update of the state, a ``goto``). Tool calls
-come from the model and are decided by the policy, turn by turn; a tool's ``Command`` that
-writes a new model message with calls (nobody decides them, and nobody answers them: the
-next model request carries them open) or sends calls to a tools node itself (a ``Send`` with
-a call, which that tools task runs again under the interceptor) is not applied. The call
-that returned it is answered with an error saying so (its tool did run). A ``Command`` that
-carries the conversation's own messages on (a hand-off to another agent) is applied as it is.
+Tool calls come from the model and are decided by the policy, turn by turn, and each gets
+exactly one answer. A tool's result is applied only when it keeps that so:
+
+- a ``ToolMessage`` answers the call that ran, not another one (a model message the result
+  writes may come with the answers to its own calls);
+- a LangGraph ``Command`` may add messages and route on, but it may not send tool calls to a
+  tools node (a ``Send`` with a call, or a ``goto`` to the node the call runs in: that task
+  would run the turn's calls again), write a model message with calls it does not answer
+  itself (nobody would decide or answer them), answer another call, or change or remove a
+  message the conversation holds (the turn's model message, a sibling's answer: the history
+  the policy reads). Messages the conversation already holds, written back unchanged (a
+  hand-off that carries ``state["messages"]`` on), are left out of the update: in the guard
+  node's wiring the tool's copy of the turn's model message holds only the calls granted to
+  its task, and writing it back would replace the model's message.
+
+A result that does not keep to this is not applied: the call that returned it is answered
+with an error saying so (its tool did run). A ``Command`` for the parent graph
+(``graph=Command.PARENT``) is checked for sent and proposed calls only: the parent's
+conversation is not at hand.
 
 Example:
     ```python
-    refused = refused_result(request, result)
-    return refused if refused is not None else result
+    result = applied_result(request, result)  # right after the granted call ran
     ```
 """
 
@@ -21,13 +32,19 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    RemoveMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Send
 
 from langchain_opa_guard.guards.denials import guard_answer
 
-__all__ = ["CALL_PAYLOADS", "refused_result"]
+__all__ = ["CALL_PAYLOADS", "applied_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +54,69 @@ CALL_PAYLOADS = frozenset({"tool_call_with_context", "opa_guard.calls"})
 
 _NOT_APPLIED = (
     'The tool "{name}" ran, but its result was not applied: it {what}. Tool calls come '
-    "from the model and are decided by the policy."
+    "from the model and are decided by the policy, and each gets one answer."
 )
 
 
-def refused_result(request: ToolCallRequest, result: Any) -> ToolMessage | None:
-    """The answer that replaces ``result`` when it is a ``Command`` proposing or sending
-    tool calls (see the module), else ``None``."""
+def applied_result(
+    request: ToolCallRequest, result: ToolMessage | Command[Any]
+) -> ToolMessage | Command[Any]:
+    """``result`` as it may be applied (see the module): itself, the ``Command`` without
+    the messages it writes back unchanged, or the answer saying it was not applied."""
+    call_id = request.tool_call.get("id")
+    if isinstance(result, ToolMessage):
+        if result.tool_call_id != call_id:
+            return _not_applied(request, "answered another call")
+        return result
     if not isinstance(result, Command):
-        return None
-    what = None
-    if any(_sends_calls(target) for target in _targets(result.goto)):
-        what = "sent tool calls to a tools node"
-    elif _proposes_calls(result.update, request.state):
-        what = "proposed tool calls of its own"
-    if what is None:
-        return None
+        return result  # type: ignore[unreachable]
+    node = _node_of(request)
+    for target in _targets(result.goto):
+        if _sends_calls(target) or (node is not None and target == node):
+            return _not_applied(request, "sent tool calls to a tools node")
+    if result.graph is not None:  # the parent's: its conversation is not at hand here
+        if _proposes_calls(list(_messages(result.update))):
+            return _not_applied(request, "proposed tool calls of its own")
+        return result
+    held = {m.id: m for m in _messages(request.state) if m.id is not None}
+    copies: set[str] = set()
+    written = []
+    for message in _messages(result.update):
+        if isinstance(message, RemoveMessage):
+            return _not_applied(request, "removed messages of the conversation")
+        if message.id is not None and message.id in held:
+            if message != held[message.id]:
+                return _not_applied(request, "changed messages of the conversation")
+            copies.add(message.id)
+            continue
+        written.append(message)
+    own = {call_id, *(i for m in written if isinstance(m, AIMessage) for i in _call_ids(m))}
+    if any(isinstance(m, ToolMessage) and m.tool_call_id not in own for m in written):
+        return _not_applied(request, "answered another call")
+    if _proposes_calls(written):
+        return _not_applied(request, "proposed tool calls of its own")
+    if not copies:
+        return result
+    return Command(
+        graph=result.graph,
+        update=_without(result.update, copies),
+        resume=result.resume,
+        goto=result.goto,
+    )
+
+
+def _not_applied(request: ToolCallRequest, what: str) -> ToolMessage:
     call = request.tool_call
     name, call_id = call.get("name"), call.get("id")
     logger.warning("the result of tool call %r (%s) %s; it was not applied", name, call_id, what)
     text = _NOT_APPLIED.format(name=name, what=what)
     return guard_answer(call, text, f"the tool's result {what}")
+
+
+def _node_of(request: ToolCallRequest) -> str | None:
+    config = getattr(request.runtime, "config", None) or {}
+    node = (config.get("metadata") or {}).get("langgraph_node")
+    return node if isinstance(node, str) and node else None
 
 
 def _targets(goto: Any) -> Iterable[Any]:
@@ -69,47 +128,65 @@ def _sends_calls(target: Any) -> bool:
     return isinstance(arg, Mapping) and arg.get("__type") in CALL_PAYLOADS
 
 
-def _proposes_calls(update: Any, state: Any) -> bool:
-    """Whether ``update`` writes a model message with calls that is not one of the state's
-    own model messages carried on (same id, none but its calls) and whose calls the update
-    does not answer itself."""
-    written = list(_messages(update))
-    proposed = [
-        m for m in written if isinstance(m, AIMessage) and (m.tool_calls or m.invalid_tool_calls)
-    ]
-    if not proposed:
-        return False
-    own = {m.id: set(_call_ids(m)) for m in _messages(state) if isinstance(m, AIMessage)}
+def _proposes_calls(written: list[BaseMessage]) -> bool:
+    """Whether ``written`` holds a model message with calls it does not answer itself."""
     answered = {m.tool_call_id for m in written if isinstance(m, ToolMessage)}
-    for message in proposed:
-        ids = _call_ids(message)
-        if message.id is not None and message.id in own and set(ids) <= own[message.id]:
-            continue  # the conversation's own message, carried on (a hand-off)
-        if any(i not in answered for i in ids):
-            return True
-    return False
+    return any(i not in answered for m in written if isinstance(m, AIMessage) for i in _call_ids(m))
 
 
 def _call_ids(message: AIMessage) -> list[Any]:
     return [c.get("id") for c in (*message.tool_calls, *message.invalid_tool_calls)]
 
 
-def _messages(values: Any) -> Iterable[Any]:
+def _messages(values: Any) -> Iterable[BaseMessage]:
     """The messages among the values of a state or an update (a mapping, a list of
     ``(key, value)`` pairs or of messages, a state object), whatever their channel's name;
     message-like dicts and tuples as the state's reducer will read them."""
-    if isinstance(values, Mapping):
-        items: Iterable[Any] = values.values()
-    elif isinstance(values, (list, tuple)):
-        items = (v[1] if isinstance(v, tuple) and len(v) == 2 else v for v in values)
-    else:
-        items = (getattr(values, "messages", None),)
-    for value in items:
+    for _key, value in _entries(values):
         for item in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(item, BaseMessage):
-                yield item
-            elif isinstance(item, (Mapping, tuple)):
-                try:
-                    yield from convert_to_messages([item])  # type: ignore[list-item]
-                except (ValueError, TypeError, KeyError, NotImplementedError):
-                    continue
+            message = _as_message(item)
+            if message is not None:
+                yield message
+
+
+def _entries(values: Any) -> Iterable[tuple[Any, Any]]:
+    if isinstance(values, Mapping):
+        return values.items()
+    if isinstance(values, (list, tuple)):
+        return (v if isinstance(v, tuple) and len(v) == 2 else (None, v) for v in values)
+    return ((None, getattr(values, "messages", None)),)
+
+
+def _as_message(item: Any) -> BaseMessage | None:
+    if isinstance(item, BaseMessage):
+        return item
+    if isinstance(item, (Mapping, tuple)):
+        try:
+            converted = convert_to_messages([item])  # type: ignore[list-item]
+        except (ValueError, TypeError, KeyError, NotImplementedError):
+            return None
+        return converted[0] if converted else None
+    return None
+
+
+def _without(update: Any, ids: set[str]) -> Any:
+    """``update`` without the messages whose ids are in ``ids``."""
+
+    def kept(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [v for v in value if not _held(v, ids)]
+        return value
+
+    if isinstance(update, Mapping):
+        return {key: kept(value) for key, value in update.items()}
+    if isinstance(update, (list, tuple)):
+        return [
+            (entry[0], kept(entry[1])) if isinstance(entry, tuple) and len(entry) == 2 else entry
+            for entry in update
+        ]
+    return update
+
+
+def _held(item: Any, ids: set[str]) -> bool:
+    message = _as_message(item)
+    return message is not None and message.id in ids
