@@ -10,6 +10,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import InjectedToolCallId, StructuredTool
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import InjectedState, tools_condition
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -131,3 +132,54 @@ def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:
     answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
     assert answers["r1"].content == "handed off"
     assert sorted(name for name, _, _ in ledger.runs) == ["pay", "read"]
+
+
+def test_a_hand_off_to_the_parent_carries_the_whole_turn() -> None:
+    """In the guard node's wiring each allowed call runs in a task of its own (with a
+    checkpointer); a hand-off to the parent graph writes the conversation as the tool read
+    it: the model's message with all its calls, not the calls of the hand-off's task."""
+    ledger = Ledger()
+
+    def read(
+        item: str,
+        tool_call_id: Annotated[str, InjectedToolCallId],
+        state: Annotated[dict[str, Any], InjectedState],
+    ) -> Command[Any]:
+        """Read an item (and hand the conversation to the parent's next node)."""
+        ledger.record("read", tool_call_id, {"item": item})
+        answer = ToolMessage("handed off", tool_call_id=tool_call_id)
+        return Command(
+            graph=Command.PARENT, goto="after", update={"messages": [*state["messages"], answer]}
+        )
+
+    tools = [StructuredTool.from_function(read)]
+    tools += [t for t in mediation_tools(ledger) if t.name != "read"]
+    turn = AIMessage(
+        "",
+        tool_calls=[tool_call("pay", {"amount": 5}, "p1"), tool_call("read", {"item": "x"}, "r1")],
+        id="m1",
+    )
+    script = Script([turn, "done"])
+    node = GuardedToolNode(tools)
+    engine = EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
+    child = StateGraph(MessagesState)
+    child.add_node(
+        "agent", RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent")
+    )
+    child.add_node("guard", PolicyGuardNode(engine, registry=node))
+    child.add_node("tools", node)
+    child.add_edge(START, "agent")
+    child.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    child.add_edge("tools", "agent")
+    parent = StateGraph(MessagesState)
+    parent.add_node("assistant", child.compile(), destinations=("after",))
+    parent.add_node("after", lambda s: {})
+    parent.add_edge(START, "assistant")
+    parent.add_edge("after", END)
+    out = parent.compile(checkpointer=InMemorySaver()).invoke(
+        {"messages": [("user", "go")]},
+        {"configurable": {"thread_id": "hand-off-parent"}},
+        context={"user": USER},
+    )
+    model_turn = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.id == "m1")
+    assert [c["id"] for c in model_turn.tool_calls] == ["p1", "r1"]

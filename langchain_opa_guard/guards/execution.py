@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, cast
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
@@ -155,7 +156,10 @@ def calls_payload(
         for c in calls
     ]
     base = dict(state) if isinstance(state, Mapping) else {}
-    base[messages_key] = list(messages)
+    # The model's message as the graph holds it closes the conversation the tools read (a
+    # tool handing the conversation on writes back the whole turn); the tools node runs only
+    # the calls granted here (see GuardedToolNode._parse_input).
+    base[messages_key] = [*messages, ai_message] if not stateless else list(messages)
     payload = {
         "__type": PAYLOAD_TYPE,
         "calls": plain,
@@ -239,19 +243,37 @@ class GuardedToolNode(ToolNode):
         return current() if current is not None else None
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        state, config = self._admit(input, config)
-        out = super().invoke(state, config, **kwargs)
+        state, config, calls = self._admit(input, config)
+        token = _GRANTED_CALLS.set(calls)
+        try:
+            out = super().invoke(state, config, **kwargs)
+        finally:
+            _GRANTED_CALLS.reset(token)
         _done(config)
         return out
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        state, config = self._admit(input, config)
-        out = await super().ainvoke(state, config, **kwargs)
+        state, config, calls = self._admit(input, config)
+        token = _GRANTED_CALLS.set(calls)
+        try:
+            out = await super().ainvoke(state, config, **kwargs)
+        finally:
+            _GRANTED_CALLS.reset(token)
         _done(config)
         return out
 
-    def _admit(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
-        """The state the ToolNode runs on: only the granted calls, in a message of their own."""
+    def _parse_input(self, input: Any) -> Any:
+        """The calls to run: those of the guard's hand-over (the model's message in the
+        state the tools read holds the whole turn)."""
+        tool_calls, input_type = super()._parse_input(input)
+        granted = _GRANTED_CALLS.get()
+        return (list(granted) if granted is not None else tool_calls), input_type
+
+    def _admit(
+        self, input: Any, config: RunnableConfig | None
+    ) -> tuple[Any, RunnableConfig, list[ToolCall]]:
+        """The state the ToolNode runs on (the conversation up to the model's message), its
+        config and the calls it runs: only the granted ones."""
         if not (isinstance(input, Mapping) and input.get("__type") == PAYLOAD_TYPE):
             raise GuardWiringError(
                 f"the tools node {self.name!r} received input that did not come from the "
@@ -275,10 +297,12 @@ class GuardedToolNode(ToolNode):
             grant = {}
         # Each call is checked against its grant right before its tool runs (a call without
         # a matching grant is answered there and never runs).
-        message = AIMessage(content="", tool_calls=calls, id=input.get("message_id"))
         state = dict(input.get("state") or {})
         messages = list(state.get(self._messages_key_for_guard) or [])
-        messages.append(message)
+        last = messages[-1] if messages else None
+        if not (isinstance(last, AIMessage) and last.id == input.get("message_id")):
+            # No conversation (the tools read none): the calls in a message of their own.
+            messages.append(AIMessage(content="", tool_calls=calls, id=input.get("message_id")))
         state[self._messages_key_for_guard] = messages
         base: dict[str, Any] = dict(config or {})
         base["configurable"] = {
@@ -289,7 +313,13 @@ class GuardedToolNode(ToolNode):
             UNSEALED_KEY: unsealed,
             VIEWS_KEY: dict(input.get("views") or {}),
         }
-        return state, cast(RunnableConfig, base)
+        return state, cast(RunnableConfig, base), calls
+
+
+_GRANTED_CALLS: ContextVar[list[ToolCall] | None] = ContextVar(
+    "opa_guard_granted_calls", default=None
+)
+"""The calls a :class:`GuardedToolNode` runs in the current task (its hand-over's)."""
 
 
 def _done(config: RunnableConfig) -> None:
