@@ -376,8 +376,8 @@ def test_a_tool_that_reads_the_state_gets_the_conversation(embedded: PolicyEngin
     )
     graph = build_agent(embedded, model, [get_customer_details])
     inputs = tools_task_inputs(graph, ADMIN)
-    assert [m.type for m in inputs[0]["state"]["messages"]] == ["human"]
-    # The tool sees the conversation as it was, its own call last.
+    # The conversation as the graph holds it, the model's message last (the whole turn).
+    assert [m.type for m in inputs[0]["state"]["messages"]] == ["human", "ai"]
     assert seen == [["human", "ai"]]
 
 

@@ -34,18 +34,23 @@ from typing import Any, cast
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from langchain_opa_guard.guards.claims import arun_once, decided_turn, forget_answers, run_once
+from langchain_opa_guard.guards.claims import arun_once, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
 from langchain_opa_guard.guards.injections import without_injected_request
-from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, seal, sealed
+from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, sealed
 from langchain_opa_guard.guards.tool_results import applied_result
-from langchain_opa_guard.plain_json import value_digest
+from langchain_opa_guard.guards.tools_payload import (
+    PAYLOAD_TYPE,
+    call_digest,
+    calls_payload,
+    sealed_part,
+    task_groups,
+)
 
 __all__ = [
     "GRANT_KEY",
@@ -59,9 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PAYLOAD_TYPE = "opa_guard.calls"
-"""The ``__type`` of the guard node's ``Send`` payload to the tools node."""
 
 GRANT_KEY = "__opa_guard_grant__"
 """Where the tools node keeps the grants of the calls it runs (in ``configurable``)."""
@@ -85,12 +87,6 @@ class GuardWiringError(RuntimeError):
     """The graph can run tools without the guard: fix the wiring (the message says how)."""
 
 
-def call_digest(name: Any, args: Any) -> str:
-    """A digest of a call's tool name and arguments (canonical JSON, SHA-256; see
-    :func:`~langchain_opa_guard.plain_json.value_digest`)."""
-    return value_digest([name, args])
-
-
 def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) -> str | None:
     """The call's digest when ``grant`` allows exactly ``call``, else ``None``."""
     if not isinstance(grant, Mapping):
@@ -101,85 +97,6 @@ def _granted_digest(grant: Mapping[str, Any] | None, call: Mapping[str, Any]) ->
         return None
     digest = call_digest(call.get("name"), call.get("args"))
     return digest if digest == expected else None
-
-
-def task_groups(
-    calls: Sequence[ToolCall],
-    config: Mapping[str, Any] | None,
-    message_id: Any,
-    turn_id: str | None = None,
-) -> list[list[ToolCall]]:
-    """How the allowed calls of a turn go to the tools node, one ``Send`` per group.
-
-    With a checkpointer, one task per call: a task LangGraph runs again (a resume after a
-    tool's own ``interrupt()``, a retry policy, a run resumed in another process) runs that
-    call again, never its neighbours, whose results are saved. Without one nothing can be
-    paused or resumed, so the calls share one task, as in a plain ``ToolNode`` (LangGraph's
-    work per task is most of what a task per call costs); a retry of that task runs only
-    the calls that have not run, and a call that ran answers with its first result
-    (:func:`~.claims.run_once`). A turn that cannot be claimed (a model message without an
-    id) keeps a task per call: nothing would stop a retry from running its calls again.
-    """
-    configurable = (config or {}).get("configurable") or {}
-    if (
-        len(calls) < 2
-        or configurable.get(CONFIG_KEY_CHECKPOINTER) is not None
-        or (turn_id or decided_turn(message_id, config)) is None
-    ):
-        return [[call] for call in calls]
-    return [list(calls)]
-
-
-def calls_payload(
-    calls: Sequence[ToolCall],
-    state: Any,
-    messages_key: str,
-    messages: Sequence[Any],
-    ai_message: AIMessage,
-    config: RunnableConfig | None = None,
-    *,
-    views: Mapping[str, str] | None = None,
-    stateless: bool = False,
-    bound: Mapping[str, Any] | None = None,
-    turn_id: str | None = None,
-) -> dict[str, Any]:
-    """The guard node's ``Send`` payload: the allowed calls, their grants, the views the
-    policy decided (call id -> ``view_digest``; a call without one does not run), the state
-    (``stateless``: none, for a tools node that :func:`reads_no_state`), the turn as
-    decided (``config``: the deciding task's, see :func:`decided_turn`), and what it is
-    bound to (``bound``: the guard, the thread, when; see :func:`.seals.binding`)."""
-    plain = [
-        cast(
-            ToolCall,
-            {"name": c["name"], "args": dict(c["args"]), "id": c["id"], "type": "tool_call"},
-        )
-        for c in calls
-    ]
-    base = dict(state) if isinstance(state, Mapping) else {}
-    # The model's message as the graph holds it closes the conversation the tools read (a
-    # tool handing the conversation on writes back the whole turn); the tools node runs only
-    # the calls granted here (see GuardedToolNode._parse_input).
-    base[messages_key] = [*messages, ai_message] if not stateless else list(messages)
-    payload = {
-        "__type": PAYLOAD_TYPE,
-        "calls": plain,
-        "grant": {c["id"]: call_digest(c["name"], c["args"]) for c in plain},
-        "views": {c["id"]: (views or {}).get(str(c["id"])) for c in plain},
-        "message_id": ai_message.id,
-        "turn": turn_id or decided_turn(ai_message.id, config),
-        "state": base,
-        "stateless": stateless,
-        "binding": dict(bound) if bound is not None else None,
-    }
-    payload["seal"] = seal(PAYLOAD_TYPE, _sealed_part(payload))
-    return payload
-
-
-def _sealed_part(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """What a payload's seal covers: the grants (each call's name and arguments), the views,
-    the turn and the message (the calls themselves are checked against their grants)."""
-    keys = ("grant", "views", "message_id", "turn", "stateless", "binding")
-    return {key: payload.get(key) for key in keys}
 
 
 class GuardedToolNode(ToolNode):
@@ -291,7 +208,7 @@ class GuardedToolNode(ToolNode):
         bound = input.get("binding")
         revision = self._revision_now(bound)
         unsealed = not sealed(
-            PAYLOAD_TYPE, _sealed_part(input), input.get("seal")
+            PAYLOAD_TYPE, sealed_part(input), input.get("seal")
         ) or not binding_holds(bound, config, self.guard_scopes, self.grant_ttl, revision)
         if unsealed:  # forged, or sealed in another process: nothing of it runs
             grant = {}
