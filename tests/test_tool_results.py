@@ -51,7 +51,11 @@ def test_calls_the_update_answers_itself_are_kept() -> None:
             ]
         }
     )
-    assert applied_result(request(), result) is result
+    applied = applied_result(request(), result)
+    assert isinstance(applied, Command) and not refused(applied)
+    written = applied.update["messages"]  # type: ignore[index]
+    assert [type(m).__name__ for m in written] == ["ToolMessage", "AIMessage", "ToolMessage"]
+    assert written[1].id is None  # an id of its own: it replaces no message
 
 
 @pytest.mark.parametrize(
@@ -183,3 +187,5 @@ def test_a_hand_off_to_the_parent_carries_the_whole_turn() -> None:
     )
     model_turn = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.id == "m1")
     assert [c["id"] for c in model_turn.tool_calls] == ["p1", "r1"]
+    answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
+    assert answers["r1"].content == "handed off"  # the hand-off went to the parent

@@ -5,20 +5,21 @@ exactly one answer. A tool's result is applied only when it keeps that so:
 
 - a ``ToolMessage`` answers the call that ran, not another one (a model message the result
   writes may come with the answers to its own calls);
-- a LangGraph ``Command`` may add messages and route on, but it may not send tool calls to a
-  tools node (a ``Send`` with a call, or a ``goto`` to the node the call runs in: that task
-  would run the turn's calls again), write a model message with calls it does not answer
-  itself (nobody would decide or answer them), answer another call, or change or remove a
-  message the conversation holds (the turn's model message, a sibling's answer: the history
-  the policy reads). Messages the conversation already holds, written back unchanged (a
-  hand-off that carries ``state["messages"]`` on), are left out of the update: in the guard
-  node's wiring the tool's copy of the turn's model message holds only the calls granted to
-  its task, and writing it back would replace the model's message.
+- a LangGraph ``Command`` may add messages (each gets an id of its own, so that it replaces
+  none) and route on, but it may not send tool calls to a tools node (a ``Send`` with a
+  call, or a ``goto`` to the node the call runs in: that task would run the turn's calls
+  again), write a model message with calls it does not answer itself (nobody would decide or
+  answer them), answer another call, or change or remove a message the conversation holds
+  (the turn's model message, a sibling's answer: the history the policy reads). Messages the
+  conversation holds, written back unchanged (a hand-off that carries ``state["messages"]``
+  on), are left out of the update: they are there already.
 
-A result that does not keep to this is not applied: the call that returned it is answered
+A list of results, or anything but one answer or one ``Command``, is not applied either. A
+result that does not keep to this is not applied: the call that returned it is answered
 with an error saying so (its tool did run). A ``Command`` for the parent graph
-(``graph=Command.PARENT``) is checked for sent and proposed calls only: the parent's
-conversation is not at hand.
+(``graph=Command.PARENT``) is checked for sent and proposed calls only (the messages this
+graph holds, carried to the parent, count as its own): the parent's conversation is not at
+hand.
 
 Example:
     ```python
@@ -61,45 +62,49 @@ _NOT_APPLIED = (
 def applied_result(
     request: ToolCallRequest, result: ToolMessage | Command[Any]
 ) -> ToolMessage | Command[Any]:
-    """``result`` as it may be applied (see the module): itself, the ``Command`` without
-    the messages it writes back unchanged, or the answer saying it was not applied."""
+    """``result`` as it may be applied (see the module): its own answer or ``Command`` with
+    the messages it adds given ids of their own, without the messages it writes back
+    unchanged, or the answer saying it was not applied."""
     call_id = request.tool_call.get("id")
     if isinstance(result, ToolMessage):
         if result.tool_call_id != call_id:
             return _not_applied(request, "answered another call")
-        return result
-    if not isinstance(result, Command):
-        return result  # type: ignore[unreachable]
+        # An id of its own: an answer cannot replace a message of the conversation.
+        return result if result.id is None else result.model_copy(update={"id": None})
+    if not isinstance(result, Command):  # a list of results, or anything else
+        return _not_applied(request, "returned something other than one answer or Command")
     node = _node_of(request)
     for target in _targets(result.goto):
         if _sends_calls(target) or (node is not None and target == node):
             return _not_applied(request, "sent tool calls to a tools node")
-    if result.graph is not None:  # the parent's: its conversation is not at hand here
-        if _proposes_calls(list(_messages(result.update))):
-            return _not_applied(request, "proposed tool calls of its own")
-        return result
     held = {m.id: m for m in _messages(request.state) if m.id is not None}
     copies: set[str] = set()
     written = []
     for message in _messages(result.update):
-        if isinstance(message, RemoveMessage):
-            return _not_applied(request, "removed messages of the conversation")
-        if message.id is not None and message.id in held:
-            if message != held[message.id]:
-                return _not_applied(request, "changed messages of the conversation")
-            copies.add(message.id)
+        if message.id is not None and message.id in held and message == held[message.id]:
+            copies.add(message.id)  # written back unchanged (a hand-off)
             continue
         written.append(message)
+    if result.graph is not None:
+        # The parent's conversation is not at hand: it is checked for calls only, and the
+        # conversation this graph holds goes to it as it is.
+        if _proposes_calls(written):
+            return _not_applied(request, "proposed tool calls of its own")
+        return result
+    if any(isinstance(m, RemoveMessage) for m in written):
+        return _not_applied(request, "removed messages of the conversation")
+    if any(m.id is not None and m.id in held for m in written):
+        return _not_applied(request, "changed messages of the conversation")
     own = {call_id, *(i for m in written if isinstance(m, AIMessage) for i in _call_ids(m))}
     if any(isinstance(m, ToolMessage) and m.tool_call_id not in own for m in written):
         return _not_applied(request, "answered another call")
     if _proposes_calls(written):
         return _not_applied(request, "proposed tool calls of its own")
-    if not copies:
+    if not copies and all(m.id is None for m in written):
         return result
     return Command(
         graph=result.graph,
-        update=_without(result.update, copies),
+        update=_rewritten(result.update, copies),
         resume=result.resume,
         goto=result.goto,
     )
@@ -154,7 +159,8 @@ def _entries(values: Any) -> Iterable[tuple[Any, Any]]:
         return values.items()
     if isinstance(values, (list, tuple)):
         return (v if isinstance(v, tuple) and len(v) == 2 else (None, v) for v in values)
-    return ((None, getattr(values, "messages", None)),)
+    fields = getattr(values, "__dict__", None)  # a dataclass or a Pydantic model
+    return fields.items() if isinstance(fields, dict) else ()
 
 
 def _as_message(item: Any) -> BaseMessage | None:
@@ -169,13 +175,21 @@ def _as_message(item: Any) -> BaseMessage | None:
     return None
 
 
-def _without(update: Any, ids: set[str]) -> Any:
-    """``update`` without the messages whose ids are in ``ids``."""
+def _rewritten(update: Any, copies: set[str]) -> Any:
+    """``update`` without the messages whose ids are in ``copies``, every other message it
+    adds with an id of its own (so that it replaces no message the conversation holds, nor
+    one written in the same step)."""
+
+    def fresh(item: Any) -> Any:
+        message = _as_message(item)
+        if message is None or message.id is None:
+            return item
+        return message.model_copy(update={"id": None})
 
     def kept(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
-            return [v for v in value if not _held(v, ids)]
-        return value
+            return [fresh(v) for v in value if not _held(v, copies)]
+        return fresh(value)
 
     if isinstance(update, Mapping):
         return {key: kept(value) for key, value in update.items()}
