@@ -22,11 +22,12 @@ turn's send was allowed as ``bob@ok.test``). With a pass-through ``wrap_tool_cal
 user's (the shortcut is off) the same change is caught and the send is refused; with a
 checkpointer (one task per call) the sibling's call is not in the state at all.
 
-What should happen: the send does not run with arguments other than those granted; it is
-answered with the changed-call refusal, as it is when the grant check runs. (On the async
-path ``asyncio.gather`` starts the send before the forward's body runs, so the same edit
-comes too late there; the sync path runs the calls in order under ``max_concurrency=1``,
-and in any order on a thread pool otherwise.)
+What should happen: the send does not run with arguments other than those granted. (Since
+the tools read a copy of the model's message and the tools node runs its hand-over's own
+calls, the edit reaches neither the send nor the conversation: the send runs as granted.)
+(On the async path ``asyncio.gather`` starts the send before the forward's body runs, so
+the same edit comes too late there; the sync path runs the calls in order under
+``max_concurrency=1``, and in any order on a thread pool otherwise.)
 """
 
 from __future__ import annotations
@@ -142,23 +143,23 @@ def send_answer(messages: list[Any]) -> ToolMessage:
     return {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}["s1"]
 
 
-def test_a_send_edited_in_place_after_admission_does_not_run(engine: PolicyEngine) -> None:
+def sent_turn(messages: list[Any]) -> list[Any]:
+    turn = next(m for m in messages if isinstance(m, AIMessage) and m.id == "turn-1")
+    return [c["args"].get("to") for c in turn.tool_calls if c["name"] == "send"]
+
+
+@pytest.mark.parametrize("intercept", [False, True], ids=["alone", "with an interceptor"])
+def test_a_send_edited_in_place_after_admission_runs_as_granted(
+    engine: PolicyEngine, intercept: bool
+) -> None:
+    """The tools read a copy of the model's message; the calls that run are the hand-over's
+    own: the in-place edit reaches neither the send nor the conversation."""
     sent: list[str] = []
-    messages = run(build(engine, sent), "admitted-edit")
+    messages = run(build(engine, sent, intercept=intercept), f"admitted-edit-{intercept}")
     assert sent != ["eve@evil.test"], "the send ran with an address the policy never allowed"
-    assert sent == []
-    answer = send_answer(messages)
-    assert answer.status == "error"
-    assert "changed" in str(answer.content)
-
-
-def test_control_the_grant_check_catches_the_edit_when_it_runs(engine: PolicyEngine) -> None:
-    """The same edit with a pass-through interceptor of the user's (no admitted shortcut):
-    refused, as the module promises."""
-    sent: list[str] = []
-    messages = run(build(engine, sent, intercept=True), "admitted-edit-intercepted")
-    assert sent == []
-    assert send_answer(messages).status == "error"
+    assert sent == ["bob@ok.test"]
+    assert send_answer(messages).status == "success"
+    assert sent_turn(messages) == ["bob@ok.test"]
 
 
 def test_control_with_a_checkpointer_the_sibling_call_is_out_of_reach(

@@ -96,7 +96,10 @@ def calls_payload(
     # The model's message as the graph holds it closes the conversation the tools read (a
     # tool handing the conversation on writes back the whole turn); the tools node runs only
     # the calls granted here (see GuardedToolNode._parse_input).
-    base[messages_key] = [*messages, ai_message] if not stateless else list(messages)
+    # (A copy: a tool that edits the state it reads in place changes neither the graph's
+    # message nor the calls that run.)
+    turn = ai_message.model_copy(deep=True)
+    base[messages_key] = [*messages, turn] if not stateless else list(messages)
     payload = {
         "__type": PAYLOAD_TYPE,
         "calls": plain,
