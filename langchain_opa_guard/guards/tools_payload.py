@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 
+from langchain_opa_guard.fast_json import loads, plain_dumps
 from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.seals import seal
 from langchain_opa_guard.plain_json import value_digest
@@ -98,7 +100,8 @@ def calls_payload(
     # the calls granted here (see GuardedToolNode._parse_input).
     # (A copy: a tool that edits the state it reads in place changes neither the graph's
     # message nor the calls that run.)
-    turn = ai_message.model_copy(deep=True)
+    calls_copy = [{**c, "args": _copied(c.get("args"))} for c in ai_message.tool_calls]
+    turn = ai_message.model_copy(update={"tool_calls": calls_copy})
     base[messages_key] = [*messages, turn] if not stateless else list(messages)
     payload = {
         "__type": PAYLOAD_TYPE,
@@ -120,3 +123,9 @@ def sealed_part(payload: Mapping[str, Any]) -> dict[str, Any]:
     the turn and the message (the calls themselves are checked against their grants)."""
     keys = ("grant", "views", "message_id", "turn", "stateless", "binding")
     return {key: payload.get(key) for key in keys}
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a call's arguments (plain JSON through orjson, else a deep copy)."""
+    text = plain_dumps(value)
+    return loads(text) if text is not None else copy.deepcopy(value)
