@@ -36,6 +36,7 @@ import time
 from collections.abc import Container, Mapping
 from typing import Any
 
+from langchain_opa_guard.guards.claims import task_scope
 from langchain_opa_guard.plain_json import NestingTooDeep, canonical_json, whole_jsonable
 
 try:  # pragma: no branch - orjson is installed wherever langsmith is
@@ -245,14 +246,7 @@ def graph_run(config: Mapping[str, Any] | None) -> str:
     tools node of one graph share it; two subgraphs built alike (one factory, one engine,
     the same names and rules, so the same scope) do not, nor do two runs of one subgraph
     node (outside a LangGraph task: the outermost graph's, ``""``)."""
-    if not isinstance(config, Mapping):
-        return ""
-    configurable = config.get("configurable") or {}
-    metadata = config.get("metadata") or {}
-    namespace = configurable.get("checkpoint_ns") or metadata.get("langgraph_checkpoint_ns")
-    if not isinstance(namespace, str):
-        return ""
-    return namespace.rpartition("|")[0]  # LangGraph's NS_SEP
+    return (task_scope(config) or "").rpartition("|")[0]  # LangGraph's NS_SEP
 
 
 def _thread(config: Mapping[str, Any] | None) -> str | None:
