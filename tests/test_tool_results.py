@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import InjectedToolCallId, StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -98,10 +98,10 @@ def test_calls_written_in_other_forms_are_refused(written: Any) -> None:
     assert refused(answer) == (written != ("ai", "text"))
 
 
-def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:
-    """A hand-off tool writes the conversation (its model message with the open sibling
-    call included) back with its own answer: applied, and the sibling runs."""
-    ledger = Ledger()
+def hand_off_agent(ledger: Ledger, turn: AIMessage, *, to_parent: bool) -> Any:
+    """``agent -> guard -> tools`` (not compiled) whose ``read`` tool hands the conversation
+    on: written back with its answer, in this graph or (``to_parent``) to the parent's
+    ``after`` node."""
 
     def read(
         item: str,
@@ -110,16 +110,15 @@ def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:
     ) -> Command[Any]:
         """Read an item (and hand the conversation on)."""
         ledger.record("read", tool_call_id, {"item": item})
-        answer = ToolMessage("handed off", tool_call_id=tool_call_id)
-        return Command(update={"messages": [*state["messages"], answer]})
+        update = {
+            "messages": [*state["messages"], ToolMessage("handed off", tool_call_id=tool_call_id)]
+        }
+        if to_parent:
+            return Command(graph=Command.PARENT, goto="after", update=update)
+        return Command(update=update)
 
     tools = [StructuredTool.from_function(read)]
     tools += [t for t in mediation_tools(ledger) if t.name != "read"]
-    turn = AIMessage(
-        "",
-        tool_calls=[tool_call("read", {"item": "x"}, "r1"), tool_call("pay", {"amount": 5}, "p1")],
-        id="m1",
-    )
     script = Script([turn, "done"])
     node = GuardedToolNode(tools)
     engine = EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
@@ -132,7 +131,20 @@ def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     builder.add_edge("tools", "agent")
-    out = builder.compile().invoke({"messages": [("user", "go")]}, context={"user": USER})
+    return builder
+
+
+def test_a_hand_off_carrying_the_conversation_on_is_applied() -> None:
+    """A hand-off tool writes the conversation (its model message with the open sibling
+    call included) back with its own answer: applied, and the sibling runs."""
+    ledger = Ledger()
+    turn = AIMessage(
+        "",
+        tool_calls=[tool_call("read", {"item": "x"}, "r1"), tool_call("pay", {"amount": 5}, "p1")],
+        id="m1",
+    )
+    graph = hand_off_agent(ledger, turn, to_parent=False).compile()
+    out = graph.invoke({"messages": [("user", "go")]}, context={"user": USER})
     answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
     assert answers["r1"].content == "handed off"
     assert sorted(name for name, _, _ in ledger.runs) == ["pay", "read"]
@@ -143,40 +155,14 @@ def test_a_hand_off_to_the_parent_carries_the_whole_turn() -> None:
     checkpointer); a hand-off to the parent graph writes the conversation as the tool read
     it: the model's message with all its calls, not the calls of the hand-off's task."""
     ledger = Ledger()
-
-    def read(
-        item: str,
-        tool_call_id: Annotated[str, InjectedToolCallId],
-        state: Annotated[dict[str, Any], InjectedState],
-    ) -> Command[Any]:
-        """Read an item (and hand the conversation to the parent's next node)."""
-        ledger.record("read", tool_call_id, {"item": item})
-        answer = ToolMessage("handed off", tool_call_id=tool_call_id)
-        return Command(
-            graph=Command.PARENT, goto="after", update={"messages": [*state["messages"], answer]}
-        )
-
-    tools = [StructuredTool.from_function(read)]
-    tools += [t for t in mediation_tools(ledger) if t.name != "read"]
     turn = AIMessage(
         "",
         tool_calls=[tool_call("pay", {"amount": 5}, "p1"), tool_call("read", {"item": "x"}, "r1")],
         id="m1",
     )
-    script = Script([turn, "done"])
-    node = GuardedToolNode(tools)
-    engine = EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-    child = StateGraph(MessagesState)
-    child.add_node(
-        "agent", RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent")
-    )
-    child.add_node("guard", PolicyGuardNode(engine, registry=node))
-    child.add_node("tools", node)
-    child.add_edge(START, "agent")
-    child.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    child.add_edge("tools", "agent")
     parent = StateGraph(MessagesState)
-    parent.add_node("assistant", child.compile(), destinations=("after",))
+    child = hand_off_agent(ledger, turn, to_parent=True).compile()
+    parent.add_node("assistant", child, destinations=("after",))
     parent.add_node("after", lambda s: {})
     parent.add_edge(START, "assistant")
     parent.add_edge("after", END)
@@ -189,3 +175,40 @@ def test_a_hand_off_to_the_parent_carries_the_whole_turn() -> None:
     assert [c["id"] for c in model_turn.tool_calls] == ["p1", "r1"]
     answers = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
     assert answers["r1"].content == "handed off"  # the hand-off went to the parent
+
+
+def test_a_hand_off_in_a_streamed_turn_runs_no_denied_sibling() -> None:
+    """The model's message kept as a streamed chunk (its calls also in ``tool_call_chunks``)
+    and a hand-off writing the conversation back: the denied payment never runs, and each
+    call of the turn gets one answer."""
+    ledger = Ledger()
+    turn = AIMessageChunk(
+        "",
+        id="m1",
+        tool_call_chunks=[
+            {
+                "name": "read",
+                "args": '{"item": "x"}',
+                "id": "r1",
+                "index": 0,
+                "type": "tool_call_chunk",
+            },
+            {
+                "name": "pay",
+                "args": '{"amount": 5000}',
+                "id": "p1",
+                "index": 1,
+                "type": "tool_call_chunk",
+            },
+        ],
+    )
+    assert [c["id"] for c in turn.tool_calls] == ["r1", "p1"]
+    graph = hand_off_agent(ledger, turn, to_parent=False).compile(checkpointer=InMemorySaver())
+    out = graph.invoke(
+        {"messages": [("user", "go")]},
+        {"configurable": {"thread_id": "hand-off-chunk"}},
+        context={"user": USER},
+    )
+    assert [name for name, _, _ in ledger.runs] == ["read"]
+    answers = [m.tool_call_id for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert sorted(answers) == ["p1", "r1"]
