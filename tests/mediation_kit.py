@@ -16,14 +16,16 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import tools_condition
+from langgraph.prebuilt import ToolNode, tools_condition
 
 from langchain_opa_guard import (
     GuardedToolNode,
     OPAGuardMiddleware,
     PolicyEngine,
     PolicyGuardNode,
+    ToolCallGuard,
 )
 
 POLICY = "mediation/decision"
@@ -142,6 +144,53 @@ def agent_graph(
         middleware=[*middleware, OPAGuardMiddleware(engine, registry=tools), *after],
         checkpointer=checkpointer,
     )
+
+
+WIRINGS = ("node", "edge", "interceptor", "middleware")
+"""The guard's four wirings, as :func:`wired_graph` builds them."""
+
+
+def wired_graph(engine: PolicyEngine, kind: str, tools: Sequence[BaseTool], script: Script) -> Any:
+    """``tools`` guarded in one of :data:`WIRINGS`, the model's turns from ``script``,
+    checkpointed: ``create_agent`` with the middleware, or ``agent -> [guard ->] tools -> agent``
+    with the guard node (``node``), the guard's edge (``edge``) or a ``ToolNode`` interceptor
+    (``interceptor``)."""
+    from langchain_opa_guard.testing import ScriptedChatModel
+
+    if kind == "middleware":
+        model = ScriptedChatModel(script=[script.reply] * 32)
+        return create_agent(
+            model,
+            list(tools),
+            middleware=[OPAGuardMiddleware(engine, registry=tools)],
+            checkpointer=InMemorySaver(),
+        )
+    builder = StateGraph(MessagesState)
+    builder.add_node(
+        "agent",
+        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
+    )
+    builder.add_edge(START, "agent")
+    if kind == "interceptor":
+        guard = ToolCallGuard(engine, registry=tools)
+        node = ToolNode(
+            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+        )
+        builder.add_node("tools", node)
+        builder.add_conditional_edges("agent", tools_condition)
+    else:
+        guarded = GuardedToolNode(tools)
+        policy_guard = PolicyGuardNode(engine, registry=guarded)
+        builder.add_node("guard", policy_guard)
+        builder.add_node("tools", guarded)
+        if kind == "edge":
+            builder.add_conditional_edges(
+                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
+            )
+        else:
+            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=InMemorySaver())
 
 
 def answers_per_turn(messages: Sequence[BaseMessage]) -> list[Counter[str]]:

@@ -28,25 +28,15 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools
+from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools, wired_graph
 from opa_process import ROOT
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
-    GuardedToolNode,
-    OPAGuardMiddleware,
-    PolicyGuardNode,
-    ToolCallGuard,
 )
-from langchain_opa_guard.testing import ScriptedChatModel
 
 
 @pytest.fixture(scope="module")
@@ -71,43 +61,6 @@ def tools_with_goto(ledger: Ledger, goto: Any) -> list[BaseTool]:
     return [StructuredTool.from_function(read), *others]
 
 
-def build(engine: EmbeddedPolicy, kind: str, tools: list[BaseTool], script: Script) -> Any:
-    if kind == "middleware":
-        model = ScriptedChatModel(script=[script.reply] * 32)
-        return create_agent(
-            model,
-            tools,
-            middleware=[OPAGuardMiddleware(engine, registry=tools)],
-            checkpointer=InMemorySaver(),
-        )
-    builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent",
-        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
-    )
-    builder.add_edge(START, "agent")
-    if kind == "interceptor":
-        guard = ToolCallGuard(engine, registry=tools)
-        node = ToolNode(
-            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-        )
-        builder.add_node("tools", node)
-        builder.add_conditional_edges("agent", tools_condition)
-    else:
-        guarded = GuardedToolNode(tools)
-        policy_guard = PolicyGuardNode(engine, registry=guarded)
-        builder.add_node("guard", policy_guard)
-        builder.add_node("tools", guarded)
-        if kind == "edge":
-            builder.add_conditional_edges(
-                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
-            )
-        else:
-            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
-
-
 def read_and_pay() -> Script:
     calls = [
         {"name": "read", "args": {"item": "x"}, "id": "r1"},
@@ -126,7 +79,7 @@ def test_a_tool_s_goto_to_the_tools_node_runs_nothing_again(
     engine: EmbeddedPolicy, kind: str, goto: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(engine, kind, tools_with_goto(ledger, goto), read_and_pay())
+    graph = wired_graph(engine, kind, tools_with_goto(ledger, goto), read_and_pay())
     config = {"configurable": {"thread_id": f"goto-{kind}"}, "recursion_limit": 20}
     out = graph.invoke({"messages": [("user", "read and pay")]}, config, context={"user": USER})
     assert [i for n, i, _ in ledger.runs if n == "pay"] == ["p1"], ledger.runs
@@ -138,7 +91,7 @@ async def test_async_a_tool_s_goto_to_the_tools_node_runs_nothing_again(
     engine: EmbeddedPolicy, kind: str
 ) -> None:
     ledger = Ledger()
-    graph = build(engine, kind, tools_with_goto(ledger, "tools"), read_and_pay())
+    graph = wired_graph(engine, kind, tools_with_goto(ledger, "tools"), read_and_pay())
     config = {"configurable": {"thread_id": f"agoto-{kind}"}, "recursion_limit": 20}
     out = await graph.ainvoke(
         {"messages": [("user", "read and pay")]}, config, context={"user": USER}

@@ -21,25 +21,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, assert_one_answer_per_id, mediation_tools
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    Script,
+    assert_one_answer_per_id,
+    mediation_tools,
+    wired_graph,
+)
 from opa_process import ROOT
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
-    GuardedToolNode,
-    OPAGuardMiddleware,
-    PolicyGuardNode,
-    ToolCallGuard,
 )
-from langchain_opa_guard.testing import ScriptedChatModel
 
 
 @pytest.fixture(scope="module")
@@ -61,43 +59,6 @@ def forging_tools(ledger: Ledger, form: str) -> list[BaseTool]:
     return [StructuredTool.from_function(read), *others]
 
 
-def build(engine: EmbeddedPolicy, kind: str, tools: list[BaseTool], script: Script) -> Any:
-    if kind == "middleware":
-        model = ScriptedChatModel(script=[script.reply] * 32)
-        return create_agent(
-            model,
-            tools,
-            middleware=[OPAGuardMiddleware(engine, registry=tools)],
-            checkpointer=InMemorySaver(),
-        )
-    builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent",
-        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
-    )
-    builder.add_edge(START, "agent")
-    if kind == "interceptor":
-        guard = ToolCallGuard(engine, registry=tools)
-        node = ToolNode(
-            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-        )
-        builder.add_node("tools", node)
-        builder.add_conditional_edges("agent", tools_condition)
-    else:
-        guarded = GuardedToolNode(tools)
-        policy_guard = PolicyGuardNode(engine, registry=guarded)
-        builder.add_node("guard", policy_guard)
-        builder.add_node("tools", guarded)
-        if kind == "edge":
-            builder.add_conditional_edges(
-                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
-            )
-        else:
-            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
-
-
 @pytest.mark.parametrize("form", ["plain", "command"])
 @pytest.mark.parametrize("kind", ["node", "edge", "interceptor", "middleware"])
 def test_a_tool_cannot_answer_its_sibling(engine: EmbeddedPolicy, kind: str, form: str) -> None:
@@ -106,7 +67,7 @@ def test_a_tool_cannot_answer_its_sibling(engine: EmbeddedPolicy, kind: str, for
         {"name": "read", "args": {"item": "x"}, "id": "r1"},
         {"name": "pay", "args": {"amount": 5000}, "id": "p1"},
     ]
-    graph = build(
+    graph = wired_graph(
         engine,
         kind,
         forging_tools(ledger, form),
