@@ -29,14 +29,22 @@ Run as a script, this file is the MCP server (stdio): ``python this.py LOG``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from mcp_server_kit import (
+    SURFACES,
+    policy_engine,
+    ran,
+    recorder,
+    run_server_tool,
+)
 from pydantic import BaseModel
+
+if TYPE_CHECKING:  # the file is also the MCP server: it starts without the guard
+    from langchain_opa_guard import EmbeddedPolicy
 
 POLICY = """package redteam19mcp
 
@@ -55,8 +63,6 @@ decision := {
 }
 """
 
-USER = {"id": "u-1", "role": "tester"}
-
 
 class Options(BaseModel):
     """The options of a delete (a model of its own: ``$ref`` in the tool's schema)."""
@@ -69,9 +75,10 @@ def serve(log: Path) -> None:
 
     server = FastMCP("tickets", log_level="ERROR")
 
-    def record(tool: str, force: bool) -> None:
-        with log.open("a") as out:
-            out.write(json.dumps({"tool": tool, "force": force}) + "\n")
+    log_run = recorder(log)
+
+    def record(tool: str, force: Any) -> None:
+        log_run(tool, force=force)
 
     @server.tool(description="Delete a ticket; `options.force` skips the archive.")
     def delete(ticket_id: str, options: Options) -> str:
@@ -91,35 +98,10 @@ def serve(log: Path) -> None:
     server.run(transport="stdio")
 
 
-def ran(log: Path) -> list[Any]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
-def engine(tmp_path: Path) -> Any:
-    from langchain_opa_guard import EmbeddedPolicy
+def engine(tmp_path: Path) -> EmbeddedPolicy:
+    return policy_engine(tmp_path, "redteam19mcp", POLICY)
 
-    (tmp_path / "redteam19mcp.rego").write_text(POLICY)
-    return EmbeddedPolicy(tmp_path, policy="redteam19mcp/decision")
-
-
-def ticket_tools(log: Path) -> list[Any]:
-    from langchain_mcp_adapters.client import MultiServerMCPClient
-
-    from langchain_opa_guard import mcp_tools
-
-    connection = {
-        "command": sys.executable,
-        "args": [str(Path(__file__).resolve()), str(log)],
-        "transport": "stdio",
-    }
-    client = MultiServerMCPClient({"tickets": connection})  # type: ignore[dict-item]
-    return asyncio.run(mcp_tools(client))
-
-
-SURFACES = ["node", "interceptor", "middleware", "guard_tools"]
 
 CONTROLS = [
     ("delete", {"ticket_id": "T-1", "options": {"force": True}}),
@@ -138,14 +120,10 @@ ATTACKS = [
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize(("tool", "args"), CONTROLS, ids=[c[0] for c in CONTROLS])
 def test_control_a_forced_delete_is_denied(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     assert ran(log) == [], answer.content
 
 
@@ -156,14 +134,10 @@ def test_control_a_forced_delete_is_denied(
     ids=["ref-yes", "ref-json-text", "optional-ref-yes", "mapping-yes"],
 )
 def test_a_nested_lax_value_is_decided_as_the_server_reads_it(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     forced = [r for r in ran(log) if r["force"] is True]
     assert forced == [], (
         f"the policy allowed {tool}({args!r}), where force is not true to it; the server ran "

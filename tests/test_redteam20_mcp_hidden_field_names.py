@@ -31,14 +31,22 @@ Run as a script, this file is the MCP server (stdio): ``python this.py LOG``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from mcp_server_kit import (
+    SURFACES,
+    policy_engine,
+    ran,
+    recorder,
+    run_server_tool,
+)
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # the file is also the MCP server: it starts without the guard
+    from langchain_opa_guard import EmbeddedPolicy
 
 POLICY = """package redteam20names
 
@@ -56,8 +64,6 @@ decision := {
 	"reasons": [{"code": "rt20", "message": m} | some m in deny],
 }
 """
-
-USER = {"id": "u-1", "role": "tester"}
 
 
 class ByName(BaseModel):
@@ -79,9 +85,10 @@ def serve(log: Path) -> None:
 
     server = FastMCP("tickets", log_level="ERROR")
 
-    def record(tool: str, purge: bool) -> None:
-        with log.open("a") as out:
-            out.write(json.dumps({"tool": tool, "purge": purge}) + "\n")
+    log_run = recorder(log)
+
+    def record(tool: str, purge: Any) -> None:
+        log_run(tool, purge=purge)
 
     @server.tool(description="Delete a ticket; options.purgeNow skips the archive.")
     def delete(ticket_id: str, options: ByName) -> str:
@@ -96,35 +103,10 @@ def serve(log: Path) -> None:
     server.run(transport="stdio")
 
 
-def ran(log: Path) -> list[Any]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
-def engine(tmp_path: Path) -> Any:
-    from langchain_opa_guard import EmbeddedPolicy
+def engine(tmp_path: Path) -> EmbeddedPolicy:
+    return policy_engine(tmp_path, "redteam20names", POLICY)
 
-    (tmp_path / "redteam20names.rego").write_text(POLICY)
-    return EmbeddedPolicy(tmp_path, policy="redteam20names/decision")
-
-
-def ticket_tools(log: Path) -> list[Any]:
-    from langchain_mcp_adapters.client import MultiServerMCPClient
-
-    from langchain_opa_guard import mcp_tools
-
-    connection = {
-        "command": sys.executable,
-        "args": [str(Path(__file__).resolve()), str(log)],
-        "transport": "stdio",
-    }
-    client = MultiServerMCPClient({"tickets": connection})  # type: ignore[dict-item]
-    return asyncio.run(mcp_tools(client))
-
-
-SURFACES = ["node", "interceptor", "middleware", "guard_tools"]
 
 CONTROLS = [
     ("delete", {"ticket_id": "T-1", "options": {"purgeNow": True}}),
@@ -140,28 +122,20 @@ ATTACKS = [
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize(("tool", "args"), CONTROLS, ids=[c[0] for c in CONTROLS])
 def test_control_a_purge_under_its_schema_name_is_denied(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     assert ran(log) == [], answer.content
 
 
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize(("tool", "args"), ATTACKS, ids=["populate-by-name", "second-alias-choice"])
 def test_a_field_under_a_name_the_schema_does_not_list_is_not_run_unseen(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     purged = [r for r in ran(log) if r["purge"] is True]
     assert purged == [], (
         f"the policy allowed {tool}({args!r}), where it saw no purgeNow; the server ran with "

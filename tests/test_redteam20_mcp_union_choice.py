@@ -35,14 +35,22 @@ Run as a script, this file is the MCP server (stdio): ``python this.py LOG``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pytest
+from mcp_server_kit import (
+    SURFACES,
+    policy_engine,
+    ran,
+    recorder,
+    run_server_tool,
+)
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # the file is also the MCP server: it starts without the guard
+    from langchain_opa_guard import EmbeddedPolicy
 
 POLICY = """package redteam20mcp
 
@@ -60,8 +68,6 @@ decision := {
 	"reasons": [{"code": "rt20", "message": m} | some m in deny],
 }
 """
-
-USER = {"id": "u-1", "role": "tester"}
 
 
 class Archive(BaseModel):
@@ -96,9 +102,10 @@ def serve(log: Path) -> None:
 
     server = FastMCP("tickets", log_level="ERROR")
 
+    log_run = recorder(log)
+
     def record(tool: str, force: Any) -> None:
-        with log.open("a") as out:
-            out.write(json.dumps({"tool": tool, "force": force}) + "\n")
+        log_run(tool, force=force)
 
     @server.tool(description="Delete a ticket; force=true skips the archive, 'ask' prompts.")
     def delete(ticket_id: str, force: bool | Literal["ask"] = False) -> str:
@@ -125,35 +132,10 @@ def serve(log: Path) -> None:
     server.run(transport="stdio")
 
 
-def ran(log: Path) -> list[Any]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
-def engine(tmp_path: Path) -> Any:
-    from langchain_opa_guard import EmbeddedPolicy
+def engine(tmp_path: Path) -> EmbeddedPolicy:
+    return policy_engine(tmp_path, "redteam20mcp", POLICY)
 
-    (tmp_path / "redteam20mcp.rego").write_text(POLICY)
-    return EmbeddedPolicy(tmp_path, policy="redteam20mcp/decision")
-
-
-def ticket_tools(log: Path) -> list[Any]:
-    from langchain_mcp_adapters.client import MultiServerMCPClient
-
-    from langchain_opa_guard import mcp_tools
-
-    connection = {
-        "command": sys.executable,
-        "args": [str(Path(__file__).resolve()), str(log)],
-        "transport": "stdio",
-    }
-    client = MultiServerMCPClient({"tickets": connection})  # type: ignore[dict-item]
-    return asyncio.run(mcp_tools(client))
-
-
-SURFACES = ["node", "interceptor", "middleware", "guard_tools"]
 
 CONTROLS = [
     ("delete", {"ticket_id": "T-1", "force": True}),
@@ -173,14 +155,10 @@ ATTACKS = [
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize(("tool", "args"), CONTROLS, ids=[c[0] for c in CONTROLS])
 def test_control_a_forced_call_is_denied(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     assert ran(log) == [], answer.content
 
 
@@ -191,14 +169,10 @@ def test_control_a_forced_call_is_denied(
     ids=["const-option", "maxlength-option", "discriminated-oneof", "required-ignored"],
 )
 def test_a_union_value_is_decided_as_the_option_the_server_picks(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     forced = [r for r in ran(log) if r["force"] is True]
     assert forced == [], (
         f"the policy allowed {tool}({args!r}), where force is not true to it; the server ran "

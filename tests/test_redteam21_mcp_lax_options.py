@@ -30,15 +30,23 @@ Run as a script, this file is the MCP server (stdio): ``python this.py LOG``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
+from mcp_server_kit import (
+    SURFACES,
+    policy_engine,
+    ran,
+    recorder,
+    run_server_tool,
+)
 from pydantic import Field
+
+if TYPE_CHECKING:  # the file is also the MCP server: it starts without the guard
+    from langchain_opa_guard import EmbeddedPolicy
 
 POLICY = """package redteam21mcp
 
@@ -68,7 +76,6 @@ decision := {
 }
 """
 
-USER = {"id": "u-1", "role": "tester"}
 ESCAPED = '["boss@evil\\u002eexample"]'
 
 
@@ -77,9 +84,10 @@ def serve(log: Path) -> None:
 
     server = FastMCP("tickets", log_level="ERROR")
 
+    log_run = recorder(log)
+
     def record(tool: str, value: Any) -> None:
-        with log.open("a") as out:
-            out.write(json.dumps({"tool": tool, "value": value}, default=str) + "\n")
+        log_run(tool, value=value)
 
     @server.tool(description="Delete a ticket; purge=true erases it now, a time schedules it.")
     def delete(ticket_id: str, purge: bool | datetime = False) -> str:
@@ -104,35 +112,10 @@ def serve(log: Path) -> None:
     server.run(transport="stdio")
 
 
-def ran(log: Path) -> list[Any]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
-def engine(tmp_path: Path) -> Any:
-    from langchain_opa_guard import EmbeddedPolicy
+def engine(tmp_path: Path) -> EmbeddedPolicy:
+    return policy_engine(tmp_path, "redteam21mcp", POLICY)
 
-    (tmp_path / "redteam21mcp.rego").write_text(POLICY)
-    return EmbeddedPolicy(tmp_path, policy="redteam21mcp/decision")
-
-
-def ticket_tools(log: Path) -> list[Any]:
-    from langchain_mcp_adapters.client import MultiServerMCPClient
-
-    from langchain_opa_guard import mcp_tools
-
-    connection = {
-        "command": sys.executable,
-        "args": [str(Path(__file__).resolve()), str(log)],
-        "transport": "stdio",
-    }
-    client = MultiServerMCPClient({"tickets": connection})  # type: ignore[dict-item]
-    return asyncio.run(mcp_tools(client))
-
-
-SURFACES = ["node", "interceptor", "middleware", "guard_tools"]
 
 CONTROLS = [
     ("delete", {"ticket_id": "T-1", "purge": True}),
@@ -152,14 +135,10 @@ ATTACKS = [
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize(("tool", "args"), CONTROLS, ids=[c[0] for c in CONTROLS])
 def test_control_the_plain_value_is_denied(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
+    engine: EmbeddedPolicy, tmp_path: Path, surface: str, tool: str, args: dict[str, Any]
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     assert ran(log) == [], answer.content
 
 
@@ -175,14 +154,15 @@ def test_control_the_plain_value_is_denied(
     ],
 )
 def test_a_value_valid_for_one_option_is_decided_as_the_server_reads_it(
-    engine: Any, tmp_path: Path, surface: str, tool: str, args: dict[str, Any], denied: Any
+    engine: EmbeddedPolicy,
+    tmp_path: Path,
+    surface: str,
+    tool: str,
+    args: dict[str, Any],
+    denied: Any,
 ) -> None:
-    from surface_kit import run_turn
-
     log = tmp_path / "ran.jsonl"
-    answer, _ = run_turn(
-        surface, engine, ticket_tools(log), tool, args, "ainvoke", context={"user": USER}
-    )
+    answer = run_server_tool(__file__, log, surface, engine, tool, args)
     hits = [r for r in ran(log) if r["value"] == denied]
     assert hits == [], (
         f"the policy allowed {tool}({args!r}); the server ran it with {denied!r}, which the "
