@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import http.client
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,24 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from opa_process import OPAProcess
-from test_guard_node import INTERNAL
+from test_redteam22_fail_open_slow_policy import LINK, run
 
-from langchain_opa_guard import GuardedToolNode, OPAServer, PolicyGuardNode, ToolCallGuard
-from langchain_opa_guard.demo.web import web_tools
-from langchain_opa_guard.testing import tool_call
+from langchain_opa_guard import OPAServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
-METADATA = {
-    "fetch_url": {"trust": "untrusted", "read_only": True},
-    "send_email": {"egress": {"destinations": ["to"], "content": ["subject", "body"]}},
-}
-
-LINK = "Reset your password at https://evil.test/login"
 PADDING = "http:!" * 4000  # about 24 KB; about 3 s of OPA time on this machine
 
 GATEWAY_UPSTREAM_TIMEOUT = 1.0  # shorter than the guard's 2 s, as gateways often are
@@ -122,53 +110,6 @@ def gateway_url(request: pytest.FixtureRequest) -> Iterator[str]:
         finally:
             server.shutdown()
             server.server_close()
-
-
-def run(surface: str, url: str, body: str) -> tuple[list[dict[str, Any]], list[ToolMessage]]:
-    tools, outbox = web_tools()
-    turns = iter(
-        [
-            AIMessage("", tool_calls=[tool_call("fetch_url", {"url": "https://x.test"}, "f1")]),
-            AIMessage(
-                "",
-                tool_calls=[
-                    tool_call(
-                        "send_email",
-                        {"to": "bob@example.com", "subject": "s", "body": body},
-                        "m1",
-                    )
-                ],
-            ),
-            AIMessage("done"),
-        ]
-    )
-    engine = OPAServer(url)  # the default timeout, 2 s
-    builder = StateGraph(MessagesState)
-    builder.add_node("agent", lambda s: {"messages": [next(turns)]})
-    if surface == "node":
-        builder.add_node(
-            "guard",
-            PolicyGuardNode(engine, registry=METADATA, fail_open={"send_email"}),
-        )
-        builder.add_node("tools", GuardedToolNode(tools))
-        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    else:
-        guard = ToolCallGuard(engine, registry=METADATA, fail_open={"send_email"})
-        builder.add_node("tools", ToolNode(tools, wrap_tool_call=guard.wrap_tool_call))
-        builder.add_conditional_edges("agent", tools_condition)
-    builder.add_edge(START, "agent")
-    builder.add_edge("tools", "agent")
-    graph = builder.compile()
-    try:
-        result = graph.invoke(
-            {"messages": [("user", "Summarise https://x.test for me")]},
-            {"configurable": {"thread_id": str(uuid.uuid4())}},
-            context={"user": INTERNAL},
-        )
-    finally:
-        engine.close()
-    answers = [m for m in result["messages"] if isinstance(m, ToolMessage)]
-    return list(outbox.sent), answers
 
 
 @pytest.mark.parametrize("surface", ["node", "interceptor"])
