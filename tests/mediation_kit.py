@@ -193,6 +193,39 @@ def wired_graph(engine: PolicyEngine, kind: str, tools: Sequence[BaseTool], scri
     return builder.compile(checkpointer=InMemorySaver())
 
 
+def interceptor_react_agent(
+    engine: PolicyEngine,
+    ledger: Ledger,
+    calls: Sequence[Any],
+    *,
+    checkpointer: Any = None,
+    interrupt_before: Sequence[str] | None = None,
+) -> Any:
+    """LangGraph's prebuilt ReAct agent (each call sent to the ``ToolNode`` in a task of its
+    own) over :func:`mediation_tools` guarded by the ``ToolCallGuard`` interceptor; the
+    model proposes ``calls`` in one turn, then says "ok"."""
+    import warnings
+
+    from langgraph.prebuilt import create_react_agent
+
+    from langchain_opa_guard.testing import ScriptedChatModel
+
+    tools = mediation_tools(ledger)
+    guard = ToolCallGuard(engine, registry=tools)
+    node = ToolNode(
+        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+    )
+    script = Script([AIMessage("", tool_calls=list(calls)), "ok"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # create_react_agent's deprecation
+        return create_react_agent(
+            ScriptedChatModel(script=[script.reply] * 8),
+            node,
+            checkpointer=checkpointer,
+            interrupt_before=list(interrupt_before) if interrupt_before else None,
+        )
+
+
 def answers_per_turn(messages: Sequence[BaseMessage]) -> list[Counter[str]]:
     """For each model turn with calls, how many answers each call id got before the next."""
     turns: list[Counter[str]] = []

@@ -25,9 +25,17 @@ from conftest import TEST_POLICIES
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, agent_graph, mediation_tools, node_graph
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    Script,
+    agent_graph,
+    interceptor_react_agent,
+    node_graph,
+)
 
-from langchain_opa_guard import Decision, EmbeddedPolicy, OPAServer, PolicyEngine, ToolCallGuard
+from langchain_opa_guard import Decision, EmbeddedPolicy, OPAServer, PolicyEngine
 from langchain_opa_guard.testing import tool_call
 
 
@@ -185,30 +193,15 @@ def test_two_resumes_of_a_paused_tool_node_run_the_interceptors_call_once(use_as
     (``interrupt_before=["tools"]``, a human looking at the proposed calls) is resumed the
     same way: two resumes sent at once (a double click) both run the tools task, and the
     allowed call runs for one of them."""
-    import warnings
-
-    from langgraph.prebuilt import ToolNode, create_react_agent
-
-    from langchain_opa_guard.testing import ScriptedChatModel
-
     together = Together(EmbeddedPolicy(TEST_POLICIES, policy=POLICY))
     ledger = Ledger()
-    tools = mediation_tools(ledger)
-    guard = ToolCallGuard(together, registry=tools)
-    node = ToolNode(
-        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+    graph = interceptor_react_agent(
+        together,
+        ledger,
+        [tool_call("send", {"to": "a@ok.test", "body": "hi"}, "s1")],
+        checkpointer=InMemorySaver(),
+        interrupt_before=["tools"],
     )
-    script = Script(
-        [AIMessage("", tool_calls=[tool_call("send", {"to": "a@ok.test", "body": "hi"}, "s1")])]
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        graph = create_react_agent(
-            ScriptedChatModel(script=[script.reply] * 8),
-            node,
-            checkpointer=InMemorySaver(),
-            interrupt_before=["tools"],
-        )
     config = {"configurable": {"thread_id": f"interceptor-twice-{use_async}"}}
     graph.invoke({"messages": [("user", "send it")]}, config, context={"user": USER})
     assert ledger.runs == []

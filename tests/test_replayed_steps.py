@@ -20,7 +20,6 @@ answers each call without running it again in this process.
 from __future__ import annotations
 
 import asyncio
-import warnings
 from typing import Any
 
 import pytest
@@ -37,12 +36,12 @@ from mediation_kit import (
     Script,
     agent_graph,
     answers_per_turn,
-    mediation_tools,
+    interceptor_react_agent,
     node_graph,
 )
 
 from langchain_opa_guard import EmbeddedPolicy, ToolCallGuard
-from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.testing import tool_call
 
 
 def _run(graph: Any, value: Any, config: Any, use_async: bool) -> Any:
@@ -60,36 +59,19 @@ def _forked(graph: Any, config: Any) -> bool:
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("replay", [False, True], ids=["control", "replayed step"])
 def test_a_replayed_step_answers_a_duplicated_id_once(replay: bool, use_async: bool) -> None:
-    from langgraph.prebuilt import create_react_agent
-
     engine = EmbeddedPolicy(TEST_POLICIES, policy=POLICY)
     ledger = Ledger()
-    tools = mediation_tools(ledger)
-    guard = ToolCallGuard(engine, registry=tools)
-    node = ToolNode(
-        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-    )
-    script = Script(
+    graph = interceptor_react_agent(
+        engine,
+        ledger,
         [
-            AIMessage(
-                "",
-                tool_calls=[
-                    tool_call("read", {"item": "a"}, "dup"),
-                    tool_call("read", {"item": "b"}, "dup"),
-                    tool_call("read", {"item": "c"}, "r1"),
-                ],
-            ),
-            "ok",
-        ]
+            tool_call("read", {"item": "a"}, "dup"),
+            tool_call("read", {"item": "b"}, "dup"),
+            tool_call("read", {"item": "c"}, "r1"),
+        ],
+        checkpointer=InMemorySaver(),
+        interrupt_before=["tools"],
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        graph = create_react_agent(
-            ScriptedChatModel(script=[script.reply] * 8),
-            node,
-            checkpointer=InMemorySaver(),
-            interrupt_before=["tools"],
-        )
     config: dict[str, Any] = {"configurable": {"thread_id": f"replay-{replay}-{use_async}"}}
     _run(graph, {"messages": [("user", "go")]}, config, use_async)
     paused = graph.get_state(config)
@@ -112,30 +94,13 @@ def test_without_a_checkpointer_each_call_in_its_own_task_answers_a_duplicated_i
     """Stopped: create_react_agent sends each call to the ToolNode in a task of its own;
     without a checkpointer there is no thread, so the claim would be scoped to the task
     (two claims, two answers). The first call is found by identity instead."""
-    from langgraph.prebuilt import create_react_agent
-
     engine = EmbeddedPolicy(TEST_POLICIES, policy=POLICY)
     ledger = Ledger()
-    tools = mediation_tools(ledger)
-    guard = ToolCallGuard(engine, registry=tools)
-    node = ToolNode(
-        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+    graph = interceptor_react_agent(
+        engine,
+        ledger,
+        [tool_call("read", {"item": "a"}, "dup"), tool_call("read", {"item": "b"}, "dup")],
     )
-    script = Script(
-        [
-            AIMessage(
-                "",
-                tool_calls=[
-                    tool_call("read", {"item": "a"}, "dup"),
-                    tool_call("read", {"item": "b"}, "dup"),
-                ],
-            ),
-            "ok",
-        ]
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        graph = create_react_agent(ScriptedChatModel(script=[script.reply] * 4), node)
     result = graph.invoke({"messages": [("user", "go")]}, context={"user": USER})
     assert ledger.runs == []
     assert answers_per_turn(result["messages"]) == [{"dup": 1}]
