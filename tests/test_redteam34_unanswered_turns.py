@@ -5,9 +5,12 @@ with ``update_state``.
 
 The README says "Every tool call gets exactly one answer, also in a step LangGraph runs
 again", and "An allowed call runs once per tools task in this process". Each test below
-builds the README's wiring and ends with a history in which a call id has no answer (the
-next model request then carries an assistant message whose ``tool_calls`` are not followed
-by tool messages, which OpenAI-style APIs reject) or two, or with a payment run twice.
+builds the README's wiring and checks that no call id ends with no answer (the next model
+request would carry an assistant message whose ``tool_calls`` are not followed by tool
+messages, which OpenAI-style APIs reject) or two, and that no payment runs twice. A turn cut
+off before its tools is answered when the next message comes: by ``answer_open_calls``
+before the agent (the node and edge wirings) or by the middleware's ``before_agent``
+(``tests/test_open_calls.py`` tries to break that repair).
 """
 
 from __future__ import annotations
