@@ -539,3 +539,41 @@ def test_as_a_pre_model_hook_it_answers_a_cut_turn_of_the_interceptor_wiring(
     assert [(i, a["amount"]) for _, i, a in ledger.runs] == [("p2", 200)]
     assert repairs(messages) == ["p1"]
     assert_valid(messages)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cut_call_is_not_counted_as_a_denial_when_proposed_again(
+    engine: EmbeddedPolicy, kind: str
+) -> None:
+    """The payment of 5000 is cut off before the guard answered it, then proposed again and
+    denied: that is its first denial, not its second (``max_repeated_denials`` counts
+    denials, and the repair's answer is none)."""
+    ledger = Ledger()
+    script = Script(
+        [
+            turn(call("pay", {"amount": 5000}, "p1"), message_id="a1"),
+            turn(call("pay", {"amount": 5000}, "p2"), message_id="a2"),
+        ]
+    )
+    if kind == "middleware":
+        graph = build(kind, engine, script, ledger)
+        config: dict[str, Any] = {"configurable": {"thread_id": f"not-a-denial-{kind}"}}
+        with pytest.raises(GraphRecursionError):
+            graph.invoke(
+                {"messages": [("user", "pay")]},
+                {**config, "recursion_limit": 2},
+                context={"user": USER},
+            )
+    else:
+        graph = build(kind, engine, script, ledger, interrupt_before=["guard"])
+        config = {"configurable": {"thread_id": f"not-a-denial-{kind}"}}
+        graph.invoke({"messages": [("user", "pay")]}, config, context={"user": USER})
+        assert graph.get_state(config).next == ("guard",)
+    messages = say(graph, config)
+    while graph.get_state(config).next:  # paused before the guard again (node, edge)
+        messages = graph.invoke(None, config, context={"user": USER})["messages"]
+    assert ledger.runs == [] and repairs(messages) == ["p1"]
+    (denial,) = [m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == "p2"]
+    assert "denied by policy" in str(denial.content)
+    assert "times" not in str(denial.content)
+    assert_valid(messages)

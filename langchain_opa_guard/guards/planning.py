@@ -48,6 +48,7 @@ from langchain_opa_guard.guards.kept_history import (
     message_history,
     policy_history,
 )
+from langchain_opa_guard.guards.open_calls import OPEN_CALL_REASON
 from langchain_opa_guard.guards.prepared_calls import prepared_call, single_input_name
 
 __all__ = [
@@ -183,7 +184,8 @@ def plan_turn(
     turn.user = user_doc
     denied_before: dict[str, int] = {}
     for entry in history:
-        if entry.get("decision") == "deny":
+        # A call answered because the conversation went on was never denied.
+        if entry.get("decision") == "deny" and entry.get("reasons") != [OPEN_CALL_REASON]:
             key = _call_key(entry.get("name"), _as_read(entry, settings.tools_by_name))
             denied_before[key] = denied_before.get(key, 0) + 1
     turn.repeats = (
