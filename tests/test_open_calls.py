@@ -33,6 +33,7 @@ from langgraph.types import Command
 from mediation_kit import (
     POLICY,
     USER,
+    WIRING,
     Ledger,
     Script,
     agent_graph,
@@ -577,3 +578,35 @@ def test_a_cut_call_is_not_counted_as_a_denial_when_proposed_again(
     assert "denied by policy" in str(denial.content)
     assert "times" not in str(denial.content)
     assert_valid(messages)
+
+
+def test_the_guard_node_names_open_calls_it_meets_when_the_repair_is_not_wired(
+    engine: EmbeddedPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without ``answer_open_calls`` the model is called with the cut turn's call open (an
+    OpenAI-style API refuses; this scripted model does not). The guard cannot undo that
+    request, and does not rewrite the conversation in its own step: it says what to wire."""
+    ledger = Ledger()
+    script = Script(
+        [
+            turn(call("pay", {"amount": 100}, "p1"), message_id="a1"),
+            turn(call("pay", {"amount": 200}, "p2"), message_id="a2"),
+        ]
+    )
+    graph = node_graph(engine, script, ledger, checkpointer=InMemorySaver())
+    config: dict[str, Any] = {"configurable": {"thread_id": "not-wired"}}
+    with pytest.raises(GraphRecursionError):  # one step fewer than with the repair node
+        graph.invoke(
+            {"messages": [("user", "pay")]},
+            {**config, "recursion_limit": 1 if WIRING == "edge" else 2},
+            context={"user": USER},
+        )
+    assert graph.get_state(config).next == ("tools",)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="langchain_opa_guard"):
+        messages = say(graph, config)
+    assert any(
+        "answer_open_calls" in r.getMessage() and "p1" in r.getMessage() for r in caplog.records
+    )
+    assert [i for _, i, _ in ledger.runs] == ["p2"]
+    assert repairs(messages) == []
