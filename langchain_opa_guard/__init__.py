@@ -21,6 +21,7 @@ from langchain_opa_guard.guards.execution import GuardedToolNode, GuardWiringErr
 from langchain_opa_guard.guards.guard_node import PolicyGuardNode
 from langchain_opa_guard.guards.guarded_tools import GuardedTool, guard_tools
 from langchain_opa_guard.guards.mcp import definition_digest, mcp_pins, mcp_tools, with_mcp_metadata
+from langchain_opa_guard.guards.open_calls import answer_open_calls
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.visibility import avisible_tools, visible_tools
 from langchain_opa_guard.ops.decision_log import DecisionLog
@@ -47,6 +48,7 @@ __all__ = [
     "PolicyNotFoundError",
     "ToolCallGuard",
     "TracingSetup",
+    "answer_open_calls",
     "avisible_tools",
     "configure_tracing",
     "definition_digest",

@@ -26,6 +26,7 @@ from langchain_opa_guard import (
     PolicyEngine,
     PolicyGuardNode,
     ToolCallGuard,
+    answer_open_calls,
 )
 
 POLICY = "mediation/decision"
@@ -101,8 +102,10 @@ def node_graph(
     static_edge: bool = False,
     wrap_tool_call: Any = None,
     wiring: str | None = None,
+    answer_open: bool = False,
 ) -> Any:
-    """``agent -> guard -> tools -> agent``: the README's wiring (see :data:`WIRING`)."""
+    """``agent -> guard -> tools -> agent``: the README's wiring (see :data:`WIRING`);
+    ``answer_open``: ``START -> answer_open_calls -> agent`` in place of ``START -> agent``."""
     tools = GuardedToolNode(mediation_tools(ledger), wrap_tool_call=wrap_tool_call)
 
     def agent(state: MessagesState) -> dict[str, Any]:
@@ -113,7 +116,12 @@ def node_graph(
     builder.add_node("agent", RunnableLambda(agent, name="agent"))
     builder.add_node("guard", guard)
     builder.add_node("tools", tools)
-    builder.add_edge(START, "agent")
+    if answer_open:
+        builder.add_node(answer_open_calls)
+        builder.add_edge(START, "answer_open_calls")
+        builder.add_edge("answer_open_calls", "agent")
+    else:
+        builder.add_edge(START, "agent")
     if (wiring or WIRING) == "edge":
         builder.add_conditional_edges("agent", guard.edge("guard"), ["guard", "tools", END])
     else:

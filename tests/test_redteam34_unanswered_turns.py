@@ -5,9 +5,12 @@ with ``update_state``.
 
 The README says "Every tool call gets exactly one answer, also in a step LangGraph runs
 again", and "An allowed call runs once per tools task in this process". Each test below
-builds the README's wiring and ends with a history in which a call id has no answer (the
-next model request then carries an assistant message whose ``tool_calls`` are not followed
-by tool messages, which OpenAI-style APIs reject) or two, or with a payment run twice.
+builds the README's wiring and checks that no call id ends with no answer (the next model
+request would carry an assistant message whose ``tool_calls`` are not followed by tool
+messages, which OpenAI-style APIs reject) or two, and that no payment runs twice. A turn cut
+off before its tools is answered when the next message comes: by ``answer_open_calls``
+before the agent (the node and edge wirings) or by the middleware's ``before_agent``
+(``tests/test_open_calls.py`` tries to break that repair).
 """
 
 from __future__ import annotations
@@ -63,16 +66,6 @@ def pay_100() -> Script:
     return Script(
         [AIMessage("", tool_calls=[{"name": "pay", "args": {"amount": 100}, "id": "p1"}], id="a1")]
     )
-
-
-OPEN_AFTER_A_CUT = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known, README 'Human approval': a turn cut off between its decision and its tools "
-        "(recursion_limit, a stream closed while the guard decides, an edit after the guard) "
-        "keeps its calls open when a new message follows instead of a resume, as a ToolNode does"
-    ),
-)
 
 
 # -- 1. a tool's Command that proposes calls -------------------------------------------------
@@ -209,21 +202,22 @@ def test_a_tool_s_send_does_not_pay_again_or_answer_twice(
 # -- 3. recursion_limit reached after the guard decided, before the tools ran -------------
 
 
-@OPEN_AFTER_A_CUT
 @pytest.mark.parametrize("wiring", ["node", "edge"])
 def test_a_turn_cut_by_the_recursion_limit_is_answered_before_the_next_model_call(
     engine: EmbeddedPolicy, wiring: str
 ) -> None:
     """The guard allowed p1; the limit stops the run before the tools; the user writes again
-    with a higher limit. LangGraph drops the pending tools task, the agent is called with
-    p1 unanswered, and p1 stays unanswered in the thread."""
+    with a higher limit. LangGraph drops the pending tools task; ``answer_open_calls``
+    before the agent answers p1 as not run, and nothing runs it."""
     ledger = Ledger()
-    graph = node_graph(engine, pay_100(), ledger, checkpointer=InMemorySaver(), wiring=wiring)
+    graph = node_graph(
+        engine, pay_100(), ledger, checkpointer=InMemorySaver(), wiring=wiring, answer_open=True
+    )
     config: dict[str, Any] = {"configurable": {"thread_id": f"limit-{wiring}"}}
     with pytest.raises(GraphRecursionError):
         graph.invoke(
             {"messages": [("user", "pay")]},
-            {**config, "recursion_limit": 2 if wiring == "node" else 1},
+            {**config, "recursion_limit": 3 if wiring == "node" else 2},
             context={"user": USER},
         )
     assert graph.get_state(config).next == ("tools",)
@@ -233,15 +227,15 @@ def test_a_turn_cut_by_the_recursion_limit_is_answered_before_the_next_model_cal
         context={"user": USER},
     )
     assert_each_call_answered_once(out["messages"])
+    assert ledger.runs == []
 
 
-@OPEN_AFTER_A_CUT
 @pytest.mark.parametrize("limit", [2, 3])
 def test_a_middleware_turn_cut_by_the_recursion_limit_is_answered(
     engine: EmbeddedPolicy, limit: int
 ) -> None:
     """Same with ``create_agent``: the limit falls before the guard's ``after_model`` (2) or
-    before the tools (3)."""
+    before the tools (3); the middleware's ``before_agent`` answers p1 as not run."""
     ledger = Ledger()
     graph = guarded(engine, "middleware", mediation_tools, pay_100(), ledger)
     config: dict[str, Any] = {"configurable": {"thread_id": f"mw-limit-{limit}"}}
@@ -257,19 +251,22 @@ def test_a_middleware_turn_cut_by_the_recursion_limit_is_answered(
         context={"user": USER},
     )
     assert_each_call_answered_once(out["messages"])
+    assert ledger.runs == []
 
 
 # -- 4. interrupt_after=["guard"], then update_state ---------------------------------------
 
 
-@OPEN_AFTER_A_CUT
 def test_an_edit_after_the_guard_is_decided_again_or_answered(engine: EmbeddedPolicy) -> None:
     """Paused after the guard (node wiring), the operator edits the pending call with
     ``update_state`` (as LangGraph's default, the last node: the guard). The guard's tools
     ``Send`` is dropped, the run ends (``next == ()``), nothing decides or answers p1, and
-    the next user message reaches the model with p1 unanswered."""
+    the next user message would reach the model with p1 unanswered: ``answer_open_calls``
+    answers it as not run first."""
     ledger = Ledger()
-    graph = node_graph(engine, pay_100(), ledger, checkpointer=InMemorySaver(), wiring="node")
+    graph = node_graph(
+        engine, pay_100(), ledger, checkpointer=InMemorySaver(), wiring="node", answer_open=True
+    )
     graph = graph.builder.compile(checkpointer=InMemorySaver(), interrupt_after=["guard"])
     config: dict[str, Any] = {"configurable": {"thread_id": "after-guard"}}
     graph.invoke({"messages": [("user", "pay")]}, config, context={"user": USER})
@@ -302,21 +299,26 @@ def pay_100_and_5000() -> Script:
     )
 
 
-@OPEN_AFTER_A_CUT
 @pytest.mark.parametrize("kind", ["node", "edge", "middleware"])
 def test_a_stream_closed_while_the_guard_decides_leaves_no_call_unanswered(
     engine: EmbeddedPolicy, kind: str
 ) -> None:
     """``stream_mode=["messages"]``, ``subgraphs=True``: the consumer closes the stream at
     the first chunk that names the guard (its denial of p2, streamed before the step is
-    saved), then the user writes again. The turn's calls p1 and p2 are never answered (not
-    even p2's denial), and the model is called with them open."""
+    saved), then the user writes again. Neither p1 nor p2 was answered (not even p2's
+    denial); ``answer_open_calls`` (the middleware's ``before_agent``) answers both as not
+    run before the model is called."""
     ledger = Ledger()
     if kind == "middleware":
         graph = guarded(engine, "middleware", mediation_tools, pay_100_and_5000(), ledger)
     else:
         graph = node_graph(
-            engine, pay_100_and_5000(), ledger, checkpointer=InMemorySaver(), wiring=kind
+            engine,
+            pay_100_and_5000(),
+            ledger,
+            checkpointer=InMemorySaver(),
+            wiring=kind,
+            answer_open=True,
         )
     config: dict[str, Any] = {"configurable": {"thread_id": f"stream-{kind}"}}
     stream = graph.stream(

@@ -12,7 +12,8 @@
   :mod:`.tool_readings`: whether a tool reads them its own way, or alike every time;
   :mod:`.decided_views`: the same call read again right before its tool runs;
   :mod:`.plain_messages`: a model's message rebuilt to hold exactly the calls that run;
-  :mod:`.kept_history`: the middleware's history kept beside the messages.
+  :mod:`.kept_history`: the middleware's history kept beside the messages;
+  :mod:`.open_calls`: answers for the calls a cut-off turn left open.
 - :mod:`.approval`, :mod:`.denials`, :mod:`.visibility`, :mod:`.mcp`, :mod:`.arguments`: human
   approval, what a denied call is answered with, which tools the model sees, MCP tools, and
   the constructor checks.

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -40,6 +40,7 @@ __all__ = [
     "deciding_task",
     "forget_answers",
     "run_once",
+    "started_calls",
     "task_scope",
 ]
 
@@ -110,6 +111,21 @@ class _Claims:
     def kept(self, key: tuple[str, ...]) -> Any:
         with self._lock:
             return self._answers.get(key[:-1], {}).get(key[-1])
+
+    def started(self, thread: str, message_id: str, call_ids: Collection[str]) -> set[str]:
+        """Those of ``call_ids`` whose call of the model message ``message_id`` started in
+        ``thread`` in this process (running, done, or cancelled after it started), whatever
+        task decided the turn."""
+        suffix = "/" + message_id
+        with self._lock:
+            return {
+                key[2]
+                for key in self._keys
+                if len(key) == 3
+                and key[0] == thread
+                and key[2] in call_ids
+                and key[1].endswith(suffix)
+            }
 
     def forget(self, turn: tuple[str, ...]) -> None:
         with self._lock:
@@ -199,6 +215,19 @@ def _key(config: Mapping[str, Any] | None, turn: Any, call_id: str) -> tuple[str
 def _turn_key(config: Mapping[str, Any] | None, turn: Any) -> tuple[str, str]:
     thread = ((config or {}).get("configurable") or {}).get("thread_id")
     return ("" if thread is None else str(thread), str(turn))
+
+
+def started_calls(
+    config: Mapping[str, Any] | None, message_id: Any, call_ids: Collection[str]
+) -> set[str]:
+    """Those of ``call_ids`` (calls of the model message ``message_id``) that started in
+    this process in ``config``'s thread: a tool that started may have done its work even
+    when its answer never reached the conversation (a sibling's tool raised, and a new
+    message came in instead of a resume). Runs in other processes are not seen."""
+    if not isinstance(message_id, str) or not message_id or not call_ids:
+        return set()
+    thread, _ = _turn_key(config, "")
+    return CLAIMS.started(thread, message_id, call_ids)
 
 
 def forget_answers(config: Mapping[str, Any] | None, turn: Any) -> None:

@@ -154,10 +154,12 @@ def guard_answer(
     *,
     engine: str = "guard",
     status: Literal["success", "error"] = "error",
+    verdict: Literal["allow", "deny"] = "deny",
 ) -> ToolMessage:
-    """A ``ToolMessage`` the guard itself gives a call that did not run."""
+    """A ``ToolMessage`` the guard itself gives a call that did not run (``verdict="allow"``:
+    one that may have run, whose own answer was lost)."""
     record = {
-        "verdict": "deny",
+        "verdict": verdict,
         "reasons": [reason],
         "decision_id": None,
         "error": None,

@@ -23,10 +23,11 @@ from langchain.agents.middleware.types import (
     PrivateStateAttr,
     hook_config,
 )
-from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.messages import AIMessage, RemoveMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.config import get_config
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -62,6 +63,7 @@ from langchain_opa_guard.guards.middleware_grants import (
     grants,
     last_ai_message,
 )
+from langchain_opa_guard.guards.open_calls import repaired_messages
 from langchain_opa_guard.guards.plain_messages import (
     content_without_calls,
     over_current,
@@ -228,10 +230,22 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- the run: the user's request as it began ---------------------------------------
 
     def before_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """Record the user's request (the latest human message as the run starts) and the
-        calls the conversation holds."""
+        """Answer the calls earlier turns left open, then record the user's request (the
+        latest human message as the run starts) and the calls the conversation holds.
+
+        A run starts here only with new input: a resume goes on from its pending task, so a
+        call still open now belongs to a turn cut off before its tools (LangGraph dropped
+        its task). Each such call is answered as not run
+        (:func:`~langchain_opa_guard.guards.open_calls.repaired_messages`), and the turn's
+        decision and grants are dropped with it, so nothing of that turn runs afterwards."""
         messages = state_messages(state)
         update: dict[str, Any] = {}
+        repaired = repaired_messages(messages, _current_config())
+        if repaired is not None:
+            update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *repaired]
+            messages = repaired
+            if isinstance(state, Mapping) and (state.get(TURN_KEY) or state.get(GRANTS_KEY)):
+                update[TURN_KEY] = update[GRANTS_KEY] = None
         request = latest_request(messages)
         if not (isinstance(state, Mapping) and state.get(REQUEST_KEY) == request):
             update[REQUEST_KEY] = request

@@ -48,6 +48,7 @@ from langchain_opa_guard.guards.kept_history import (
     message_history,
     policy_history,
 )
+from langchain_opa_guard.guards.open_calls import OPEN_CALL_REASON, open_call_ids
 from langchain_opa_guard.guards.prepared_calls import prepared_call, single_input_name
 
 __all__ = [
@@ -179,11 +180,22 @@ def plan_turn(
     else:
         history = history_documents(messages[:index], settings.metadata_of)
     history = _single_inputs_as_decided(history, settings.tools_by_name)
+    if any(entry.get("status") == "pending" for entry in history) and (
+        unanswered := open_call_ids(messages[:index])
+    ):
+        logger.warning(
+            "the model was called with %d call(s) of earlier turns unanswered (%s), which "
+            "OpenAI-style APIs reject: a turn cut off before its tools and followed by a new "
+            "message; put answer_open_calls between START and the agent node",
+            len(unanswered),
+            ", ".join(unanswered[:5]),
+        )
     user_doc = jsonable(user)
     turn.user = user_doc
     denied_before: dict[str, int] = {}
     for entry in history:
-        if entry.get("decision") == "deny":
+        # A call answered because the conversation went on was never denied.
+        if entry.get("decision") == "deny" and entry.get("reasons") != [OPEN_CALL_REASON]:
             key = _call_key(entry.get("name"), _as_read(entry, settings.tools_by_name))
             denied_before[key] = denied_before.get(key, 0) + 1
     turn.repeats = (
