@@ -20,27 +20,19 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphRecursionError
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
+from langgraph.prebuilt import InjectedState
 from langgraph.prebuilt.tool_node import ToolCallWithContext
 from langgraph.types import Command, Send
-from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools, node_graph
+from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools, node_graph, wired_graph
 from opa_process import ROOT
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
-    GuardedToolNode,
-    OPAGuardMiddleware,
-    PolicyGuardNode,
-    ToolCallGuard,
 )
-from langchain_opa_guard.testing import ScriptedChatModel
 
 
 @pytest.fixture(scope="module")
@@ -94,44 +86,6 @@ def read_once() -> Script:
     )
 
 
-def guarded(engine: EmbeddedPolicy, kind: str, make: Any, script: Script, ledger: Ledger) -> Any:
-    tools = make(ledger)
-    if kind == "middleware":
-        model = ScriptedChatModel(script=[script.reply] * 32)
-        return create_agent(
-            model,
-            tools,
-            middleware=[OPAGuardMiddleware(engine, registry=tools)],
-            checkpointer=InMemorySaver(),
-        )
-    builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent",
-        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
-    )
-    builder.add_edge(START, "agent")
-    if kind == "interceptor":
-        guard = ToolCallGuard(engine, registry=tools)
-        node = ToolNode(
-            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-        )
-        builder.add_node("tools", node)
-        builder.add_conditional_edges("agent", tools_condition)
-    else:
-        node = GuardedToolNode(tools)
-        policy_guard = PolicyGuardNode(engine, registry=node)
-        builder.add_node("guard", policy_guard)
-        builder.add_node("tools", node)
-        if kind == "edge":
-            builder.add_conditional_edges(
-                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
-            )
-        else:
-            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
-
-
 @pytest.mark.parametrize("kind", ["node", "edge", "interceptor", "middleware"])
 def test_a_call_a_tool_s_command_proposes_gets_one_answer(
     engine: EmbeddedPolicy, kind: str
@@ -139,7 +93,7 @@ def test_a_call_a_tool_s_command_proposes_gets_one_answer(
     """Nothing runs the payment (good), but nothing answers it either: the model is called
     next with the call ``evil`` unanswered, and the thread keeps it so."""
     ledger = Ledger()
-    graph = guarded(engine, kind, proposing_read, read_once(), ledger)
+    graph = wired_graph(engine, kind, proposing_read(ledger), read_once())
     config = {"configurable": {"thread_id": f"cmd-{kind}"}, "recursion_limit": 12}
     out = graph.invoke({"messages": [("user", "read x")]}, config, context={"user": USER})
     assert "pay" not in ledger.names()
@@ -192,7 +146,7 @@ def test_a_tool_s_send_does_not_pay_again_or_answer_twice(
     """The interceptor pays p1 twice (the ``Send`` is a new tools task, decided again and
     allowed); the middleware pays once but answers p1 twice."""
     ledger = Ledger()
-    graph = guarded(engine, kind, resending_read, read_and_pay(), ledger)
+    graph = wired_graph(engine, kind, resending_read(ledger), read_and_pay())
     config = {"configurable": {"thread_id": f"send-{kind}"}, "recursion_limit": 12}
     out = graph.invoke({"messages": [("user", "read and pay")]}, config, context={"user": USER})
     assert [i for n, i, _ in ledger.runs if n == "pay"] == ["p1"]
@@ -237,7 +191,7 @@ def test_a_middleware_turn_cut_by_the_recursion_limit_is_answered(
     """Same with ``create_agent``: the limit falls before the guard's ``after_model`` (2) or
     before the tools (3); the middleware's ``before_agent`` answers p1 as not run."""
     ledger = Ledger()
-    graph = guarded(engine, "middleware", mediation_tools, pay_100(), ledger)
+    graph = wired_graph(engine, "middleware", mediation_tools(ledger), pay_100())
     config: dict[str, Any] = {"configurable": {"thread_id": f"mw-limit-{limit}"}}
     with pytest.raises(GraphRecursionError):
         graph.invoke(
@@ -310,7 +264,7 @@ def test_a_stream_closed_while_the_guard_decides_leaves_no_call_unanswered(
     run before the model is called."""
     ledger = Ledger()
     if kind == "middleware":
-        graph = guarded(engine, "middleware", mediation_tools, pay_100_and_5000(), ledger)
+        graph = wired_graph(engine, "middleware", mediation_tools(ledger), pay_100_and_5000())
     else:
         graph = node_graph(
             engine,

@@ -152,9 +152,9 @@ def test_a_turn_left_waiting_still_gets_one_answer_per_call(
     first = graph.invoke({"messages": [("user", "send it")]}, config, context={"user": USER})
     assert first["__interrupt__"]
     result = graph.invoke({"messages": [("user", "never mind")]}, config, context={"user": USER})
-    # A question left open never approves anything. (The waiting call stays unanswered in
-    # the history, as with HumanInTheLoopMiddleware: answer or reject it before moving on;
-    # README, Human approval.)
+    # A question left open never approves anything. (The middleware's before_agent answers
+    # the waiting call as not run; the guard node's graph here has no answer_open_calls
+    # before its agent, so there the call stays unanswered: README, Human approval.)
     assert ledger.runs == []
     assert all(n <= 1 for turn in answers_per_turn(result["messages"]) for n in turn.values())
 
