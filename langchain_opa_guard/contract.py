@@ -11,8 +11,9 @@ input.context   {thread_id, path, node, agent, tools, step, tenant, request, dir
 input.turn      [{name, args, call_id, metadata}, ...]  every call of the same model turn
 input.history   [{name, args, call_id, metadata, decision, reasons, status}, ...]
                 the conversation's earlier tool calls, oldest first; decision is "allow",
-                "deny" or "approval", null when unanswered; status is the ToolMessage's
-                "success"/"error", or "pending"
+                "deny" or "approval", null when unanswered or its outcome is unknown (a
+                call answer_open_calls answered: status "error"); status is the
+                ToolMessage's "success"/"error", or "pending"
 ```
 
 Everything in the document is plain JSON: values that JSON cannot hold (objects, sets, NaN)

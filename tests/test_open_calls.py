@@ -119,13 +119,31 @@ def test_an_open_call_is_answered_after_its_turn_s_answers_before_the_new_messag
     assert [getattr(m, "tool_call_id", m.id) for m in rest] == ["h1", "a1", "p1", "p2", "h2"]
 
 
-def test_the_history_reads_an_answered_open_call_as_denied_not_run() -> None:
+def test_the_history_reads_an_answered_open_call_as_of_unknown_outcome() -> None:
+    """Not denied: another process may have run it, or its answer may have been trimmed
+    away, so a rule that counts what the conversation may have done still counts it."""
     messages = [HumanMessage("pay"), turn(call("pay", {"amount": 1}, "p1")), HumanMessage("?")]
     repaired = repaired_messages(messages)
     assert repaired is not None
     (entry,) = history_documents(repaired, {})
-    assert (entry["decision"], entry["status"]) == ("deny", "error")
+    assert (entry["decision"], entry["status"]) == (None, "error")
     assert entry["reasons"] == [OPEN_CALL_REASON]
+
+
+def test_a_kept_outcome_decides_the_answer() -> None:
+    """The middleware's kept history knows what became of a call whose answer is gone."""
+    messages = [
+        HumanMessage("go"),
+        turn(call("pay", {"amount": 1}, "p1"), call("pay", {"amount": 2}, "p2")),
+        HumanMessage("?"),
+    ]
+    repaired = repaired_messages(messages, None, {("a1", "p1"): "ran", ("a1", "p2"): "refused"})
+    assert repaired is not None
+    first, second = history_documents(repaired, {})
+    assert first["decision"] == "allow" and second["decision"] == "deny"
+    answers = {m.tool_call_id: str(m.content) for m in repaired if isinstance(m, ToolMessage)}
+    assert "may have taken effect" in answers["p1"]
+    assert "refused" in answers["p2"]
 
 
 def test_nothing_open_means_no_write() -> None:
@@ -459,7 +477,7 @@ def test_a_call_that_ran_before_its_answer_was_lost_is_not_called_unrun(
     assert_valid(messages)
 
 
-def test_the_middleware_keeps_the_repaired_calls_in_its_history_as_not_run(
+def test_the_middleware_keeps_the_repaired_calls_in_its_history_as_unanswered(
     engine: EmbeddedPolicy,
 ) -> None:
     ledger = Ledger()
@@ -469,7 +487,7 @@ def test_the_middleware_keeps_the_repaired_calls_in_its_history_as_not_run(
     say(graph, config)
     values = graph.get_state(config).values
     kept = {tuple(e["origin"]): e for e in values[HISTORY_KEY]}
-    assert (kept[("a1", 0)]["decision"], kept[("a1", 0)]["status"]) == ("deny", "error")
+    assert (kept[("a1", 0)]["decision"], kept[("a1", 0)]["status"]) == (None, "error")
     assert not values.get("opa_guard_grants") and not values.get("opa_guard_turn")
 
 

@@ -1,38 +1,37 @@
-"""Red team 37: an approval addressed to the question's checkpoint runs a call the repair
-answered "did not run", and the user's new message drops out of the thread.
+"""Red team 37: an approval addressed to the question's checkpoint, after the user wrote a
+new message instead of answering it.
 
-The attack: a policy asks for approval of ``send`` (``s1``); the question is left open
-and the user writes "never mind, do not send it". The repair answers ``s1`` "did not run"
-and the model says "ok". The reviewer's approval then arrives addressed to the checkpoint
-the question was read from (``get_state(config).config``, with its ``checkpoint_id``, as
-review UIs keep it; LangGraph notes that Studio sends ``checkpoint_id`` with
-``Command(resume=...)``).
+A policy asks for approval of ``send`` (``s1``); the question is left open and the user
+writes "never mind, do not send it"; the repair answers ``s1`` as not run and the model says
+"ok". The reviewer's approval then arrives addressed to the checkpoint the question was read
+from (``get_state(config).config``, with its ``checkpoint_id``, as review UIs keep it;
+LangGraph Studio sends ``checkpoint_id`` with ``Command(resume=...)``).
 
-Observed on this branch (node wiring with ``answer_open_calls``, and ``create_agent`` with
-the middleware): ``send`` runs, and the thread's head becomes that branch: the "never
-mind" message, the repair's answer and the model's reply are gone from the conversation.
-The README says "A question left open (a new message sent instead of an answer) approves
-nothing, and neither does an answer sent after that message"; it also says "A fork from a
-checkpoint before the new message runs the turn as it would have run", which is what
-LangGraph does with a resume addressed to an older checkpoint. The two sentences disagree
-for this case, and the call the model was told did not run now has.
-
-Expected: an answer to a question a new message superseded approves nothing, also when it
-names the question's checkpoint (the run is refused, or ``s1`` is answered unrun again).
-The control: an answer without a checkpoint id approves nothing (as ``test_open_calls``).
+That is LangGraph's time travel: the resume forks the thread from the question's
+checkpoint, before the new message. There the reviewer approved exactly that call, so it
+runs, once, with the approved arguments, and answered once; the fork becomes the thread's
+head, and the branch with the new message stays in the thread's history (README, Human
+approval). An approval sent to the thread itself (no checkpoint id) after the new message
+approves nothing (the control).
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.errors import InvalidUpdateError, UnknownInterruptError
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, agent_graph, node_graph
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    Script,
+    agent_graph,
+    assert_one_answer_per_id,
+    node_graph,
+)
 from opa_process import ROOT
 
 from langchain_opa_guard import EmbeddedPolicy
@@ -68,19 +67,21 @@ def left_open_then_never_mind(graph: Any, config: dict[str, Any]) -> tuple[Any, 
 
 
 @pytest.mark.parametrize("kind", ["node", "middleware"])
-def test_an_addressed_approval_after_the_new_message_approves_nothing(
+def test_an_addressed_approval_runs_the_call_once_in_a_fork_before_the_new_message(
     engine: EmbeddedPolicy, kind: str
 ) -> None:
     ledger = Ledger()
     graph = build(kind, engine, ledger)
     config: dict[str, Any] = {"configurable": {"thread_id": f"rt37-addressed-{kind}"}}
     question, asked_at = left_open_then_never_mind(graph, config)
-    # Refusing the stale answer outright is fine too.
-    with contextlib.suppress(RuntimeError, ValueError, InvalidUpdateError, UnknownInterruptError):
-        graph.invoke(Command(resume={question.id: APPROVE}), asked_at, context={"user": USER})
-    assert ledger.runs == [], "the send the repair answered 'did not run' ran"
+    graph.invoke(Command(resume={question.id: APPROVE}), asked_at, context={"user": USER})
+    assert ledger.runs == [("send", "s1", SEND["args"])]  # approved, once, as approved
     head = graph.get_state(config).values["messages"]
-    assert NEVER_MIND in [m.content for m in head], "the user's new message left the thread"
+    assert NEVER_MIND not in [m.content for m in head]  # the fork: before the new message
+    assert_one_answer_per_id(head)
+    assert [m.tool_call_id for m in head if isinstance(m, ToolMessage)] == ["s1"]
+    branches = [s.values.get("messages", []) for s in graph.get_state_history(config)]
+    assert any(NEVER_MIND in [m.content for m in b] for b in branches)  # still in the thread
 
 
 @pytest.mark.parametrize("kind", ["node", "middleware"])

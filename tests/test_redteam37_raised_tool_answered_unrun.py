@@ -110,12 +110,23 @@ def build(kind: str, engine: EmbeddedPolicy, tools: list[BaseTool], script: Scri
 KINDS = ["node", "edge", "interceptor", "middleware"]
 
 
+class Heeding(Script):
+    """A model that proposes the mail again only when told it did not run (told that it
+    may have taken effect, it checks instead: says so and stops)."""
+
+    def reply(self, messages: Any) -> AIMessage:
+        told = [m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == "s1"]
+        if told and "did not run" not in str(told[-1].content):
+            return AIMessage("I will check whether it went out.")
+        return super().reply(messages)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_call_whose_tool_raised_after_its_work_is_not_answered_unrun(
     engine: EmbeddedPolicy, kind: str
 ) -> None:
     ledger = Ledger()
-    script = Script(
+    script = Heeding(
         [
             AIMessage("", tool_calls=[call("send", MAIL, "s1")], id="a1"),
             # what a model does with "did not run ... propose it again if still needed"

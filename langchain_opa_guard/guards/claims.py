@@ -68,6 +68,9 @@ class _Claims:
         self._limit = limit
         self._answers: OrderedDict[tuple[str, ...], dict[str, Any]] = OrderedDict()
         self._answers_limit = 256
+        # Every call that ever started, kept when its claim is released (its tool raised:
+        # it may have done its work before that), for :meth:`started`.
+        self._started: OrderedDict[tuple[str, ...], None] = OrderedDict()
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -82,6 +85,9 @@ class _Claims:
             self._keys[key] = owner
             if len(self._keys) > self._limit:
                 self._keys.popitem(last=False)
+            self._started[key] = None
+            if len(self._started) > self._limit:
+                self._started.popitem(last=False)
             return True
 
     def release(self, key: tuple[str, ...]) -> None:
@@ -114,13 +120,13 @@ class _Claims:
 
     def started(self, thread: str, message_id: str, call_ids: Collection[str]) -> set[str]:
         """Those of ``call_ids`` whose call of the model message ``message_id`` started in
-        ``thread`` in this process (running, done, or cancelled after it started), whatever
-        task decided the turn."""
+        ``thread`` in this process (running, done, cancelled or failed after it started),
+        whatever task decided the turn."""
         suffix = "/" + message_id
         with self._lock:
             return {
                 key[2]
-                for key in self._keys
+                for key in self._started
                 if len(key) == 3
                 and key[0] == thread
                 and key[2] in call_ids

@@ -154,10 +154,11 @@ def guard_answer(
     *,
     engine: str = "guard",
     status: Literal["success", "error"] = "error",
-    verdict: Literal["allow", "deny"] = "deny",
+    verdict: Literal["allow", "deny"] | None = "deny",
 ) -> ToolMessage:
     """A ``ToolMessage`` the guard itself gives a call that did not run (``verdict="allow"``:
-    one that may have run, whose own answer was lost)."""
+    one that may have run, whose own answer was lost; ``None``: one whose outcome is not
+    known, which ``input.history`` shows with a ``null`` decision)."""
     record = {
         "verdict": verdict,
         "reasons": [reason],

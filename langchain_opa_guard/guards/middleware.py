@@ -63,7 +63,7 @@ from langchain_opa_guard.guards.middleware_grants import (
     grants,
     last_ai_message,
 )
-from langchain_opa_guard.guards.open_calls import repaired_messages
+from langchain_opa_guard.guards.open_calls import kept_outcomes, repaired_messages
 from langchain_opa_guard.guards.plain_messages import (
     content_without_calls,
     over_current,
@@ -236,11 +236,16 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         A run starts here only with new input: a resume goes on from its pending task, so a
         call still open now belongs to a turn cut off before its tools (LangGraph dropped
         its task). Each such call is answered as not run
-        (:func:`~langchain_opa_guard.guards.open_calls.repaired_messages`), and the turn's
-        decision and grants are dropped with it, so nothing of that turn runs afterwards."""
+        (:func:`~langchain_opa_guard.guards.open_calls.repaired_messages`), or as one that
+        may have run where it started or the kept history records it as run (its answer was
+        trimmed away), and the turn's decision and grants are dropped with it, so nothing of
+        that turn runs afterwards."""
         messages = state_messages(state)
         update: dict[str, Any] = {}
-        repaired = repaired_messages(messages, _current_config())
+        kept = _kept(state)
+        repaired = repaired_messages(
+            messages, _current_config(), kept_outcomes(messages, kept) if kept else None
+        )
         if repaired is not None:
             update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *repaired]
             messages = repaired
@@ -251,7 +256,6 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             update[REQUEST_KEY] = request
         # Calls the conversation already holds (passed in, or from runs before this
         # middleware's) are kept too, before any middleware can summarize them away.
-        kept = _kept(state)
         current = message_history(messages, self._turns.metadata_of)
         merged = merged_history(kept, current, keep_unnamed=False)
         if merged != kept:

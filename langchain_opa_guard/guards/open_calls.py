@@ -11,13 +11,17 @@ the turn's calls stay without an answer, and OpenAI-style APIs reject the next m
 saying it did not run, placed right after the answers its turn already has;
 :func:`answer_open_calls` is the LangGraph node that writes the repaired conversation as
 LangChain's own repairs do (``RemoveMessage(id=REMOVE_ALL_MESSAGES)`` followed by the whole
-list). ``OPAGuardMiddleware`` does the same in ``before_agent``. The answers carry the guard's
-record (``response_metadata``), so ``input.history`` shows those calls as denied, not run, and
-nothing runs them afterwards: their tools task was dropped, and a call that has its answer is
-never routed to the tools again. A call whose tool had already started in this process (a
-sibling's tool raised, and the tasks that finished lost their answers with the step) is
-answered as one that may have run: the model is told to check before asking again, and
-``input.history`` counts it as run.
+list). ``OPAGuardMiddleware`` does the same in ``before_agent``. Nothing runs those calls
+afterwards: their tools task was dropped, and a call that has its answer is never routed to
+the tools again. The answers carry the guard's record (``response_metadata``): a call that
+did not start in this process reads in ``input.history`` with a ``null`` decision (its outcome
+is not known here: another process may have run it, or the answer that says so was trimmed
+away), so a rule that counts what the conversation may have done (an untrusted read) still
+counts it. A call whose tool had started in this process (its tool raised, or a sibling's
+did, and the answers were lost with the step), or that the middleware's kept history records
+as run, is answered as one that may have taken effect: the model is told to check before
+asking again, and ``input.history`` reads it as allowed. One the kept history records as
+refused is answered as refused.
 
 Example:
     ```python
@@ -40,11 +44,13 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langchain_opa_guard.contract import state_messages
 from langchain_opa_guard.guards.claims import started_calls
 from langchain_opa_guard.guards.denials import guard_answer
+from langchain_opa_guard.guards.kept_history import ORIGIN_KEY
 
 __all__ = [
     "OPEN_CALL_REASON",
     "STARTED_CALL_REASON",
     "answer_open_calls",
+    "kept_outcomes",
     "open_call_answer",
     "open_call_ids",
     "repaired_messages",
@@ -58,17 +64,28 @@ STARTED_CALL_REASON = "the call started, but its answer was lost when the conver
 
 
 def open_call_answer(
-    call: Mapping[str, Any], *, unreadable: bool = False, started: bool = False
+    call: Mapping[str, Any],
+    *,
+    unreadable: bool = False,
+    started: bool = False,
+    refused: bool = False,
 ) -> ToolMessage:
-    """The answer of a call left open by a cut-off turn: it did not run, and the model may
-    ask for it again. ``unreadable``: a call of the model's ``invalid_tool_calls`` (its
-    arguments did not parse). ``started``: its tool had started in this process (a sibling's
-    tool raised, and a new message came in instead of a resume), so it may have done its
-    work: the model is told to check first, and ``input.history`` counts it as allowed (as
-    having run), never as a call that did not run."""
+    """The answer of a call left open by a cut-off turn: it did not run here, and the model
+    may ask for it again; ``input.history`` shows it with a ``null`` decision (its outcome is
+    not known for sure). ``unreadable``: a call of the model's ``invalid_tool_calls`` (its
+    arguments did not parse). ``started``: its tool had started (in this process, or as the
+    middleware's kept history records), so it may have done its work: the model is told to
+    check first, and ``input.history`` counts it as allowed (as having run). ``refused``: the
+    kept history records it as refused, and it stays refused."""
     name = call.get("name")
     name = name if isinstance(name, str) and name else "unknown"
     named = {**call, "name": name}
+    if refused and not started:
+        text = (
+            f'The tool call "{name}" did not run: it was refused, and its answer is no longer '
+            "in the conversation."
+        )
+        return guard_answer(named, text, OPEN_CALL_REASON)
     if started:
         text = (
             f'The tool call "{name}" started, but the conversation went on (a new message '
@@ -87,7 +104,7 @@ def open_call_answer(
             f'The tool call "{name}" did not run: the conversation went on (a new message '
             "came in) before its tools ran. Propose it again if it is still needed."
         )
-    return guard_answer(named, text, OPEN_CALL_REASON)
+    return guard_answer(named, text, OPEN_CALL_REASON, verdict=None)
 
 
 def _turn_calls(message: AIMessage) -> list[tuple[str, Mapping[str, Any], bool]]:
@@ -128,14 +145,52 @@ def open_call_ids(messages: Sequence[Any]) -> list[str]:
     return found
 
 
+def kept_outcomes(
+    messages: Sequence[Any], kept: Sequence[Mapping[str, Any]]
+) -> dict[tuple[str, str], str]:
+    """What a kept history (the middleware's, entries with their origin ``[model message id,
+    position]``) records of the calls of ``messages``, by ``(message id, call id)``:
+    ``"refused"`` for a denied call, ``"ran"`` for one answered otherwise. Calls it records
+    as unanswered, or not at all, are left out."""
+    by_origin: dict[tuple[str, int], str] = {}
+    for entry in kept:
+        origin = entry.get(ORIGIN_KEY)
+        if not (isinstance(origin, list | tuple) and len(origin) == 2):
+            continue
+        message_id, position = origin
+        decision, status = entry.get("decision"), entry.get("status")
+        if not isinstance(message_id, str) or not isinstance(position, int):
+            continue
+        if decision == "deny":
+            by_origin[(message_id, position)] = "refused"
+        elif decision is not None and status in ("success", "error"):
+            by_origin[(message_id, position)] = "ran"
+    outcomes: dict[tuple[str, str], str] = {}
+    if not by_origin:
+        return outcomes
+    for message in messages:
+        if not (isinstance(message, AIMessage) and isinstance(message.id, str)):
+            continue
+        for position, call in enumerate(message.tool_calls):
+            outcome = by_origin.get((message.id, position))
+            call_id = call.get("id")
+            if outcome is not None and isinstance(call_id, str):
+                outcomes[(message.id, call_id)] = outcome
+    return outcomes
+
+
 def repaired_messages(
-    messages: Sequence[Any], config: Mapping[str, Any] | None = None
+    messages: Sequence[Any],
+    config: Mapping[str, Any] | None = None,
+    known: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Any] | None:
     """``messages`` with every call that has no answer in its turn answered by
     :func:`open_call_answer`, right after the tool messages that follow its model message
     (before whatever came next: the new message); ``None`` when no call is open. A call
     whose tool started in this process in ``config``'s thread (a claim of
     :mod:`~langchain_opa_guard.guards.claims`) is answered as one that may have run.
+    ``known``: outcomes recorded elsewhere (the middleware's kept history), by ``(model
+    message id, call id)``: ``"ran"`` (answered as one that may have run) or ``"refused"``.
 
     Example:
         ```python
@@ -165,9 +220,16 @@ def repaired_messages(
         if not open_calls:
             continue
         started = started_calls(config, message.id, {i for i, _, _ in open_calls})
+        recorded = known or {}
         for call_id, call, unreadable in open_calls:
+            outcome = recorded.get((str(message.id), call_id))
             repaired.append(
-                open_call_answer(call, unreadable=unreadable, started=call_id in started)
+                open_call_answer(
+                    call,
+                    unreadable=unreadable,
+                    started=call_id in started or outcome == "ran",
+                    refused=outcome == "refused",
+                )
             )
         changed = True
     return repaired if changed else None
