@@ -69,8 +69,9 @@ class _Claims:
         self._answers: OrderedDict[tuple[str, ...], dict[str, Any]] = OrderedDict()
         self._answers_limit = 256
         # Every call that ever started, kept when its claim is released (its tool raised:
-        # it may have done its work before that), for :meth:`started`.
-        self._started: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        # it may have done its work before that), for :meth:`started`: the turns of each
+        # (thread, call id).
+        self._started: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -85,9 +86,11 @@ class _Claims:
             self._keys[key] = owner
             if len(self._keys) > self._limit:
                 self._keys.popitem(last=False)
-            self._started[key] = None
-            if len(self._started) > self._limit:
-                self._started.popitem(last=False)
+            if len(key) == 3:
+                self._started.setdefault((key[0], key[2]), set()).add(key[1])
+                self._started.move_to_end((key[0], key[2]))
+                if len(self._started) > self._limit:
+                    self._started.popitem(last=False)
             return True
 
     def release(self, key: tuple[str, ...]) -> None:
@@ -125,12 +128,9 @@ class _Claims:
         suffix = "/" + message_id
         with self._lock:
             return {
-                key[2]
-                for key in self._started
-                if len(key) == 3
-                and key[0] == thread
-                and key[2] in call_ids
-                and key[1].endswith(suffix)
+                call_id
+                for call_id in call_ids
+                if any(turn.endswith(suffix) for turn in self._started.get((thread, call_id), ()))
             }
 
     def forget(self, turn: tuple[str, ...]) -> None:
