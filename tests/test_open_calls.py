@@ -418,7 +418,8 @@ def test_a_cut_turn_with_invalid_and_duplicated_ids_is_answered_once_per_id(
     engine: EmbeddedPolicy, kind: str
 ) -> None:
     """Cut before the guard answered anything: a call whose arguments did not parse (with
-    an id) and two calls under one id. Each id gets one answer; nothing runs."""
+    an id) and two calls under one id. Each id gets one answer; nothing runs. (The
+    middleware decided the turn as the model answered: its denials are the answers.)"""
     ledger = Ledger()
     message = AIMessage(
         "",
@@ -436,7 +437,9 @@ def test_a_cut_turn_with_invalid_and_duplicated_ids_is_answered_once_per_id(
         )
     messages = say(graph, config)
     assert ledger.runs == []
-    assert repairs(messages) == ["d1", "bad"]
+    answered = [m.tool_call_id for m in messages if isinstance(m, ToolMessage)]
+    assert answered == ["d1", "bad"]
+    assert repairs(messages) == (["d1", "bad"] if kind == "node" else [])
     assert_valid(messages)
 
 
@@ -566,7 +569,8 @@ def test_a_cut_call_is_not_counted_as_a_denial_when_proposed_again(
 ) -> None:
     """The payment of 5000 is cut off before the guard answered it, then proposed again and
     denied: that is its first denial, not its second (``max_repeated_denials`` counts
-    denials, and the repair's answer is none)."""
+    denials, and the repair's answer is none). The middleware had decided the turn as the
+    model answered: there the cut call's answer is that denial, and it counts."""
     ledger = Ledger()
     script = Script(
         [
@@ -591,10 +595,15 @@ def test_a_cut_call_is_not_counted_as_a_denial_when_proposed_again(
     messages = say(graph, config)
     while graph.get_state(config).next:  # paused before the guard again (node, edge)
         messages = graph.invoke(None, config, context={"user": USER})["messages"]
-    assert ledger.runs == [] and repairs(messages) == ["p1"]
+    assert ledger.runs == []
+    (first,) = [m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == "p1"]
     (denial,) = [m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == "p2"]
     assert "denied by policy" in str(denial.content)
-    assert "times" not in str(denial.content)
+    if kind == "middleware":
+        assert repairs(messages) == [] and "denied by policy" in str(first.content)
+    else:
+        assert repairs(messages) == ["p1"]
+        assert "times" not in str(denial.content)
     assert_valid(messages)
 
 

@@ -1,20 +1,18 @@
-"""Red team 38: the repair's ``RemoveMessage(REMOVE_ALL_MESSAGES)`` wipes a message another
+"""Red team 38: the repair's ``RemoveMessage(REMOVE_ALL_MESSAGES)`` and a message another
 node writes in the same step.
 
 The attack: a graph adds a second node at ``START`` beside ``answer_open_calls`` (an
 application's "add context" node that appends a system note, in parallel with the repair).
-When a turn was cut off (an approval question left open, then a new message), the repair
-writes ``RemoveMessage(REMOVE_ALL)`` followed by the list it read at the start of the step.
-LangGraph applies the step's writes in task order, so a write ordered before the repair's is
-removed by it: the note is lost.
+When a turn was cut off (a pause before its tools, then a new message), the repair writes
+``RemoveMessage(REMOVE_ALL)`` followed by the list it read at the start of the step;
+LangGraph applies the step's writes in task order, so a write ordered before the repair's
+was removed by it: the note was lost.
 
-Observed on this branch: the note written beside the repair is gone from the state (the
-README's wiring has ``answer_open_calls`` alone at ``START``, so this concerns graphs that
-put more at ``START``; without an open call the note is kept, control).
-
-Expected: the repair never drops a message it did not read; or the README says
-``answer_open_calls`` must be the only node at ``START`` (nothing writes ``messages`` in its
-step).
+The repair cannot see a write made beside it, so it must be the only node writing
+``messages`` in its step: ``answer_open_calls``'s docstring and the README say so, and the
+README's wiring has it alone after ``START``. This test keeps the application's node in the
+wiring that works (after the repair): with a turn cut off and repaired, and without (the
+control), both notes are kept.
 """
 
 from __future__ import annotations
@@ -60,8 +58,8 @@ def build(script: Script, ledger: Ledger) -> Any:
     builder.add_node("guard", PolicyGuardNode(engine, registry=tool_node))
     builder.add_node("tools", tool_node)
     builder.add_edge(START, "answer_open_calls")
-    builder.add_edge(START, "add_context")
-    builder.add_edge(["answer_open_calls", "add_context"], "agent")
+    builder.add_edge("answer_open_calls", "add_context")
+    builder.add_edge("add_context", "agent")
     builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     builder.add_edge("tools", "agent")
     return builder.compile(checkpointer=InMemorySaver(), interrupt_before=["tools"])
@@ -79,5 +77,5 @@ def test_a_message_written_beside_the_repair_is_kept(cut_off: bool) -> None:
     graph.invoke({"messages": [("user", "and now?")]}, config, context={"user": USER})
     messages = graph.get_state(config).values["messages"]
     notes = [m for m in messages if isinstance(m, SystemMessage)]
-    assert len(notes) == 2, "the note written in the repair's step was wiped by REMOVE_ALL"
+    assert len(notes) == 2, "a note written after the repair was lost"
     assert ledger.runs == []

@@ -244,7 +244,10 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         update: dict[str, Any] = {}
         kept = _kept(state)
         repaired = repaired_messages(
-            messages, _current_config(), kept_outcomes(messages, kept) if kept else None
+            messages,
+            _current_config(),
+            kept_outcomes(messages, kept) if kept else None,
+            self._waiting_answers(state),
         )
         if repaired is not None:
             update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *repaired]
@@ -431,6 +434,22 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             logger.warning("the model's turn changed after the policy decided it; deciding again")
             return message, None
         return message, ticket
+
+    def _waiting_answers(self, state: Any) -> dict[tuple[str, str], ToolMessage] | None:
+        """The answers a turn waiting for approval holds for its denied calls (written with
+        the turn once the question is answered), by ``(message id, call id)``: a new message
+        that leaves the question open keeps the policy's denials in the history."""
+        ticket = state.get(TURN_KEY) if isinstance(state, Mapping) else None
+        if not isinstance(ticket, Mapping) or not ticket.get("answers"):
+            return None
+        message_id = ticket.get("message_id")
+        if not isinstance(message_id, str) or not self._holds(ticket, None):
+            return None
+        return {
+            (message_id, answer.tool_call_id): answer
+            for answer in ticket["answers"]
+            if isinstance(answer, ToolMessage)
+        }
 
     def _holds(self, ticket: Mapping[str, Any], ttl: float | None) -> bool:
         try:

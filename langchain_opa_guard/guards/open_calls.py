@@ -183,6 +183,7 @@ def repaired_messages(
     messages: Sequence[Any],
     config: Mapping[str, Any] | None = None,
     known: Mapping[tuple[str, str], str] | None = None,
+    given: Mapping[tuple[str, str], ToolMessage] | None = None,
 ) -> list[Any] | None:
     """``messages`` with every call that has no answer in its turn answered by
     :func:`open_call_answer`, right after the tool messages that follow its model message
@@ -191,6 +192,8 @@ def repaired_messages(
     :mod:`~langchain_opa_guard.guards.claims`) is answered as one that may have run.
     ``known``: outcomes recorded elsewhere (the middleware's kept history), by ``(model
     message id, call id)``: ``"ran"`` (answered as one that may have run) or ``"refused"``.
+    ``given``: answers the caller holds for open calls, by the same key (the policy's
+    denials of a turn that waited for approval): given as they are.
 
     Example:
         ```python
@@ -222,6 +225,10 @@ def repaired_messages(
         started = started_calls(config, message.id, {i for i, _, _ in open_calls})
         recorded = known or {}
         for call_id, call, unreadable in open_calls:
+            held = (given or {}).get((str(message.id), call_id))
+            if isinstance(held, ToolMessage) and held.tool_call_id == call_id:
+                repaired.append(held)
+                continue
             outcome = recorded.get((str(message.id), call_id))
             repaired.append(
                 open_call_answer(
@@ -252,7 +259,10 @@ def answer_open_calls(state: Any) -> dict[str, Any] | None:
     open. ``input.history`` shows the answered calls as denied, and nothing runs them
     afterwards.
 
-    Put it between ``START`` and the node that calls the model: a resume
+    It rewrites the whole channel, so it must be the only node that writes ``messages`` in
+    its step (alone after ``START``, as below): a message another node writes in the same
+    step may be removed with the rest. Put it between ``START`` and the node that calls
+    the model: a resume
     (``invoke(None, config)``, ``Command(resume=...)``) does not pass through ``START``, so
     calls that legitimately wait (for their tools, for a reviewer) are never answered by
     it. As a ``pre_model_hook`` (``create_react_agent``) it runs before every model call,

@@ -48,7 +48,7 @@ from langchain_opa_guard.guards.kept_history import (
     message_history,
     policy_history,
 )
-from langchain_opa_guard.guards.open_calls import OPEN_CALL_REASON, open_call_ids
+from langchain_opa_guard.guards.open_calls import open_call_ids
 from langchain_opa_guard.guards.prepared_calls import prepared_call, single_input_name
 
 __all__ = [
@@ -194,8 +194,8 @@ def plan_turn(
     turn.user = user_doc
     denied_before: dict[str, int] = {}
     for entry in history:
-        # A call answered because the conversation went on was never denied.
-        if entry.get("decision") == "deny" and entry.get("reasons") != [OPEN_CALL_REASON]:
+        # (A call answered because the conversation went on reads as undecided, not denied.)
+        if entry.get("decision") == "deny":
             key = _call_key(entry.get("name"), _as_read(entry, settings.tools_by_name))
             denied_before[key] = denied_before.get(key, 0) + 1
     turn.repeats = (
