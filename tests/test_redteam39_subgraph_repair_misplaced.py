@@ -1,0 +1,96 @@
+"""Red team 39: a ``create_agent`` used as a node of a parent graph repairs an open call in
+its own state, and the parent's ``messages`` gets the repair's answer after the new message.
+
+The attack: the parent graph is ``START -> assistant -> END`` over ``MessagesState``, where
+``assistant`` is ``create_agent`` with ``OPAGuardMiddleware`` first (the README's wiring for
+``create_agent``; nothing else in the parent writes ``messages``). The parent is given a
+history whose model turn ``a1`` (``pay``) is still open, followed by the user's "cancel
+that" (a chat front end that sends the history, or a turn cut off in an earlier run). The
+middleware's ``before_agent`` repairs it inside the child (``RemoveMessage(REMOVE_ALL)``
+then the list with the answer right after ``a1``), but a subgraph hands its final
+``messages`` to the parent, whose ``add_messages`` keeps the parent's order for ids it has
+and appends new ones: the repair's answer lands after "cancel that".
+
+Observed on this branch: the parent's (checkpointed) conversation reads ``[human, ai(p1),
+human("cancel that"), tool(p1), ai, ...]``: the model message's call is not followed by its
+answer, which OpenAI-style APIs reject on every later model request, and the repair of the
+next run (which pairs answers up to the next model message) takes the turn as answered, so
+nothing ever puts it back.
+
+Expected: the conversation the parent keeps has every answer right after its model message,
+as the child's repair wrote it (the repair of a subgraph must reach the parent's channel in
+order, or the parent must not be left with a misplaced answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from mediation_kit import POLICY, USER, Ledger, Script, agent_graph
+from opa_process import ROOT
+
+from langchain_opa_guard import EmbeddedPolicy
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbeddedPolicy:
+    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
+
+
+def shape(messages: list[BaseMessage]) -> list[str]:
+    return [
+        f"{type(m).__name__}:{m.id if not isinstance(m, ToolMessage) else m.tool_call_id}"
+        for m in messages
+    ]
+
+
+def answer_follows(messages: list[BaseMessage], message_id: str, call_id: str) -> bool:
+    (index,) = [i for i, m in enumerate(messages) if m.id == message_id]
+    following = messages[index + 1]
+    return isinstance(following, ToolMessage) and following.tool_call_id == call_id
+
+
+def test_a_child_agents_repair_keeps_the_answer_after_its_turn_in_the_parent(
+    engine: EmbeddedPolicy,
+) -> None:
+    ledger = Ledger()
+    # The child's model: the two earlier model messages count as its turns; it then answers.
+    child = agent_graph(engine, Script(["-", "-", "fine"]), ledger)
+    builder = StateGraph(MessagesState)
+    builder.add_node("assistant", child)
+    builder.add_edge(START, "assistant")
+    builder.add_edge("assistant", END)
+    parent = builder.compile(checkpointer=InMemorySaver())
+    config: dict[str, Any] = {"configurable": {"thread_id": "rt39-subgraph-repair"}}
+    pay = {"name": "pay", "args": {"amount": 5}, "id": "p1", "type": "tool_call"}
+    history = [
+        HumanMessage("pay 5", id="h1"),
+        AIMessage("", tool_calls=[pay], id="a1"),
+        HumanMessage("cancel that", id="h2"),
+    ]
+    parent.invoke({"messages": history}, config, context={"user": USER})
+    messages = parent.get_state(config).values["messages"]
+    assert ledger.runs == []
+    assert answer_follows(messages, "a1", "p1"), shape(messages)
+
+
+def test_control_the_child_alone_places_the_answer_right_after_the_turn(
+    engine: EmbeddedPolicy,
+) -> None:
+    ledger = Ledger()
+    child = agent_graph(engine, Script(["-", "-", "fine"]), ledger, checkpointer=InMemorySaver())
+    config: dict[str, Any] = {"configurable": {"thread_id": "rt39-child-repair"}}
+    pay = {"name": "pay", "args": {"amount": 5}, "id": "p1", "type": "tool_call"}
+    history = [
+        HumanMessage("pay 5", id="h1"),
+        AIMessage("", tool_calls=[pay], id="a1"),
+        HumanMessage("cancel that", id="h2"),
+    ]
+    child.invoke({"messages": history}, config, context={"user": USER})
+    messages = child.get_state(config).values["messages"]
+    assert ledger.runs == []
+    assert answer_follows(messages, "a1", "p1"), shape(messages)
