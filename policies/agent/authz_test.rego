@@ -44,9 +44,12 @@ test_unknown_role_denied if {
 
 test_default_decision_when_no_rule_decides if {
 	tool := call("fetch_url", {}, "c1", untrusted_meta)
+
+	# (decision writes allow's common rule out, on config.tool_roles: emptied here.)
 	d := authz.decision with input as request(admin_user, tool)
+		with data.agent.config.tool_roles as {}
 		with authz.allow as false
-		with authz.deny as set()
+		with authz.denials as set()
 	d == denied([reason("default_deny", "denied by default: no policy rule reached a decision")])
 }
 

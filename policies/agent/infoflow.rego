@@ -54,6 +54,10 @@
 #
 # Messages name the tool, argument names and the untrusted tools read, never
 # argument values.
+#
+# agent.authz asks for these reasons only for the calls that can have one (its
+# rule index then skips the rest; see authz_infoflow.rego): a rule added here for
+# other calls needs a gate there too.
 package agent.infoflow
 
 import data.agent.authz

@@ -69,7 +69,10 @@ mcp_open_world(call) if {
 
 # (well_formed: every rule of allow implies it, see authz.rego; a malformed
 # request is denied with its refusals.)
+# (The bare reference first: OPA's rule index then leaves this rule out for a
+# call without an MCP server.)
 allow if {
+	input.tool.metadata.mcp.server
 	mcp_call
 	well_formed
 	mcp_role_permitted(input.tool)
@@ -77,14 +80,17 @@ allow if {
 
 # The denials and approvals of an MCP tool's call: the ones below, and those of
 # exfiltration.rego (an open-world MCP tool that is not read-only sends data
-# out). The first expression is mcp_call written out on the input, which OPA's
-# rule index reads: a call without an MCP server never enters these rules.
+# out). The first expression, a bare reference to the call's MCP server, is one
+# OPA's rule index reads (is_string() is not; the second expression is mcp_call
+# written out): a call without an MCP server never enters these rules.
 deny contains reason if {
+	input.tool.metadata.mcp.server
 	is_string(input.tool.metadata.mcp.server)
 	some reason in mcp_deny
 }
 
 approval contains reason if {
+	input.tool.metadata.mcp.server
 	is_string(input.tool.metadata.mcp.server)
 	some reason in mcp_approval
 }
