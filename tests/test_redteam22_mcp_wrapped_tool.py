@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 from langchain_core.tools import BaseTool, StructuredTool
-from test_redteam20_mcp_hidden_field_names import USER, ran
+from mcp_server_kit import USER, ran
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "test_redteam20_mcp_hidden_field_names.py"
