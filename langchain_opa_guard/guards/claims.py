@@ -68,10 +68,10 @@ class _Claims:
         self._limit = limit
         self._answers: OrderedDict[tuple[str, ...], dict[str, Any]] = OrderedDict()
         self._answers_limit = 256
-        # Every call that ever started, kept when its claim is released (its tool raised:
-        # it may have done its work before that), for :meth:`started`: the turns of each
-        # (thread, call id).
-        self._started: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+        # Calls whose claim was released (their tool raised, so a retry may run them): they
+        # started, and may have done their work before that (:meth:`started`). Rare, and
+        # bounded like the claims.
+        self._released: OrderedDict[tuple[str, ...], None] = OrderedDict()
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -86,16 +86,14 @@ class _Claims:
             self._keys[key] = owner
             if len(self._keys) > self._limit:
                 self._keys.popitem(last=False)
-            if len(key) == 3:
-                self._started.setdefault((key[0], key[2]), set()).add(key[1])
-                self._started.move_to_end((key[0], key[2]))
-                if len(self._started) > self._limit:
-                    self._started.popitem(last=False)
             return True
 
     def release(self, key: tuple[str, ...]) -> None:
         with self._lock:
-            self._keys.pop(key, None)
+            if self._keys.pop(key, _MISSING) is not _MISSING:
+                self._released[key] = None
+                if len(self._released) > self._limit:
+                    self._released.popitem(last=False)
 
     def abandon(self, key: tuple[str, ...]) -> None:
         """Keep ``key`` claimed for good: its run was cancelled and may still be going, or
@@ -126,11 +124,16 @@ class _Claims:
         ``thread`` in this process (running, done, cancelled or failed after it started),
         whatever task decided the turn."""
         suffix = "/" + message_id
+        # A scan of every claim: only the repair of a cut-off turn asks, which is rare.
         with self._lock:
             return {
-                call_id
-                for call_id in call_ids
-                if any(turn.endswith(suffix) for turn in self._started.get((thread, call_id), ()))
+                key[2]
+                for keys in (self._keys, self._released)
+                for key in keys
+                if len(key) == 3
+                and key[0] == thread
+                and key[2] in call_ids
+                and key[1].endswith(suffix)
             }
 
     def forget(self, turn: tuple[str, ...]) -> None:
@@ -139,6 +142,7 @@ class _Claims:
 
 
 _ABANDONED = object()
+_MISSING = object()
 
 CLAIMS = _Claims()
 
