@@ -467,7 +467,11 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         written into a paused run (``Command(update=...)``, ``update_state`` then a resume)
         while the turn waited here. The turn is dropped as a new message drops it (its open
         calls answered by the repair of :meth:`before_agent`, so ``create_agent`` sends none
-        of them to the tools), and its decision and grants with it."""
+        of them to the tools), and its decision and grants with it. A conversation that
+        ends with the model's answer (the end of every run) has nothing to repair."""
+        messages = state_messages(state)
+        if not messages or isinstance(messages[-1], AIMessage):
+            return self._cleared(state)
         update = self.before_agent(state, runtime) or {}
         update.update(self._cleared(state) or {})
         return update or None
