@@ -114,3 +114,40 @@ def test_control_the_guard_node_keeps_the_question(engine: EmbeddedPolicy, how: 
     messages = graph.get_state(config).values["messages"]
     assert ledger.runs == []
     assert answers_follow_their_turn(messages)
+
+
+@pytest.mark.parametrize("written", ["note", "calls"])
+def test_a_model_message_written_into_the_paused_turn_runs_nothing_of_it(
+    engine: EmbeddedPolicy, written: str
+) -> None:
+    """The message written into the run paused after the model is itself a model message
+    (``after_model`` then finds no human message after the turn and takes no repair): a
+    plain note, or one proposing a call of its own. Nothing of the waiting turn runs; a
+    proposed call is decided as any turn (the policy allows ``pay`` of 1), and the next
+    plain input leaves every call answered once, the waiting turn's right after it. (With a
+    written call, the model is called once with the waiting turn still open, before that
+    next input repairs it: the guard logs a WARNING.)"""
+    ledger = Ledger()
+    graph = agent_graph(engine, script(), ledger, checkpointer=InMemorySaver())
+    config: dict[str, Any] = {"configurable": {"thread_id": f"rt39-ai-update-{written}"}}
+    out = graph.invoke({"messages": [("user", "pay and mail")]}, config, context={"user": USER})
+    assert out.get("__interrupt__")
+    if written == "note":
+        message = AIMessage("a note", id="w1")
+    else:
+        message = AIMessage("", tool_calls=[call("pay", {"amount": 1}, "w1p")], id="w1")
+    graph.invoke(Command(update={"messages": [message]}), config, context={"user": USER})
+    assert [i for _, i, _ in ledger.runs if i in ("s1", "p1")] == []
+    out = graph.invoke({"messages": [("user", "and now?")]}, config, context={"user": USER})
+    assert [i for _, i, _ in ledger.runs if i in ("s1", "p1")] == []
+    messages = out["messages"]
+    counts: dict[str, int] = {}
+    for m in messages:
+        if isinstance(m, ToolMessage):
+            counts[m.tool_call_id] = counts.get(m.tool_call_id, 0) + 1
+    assert all(n == 1 for n in counts.values()), counts
+    (index,) = [i for i, m in enumerate(messages) if isinstance(m, AIMessage) and m.id == "a1"]
+    following = messages[index + 1 : index + 3]
+    assert sorted(getattr(m, "tool_call_id", "") for m in following) == ["p1", "s1"], [
+        f"{type(m).__name__}:{getattr(m, 'tool_call_id', '')}" for m in messages
+    ]
