@@ -397,6 +397,74 @@ def test_a_bundle_built_before_the_positional_entrypoint_still_decides_a_turn(
     assert [d.allow for d in engine.decide_many(docs)] == [False, True]
 
 
+def test_a_call_without_a_decision_in_a_batched_turn_is_undefined_alone(tmp_path: Path) -> None:
+    # turn_decisions is a list in the order of the calls: a call whose decision is
+    # undefined leaves it shorter, and the turn is decided one by one instead (a list
+    # read as it comes would give the next call's decision to this one).
+    root = write_policy(
+        tmp_path / "p",
+        "package agent.authz\n\n"
+        'decision := {"allow": input.tool.name == "fetch_url", "reasons": []} if '
+        'input.tool.name != "gap"\n',
+    )
+    engine = EmbeddedPolicy(root)
+    calls = [
+        call_input(n, GUEST, f"id-{i}")["tool"] for i, n in enumerate(["x", "gap", "fetch_url"])
+    ]
+    docs = [
+        {"version": 1, "user": GUEST, "context": {}, "turn": calls, "history": [], "tool": c}
+        for c in calls
+    ]
+    assert engine._state.turn_batch is not None
+    decisions = engine.decide_many(docs)
+    assert [d.verdict for d in decisions] == ["deny", "deny", "allow"]
+    assert decisions[0].error is None and decisions[2].error is None
+    assert decisions[1].error == ErrorType.UNDEFINED
+
+
+def test_a_bundle_whose_turn_decisions_is_keyed_by_call_id_still_decides_a_turn(
+    tmp_path: Path,
+) -> None:
+    from langchain_opa_guard.engines.policy_sources import load_sources
+    from langchain_opa_guard.engines.wasm.bundles import (
+        BATCH_ENTRYPOINT,
+        BATCH_FILE,
+        TURN_BATCH_ENTRYPOINT,
+        batch_module,
+        build_bundle,
+        write_bundle,
+    )
+
+    sources = load_sources(POLICIES)
+    keyed = batch_module("agent/authz/decision").split("\n\nturn_decisions")[0] + (
+        "\n\nturn_decisions[input.turn[i].call_id] := decision if {\n"
+        "\tsome i in input.calls\n"
+        "\tdecision := data.agent.authz.decision with input.tool as input.turn[i]\n"
+        "}\n"
+    )
+    bundle = build_bundle(
+        {**sources.modules, BATCH_FILE: keyed},
+        ["agent/authz/decision", BATCH_ENTRYPOINT, TURN_BATCH_ENTRYPOINT],
+        opa=opa_binary(),
+        data=sources.data,
+    )
+    path = tmp_path / "keyed.tar.gz"
+    write_bundle(bundle, path)
+    engine = EmbeddedPolicy(path)
+    assert engine._state.turn_batch == TURN_BATCH_ENTRYPOINT
+    calls = [
+        call_input(n, GUEST, f"id-{i}")["tool"]
+        for i, n in enumerate(["x", "fetch_url", "get_customer_details"])
+    ]
+    docs = [
+        {"version": 1, "user": GUEST, "context": {}, "turn": calls, "history": [], "tool": c}
+        for c in calls
+    ]
+    alone = [(d.verdict, d.reasons) for d in (engine.decide(x) for x in docs)]
+    assert [v for v, _ in alone] == ["deny", "allow", "deny"]
+    assert [(d.verdict, d.reasons) for d in engine.decide_many(docs)] == alone
+
+
 def test_inputs_that_differ_in_json_type_are_not_decided_as_one() -> None:
     engine = EmbeddedPolicy(POLICIES)
     first = call_input("fetch_url", GUEST, "a")

@@ -323,32 +323,47 @@ class EmbeddedPolicy:
             )
         except EngineError as exc:
             return [self._failure(exc)] * len(inputs)
-        if not isinstance(results, Mapping):
-            results = {}
+        if isinstance(results, list):
+            # turn_decisions: the decisions in the order of the calls. A shorter list means
+            # the decision is undefined for some call: decide the turn one by one, which
+            # tells which (and says so for it alone).
+            if len(results) != len(calls):
+                return [self._decide(i, deadline, state) for i in inputs]
+            values = results
+        else:
+            # decisions (and turn_decisions of modules compiled before it was a list): an
+            # object keyed by call id, where a call without a key has no decision.
+            if not isinstance(results, Mapping):
+                results = {}
+            values = [results.get(call["call_id"], _MISSING) for call in calls]
         decisions = []
         # Calls decided alike share one Decision, keyed by the result's repr (which,
         # unlike ==, tells true from 1 and 1.0 from 1).
         made: dict[str, Decision] = {}
-        for call in calls:
-            try:
-                if call["call_id"] not in results:
-                    raise EngineError(
-                        ErrorType.UNDEFINED,
-                        f"the decision {self.policy!r} is undefined for this input",
+        for result in values:
+            if result is _MISSING:
+                decisions.append(
+                    self._failure(
+                        EngineError(
+                            ErrorType.UNDEFINED,
+                            f"the decision {self.policy!r} is undefined for this input",
+                        )
                     )
-                result = results[call["call_id"]]
-                key = repr(result)
-                decision = made.get(key)
-                if decision is None:
+                )
+                continue
+            key = repr(result)
+            decision = made.get(key)
+            if decision is None:
+                try:
                     decision = made[key] = Decision.from_result(
                         result,
                         engine=self.engine_name,
                         policy=self.policy,
                         revision=state.revision,
                     )
-                decisions.append(decision)
-            except EngineError as exc:
-                decisions.append(self._failure(exc))
+                except EngineError as exc:
+                    decision = self._failure(exc)
+            decisions.append(decision)
         return decisions
 
     def _evaluate(
@@ -546,6 +561,9 @@ def _loaded(evaluator: Any, revision: str) -> _Loaded:
     batch = BATCH_ENTRYPOINT if evaluator.has(BATCH_ENTRYPOINT) else None
     turn_batch = TURN_BATCH_ENTRYPOINT if evaluator.has(TURN_BATCH_ENTRYPOINT) else None
     return _Loaded(evaluator, revision, batch, turn_batch)
+
+
+_MISSING: Any = object()
 
 
 def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:
