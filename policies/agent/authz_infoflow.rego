@@ -81,9 +81,9 @@ approval contains reason if {
 }
 
 # The scan the common call does: for a refused call (any, not only one after an
-# untrusted read: infoflow.refused decides that).
+# untrusted read: infoflow.refused decides that). One expression per entry
+# (`input.history[_].decision`) rather than binding each call first.
 approval contains reason if {
-	some call in input.history
-	call.decision == "deny"
+	input.history[_].decision == "deny"
 	some reason in infoflow_approvals
 }

@@ -9,12 +9,16 @@ import data.agent.config
 # A tool with a customer-database name must really come from that toolkit.
 # (The list is searched with `tools[_] ==` rather than `in`: OPA's rule index
 # reads the data an `in` names for every call, even one of another toolkit.)
+# config.customer_db is read whole, once, into a local: OPA keeps what it read
+# for the rest of the decision, so the PII rule's read of pii_roles below comes
+# from that copy rather than from another read of the store.
 deny contains {"code": "wrong_toolkit", "message": message} if {
-	not input.tool.metadata.toolkit == config.customer_db.toolkit
-	config.customer_db.tools[_] == tool_name
+	cdb := config.customer_db
+	not input.tool.metadata.toolkit == cdb.toolkit
+	cdb.tools[_] == tool_name
 	message := concat("", [
 		"tool \"", tool_name, "\" is not registered under toolkit \"",
-		config.customer_db.toolkit, "\"",
+		cdb.toolkit, "\"",
 	])
 }
 
