@@ -9,7 +9,9 @@ rules), on the shipped policy before its rules were grouped (``benchmarks/previo
 the same plus the information-flow and MCP packs), on the shipped one and on a policy that
 allows everything (OPA's own work per query), alternating, in the same run. ``opa bench``
 reports time per operation (noisy on a shared machine) and allocations per operation (the
-same on every run: it counts the work, not the machine).
+same on every run: it counts the work, not the machine); where ``go`` and ``valgrind`` are
+installed, the same four policies are also counted in instructions per decision of OPA's
+evaluator (``benchmarks/policy_instructions.py``), which move by well under 1% between runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from common import POLICIES, ROOT, interleaved, us
 from harness import NotedTable, ratio, turn_documents
 from opa_process import opa_binary
+from policy_instructions import PolicyInstructions, policy_instructions, unavailable
 
 from langchain_opa_guard import EmbeddedPolicy
 
@@ -103,6 +106,10 @@ def run() -> list[NotedTable]:
             for policy_dir in runs if round_ % 2 == 0 else reversed(runs):
                 ns, allocs[policy_dir] = opa_bench(policy_dir, input_file)
                 runs[policy_dir].append(ns)
+        missing = unavailable()
+        counted: dict[Path, PolicyInstructions] = (
+            {d: policy_instructions(d, input_file) for d in runs} if missing is None else {}
+        )
     opa_shipped = statistics.median(runs[POLICIES]) / 1e9
     opa_baseline = statistics.median(runs[BASELINE]) / 1e9
     opa_previous = statistics.median(runs[PREVIOUS]) / 1e9
@@ -131,10 +138,20 @@ def run() -> list[NotedTable]:
     table.note("the in-process figures include encoding the input and building the Decision")
     policy = NotedTable(
         f"The shipped policy against the policy when the goal was set (opa bench; ns/op "
-        f"median of {OPA_ROUNDS} alternating runs, allocs/op)",
-        ["policy", "ns/op", "vs goal's baseline", "allocs/op", "vs goal's baseline"],
+        f"median of {OPA_ROUNDS} alternating runs, allocs/op; instructions per decision of "
+        f"OPA's evaluator under callgrind)",
+        [
+            "policy",
+            "ns/op",
+            "vs goal's baseline",
+            "allocs/op",
+            "vs goal's baseline",
+            "instructions",
+            "vs goal's baseline",
+        ],
     )
     base_allocs = allocs[BASELINE]
+    base_instructions = counted[BASELINE].instructions if counted else 0
     for label, seconds, policy_dir in (
         ("when the goal was set (benchmarks/baseline-policy)", opa_baseline, BASELINE),
         (
@@ -145,12 +162,15 @@ def run() -> list[NotedTable]:
         ("shipped (policies/)", opa_shipped, POLICIES),
         ("a policy that allows everything (OPA's own per-query work)", opa_floor, floor),
     ):
+        instructions = counted[policy_dir].instructions if counted else 0
         policy.add(
             label,
             f"{seconds * 1e9:,.0f}",
             ratio(seconds, opa_baseline),
             f"{allocs[policy_dir]:,}",
             ratio(allocs[policy_dir], base_allocs),
+            f"{instructions:,}" if counted else "not measured",
+            ratio(instructions, base_instructions) if counted else "",
         )
     got = opa_shipped / opa_baseline
     policy.note(
@@ -160,6 +180,20 @@ def run() -> list[NotedTable]:
         f"rules were grouped: {opa_shipped / opa_previous:.2f}x in time, "
         f"{allocs[POLICIES] / allocs[PREVIOUS]:.2f}x in allocations"
     )
+    if counted:
+        counted_ratio = counted[POLICIES].instructions / base_instructions
+        policy.note(
+            f"in instructions (OPA's own evaluator, the same version, evaluating the query "
+            f"in process under valgrind's callgrind, garbage collection off; "
+            f"benchmarks/policy_instructions.py): {counted_ratio:.3f}x the policy when the "
+            f"goal was set ({'at most half' if counted_ratio <= 0.5 else 'more than half'}); "
+            "a count moves by well under 1% between runs, where ns/op moves by a tenth"
+        )
+        refused = [str(d) for d, c in counted.items() if '"allow":true' not in c.result]
+        if refused:
+            raise RuntimeError(f"these policies did not allow the input: {refused}")
+    else:
+        policy.note(f"instructions not measured: {missing}")
     policy.note(
         "the shipped policy decides more than the goal's baseline did (the "
         "information-flow and MCP packs); every opa test case passes, and "
