@@ -31,6 +31,7 @@ from langchain_opa_guard.engines.engine import (
     DEFAULT_POLICY,
     encode_input,
     normalize_policy_path,
+    same_json,
     shared_part,
 )
 from langchain_opa_guard.engines.instance_pool import PoolClosedError
@@ -241,7 +242,7 @@ class EmbeddedPolicy:
         """Evaluate in a worker thread, leaving the event loop free; ``timeout`` counts
         from this call, time queued for a worker included."""
         deadline = time.monotonic() + self.timeout
-        return await self._off_loop(self._decide, input, deadline, count=1)  # type: ignore[no-any-return]
+        return await self._off_loop(self._decide, input, deadline, count=None)  # type: ignore[no-any-return]
 
     async def adecide_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """Async twin of :meth:`decide_many`, in one worker-thread hop."""
@@ -322,6 +323,9 @@ class EmbeddedPolicy:
                 entrypoint or "", {**shared, "calls": listed}, deadline, state
             )
         except EngineError as exc:
+            if exc.error_type == ErrorType.INPUT:
+                # A call that is not JSON: decide one by one, so that it alone fails.
+                return [self._decide(i, deadline, state) for i in inputs]
             return [self._failure(exc)] * len(inputs)
         if isinstance(results, list):
             # turn_decisions: the decisions in the order of the calls. A shorter list means
@@ -404,19 +408,21 @@ class EmbeddedPolicy:
             exc.error_type, exc.reason, engine=self.engine_name, policy=self.policy
         )
 
-    async def _off_loop(self, fn: Any, arg: Any, deadline: float, *, count: int) -> Any:
+    async def _off_loop(self, fn: Any, arg: Any, deadline: float, *, count: int | None) -> Any:
+        """``fn(arg, deadline)`` in a worker thread; a failure to get there is one fail-closed
+        Decision (``count=None``: ``fn`` answers one input) or a list of ``count``."""
         try:
             executor = self._executor()
         except RuntimeError:
             error = EngineError(ErrorType.ENGINE, "the embedded policy engine is closed")
-            return self._failure(error) if count == 1 else [self._failure(error)] * count
+            return self._failure(error) if count is None else [self._failure(error)] * count
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(executor, fn, arg, deadline)
         try:
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             error = EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
-            return self._failure(error) if count == 1 else [self._failure(error)] * count
+            return self._failure(error) if count is None else [self._failure(error)] * count
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._closed:
@@ -568,7 +574,11 @@ _MISSING: Any = object()
 
 def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:
     """Where each call sits in ``shared["turn"]`` (the guard's inputs carry the very
-    objects of the turn), or ``None`` when one is not there."""
+    objects of the turn), or ``None`` when one is not there.
+
+    A call that is not the very object of its entry matches an entry only when the two are
+    the same JSON (:func:`same_json`: ``True`` is not ``1``), since the module decides the
+    entry, not the call."""
     turn = shared.get("turn")
     if not isinstance(turn, list):
         return None
@@ -577,7 +587,7 @@ def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int
     for call in calls:
         index = by_identity.get(id(call))
         if index is None:
-            index = next((i for i, entry in enumerate(turn) if entry == call), None)
+            index = next((i for i, entry in enumerate(turn) if same_json(entry, call)), None)
             if index is None:
                 return None
         positions.append(index)
