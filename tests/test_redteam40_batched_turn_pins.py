@@ -207,3 +207,29 @@ def test_a_turn_is_never_decided_partly_on_each_policy_across_reloads(tmp_path: 
             worker.join()
         engine.close()
     assert bad == []
+
+
+def test_one_undefined_call_in_a_huge_turn_leaves_the_others_decided(
+    engines: dict[str, EmbeddedPolicy],
+) -> None:
+    """One call without a decision in a 3000-call turn: the list comes back one short, and
+    the keyed entrypoint tells which call it is in one more guest call. (Red team 40 saw
+    the turn decided again call by call, where most calls ran out of time and were denied.)"""
+    engine = engines["partial"]
+    calls = [_call(f"c{i}", 2 if i == 1234 else i % 2) for i in range(3000)]
+    evaluations = 0
+    evaluate = engine._evaluate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal evaluations
+        evaluations += 1
+        return evaluate(*args, **kwargs)
+
+    engine._evaluate = counted  # type: ignore[method-assign]
+    decisions = engine.decide_many(_docs(calls, calls))
+    assert evaluations == 2
+    assert [d.error for d in decisions].count(None) == 2999
+    assert decisions[1234].error == "undefined"
+    assert [d.allow for i, d in enumerate(decisions) if i != 1234] == [
+        i % 2 == 1 for i in range(3000) if i != 1234
+    ]

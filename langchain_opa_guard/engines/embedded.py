@@ -327,12 +327,19 @@ class EmbeddedPolicy:
                 # A call that is not JSON: decide one by one, so that it alone fails.
                 return [self._decide(i, deadline, state) for i in inputs]
             return [self._failure(exc)] * len(inputs)
+        if isinstance(results, list) and len(results) != len(calls):
+            # turn_decisions: the decisions in the order of the calls, shorter when the
+            # decision is undefined for some call. Which one, the keyed entrypoint tells (the
+            # calls by value, answered by call id): one more guest call, not one per call.
+            try:
+                results, state = self._evaluate(
+                    state.batch or "", {**shared, "calls": calls}, deadline, state
+                )
+            except EngineError as exc:
+                return [self._failure(exc)] * len(inputs)
+            if isinstance(results, list):
+                results = {}
         if isinstance(results, list):
-            # turn_decisions: the decisions in the order of the calls. A shorter list means
-            # the decision is undefined for some call: decide the turn one by one, which
-            # tells which (and says so for it alone).
-            if len(results) != len(calls):
-                return [self._decide(i, deadline, state) for i in inputs]
             values = results
         else:
             # decisions (and turn_decisions of modules compiled before it was a list): an
