@@ -53,15 +53,12 @@ from langchain_opa_guard.guards.open_calls import (
     repaired_messages,
 )
 from langchain_opa_guard.testing import ScriptedChatModel
+from langchain_opa_guard.testing import tool_call as call
 
 
 @pytest.fixture(scope="module")
 def engine() -> EmbeddedPolicy:
     return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
-    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
 
 
 def turn(*calls: dict[str, Any], message_id: str = "a1") -> AIMessage:

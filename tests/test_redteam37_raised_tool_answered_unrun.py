@@ -44,6 +44,7 @@ from langchain_opa_guard import (
     answer_open_calls,
 )
 from langchain_opa_guard.testing import ScriptedChatModel
+from langchain_opa_guard.testing import tool_call as call
 
 MAIL = {"to": "bob@ok.test", "body": "the report"}
 
@@ -51,10 +52,6 @@ MAIL = {"to": "bob@ok.test", "body": "the report"}
 @pytest.fixture(scope="module")
 def engine() -> EmbeddedPolicy:
     return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
-    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
 
 
 def tools_with_a_send_that_raises(ledger: Ledger) -> list[BaseTool]:

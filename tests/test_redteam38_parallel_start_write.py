@@ -34,10 +34,7 @@ from langchain_opa_guard import (
     PolicyGuardNode,
     answer_open_calls,
 )
-
-
-def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
-    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
+from langchain_opa_guard.testing import tool_call as call
 
 
 def build(script: Script, ledger: Ledger) -> Any:

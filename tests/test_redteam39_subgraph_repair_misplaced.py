@@ -28,6 +28,7 @@ from mediation_kit import POLICY, USER, Ledger, Script, agent_graph
 from opa_process import ROOT
 
 from langchain_opa_guard import EmbeddedPolicy, answer_open_calls
+from langchain_opa_guard.testing import tool_call
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,15 @@ def shape(messages: list[BaseMessage]) -> list[str]:
     return [
         f"{type(m).__name__}:{m.id if not isinstance(m, ToolMessage) else m.tool_call_id}"
         for m in messages
+    ]
+
+
+def cut_off_turn() -> list[BaseMessage]:
+    """A turn whose call ``p1`` was never answered, then the user's next message."""
+    return [
+        HumanMessage("pay 5", id="h1"),
+        AIMessage("", tool_calls=[tool_call("pay", {"amount": 5}, "p1")], id="a1"),
+        HumanMessage("cancel that", id="h2"),
     ]
 
 
@@ -62,13 +72,7 @@ def test_a_parent_that_repairs_before_its_agent_keeps_the_answer_after_the_turn(
     builder.add_edge("assistant", END)
     parent = builder.compile(checkpointer=InMemorySaver())
     config: dict[str, Any] = {"configurable": {"thread_id": "rt39-subgraph-repair"}}
-    pay = {"name": "pay", "args": {"amount": 5}, "id": "p1", "type": "tool_call"}
-    history = [
-        HumanMessage("pay 5", id="h1"),
-        AIMessage("", tool_calls=[pay], id="a1"),
-        HumanMessage("cancel that", id="h2"),
-    ]
-    parent.invoke({"messages": history}, config, context={"user": USER})
+    parent.invoke({"messages": cut_off_turn()}, config, context={"user": USER})
     messages = parent.get_state(config).values["messages"]
     assert ledger.runs == []
     assert answer_follows(messages, "a1", "p1"), shape(messages)
@@ -80,13 +84,7 @@ def test_control_the_child_alone_places_the_answer_right_after_the_turn(
     ledger = Ledger()
     child = agent_graph(engine, Script(["-", "-", "fine"]), ledger, checkpointer=InMemorySaver())
     config: dict[str, Any] = {"configurable": {"thread_id": "rt39-child-repair"}}
-    pay = {"name": "pay", "args": {"amount": 5}, "id": "p1", "type": "tool_call"}
-    history = [
-        HumanMessage("pay 5", id="h1"),
-        AIMessage("", tool_calls=[pay], id="a1"),
-        HumanMessage("cancel that", id="h2"),
-    ]
-    child.invoke({"messages": history}, config, context={"user": USER})
+    child.invoke({"messages": cut_off_turn()}, config, context={"user": USER})
     messages = child.get_state(config).values["messages"]
     assert ledger.runs == []
     assert answer_follows(messages, "a1", "p1"), shape(messages)

@@ -38,6 +38,7 @@ from mediation_kit import POLICY, USER, Ledger, Script, agent_graph, node_graph
 from opa_process import ROOT
 
 from langchain_opa_guard import EmbeddedPolicy
+from langchain_opa_guard.testing import tool_call as call
 
 ASK = {"to": "x@ask.test", "body": "the report"}
 
@@ -45,10 +46,6 @@ ASK = {"to": "x@ask.test", "body": "the report"}
 @pytest.fixture(scope="module")
 def engine() -> EmbeddedPolicy:
     return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
-    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
 
 
 def script() -> Script:
