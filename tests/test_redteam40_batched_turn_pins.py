@@ -233,3 +233,36 @@ def test_one_undefined_call_in_a_huge_turn_leaves_the_others_decided(
     assert [d.allow for i, d in enumerate(decisions) if i != 1234] == [
         i % 2 == 1 for i in range(3000) if i != 1234
     ]
+
+
+def test_a_reload_between_a_short_list_and_its_second_look_decides_the_turn_on_one_policy(
+    tmp_path: Path,
+) -> None:
+    """The first evaluation of the turn comes back one short (a call without a decision);
+    the policy is reloaded before the keyed entrypoint is asked which call that was. The
+    decisions must all come from one policy, never the old one's list for some calls and the
+    new one's for others: here the whole turn ends decided on the new policy, which allows
+    nothing (the second look alone answers, and a reload makes the turn start again)."""
+    permissive = POLICIES["partial"]
+    strict = 'decision := {"allow": false, "reasons": ["strict"]} if input.tool.args.v != 2\n'
+    engine = _engine(tmp_path, "reloaded", permissive)
+    source = tmp_path / "reloaded" / "policy.rego"
+    evaluate = engine._evaluate
+    seen: list[Any] = []
+
+    def reload_after_the_first(*args: Any, **kwargs: Any) -> Any:
+        out = evaluate(*args, **kwargs)
+        seen.append(out[0])
+        if len(seen) == 1:
+            source.write_text("package agent.authz\n\n" + strict)
+            engine.reload()
+        return out
+
+    engine._evaluate = reload_after_the_first  # type: ignore[method-assign]
+    calls = [_call("a", 1), _call("b", 2), _call("c", 1)]
+    decisions = engine.decide_many(_docs(calls, calls))
+    assert isinstance(seen[0], list) and len(seen[0]) == 2  # the short list, then the reload
+    assert [d.allow for d in decisions] == [False, False, False]
+    assert decisions[0].reasons == ("strict",) and decisions[2].reasons == ("strict",)
+    assert decisions[1].error == "undefined"
+    engine.close()
