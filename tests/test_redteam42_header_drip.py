@@ -16,8 +16,8 @@ OPA, or an OPA whose writes are starved): it answers at once with ``HTTP/1.1 200
 then one header byte every 0.1 s for about 4 s, then a complete, valid reply that would
 allow the call. The client reports ``timeout`` in the end (correctly denied), but only after
 the whole drip: about 4 s for ``timeout=0.3``, over ten times the configured bound, on the
-sync, the async and the ``requests.Session`` paths alike. A guard turn waits the same (the guard puts no
-deadline of its own around the engine).
+sync, the async and the ``requests.Session`` paths alike. A guard turn waits the same (the
+guard puts no deadline of its own around the engine).
 """
 
 from __future__ import annotations
@@ -125,10 +125,7 @@ def test_a_dripped_status_line_and_headers_are_cut_off_at_the_timeout(
     client = OPAServer(drip_server.url, timeout=TIMEOUT, verify_policy=False, **options)
     try:
         started = time.monotonic()
-        if side == "sync":
-            decision = client.decide(READ)
-        else:
-            decision = asyncio.run(client.adecide(READ))
+        decision = client.decide(READ) if side == "sync" else asyncio.run(client.adecide(READ))
         elapsed = time.monotonic() - started
     finally:
         client.close()
