@@ -4,7 +4,13 @@ A policy decision is one short POST to a server that is usually a sidecar on loo
 the client's own per-request work is a large share of the round trip; the standard
 library's connection is the leanest way to send it. A connection is checked out for one
 request at a time; one that the server closed while idle is replaced and the request sent
-again once (a decision query has no side effects).
+again once (a decision query has no side effects). An idle connection with bytes waiting on
+it (a reply no request asked for: a proxy that sent one twice) is never reused: the next
+request would read them as its own reply.
+
+The deadline bounds the whole request: every read of the reply, its status line and headers
+included, gets only what is left of it, so a server that drips its reply a byte at a time
+cannot stretch a decision past ``timeout``.
 
 ``max_connections`` is a hard cap: a request waits for a free connection, within its
 deadline. A forked child never touches its parent's sockets: it starts with an empty pool.
@@ -13,10 +19,14 @@ deadline. A forked child never touches its parent's sockets: it starts with an e
 from __future__ import annotations
 
 import http.client
+import io
+import math
+import select
+import socket
 import ssl
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from langchain_opa_guard.engines.workers import reset_after_fork
@@ -75,6 +85,83 @@ _STALE = (
 )
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, each read bounded by what is left of the request's deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(remaining(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``HTTPResponse`` reads its reply through: the socket, under a deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """A reply whose status line, headers and body are all read within one deadline
+    (``http.client`` gives each socket read the whole timeout again)."""
+
+    def __init__(self, sock: Any, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(_DeadlineSocket(sock, deadline), *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _Deadlined:
+    """Mixed into a connection: its replies are read within ``deadline``."""
+
+    deadline: float = math.inf
+
+    def response_class(self, sock: Any, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
+        return _DeadlineResponse(sock, *args, deadline=self.deadline, **kwargs)
+
+
+class _Connection(_Deadlined, http.client.HTTPConnection):  # type: ignore[misc]
+    pass
+
+
+class _TLSConnection(_Deadlined, http.client.HTTPSConnection):  # type: ignore[misc]
+    pass
+
+
+def _has_unread_bytes(connection: http.client.HTTPConnection) -> bool:
+    """An idle connection is readable: bytes no request asked for, or the server closed
+    it. Either way it must not carry another request."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+        if pending is not None and pending():
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class ConnectionPool:
     """Kept-alive HTTP/1.1 connections to one origin, at most ``max_connections`` of them."""
 
@@ -115,8 +202,8 @@ class ConnectionPool:
         left = remaining(deadline)
         if self.scheme == "https":
             context = self.ssl_context or ssl.create_default_context()
-            return http.client.HTTPSConnection(self.host, self.port, timeout=left, context=context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=left)
+            return _TLSConnection(self.host, self.port, timeout=left, context=context)
+        return _Connection(self.host, self.port, timeout=left)
 
     def request(
         self,
@@ -140,6 +227,9 @@ class ConnectionPool:
             connection = self._idle.pop() if self._idle else None
         keep = False
         try:
+            if connection is not None and _has_unread_bytes(connection):
+                connection.close()
+                connection = None
             limit = self.max_response_bytes if max_bytes is None else max_bytes
             connection, status, content, keep = self._request(
                 connection, method, path, body, headers, deadline, limit
@@ -195,6 +285,7 @@ class ConnectionPool:
         # The deadline bounds the whole request, not each socket operation: a server that
         # drips its reply a byte at a time runs into the same deadline.
         connection.timeout = remaining(deadline)
+        connection.deadline = deadline  # type: ignore[attr-defined]
         _limit(connection, deadline)
         connection.request(method, self.base_path + path, body=body, headers=headers)
         _limit(connection, deadline)

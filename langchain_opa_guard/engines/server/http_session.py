@@ -2,10 +2,13 @@
 
 A user's session carries whatever their network needs (adapters, UNIX sockets, proxies with
 authentication, corporate CAs, retries they chose); ``OPAServer(url, session=...)`` sends
-every request through it, the async side from a worker thread. The guard's own rules still
+every request through it, from a thread of the transport's own. The guard's own rules still
 hold: redirects are never followed, ``timeout`` bounds the whole request (body included),
 replies over ``max_response_bytes`` are refused, and at most ``max_connections`` requests
-are in flight at once.
+are in flight at once. ``requests`` bounds each socket read, not the request (a server that
+drips its reply's head a byte at a time would hold it for as long as it likes), so the
+caller waits for the request's thread only until the deadline; a request left behind keeps
+its connection slot until it ends.
 
 ``OPAServer`` also uses a session of its own when an ``HTTP(S)_PROXY`` variable applies to
 the OPA URL, so proxies are honoured exactly as ``requests`` honours them.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -113,11 +117,26 @@ class SessionTransport:
         self.owned = owned
         self._slots = threading.BoundedSemaphore(max_connections)
         self._forked = False
+        self._threads: ThreadPoolExecutor | None = None
+        self._threads_lock = threading.Lock()
         reset_after_fork(self)
 
     def _after_fork_in_child(self) -> None:
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self._forked = True  # the session's pooled sockets are the parent's: drop them first
+        self._threads = None  # the parent's threads do not exist here
+        self._threads_lock = threading.Lock()
+
+    def _runner(self) -> ThreadPoolExecutor:
+        threads = self._threads
+        if threads is None:
+            with self._threads_lock:
+                threads = self._threads
+                if threads is None:
+                    threads = self._threads = ThreadPoolExecutor(
+                        max_workers=self.max_connections, thread_name_prefix="opa-guard-session"
+                    )
+        return threads
 
     def request(
         self,
@@ -135,6 +154,33 @@ class SessionTransport:
         slots = self._slots
         if not slots.acquire(timeout=remaining(deadline)):
             raise TimeoutError("no connection to OPA became free before the deadline")
+        try:
+            future = self._runner().submit(
+                self._exchange, slots, method, path, body, headers, deadline, max_bytes
+            )
+        except BaseException:
+            slots.release()
+            raise
+        try:
+            return future.result(timeout=remaining(deadline))
+        except TimeoutError:
+            # The request's thread goes on until the server or a socket timeout ends it,
+            # holding its slot; this decision does not wait for it.
+            if future.cancel():  # never started: its slot is free again
+                slots.release()
+            raise TimeoutError("the reply did not arrive before the deadline") from None
+
+    def _exchange(
+        self,
+        slots: threading.BoundedSemaphore,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        deadline: float,
+        max_bytes: int | None,
+    ) -> tuple[int, bytes]:
+        """One request, in a thread of the transport's own; frees its slot when it ends."""
         try:
             if self._forked:
                 self._forked = False
@@ -189,5 +235,8 @@ class SessionTransport:
 
     def close(self) -> None:
         """Close the session if the transport created it (a user's session stays open)."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
         if self.owned:
             self.session.close()
