@@ -7,9 +7,11 @@ sealed hand-overs treat that caller as untrusted. The turn here is ``send`` to
 ``a@ask.test`` (``s1``: the policy asks a human) beside ``read`` (``r1``: allowed); the graph
 pauses once for ``s1`` before anything of the turn runs.
 
-Findings (all fail on this branch, sync and async; 1 and 2 run calls twice or before the
-answer, 3 and 4 leave the history out of order, as a caller who writes messages could
-anyway, but the guard's own answers are what is misplaced):
+Findings (sync and async; 1 and 2 run calls twice or before the answer, 3 and 4 leave the
+history out of order, as a caller who writes messages could anyway, but the guard's own
+answers are what is misplaced). 1 is fixed: a guard node that finds a turn it handed on at
+an earlier step of the thread decides nothing (``guards/handed_on.py``); 2 to 4 are known
+and open, marked strict xfail:
 
 1. Guard node and guard edge, ``Command(resume={id: approve}, goto="guard")``: the guard
    runs again on the same model turn while the resumed turn runs, and asks about ``s1`` a
@@ -117,6 +119,13 @@ def runs_of(ledger: Ledger, call_id: str) -> int:
     return sum(1 for _, i, _ in ledger.runs if i == call_id)
 
 
+# Findings 2 to 4 are known and open (README, "Human approval"): strict, so that the day they
+# are fixed these are turned on.
+OPEN = pytest.mark.xfail(
+    strict=True, reason="a Command(goto=...)/update= sent with a resume: known, not fixed"
+)
+
+
 # -- 1. goto the guard with the answer --------------------------------------------------------
 
 
@@ -136,6 +145,7 @@ def test_a_resume_that_also_goes_to_the_guard_runs_the_turn_once(
 # -- 2. goto the tools while the middleware's turn waits --------------------------------------
 
 
+@OPEN
 @pytest.mark.parametrize("mode", MODES)
 def test_a_goto_tools_into_the_waiting_turn_runs_nothing_before_the_answer(
     engine: EmbeddedPolicy, mode: str
@@ -154,6 +164,7 @@ def test_a_goto_tools_into_the_waiting_turn_runs_nothing_before_the_answer(
     assert_one_answer_per_id(messages(graph, config))
 
 
+@OPEN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("answer", [APPROVE, REJECT], ids=["approve", "reject"])
 def test_a_resume_that_also_goes_to_the_tools_runs_each_call_once(
@@ -171,6 +182,7 @@ def test_a_resume_that_also_goes_to_the_tools_runs_each_call_once(
 # -- 3. goto the model with the answer ---------------------------------------------------------
 
 
+@OPEN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge", "middleware"])
 def test_a_resume_that_also_goes_to_the_model_keeps_the_turn_answered_first(
@@ -188,7 +200,9 @@ def test_a_resume_that_also_goes_to_the_model_keeps_the_turn_answered_first(
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["node", "edge", "middleware"])
+@pytest.mark.parametrize(
+    "kind", [pytest.param("node", marks=OPEN), pytest.param("edge", marks=OPEN), "middleware"]
+)
 def test_a_resume_that_also_writes_a_user_message_keeps_the_answers_after_the_turn(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -34,6 +35,7 @@ from typing import Any, cast
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
@@ -41,6 +43,7 @@ from langgraph.types import Command
 from langchain_opa_guard.guards.claims import arun_once, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
+from langchain_opa_guard.guards.handed_on import came_back
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, sealed
 from langchain_opa_guard.guards.tool_results import applied_result
@@ -164,8 +167,14 @@ class GuardedToolNode(ToolNode):
         token = _GRANTED_CALLS.set(calls)
         try:
             out = super().invoke(state, config, **kwargs)
+        except (GraphBubbleUp, asyncio.CancelledError):
+            raise  # a tool paused (interrupt()), or the run was cancelled: still out
+        except BaseException:
+            came_back(config, input.get("message_id"), [c.get("id") for c in calls])
+            raise
         finally:
             _GRANTED_CALLS.reset(token)
+        came_back(config, input.get("message_id"), [c.get("id") for c in calls])
         _done(config)
         return out
 
@@ -174,8 +183,14 @@ class GuardedToolNode(ToolNode):
         token = _GRANTED_CALLS.set(calls)
         try:
             out = await super().ainvoke(state, config, **kwargs)
+        except (GraphBubbleUp, asyncio.CancelledError):
+            raise
+        except BaseException:
+            came_back(config, input.get("message_id"), [c.get("id") for c in calls])
+            raise
         finally:
             _GRANTED_CALLS.reset(token)
+        came_back(config, input.get("message_id"), [c.get("id") for c in calls])
         _done(config)
         return out
 

@@ -1,0 +1,139 @@
+"""Model turns whose calls a guard handed on (to the tools or to a human) and that are not
+back yet, in this process.
+
+A guard node that finds the turn it is asked to decide still out (a question about it
+waits, or its calls were sent to the tools and have not all come back) is not looking at a
+new turn: a ``Command(resume=..., goto="guard")`` runs a second guard task beside the
+resumed one, and deciding the turn there again would ask the human and run its calls a
+second time. :func:`still_out` tells the guard so. Once every call has come back (or the
+turn was answered without running), a replay from a checkpoint before the decision decides
+the turn, and runs it, again, as LangGraph replays any step.
+
+Kept per process: a turn handed on in another process (a resume served elsewhere) is not
+seen. Runs without a thread id are not tracked (there is nothing to resume).
+
+Example:
+    ```python
+    form = turn_form(ai_message.tool_calls, earlier)
+    hand_on(scope, config, ai_message.id, {form}, ["c1", "c2"])  # where the guard hands on
+    came_back(config, ai_message.id, ["c1"])  # where a tools task ends
+    still_out(scope, config, ai_message.id, form)  # True while c2 is out
+    ```
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from langchain_opa_guard.guards.claims import task_scope
+from langchain_opa_guard.guards.tools_payload import call_digest
+
+__all__ = ["came_back", "hand_on", "still_out", "turn_form"]
+
+_LIMIT = 100_000
+_lock = threading.Lock()
+# (thread, graph, message id) -> {guard scope: (the turn's forms as decided, call ids out)}
+_out: OrderedDict[tuple[str, str, str], dict[str, tuple[set[str], set[str]]]] = OrderedDict()
+
+
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _turn(config: Mapping[str, Any] | None, message_id: Any) -> tuple[str, str, str] | None:
+    """``(thread, graph, message id)``, the graph being the task's namespace without the
+    task itself (so every task of one graph shares it); ``None`` without a thread."""
+    thread = ((config or {}).get("configurable") or {}).get("thread_id")
+    namespace = task_scope(config)
+    if thread is None or namespace is None or not isinstance(message_id, str) or not message_id:
+        return None
+    parts = [part for part in namespace.split("|") if part and not part.isdigit()]
+    return str(thread), "|".join(parts[:-1]), message_id
+
+
+def turn_form(calls: Sequence[Any], earlier: Sequence[Any]) -> str:
+    """A model turn where it stands: after ``earlier`` (the conversation before it: how
+    many messages, and the last one's id), its calls each by id, tool name and arguments.
+    A turn edited since (``update_state`` with other arguments), or the same message
+    proposed again later in the conversation (a model that reuses message ids), is
+    another turn."""
+    last = earlier[-1] if earlier else None
+    where = f"{len(earlier)}:{getattr(last, 'id', None)}"
+    return "|".join(
+        [where]
+        + [
+            f"{call.get('id')}:{call_digest(call.get('name'), call.get('args'))}"
+            if isinstance(call, Mapping)
+            else repr(call)
+            for call in calls
+        ]
+    )
+
+
+def hand_on(
+    scope: str,
+    config: Mapping[str, Any] | None,
+    message_id: Any,
+    forms: Collection[str],
+    call_ids: Collection[Any],
+) -> None:
+    """The guard ``scope`` handed these calls of the model message ``message_id`` on from
+    ``config``'s task (in place of any it handed on before); none: the turn is settled.
+    ``forms``: the turn as decided (:func:`turn_form`; as the model wrote it, and as the
+    guard rewrote it)."""
+    turn = _turn(config, message_id)
+    if turn is None:
+        return
+    ids = {str(i) for i in call_ids}
+    with _lock:
+        scopes = _out.get(turn)
+        if not ids:
+            if scopes is not None:
+                scopes.pop(scope, None)
+                if not scopes:
+                    del _out[turn]
+            return
+        if scopes is None:
+            scopes = _out[turn] = {}
+        scopes[scope] = (set(forms), ids)
+        _out.move_to_end(turn)
+        while len(_out) > _LIMIT:
+            _out.popitem(last=False)
+
+
+def came_back(config: Mapping[str, Any] | None, message_id: Any, call_ids: Collection[Any]) -> None:
+    """A tools task of ``config``'s graph ended these calls of ``message_id`` (ran them,
+    answered them, or failed)."""
+    turn = _turn(config, message_id)
+    if turn is None:
+        return
+    ids = {str(i) for i in call_ids}
+    with _lock:
+        scopes = _out.get(turn)
+        if scopes is None:
+            return
+        for scope in list(scopes):
+            scopes[scope][1].difference_update(ids)
+            if not scopes[scope][1]:
+                del scopes[scope]
+        if not scopes:
+            del _out[turn]
+
+
+def still_out(scope: str, config: Mapping[str, Any] | None, message_id: Any, form: str) -> bool:
+    """Calls of the model message ``message_id``, in the form ``form`` (:func:`turn_form`),
+    that the guard ``scope`` handed on in this thread and graph have not all come back."""
+    turn = _turn(config, message_id)
+    if turn is None:
+        return False
+    with _lock:
+        entry = _out.get(turn, {}).get(scope)
+        return entry is not None and form in entry[0]
