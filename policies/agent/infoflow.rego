@@ -458,13 +458,13 @@ rendered_texts contains markdown_unescaped(decoded) if {
 	contains(decoded, "\\")
 }
 
-# The characters a link is made of, by code point: those of a URL's punctuation, "&", ","
-# and "=" (a mailto: link's header fields and lists), and the letters (a scheme:
+# The characters a link is made of, by code point: those of a URL's punctuation, "," and
+# "=" (a mailto: link's lists and header fields), and the letters (a scheme:
 # "&#106;avascript:").
 link_chars := object.union(
 	{
-		"\t": 9, "\n": 10, "\r": 13, " ": 32, "#": 35, "%": 37, "&": 38, ",": 44, ".": 46,
-		"/": 47, ":": 58, "=": 61, "?": 63, "@": 64, "\\": 92,
+		"\t": 9, "\n": 10, "\r": 13, " ": 32, "#": 35, "%": 37, ",": 44, ".": 46, "/": 47,
+		":": 58, "=": 61, "?": 63, "@": 64, "\\": 92,
 	},
 	{char: code |
 		some i in numbers.range(0, 25)
@@ -474,7 +474,7 @@ link_chars := object.union(
 
 ascii_letters := "abcdefghijklmnopqrstuvwxyz"
 
-# Their numeric references between "&#" and ";" ("47", "x2f", "x2F"), leading zeros dropped.
+# Their numeric references without "&#" ("47", "x2f", "x2F"), leading zeros dropped.
 char_refs contains [ref, char] if {
 	some char, code in link_chars
 	some ref in [
@@ -496,18 +496,24 @@ named_char_refs := {
 	"&comma;": ",", "&equals;": "=",
 }
 
-char_refs_decoded := object.union(
+refs_with_semicolon := object.union(
 	{concat("", ["&#", ref, ";"]): shown_char(char) | some [ref, char] in char_refs},
 	named_char_refs,
 )
 
-# The text as an HTML renderer shows it, for the characters of a link. A numeric reference
-# is read as HTML reads it, with or without its ";" (its digits as far as they go:
-# "&#106avascript" is "javascript", "&#0047" a "/"): each is first written with one.
-html_decoded(text) := strings.replace_n(
-	char_refs_decoded,
-	regex.replace(regex.replace(text, `&#[xX]0*([0-9a-fA-F]+);?`, "&#x${1};"), `&#0*([0-9]+);?`, "&#${1};"),
-)
+# Without the semicolon (HTML reads "&#47" too). One replacement takes, where several keys
+# match, the first in sorted order: "&#10" (a line feed) would come before "&#106" ("j"),
+# and "&#9" before "&#92", so those two are replaced last.
+refs_without_semicolon := {concat("", ["&#", ref]): shown_char(char) |
+	some [ref, char] in char_refs
+	not ref in {"9", "10"}
+}
+
+# The text as an HTML renderer shows it, for the characters of a link ("&#0047;" too).
+html_decoded(text) := strings.replace_n({"&#9": "", "&#10": ""}, strings.replace_n(
+	refs_without_semicolon,
+	strings.replace_n(refs_with_semicolon, regex.replace(regex.replace(text, `&#[xX]0*`, "&#x"), `&#0+`, "&#")),
+))
 
 # The text as a Markdown renderer shows it, for the characters of a link.
 markdown_unescaped(text) := strings.replace_n(
@@ -556,8 +562,9 @@ max_run_link_starts := 64
 
 # Every reading in one text, one per line: a link, a run or a link start never holds a
 # line break (but where one parts the letters of a scheme name), so the text is searched
-# once, whatever the number of readings.
-content_text := concat("\n", [text | some text in content_texts])
+# once, whatever the number of readings. (A space begins each line: the regopy fallback
+# holds a line break as "\n", which would carry on a word.)
+content_text := concat("\n ", [text | some text in content_texts])
 
 link_starts := count(regex.find_n(link_start, content_text, max_link_starts + 1))
 
@@ -740,13 +747,17 @@ mail_decoded(text) := decoded if {
 	decoded := concat("", array.concat([pieces[0]], tails))
 }
 
-printable_ascii := "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-
-# "40" -> "@", "2C" and "2c" -> ",": escapes of the characters "!" (0x21) to "~" (0x7e).
-mail_escapes := {hex: substring(printable_ascii, i, 1) |
-	some i in numbers.range(0, 93)
-	some hex in {format_int(i + 33, 16), upper(format_int(i + 33, 16))}
-}
+# "40" -> "@", "2C" and "2c" -> ",": escapes of the characters "!" (0x21) to "~" (0x7e). (The
+# quote and the backslash are written apart: the regopy fallback holds them escaped in a
+# string, two characters long.)
+mail_escapes := object.union(
+	{hex: substring(chars, i, 1) |
+		some [first, chars] in [[33, "!"], [35, "#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ["], [93, "]^_`abcdefghijklmnopqrstuvwxyz{|}~"]]
+		some i in numbers.range(0, count(chars) - 1)
+		some hex in {format_int(first + i, 16), upper(format_int(first + i, 16))}
+	},
+	{"22": "\"", "5c": "\\", "5C": "\\"},
+)
 
 deny contains {"code": "link_not_requested", "message": message} if {
 	egress
