@@ -39,8 +39,9 @@
 #   destination_not_requested      approval: after untrusted content, an egress to a
 #                                  destination neither requested nor in the directory
 #   link_not_requested             deny: after untrusted content, an egress whose text
-#                                  carries a link to a site neither requested nor in
-#                                  the directory
+#                                  carries a link to a site (or a mailto: link to an
+#                                  address) neither requested nor in the directory, or
+#                                  a javascript:, vbscript:, data: or file: link
 #   destructive_after_untrusted    approval: after untrusted content, a destructive
 #                                  call
 #   personal_data_after_untrusted  approval: an egress after both untrusted content
