@@ -432,7 +432,7 @@ unreadable_links contains "content in too many strings to read" if content_too_l
 
 # Each string as written and as a renderer shows it: HTML character references of the
 # characters a link is made of decoded ("https&colon;&#47;&#47;evil.test",
-# "&#106;avascript:"), Markdown's backslash escapes dropped ("https\\://evil.test"). Links
+# "&#106;avascript:"), Markdown's backslash escapes dropped ("https\://evil.test"). Links
 # are looked for in every reading.
 rendered_texts contains text if {
 	not content_too_large
