@@ -203,6 +203,14 @@ def flow_input(args: dict[str, Any], request: str, metadata: dict[str, Any] = BO
         ({"place": "zoë@corp.test"}, "ok", "allow", None),
         ({"place": "Café"}, "ein Café!", "allow", None),
         ({"place": "ok", "note": "vois https://évil.test/é"}, "ok", "deny", "link_not_requested"),
+        ({"place": "ok", "note": "écris à mailto:Zoë@corp.test"}, "ok", "allow", None),
+        ({"place": "ok", "note": "mailto:zoë@évil.test"}, "ok", "deny", "link_not_requested"),
+        (
+            {"place": "ok", "note": '<a href="&#106;avascript:x">é</a>'},
+            "ok",
+            "deny",
+            "link_not_requested",
+        ),
         ({"place": ["ok", None]}, "ok", "approval", "destination_not_requested"),
     ],
 )

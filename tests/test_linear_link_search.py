@@ -27,8 +27,19 @@ LINK = "Reset your password at https://evil.test/login "
         ("http:" * 64 + "!" * 700 + " ") * 48,  # many runs at the limit, each read 64 times
         "http:" * 64 + "!" * 48000,  # one long run at the limit
         "www." * 12000,
+        "mailto:a@b.test " * 6000,  # a link start in each of 6000 runs
+        "javascript:!" * 8000,  # one run, 8000 link starts
+        "data:x " * 12000,
     ],
-    ids=["crowded-run", "runs-at-the-limit", "long-run-at-the-limit", "www"],
+    ids=[
+        "crowded-run",
+        "runs-at-the-limit",
+        "long-run-at-the-limit",
+        "www",
+        "mailto",
+        "javascript",
+        "data",
+    ],
 )
 def test_a_long_crowded_body_gets_the_policy_s_reason(engine: PolicyEngine, padding: str) -> None:
     decision = engine.decide(flow_input(LINK + padding))

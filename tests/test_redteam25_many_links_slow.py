@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_redteam6_wasm_host_deadline import flow_input
 
 from langchain_opa_guard import EmbeddedPolicy, PolicyEngine
 
 # Three distinct links per token, and one more content text (the span "<//1a2\. t" read
 # without its space).
-ANGLE_MARKDOWN = "".join(f"<//{i:x}\\. t" for i in range(9000))
+ANGLE_MARKDOWN = "".join(f"<//{i:x}\\. t" for i in range(8000))
 
 # Plain links, one per run, each to its own host.
 PLAIN = " ".join(f"//{i:x}.t" for i in range(6000))
@@ -86,4 +87,33 @@ def test_many_short_content_strings_get_the_policy_s_answer_on_the_embedded_engi
 
 def test_content_under_the_string_cap_is_read(embedded: EmbeddedPolicy) -> None:
     decision = embedded.decide(flow_input([f"{i:x}&" for i in range(400)]))  # type: ignore[arg-type]
+    assert decision.error is None and decision.verdict == "allow", decision.reasons
+
+
+# Links without "//": each mailto:, javascript:, vbscript:, data: or file: link is a link
+# start too (so thousands of them are not read one by one), and the addresses of all
+# mailto: links are read up to 256 separators in all.
+MAILTO_DISTINCT = " ".join(f"mailto:{i:x}@x.test?cc={i:x}@y.test" for i in range(3000))
+MAILTO_UNDER_THE_CAP = " ".join(f"mailto:{i:x}%40x.test,{i:x}@y.test" for i in range(250))
+MAILTO_MANY_ADDRESSES = "mailto:" + ",".join(f"{i:x}@x.test" for i in range(8000))
+SCRIPTS = " ".join(f"javascript:{i:x}" for i in range(6000))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [MAILTO_DISTINCT, MAILTO_UNDER_THE_CAP, MAILTO_MANY_ADDRESSES, SCRIPTS],
+    ids=["mailto-distinct", "mailto-under-the-cap", "mailto-many-addresses", "javascript"],
+)
+def test_many_hostless_links_get_the_policy_s_reason(engine: PolicyEngine, body: str) -> None:
+    assert len(body) < 100_000
+    decision = engine.decide(flow_input(body))
+    assert decision.error is None, (decision.error, decision.reasons)
+    assert decision.verdict == "deny" and set(decision.codes) == {"link_not_requested"}
+
+
+def test_mailto_links_to_the_requested_address_under_the_caps_are_read(
+    engine: PolicyEngine,
+) -> None:
+    body = " ".join(f"mailto:bob%40example.com?subject={i}" for i in range(500))
+    decision = engine.decide(flow_input(body))
     assert decision.error is None and decision.verdict == "allow", decision.reasons

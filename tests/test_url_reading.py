@@ -165,6 +165,7 @@ def post(url: str, request: str, directory: tuple[str, ...] = ()) -> dict[str, A
 
 UK = "mail it to sales@acme.co.uk, then upload it to https://files.acme.co.uk/inbox"
 ASK = {"destination_not_requested"}
+LINK = {"link_not_requested"}
 
 CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "link control": (mail("see https://example.com/a."), set()),
@@ -232,6 +233,35 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     ),
     "link markdown escape": (mail("[x](https\\://evil.test)"), {"link_not_requested"}),
     "link other scheme": (mail("smb://evil.test/share"), {"link_not_requested"}),
+    "mailto requested": (mail("[Bob](mailto:Bob@Example.com?subject=Hi%20Bob)."), set()),
+    "mailto vouched": (
+        mail("<mailto:ann@example.com|Ann>, mailto:bob%40example.com", directory=("@example.com",)),
+        set(),
+    ),
+    "mailto other address": (mail("mailto:eve@evil.test"), LINK),
+    "mailto cc": (mail("MAILTO:bob@example.com?subject=x&CC=eve@evil.test"), LINK),
+    "mailto escaped": (mail("mailto:bob@example.com%2Ceve%40evil.test"), LINK),
+    "mailto amp bcc": (
+        mail('<a href="mailto:bob@example.com?subject=x&amp;bcc=eve@evil.test">x</a>'),
+        LINK,
+    ),
+    "mailto entity": (mail('<a href="mailto&colon;eve@evil.test">x</a>'), LINK),
+    "mailto letter entity": (mail('<a href="&#109;ailto:eve@evil.test">x</a>'), LINK),
+    "mailto display name": (
+        mail("mailto:bob@example.com<eve@evil.test>", directory=("@example.com",)),
+        LINK,
+    ),
+    "javascript": (mail('<a href="javascript:alert(1)">x</a>'), LINK),
+    "javascript case": (mail("[x](JavaScript:alert(1))"), LINK),
+    "javascript letter entity": (mail('<a href="&#106;avascript&colon;alert(1)">x</a>'), LINK),
+    "javascript no semicolon": (mail('<a href="&#x6A&#97vascript:x">x</a>'), LINK),
+    "javascript tab entity": (mail("<a href=java&Tab;script:alert(1)>x</a>"), LINK),
+    "vbscript": (mail("vbscript:msgbox(1)"), LINK),
+    "data link": (mail("see data:text/html;base64,PHNjcmlwdD4="), LINK),
+    "file link": (mail("file:/etc/passwd"), LINK),
+    "schemes in prose": (
+        mail("the data: 42 rows; note: see below; mailto: later; metadata:x my_data:y"), set()
+    ),
     "address in an object": (mail("b", to=[{"email": "eve@evil.test"}]), ASK),
     "mcp open world read": (
         document("send_email", {"to": "eve@evil.test"}, MAILER, "hi", [], MCP_READER),

@@ -39,8 +39,9 @@
 #   destination_not_requested      approval: after untrusted content, an egress to a
 #                                  destination neither requested nor in the directory
 #   link_not_requested             deny: after untrusted content, an egress whose text
-#                                  carries a link to a site neither requested nor in
-#                                  the directory
+#                                  carries a link to a site (or a mailto: link to an
+#                                  address) neither requested nor in the directory, or
+#                                  a javascript:, vbscript:, data: or file: link
 #   destructive_after_untrusted    approval: after untrusted content, a destructive
 #                                  call
 #   personal_data_after_untrusted  approval: an egress after both untrusted content
@@ -430,8 +431,9 @@ content_too_large if count(content_strings) > max_content_strings
 unreadable_links contains "content in too many strings to read" if content_too_large
 
 # Each string as written and as a renderer shows it: HTML character references of the
-# characters a link is made of decoded ("https&colon;&#47;&#47;evil.test"), Markdown's
-# backslash escapes dropped ("https\://evil.test"). Links are looked for in every reading.
+# characters a link is made of decoded ("https&colon;&#47;&#47;evil.test",
+# "&#106;avascript:"), Markdown's backslash escapes dropped ("https\://evil.test"). Links
+# are looked for in every reading.
 rendered_texts contains text if {
 	not content_too_large
 	some text in content_strings
@@ -457,8 +459,21 @@ rendered_texts contains markdown_unescaped(decoded) if {
 	contains(decoded, "\\")
 }
 
-# The characters a link is made of, by code point.
-link_chars := {"\t": 9, "\n": 10, "\r": 13, " ": 32, "#": 35, "%": 37, ".": 46, "/": 47, ":": 58, "?": 63, "@": 64, "\\": 92}
+# The characters a link is made of, by code point: those of a URL's punctuation, "," and
+# "=" (a mailto: link's lists and header fields), and the letters (a scheme:
+# "&#106;avascript:").
+link_chars := object.union(
+	{
+		"\t": 9, "\n": 10, "\r": 13, " ": 32, "#": 35, "%": 37, ",": 44, ".": 46, "/": 47,
+		":": 58, "=": 61, "?": 63, "@": 64, "\\": 92,
+	},
+	{char: code |
+		some i in numbers.range(0, 25)
+		some [char, code] in [[substring(ascii_letters, i, 1), 97 + i], [upper(substring(ascii_letters, i, 1)), 65 + i]]
+	},
+)
+
+ascii_letters := "abcdefghijklmnopqrstuvwxyz"
 
 # Their numeric references without "&#" ("47", "x2f", "x2F"), leading zeros dropped.
 char_refs contains [ref, char] if {
@@ -470,24 +485,33 @@ char_refs contains [ref, char] if {
 	]
 }
 
+# A URL parser drops tabs and line breaks wherever they are ("java&Tab;script:",
+# "https://example.com&#10;@evil.test"): so are their references.
+shown_char(char) := "" if char in {"\t", "\n", "\r"}
+
+shown_char(char) := char if not char in {"\t", "\n", "\r"}
+
 named_char_refs := {
 	"&colon;": ":", "&sol;": "/", "&bsol;": "\\", "&period;": ".", "&commat;": "@",
-	"&quest;": "?", "&num;": "#", "&percnt;": "%", "&Tab;": "\t", "&NewLine;": "\n",
+	"&quest;": "?", "&num;": "#", "&percnt;": "%", "&Tab;": "", "&NewLine;": "",
+	"&comma;": ",", "&equals;": "=",
 }
 
 refs_with_semicolon := object.union(
-	{concat("", ["&#", ref, ";"]): char | some [ref, char] in char_refs},
+	{concat("", ["&#", ref, ";"]): shown_char(char) | some [ref, char] in char_refs},
 	named_char_refs,
 )
 
-# Without the semicolon (HTML reads "&#47" too); "&#9" last, after "&#92".
-refs_without_semicolon := {concat("", ["&#", ref]): char |
+# Without the semicolon (HTML reads "&#47" too). One replacement takes, where several keys
+# match, the first in sorted order: "&#10" (a line feed) would come before "&#106" ("j"),
+# and "&#9" before "&#92", so those two are replaced last.
+refs_without_semicolon := {concat("", ["&#", ref]): shown_char(char) |
 	some [ref, char] in char_refs
-	ref != "9"
+	not ref in {"9", "10"}
 }
 
 # The text as an HTML renderer shows it, for the characters of a link ("&#0047;" too).
-html_decoded(text) := strings.replace_n({"&#9": "\t"}, strings.replace_n(
+html_decoded(text) := strings.replace_n({"&#9": "", "&#10": ""}, strings.replace_n(
 	refs_without_semicolon,
 	strings.replace_n(refs_with_semicolon, regex.replace(regex.replace(text, `&#[xX]0*`, "&#x"), `&#0+`, "&#")),
 ))
@@ -528,14 +552,20 @@ link_pattern := `(?:[hH][tT][tT][pP][sS]?:[/\\]*|[wW][wW][wW]\.|[A-Za-z][A-Za-z0
 # text). A search for a link reads on to the end of its run looking for an "@", so a run
 # holding many link starts would cost its length for each of them: a run with more than
 # max_run_link_starts of them is not searched but counted as a link that cannot be read (no
-# URL holds that many), which keeps the search linear in the text.
-link_start := `[hH][tT][tT][pP][sS]?:|[wW][wW][wW]\.|[/\\]{2}`
+# URL holds that many), which keeps the search linear in the text. A link of a scheme
+# without "//" (below) starts a link too, wherever its scheme name begins a word.
+link_start := concat("|", [
+	`[hH][tT][tT][pP][sS]?:|[wW][wW][wW]\.|[/\\]{2}`,
+	concat("", [`\b(?:`, concat("|", [scheme_name(scheme) | some scheme in hostless_schemes]), `)[\t\n\r]*:\S`]),
+])
 
 max_run_link_starts := 64
 
 # Every reading in one text, one per line: a link, a run or a link start never holds a
-# line break, so the text is searched once, whatever the number of readings.
-content_text := concat("\n", [text | some text in content_texts])
+# line break (but where one parts the letters of a scheme name), so the text is searched
+# once, whatever the number of readings. (A space begins each line: the regopy fallback
+# holds a line break as "\n", which would carry on a word.)
+content_text := concat("\n ", [text | some text in content_texts])
 
 link_starts := count(regex.find_n(link_start, content_text, max_link_starts + 1))
 
@@ -599,6 +629,136 @@ unknown_link_sites contains host if {
 }
 
 unknown_link_sites contains link if some link in unreadable_links
+
+unknown_link_sites contains address if some address in unknown_mail_addresses
+
+# --- Links without "//" -------------------------------------------------------------
+#
+# A link of a scheme that names no host: "mailto:" (a message to the addresses it names),
+# "javascript:" and "vbscript:" (code the browser runs), "data:" (a document carried in the
+# link) and "file:" without "//" (a file on the reader's machine). Its scheme is read as a
+# browser reads it: in any case, tabs and line breaks inside it dropped (an HTML renderer's
+# "&Tab;" and "&#106;" decoded above). It counts as a link where its name begins a word that
+# no scheme, word or path carries on (after the start of the text, a space or a control
+# character, a quote, "<", "(", "=", ":" ...; not "x-data:", "my_data:" or ".../data:") and a
+# non-space character follows its ":" ("the data: 42 rows", "mailto: below" are prose).
+hostless_schemes := ["mailto", "javascript", "vbscript", "data", "file"]
+
+# A scheme name in any case, tabs and line breaks allowed between its letters:
+# "[dD][\t\n\r]*[aA][\t\n\r]*[tT][\t\n\r]*[aA]".
+scheme_name(scheme) := concat(`[\t\n\r]*`, [concat("", ["[", c, upper(c), "]"]) | some c in split(scheme, "")])
+
+scheme_boundary := `(?:^|[^A-Za-z0-9+._/\\-])`
+
+# javascript:, vbscript:, data: and file: (but "file://", a host's, read above) links: nobody
+# vouches for them.
+script_link_pattern := concat("", [
+	scheme_boundary, `(?:(?:`,
+	concat("|", [scheme_name("javascript"), scheme_name("vbscript"), scheme_name("data")]),
+	`)[\t\n\r]*:\S|`, scheme_name("file"), `[\t\n\r]*:(?:[^\s/\\]|[/\\][^\s/\\]))`,
+])
+
+unreadable_links contains "a javascript:, vbscript:, data: or file: link" if {
+	regex.match(script_link_pattern, content_text)
+}
+
+# A mailto: link runs to a space, ">" or "|" (the end of `<mailto:...>` or Slack's
+# `<mailto:...|name>`), ")" or "]" (Markdown); quotes and what ends a sentence are dropped
+# from its end. A "<" or "(" goes on: "bob@example.com<eve@evil.test>" is one address, not
+# one of ours.
+mailto_link_pattern := concat("", [scheme_boundary, scheme_name("mailto"), `[\t\n\r]*:[^\s>|)\]]+`])
+
+# What follows the ":" of each mailto: link (at most as many as the link starts).
+mailto_bodies contains trim_right(substring(found, colon + 1, -1), "\"'`.,;:!?\\") if {
+	link_starts <= max_link_starts
+	some found in regex.find_n(mailto_link_pattern, content_text, max_link_starts + 1)
+
+	# The first ":" after the character before the scheme, which may be one.
+	colon := indexof(substring(found, 1, -1), ":") + 1
+}
+
+# The parts of a mailto: link that name addresses: the part before "?" ("a@x.test,b@y.test")
+# and the value of every header field after it but "subject" and "body" ("cc=", "bcc=",
+# "to=", and any other a mail client may read), a field's name read with its escapes
+# decoded, in any case, and without the "amp;" of an "&amp;" as written in HTML.
+mailto_address_texts contains split(body, "?")[0] if {
+	not mailto_too_many_parts
+	some body in mailto_bodies
+}
+
+mailto_address_texts contains value if {
+	not mailto_too_many_parts
+	some body in mailto_bodies
+	query := substring(body, indexof(body, "?") + 1, -1)
+	indexof(body, "?") >= 0
+	some field in split(query, "&")
+	name := split(field, "=")[0]
+	not mail_text_field(name)
+	value := trim_prefix(substring(field, count(name), -1), "=")
+}
+
+mail_text_field(name) if lower(trim_prefix(mail_decoded(name), "amp;")) in {"subject", "body"}
+
+# The addresses of all mailto: links are read only up to max_mailto_parts separators
+# ("," ";" "&") in all: past that, the links count as a link nobody vouched for.
+max_mailto_parts := 256
+
+mailto_too_many_parts if {
+	count(regex.find_n(`[,;&]`, concat("\n", mailto_bodies), max_mailto_parts + 1)) > max_mailto_parts
+}
+
+unreadable_links contains "mailto: links with too many addresses to read" if mailto_too_many_parts
+
+# Each address, percent-escapes decoded ("bob%40example.com"), must be one the request
+# names (as a whole word) or the directory vouches for (an "@example.com" entry too), and an
+# address at all (a name, an "@", a domain: "bob", cut from "bob(x)@evil.test", is none).
+unknown_mail_addresses contains address if {
+	some text in mailto_address_texts
+	some address in listed(mail_decoded(text))
+	not trusted_address(address)
+}
+
+# A part holding an escape of a space or a control character, or a "%" that is no escape.
+unknown_mail_addresses contains text if {
+	some text in mailto_address_texts
+	not mail_decoded(text)
+}
+
+trusted_address(address) if {
+	regex.match(`^[^@]+@[^@]+$`, address)
+	mentioned(address)
+}
+
+trusted_address(address) if {
+	regex.match(`^[^@]+@[^@]+$`, address)
+	in_directory(address)
+}
+
+# The text with its percent-escapes of printable ASCII characters decoded; undefined when it
+# holds another escape, or a "%" that is none.
+mail_decoded(text) := text if not contains(text, "%")
+
+mail_decoded(text) := decoded if {
+	contains(text, "%")
+	pieces := split(text, "%")
+	tails := [concat("", [mail_escapes[substring(piece, 0, 2)], substring(piece, 2, -1)]) |
+		some piece in array.slice(pieces, 1, count(pieces))
+	]
+	count(tails) == count(pieces) - 1
+	decoded := concat("", array.concat([pieces[0]], tails))
+}
+
+# "40" -> "@", "2C" and "2c" -> ",": escapes of the characters "!" (0x21) to "~" (0x7e). (The
+# quote and the backslash are written apart: the regopy fallback holds them escaped in a
+# string, two characters long.)
+mail_escapes := object.union(
+	{hex: substring(chars, i, 1) |
+		some [first, chars] in [[33, "!"], [35, "#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ["], [93, "]^_`abcdefghijklmnopqrstuvwxyz{|}~"]]
+		some i in numbers.range(0, count(chars) - 1)
+		some hex in {format_int(first + i, 16), upper(format_int(first + i, 16))}
+	},
+	{"22": "\"", "5c": "\\", "5C": "\\"},
+)
 
 deny contains {"code": "link_not_requested", "message": message} if {
 	egress

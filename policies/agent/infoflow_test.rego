@@ -720,7 +720,13 @@ test_prose_around_trusted_links_is_not_a_link if {
 }
 
 test_html_and_markdown_readings if {
-	infoflow.html_decoded("https&colon;&#47;&#0047;&#x2F;&#X2f;&#92&#9;x") == "https:////\\\tx"
+	infoflow.html_decoded("https&colon;&#47;&#0047;&#x2F;&#X2f;&#92&#9;x") == "https:////\\x"
+	infoflow.html_decoded("&#106avascript&#x3a;&#X6A;&#0097;&#x0076;") == "javascript:jav"
+
+	# A reference followed by more digits is read as its first digits (HTML reads "&#1066;"
+	# as one character): one more reading, never one link fewer.
+	infoflow.html_decoded("&#1066;") == "j6;"
+	infoflow.html_decoded("java&Tab;scr&#10;ipt&#13:&amp;&#38;#47;") == "javascript:&amp;&#38;#47;"
 	infoflow.markdown_unescaped("https\\://a\\.b\\\\c") == "https://a.b\\c"
 }
 
@@ -739,4 +745,144 @@ test_a_structured_destination_waits_for_a_human if {
 		doc := req("mailer", {"to": to, "subject": "s", "body": "b"}, mailer, [fetched], "mail bob@example.com", ["@example.com"])
 		codes(infoflow.approval) == {"destination_not_requested"} with input as doc
 	}
+}
+
+# --- Links without "//": mailto:, javascript:, vbscript:, data:, file: ------------------
+
+mail_body(body, directory) := req("mailer", {"to": "bob@example.com", "subject": "s", "body": body}, mailer, [fetched], "mail bob@example.com and ann@corp.test", directory)
+
+test_a_mailto_link_to_requested_or_vouched_addresses_is_allowed if {
+	every body in [
+		"write to mailto:bob@example.com",
+		"[Bob](mailto:Bob@Example.com) or <mailto:ann@corp.test|Ann>.",
+		"<a href=\"mailto:bob@example.com,ann@corp.test?cc=carl@vouched.test&subject=Hi%20there&body=a%2Cb\">x</a>",
+		"<a href='MAILTO:bob%40example.com?CC=dan@partners.test&amp;bcc=ann@corp.test'>x</a>",
+		"mailto:?subject=a%20message%20without%20an%20address",
+		"(mailto:bob@example.com), \"mailto:ann@corp.test\".",
+	] {
+		doc := mail_body(body, ["carl@vouched.test", "@partners.test"])
+		count(infoflow.deny) == 0 with input as doc
+	}
+}
+
+test_a_mailto_link_to_any_other_address_is_denied if {
+	every body in [
+		"write to mailto:eve@evil.test",
+		"mailto:bob@example.com,eve@evil.test",
+		"mailto:bob@example.com;eve@evil.test",
+		"MailTo:bob@example.com?cc=eve@evil.test",
+		"mailto:bob@example.com?subject=hi&BCC=eve@evil.test",
+		"mailto:bob@example.com?subject=hi&to=eve@evil.test",
+		"mailto:bob@example.com?reply-to=eve@evil.test",
+		"<a href=\"mailto:bob@example.com?subject=hi&amp;bcc=eve@evil.test\">x</a>",
+		"mailto:eve%40evil.test",
+		"mailto:bob@example.com%2Ceve@evil.test",
+		"mailto:bob@example.com?%63c=eve@evil.test",
+		"mailto:bob@example.com<eve@evil.test>",
+		"mailto:bob(x)@evil.test",
+		"mailto:bob@example.com.evil.test",
+		"mailto:jim.bob@example.com",
+		"mailto:eve@vouched.test",
+		"mailto:bob",
+		"mailto:bob@example.com%0Abcc:eve@evil.test",
+		"mailto:bob%zz@example.com",
+	] {
+		doc := mail_body(body, ["carl@vouched.test", "@partners.test"])
+		infoflow.deny == {{
+			"code": "link_not_requested",
+			"message": "\"mailer\" would send a link to a site that is neither in the user's request nor in the trusted directory, after untrusted content was read (fetch)",
+		}} with input as doc
+	}
+}
+
+test_a_mailto_link_is_read_as_a_renderer_shows_it if {
+	every body in [
+		"<a href=\"mailto&colon;eve@evil.test\">x</a>",
+		"<a href=\"&#109;ailto:eve@evil.test\">x</a>",
+		"<a href=\"&#x6D;&#x61;ilto&#58;eve&#64;evil.test\">x</a>",
+		"<a href=\"mailto:bob@example.com?cc&#61;eve@evil.test\">x</a>",
+		"<a href=\"mailto:bob@example.com&#63;cc=eve@evil.test\">x</a>",
+		"<a href=\"mail\tto:eve@evil.test\">x</a>",
+		"<a href=\" mailto: eve@evil.test\">x</a>",
+		"[x](mailto\\:eve@evil.test)",
+		"<mailto:eve@evil.test|Bob>",
+	] {
+		"link_not_requested" in codes(infoflow.deny) with input as mail_body(body, [])
+	}
+}
+
+test_mailto_addresses_are_read_from_each_part if {
+	doc := mail_body("mailto:A@x.test,b%40y.test?cc=c@z.test&bcc=d@w.test;e@v.test&subject=f@u.test&body=g@t.test&amp;to=h@s.test", [])
+	infoflow.unknown_mail_addresses == {"A@x.test", "b@y.test", "c@z.test", "d@w.test", "e@v.test", "h@s.test"} with input as doc
+}
+
+test_javascript_vbscript_data_and_file_links_are_denied if {
+	every body in [
+		"<a href=\"javascript:alert(1)\">x</a>",
+		"[x](JavaScript:alert(1))",
+		"<a href=\"java\tscript:alert(1)\">x</a>",
+		"<a href=\"java&Tab;script:alert(1)\">x</a>",
+		"<a href=java&#9;script:alert(1)>x</a>",
+		"<a href=\"&#106;avascript&colon;alert(1)\">x</a>",
+		"<a href=\"&#x6A&#x61vascript:alert(1)\">x</a>",
+		"<a href=\" \u0001javascript:alert(1)\">x</a>",
+		"<a href=\"javascript: alert(1)\">x</a>",
+		"vbscript:msgbox(1)",
+		"data:text/html;base64,PHNjcmlwdD4=",
+		"see DATA:text/plain,hi",
+		"file:/etc/passwd",
+		"file:C:/Users/bob",
+		"[x](javascript\\:alert(1))",
+		"<javascript:alert(1)|x>",
+	] {
+		doc := mail_body(body, ["example.com"])
+		"link_not_requested" in codes(infoflow.deny) with input as doc
+		infoflow.unreadable_links == {"a javascript:, vbscript:, data: or file: link"} with input as doc
+	}
+}
+
+test_schemes_in_prose_are_not_links if {
+	every body in [
+		"the data: 42 rows; note: see below",
+		"mailto: is a scheme, and so are javascript: and data:",
+		"Metadata:x, my_data:y, big-data:z, sub.file:w and {\"data\":1}",
+		"see https://example.com/files/data:2024 and https://example.com/mailto:x",
+		"file://example.com/share is a host's",
+		"email bob@example.com, the mailto; javascript\tcode",
+	] {
+		doc := mail_body(body, ["example.com"])
+		count(infoflow.deny) == 0 with input as doc
+	}
+}
+
+# Every mailto:, javascript:, vbscript:, data: or file: link counts toward the link starts.
+test_hostless_links_count_as_link_starts if {
+	many := concat(" ", [sprintf("mailto:bob@example.com?subject=%d", [i]) | some i in numbers.range(1, 513)])
+	doc := mail_body(many, [])
+	infoflow.unreadable_links == {"content with too many link starts to read"} with input as doc
+	infoflow.mailto_bodies == set() with input as doc
+	fewer := concat(" ", [sprintf("mailto:bob@example.com?subject=%d", [i]) | some i in numbers.range(1, 500)])
+	count(infoflow.deny) == 0 with input as mail_body(fewer, [])
+	crowded := concat("", ["see https://example.com/ ", concat("", ["javascript:!" | some _ in numbers.range(1, 65)])])
+	"a run of text with too many link starts" in infoflow.unreadable_links with input as mail_body(crowded, [])
+	scripts := concat(" ", ["data:x" | some _ in numbers.range(1, 600)])
+	"content with too many link starts to read" in infoflow.unreadable_links with input as mail_body(scripts, [])
+	prose := concat(" ", ["data: x" | some _ in numbers.range(1, 600)])
+	infoflow.link_starts == 0 with input as mail_body(prose, [])
+}
+
+# The addresses of mailto: links are read up to 256 separators in all (257 addresses).
+test_a_mailto_link_with_too_many_addresses_is_not_read if {
+	body := concat("", ["mailto:", concat(",", ["bob@example.com" | some _ in numbers.range(0, 257)])])
+	doc := mail_body(body, [])
+	infoflow.unreadable_links == {"mailto: links with too many addresses to read"} with input as doc
+	infoflow.mailto_address_texts == set() with input as doc
+	"link_not_requested" in codes(infoflow.deny) with input as doc
+	fewer := concat("", ["mailto:", concat(",", ["bob@example.com" | some _ in numbers.range(0, 256)])])
+	count(infoflow.deny) == 0 with input as mail_body(fewer, [])
+}
+
+test_mailto_links_are_fine_before_untrusted_content if {
+	doc := req("mailer", {"to": "ann@corp.test", "body": "mailto:eve@evil.test javascript:x"}, mailer, [], "mail ann@corp.test", [])
+	count(infoflow.deny) == 0 with input as doc
 }
