@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -35,7 +34,6 @@ from typing import Any, cast
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
@@ -167,13 +165,10 @@ class GuardedToolNode(ToolNode):
         token = _GRANTED_CALLS.set(calls)
         try:
             out = super().invoke(state, config, **kwargs)
-        except (GraphBubbleUp, asyncio.CancelledError):
-            raise  # a tool paused (interrupt()), or the run was cancelled: still out
-        except BaseException:
-            came_back(config, input.get("message_id"), [c.get("id") for c in calls])
-            raise
         finally:
             _GRANTED_CALLS.reset(token)
+        # The calls came back; a task that paused (interrupt()), raised or was
+        # cancelled keeps them out (LangGraph runs it again).
         came_back(config, input.get("message_id"), [c.get("id") for c in calls])
         _done(config)
         return out
@@ -183,13 +178,10 @@ class GuardedToolNode(ToolNode):
         token = _GRANTED_CALLS.set(calls)
         try:
             out = await super().ainvoke(state, config, **kwargs)
-        except (GraphBubbleUp, asyncio.CancelledError):
-            raise
-        except BaseException:
-            came_back(config, input.get("message_id"), [c.get("id") for c in calls])
-            raise
         finally:
             _GRANTED_CALLS.reset(token)
+        # The calls came back; a task that paused (interrupt()), raised or was
+        # cancelled keeps them out (LangGraph runs it again).
         came_back(config, input.get("message_id"), [c.get("id") for c in calls])
         _done(config)
         return out

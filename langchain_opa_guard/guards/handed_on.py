@@ -5,9 +5,11 @@ A guard node that finds the turn it is asked to decide still out (a question abo
 waits, or its calls were sent to the tools and have not all come back) is not looking at a
 new turn: a ``Command(resume=..., goto="guard")`` runs a second guard task beside the
 resumed one, and deciding the turn there again would ask the human and run its calls a
-second time. :func:`still_out` tells the guard so. Once every call has come back (or the
-turn was answered without running), a replay from a checkpoint before the decision decides
-the turn, and runs it, again, as LangGraph replays any step.
+second time. :func:`still_out` tells the guard so. A replay from a checkpoint before the
+decision (time travel) decides the turn, and runs it, again, as LangGraph re-runs any step,
+and a task that decided the turn and runs again (a retry) is left to the run-once claims.
+A tools task that raised keeps its calls out: LangGraph runs it again on the next
+invocation.
 
 Kept per process: a turn handed on in another process (a resume served elsewhere) is not
 seen. Runs without a thread id are not tracked (there is nothing to resume).
@@ -29,15 +31,20 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from langchain_opa_guard.guards.claims import task_scope
+from langchain_opa_guard.guards.claims import deciding_task, task_scope
 from langchain_opa_guard.guards.tools_payload import call_digest
 
 __all__ = ["came_back", "hand_on", "still_out", "turn_form"]
 
 _LIMIT = 100_000
 _lock = threading.Lock()
-# (thread, graph, message id) -> {guard scope: (the turn's forms as decided, call ids out)}
-_out: OrderedDict[tuple[str, str, str], dict[str, tuple[set[str], set[str]]]] = OrderedDict()
+# (thread, graph, message id) -> {guard scope: (the turn's forms as decided, call ids out,
+# the tasks that decided it)}
+_Entry = tuple[set[str], set[str], set[str]]
+_out: OrderedDict[tuple[str, str, str], dict[str, _Entry]] = OrderedDict()
+
+# Set in the tasks of a replay (LangGraph's time travel, saved as a fork of the thread).
+_REPLAY_KEY = "__pregel_replay_state"
 
 
 def _reset_after_fork() -> None:
@@ -103,7 +110,9 @@ def hand_on(
             return
         if scopes is None:
             scopes = _out[turn] = {}
-        scopes[scope] = (set(forms), ids)
+        known = scopes.get(scope)
+        tasks = {*(known[2] if known else ()), str(deciding_task(config))}
+        scopes[scope] = (set(forms), ids, tasks)
         _out.move_to_end(turn)
         while len(_out) > _LIMIT:
             _out.popitem(last=False)
@@ -130,10 +139,15 @@ def came_back(config: Mapping[str, Any] | None, message_id: Any, call_ids: Colle
 
 def still_out(scope: str, config: Mapping[str, Any] | None, message_id: Any, form: str) -> bool:
     """Calls of the model message ``message_id``, in the form ``form`` (:func:`turn_form`),
-    that the guard ``scope`` handed on in this thread and graph have not all come back."""
+    that the guard ``scope`` handed on in this thread and graph have not all come back, and
+    ``config``'s task is neither one that decided them (run again: a retry, a double
+    resume, a replay on LangGraph 1.0, whose run-once claims answer for it) nor part of a
+    replay (time travel decides the turn again, as LangGraph re-runs every step)."""
     turn = _turn(config, message_id)
     if turn is None:
         return False
+    if ((config or {}).get("configurable") or {}).get(_REPLAY_KEY) is not None:
+        return False
     with _lock:
         entry = _out.get(turn, {}).get(scope)
-        return entry is not None and form in entry[0]
+        return entry is not None and form in entry[0] and str(deciding_task(config)) not in entry[2]
