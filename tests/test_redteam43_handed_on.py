@@ -1,0 +1,233 @@
+"""Red team 43: the guard node's "turn still out" rule (``guards/handed_on.py``).
+
+A plain guard task that finds a turn it handed on still out decides nothing. The rule keys a
+turn by its form (how many messages come before it, the last one's id, each call's id and
+digest) and forgets the turn when a tools task ends, whether the tools ran or raised.
+
+Findings (each test fails on this branch):
+
+1. ``Command(resume={id: approve}, goto="guard", update={"messages": [RemoveMessage(<the
+   user's first message>)]})``: the removal changes the turn's form (one message fewer
+   before it), so the second guard task does not find the turn still out, decides it again
+   and asks about ``s1`` a second time. Observed: ``read`` (``r1``) and ``send`` (``s1``) ran,
+   then, once the second question is answered, ran again, and their second answers land
+   after the model's next message. Expected (README "Nothing runs twice"): each call runs
+   once and has one answer; the edit is not of the turn (same ids, same arguments).
+2. A tool that raises (the run fails, the tools task stays pending), then
+   ``Command(goto="guard")``: the failed task reported its calls back, so the guard task
+   decides the turn again while LangGraph runs the pending tools task again. Observed:
+   ``read`` ran twice. Expected: once (a failed task is not a call that came back: LangGraph
+   runs it again on the next invocation).
+3. Liveness, guard-node wiring: time travel (``invoke(None, <checkpoint before the
+   decision>)``) while the turn's question waits, or while a tool of it waits in its own
+   ``interrupt()``. Observed: the replayed guard task finds the turn "still out" (the
+   question or the tool on the other branch), decides nothing, and the fork ends with the
+   turn's calls unanswered and nothing to resume. Expected (README: "A replay from a
+   checkpoint before the decision ... asks and decides the turn again"): the replay asks
+   again (or runs the turn), as it does once the first branch has come back and as the
+   guard edge's wiring does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import tools_condition
+from langgraph.types import Command, interrupt
+from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools, node_graph
+from opa_process import ROOT
+
+from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
+from langchain_opa_guard.testing import tool_call
+
+MODES = ("sync", "async")
+ASK = {"to": "a@ask.test", "body": "x"}
+READ = {"item": "i"}
+APPROVE = {"decisions": [{"type": "approve"}]}
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbeddedPolicy:
+    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
+
+
+def run(graph: Any, value: Any, config: Any, mode: str) -> Any:
+    if mode == "async":
+        return asyncio.run(graph.ainvoke(value, config, context={"user": USER}))
+    return graph.invoke(value, config, context={"user": USER})
+
+
+def runs_of(ledger: Ledger, call_id: str) -> int:
+    return sum(1 for _, i, _ in ledger.runs if i == call_id)
+
+
+def messages(graph: Any, config: Any) -> list[BaseMessage]:
+    return list(graph.get_state(config).values["messages"])
+
+
+def answers_after(msgs: list[BaseMessage], message_id: str) -> list[str]:
+    """The call ids answered anywhere after the model message ``message_id``."""
+    at = next(i for i, m in enumerate(msgs) if m.id == message_id)
+    return [m.tool_call_id for m in msgs[at + 1 :] if isinstance(m, ToolMessage)]
+
+
+def approve_all(graph: Any, config: Any, mode: str) -> None:
+    for _ in range(4):
+        state = graph.get_state(config)
+        if not state.interrupts:
+            return
+        answer = {
+            i.id: {"decisions": [{"type": "approve"}] * len(i.value["requests"])}
+            for i in state.interrupts
+        }
+        run(graph, Command(resume=answer), config, mode)
+
+
+def tool_graph(engine: Any, script: Script, ledger: Ledger, read_tool: BaseTool, kind: str) -> Any:
+    """``node_graph``'s wiring with the ledger's ``read`` replaced by ``read_tool``."""
+    tools = GuardedToolNode([read_tool, *(t for t in mediation_tools(ledger) if t.name != "read")])
+    guard = PolicyGuardNode(engine, registry=tools)
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [script.reply(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", RunnableLambda(agent, name="agent"))
+    builder.add_node("guard", guard)
+    builder.add_node("tools", tools)
+    builder.add_edge(START, "agent")
+    if kind == "edge":
+        builder.add_conditional_edges("agent", guard.edge("guard"), ["guard", "tools", "__end__"])
+    else:
+        builder.add_conditional_edges(
+            "agent", tools_condition, {"tools": "guard", "__end__": "__end__"}
+        )
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+# -- 1. goto the guard with an update that changes what comes before the turn --------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["node", "edge"])
+def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the_turn_once(
+    engine: EmbeddedPolicy, kind: str, mode: str
+) -> None:
+    ledger = Ledger()
+    first = AIMessage(
+        "", tool_calls=[tool_call("send", ASK, "s1"), tool_call("read", READ, "r1")], id="a1"
+    )
+    graph = node_graph(
+        engine,
+        Script([first, "ok", "ok", "ok"]),
+        ledger,
+        checkpointer=InMemorySaver(),
+        wiring=kind,
+        answer_open=True,
+    )
+    config = {"configurable": {"thread_id": f"rt43-remove-{kind}-{mode}"}}
+    (question,) = run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
+    user = messages(graph, config)[0]
+    run(
+        graph,
+        Command(
+            resume={question.id: APPROVE},
+            goto="guard",
+            update={"messages": [RemoveMessage(id=str(user.id))]},
+        ),
+        config,
+        mode,
+    )
+    approve_all(graph, config, mode)  # a second question about s1, if any: approved
+    assert runs_of(ledger, "r1") == 1, f"the allowed read ran again: {ledger.runs}"
+    assert runs_of(ledger, "s1") == 1, f"the approved send ran again: {ledger.runs}"
+    assert sorted(answers_after(messages(graph, config), "a1")) == ["r1", "s1"]
+
+
+# -- 2. a tool that raised, then goto the guard -------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["node", "edge"])
+def test_a_goto_guard_after_a_tool_raised_runs_the_call_once(
+    engine: EmbeddedPolicy, kind: str, mode: str
+) -> None:
+    ledger = Ledger()
+    failed: set[str] = set()
+
+    def read(item: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Read an item (fails the first time: a flaky backend)."""
+        if tool_call_id not in failed:
+            failed.add(tool_call_id)
+            raise RuntimeError("backend unavailable")
+        return ledger.record("read", tool_call_id, {"item": item})
+
+    turn = AIMessage("", tool_calls=[tool_call("read", READ, "r1")], id="a1")
+    graph = tool_graph(
+        engine, Script([turn, "ok", "ok"]), ledger, StructuredTool.from_function(read), kind
+    )
+    config = {"configurable": {"thread_id": f"rt43-raised-{kind}-{mode}"}}
+    with pytest.raises(RuntimeError, match="backend unavailable"):
+        run(graph, {"messages": [("user", "go")]}, config, mode)
+    assert graph.get_state(config).next == ("tools",)
+    run(graph, Command(goto="guard"), config, mode)
+    assert runs_of(ledger, "r1") == 1, f"the read ran twice: {ledger.runs}"
+    assert answers_after(messages(graph, config), "a1") == ["r1"]
+
+
+# -- 3. time travel while the turn is out (liveness) -------------------------------------------
+
+
+def test_a_replay_from_before_the_decision_while_the_question_waits_asks_again(
+    engine: EmbeddedPolicy,
+) -> None:
+    ledger = Ledger()
+    turn = AIMessage(
+        "", tool_calls=[tool_call("send", ASK, "s1"), tool_call("read", READ, "r1")], id="a1"
+    )
+    graph = node_graph(
+        engine, Script([turn, "ok", "ok"]), ledger, checkpointer=InMemorySaver(), wiring="node"
+    )
+    config = {"configurable": {"thread_id": "rt43-replay-waiting"}}
+    assert run(graph, {"messages": [("user", "go")]}, config, "sync").get("__interrupt__")
+    before = [s for s in graph.get_state_history(config) if s.next == ("guard",)][-1]
+    out = run(graph, None, before.config, "sync")
+    assert out.get("__interrupt__"), (
+        "the replayed turn decided nothing: its calls are left unanswered, nothing waits "
+        f"({graph.get_state(config).next!r})"
+    )
+    approve_all(graph, config, "sync")
+    assert sorted(i for _, i, _ in ledger.runs) == ["r1", "s1"]
+
+
+def test_a_replay_from_before_the_decision_while_a_tool_waits_runs_the_turn(
+    engine: EmbeddedPolicy,
+) -> None:
+    ledger = Ledger()
+
+    def read(item: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Read an item after the user confirms."""
+        interrupt({"confirm": tool_call_id})
+        return ledger.record("read", tool_call_id, {"item": item})
+
+    turn = AIMessage("", tool_calls=[tool_call("read", READ, "r1")], id="a1")
+    graph = tool_graph(
+        engine, Script([turn, "ok", "ok"]), ledger, StructuredTool.from_function(read), "node"
+    )
+    config = {"configurable": {"thread_id": "rt43-replay-tool-waiting"}}
+    assert run(graph, {"messages": [("user", "go")]}, config, "sync").get("__interrupt__")
+    before = [s for s in graph.get_state_history(config) if s.next == ("guard",)][-1]
+    out = run(graph, None, before.config, "sync")
+    state = graph.get_state(config)
+    assert out.get("__interrupt__") and state.next == ("tools",), (
+        f"the replayed turn decided nothing: next={state.next!r}, "
+        f"answers={answers_after(list(state.values['messages']), 'a1')}"
+    )
