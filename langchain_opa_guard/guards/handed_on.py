@@ -101,13 +101,10 @@ def hand_on(
         return
     ids = {str(i) for i in call_ids}
     with _lock:
-        scopes = _out.get(turn)
         if not ids:
-            if scopes is not None:
-                scopes.pop(scope, None)
-                if not scopes:
-                    del _out[turn]
+            _take_back(turn, None, scope)
             return
+        scopes = _out.get(turn)
         if scopes is None:
             scopes = _out[turn] = {}
         known = scopes.get(scope)
@@ -119,22 +116,33 @@ def hand_on(
 
 
 def came_back(config: Mapping[str, Any] | None, message_id: Any, call_ids: Collection[Any]) -> None:
-    """A tools task of ``config``'s graph ended these calls of ``message_id`` (ran them,
-    answered them, or failed)."""
+    """A tools task of ``config``'s graph ended with these calls of ``message_id`` answered
+    (run, or refused where they run)."""
     turn = _turn(config, message_id)
     if turn is None:
         return
-    ids = {str(i) for i in call_ids}
     with _lock:
-        scopes = _out.get(turn)
-        if scopes is None:
-            return
-        for scope in list(scopes):
-            scopes[scope][1].difference_update(ids)
-            if not scopes[scope][1]:
-                del scopes[scope]
-        if not scopes:
-            del _out[turn]
+        _take_back(turn, {str(i) for i in call_ids})
+
+
+def _take_back(turn: tuple[str, str, str], ids: set[str] | None, scope: str | None = None) -> None:
+    """(Under the lock.) The calls ``ids`` of ``turn`` (``None``: all) are back, from
+    ``scope``'s hand-over or every guard's; a hand-over with no call out is forgotten."""
+    scopes = _out.get(turn)
+    if scopes is None:
+        return
+    for name in [scope] if scope is not None else list(scopes):
+        entry = scopes.get(name)
+        if entry is None:
+            continue
+        if ids is None:
+            entry[1].clear()
+        else:
+            entry[1].difference_update(ids)
+        if not entry[1]:
+            del scopes[name]
+    if not scopes:
+        del _out[turn]
 
 
 def still_out(scope: str, config: Mapping[str, Any] | None, message_id: Any, form: str) -> bool:
