@@ -1,17 +1,21 @@
 """Tools, graphs and checks for the complete-mediation tests (``tests/policies/mediation.rego``).
 
 Every tool records what really ran (its name, call id and arguments), so a test can compare
-the executions with the calls the policy allowed.
+the executions with the calls the policy allowed. The helpers at the end run a checkpointed
+graph sync or async and answer the questions it asks a reviewer (interrupt / resume); a module
+that imports :func:`mediation_engine` gets it as its ``engine`` fixture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
@@ -19,8 +23,11 @@ from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.types import Command, Interrupt, interrupt
+from opa_process import ROOT
 
 from langchain_opa_guard import (
+    EmbeddedPolicy,
     GuardedToolNode,
     OPAGuardMiddleware,
     PolicyEngine,
@@ -28,6 +35,7 @@ from langchain_opa_guard import (
     ToolCallGuard,
     answer_open_calls,
 )
+from langchain_opa_guard.testing import tool_call
 
 POLICY = "mediation/decision"
 
@@ -36,6 +44,19 @@ WIRING = os.environ.get("OPA_GUARD_TEST_WIRING", "node")
 ``tools_condition`` edge to the guard node) or ``"edge"`` (the guard's own edge,
 ``PolicyGuardNode.edge``). ``make test`` runs the node-graph suites both ways."""
 USER = {"id": "u-1", "role": "tester"}
+ASK = {"to": "a@ask.test", "body": "x"}
+"""``send`` arguments the policy asks a human about."""
+READ = {"item": "i"}
+"""``read`` arguments the policy allows."""
+APPROVE = {"decisions": [{"type": "approve"}]}
+REJECT = {"decisions": [{"type": "reject", "message": "no"}]}
+
+
+@pytest.fixture(scope="module", name="engine")
+def mediation_engine() -> EmbeddedPolicy:
+    """The ``engine`` fixture of a module that imports it: ``tests/policies`` embedded,
+    deciding :data:`POLICY`."""
+    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
 
 
 class Ledger:
@@ -103,10 +124,15 @@ def node_graph(
     wrap_tool_call: Any = None,
     wiring: str | None = None,
     answer_open: bool = False,
+    read_tool: BaseTool | None = None,
 ) -> Any:
     """``agent -> guard -> tools -> agent``: the README's wiring (see :data:`WIRING`);
-    ``answer_open``: ``START -> answer_open_calls -> agent`` in place of ``START -> agent``."""
-    tools = GuardedToolNode(mediation_tools(ledger), wrap_tool_call=wrap_tool_call)
+    ``answer_open``: ``START -> answer_open_calls -> agent`` in place of ``START -> agent``;
+    ``read_tool``: in place of the ledger's ``read``."""
+    own = mediation_tools(ledger)
+    if read_tool is not None:
+        own = [read_tool, *(t for t in own if t.name != "read")]
+    tools = GuardedToolNode(own, wrap_tool_call=wrap_tool_call)
 
     def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [script.reply(state["messages"])]}
@@ -263,3 +289,104 @@ def assert_one_answer_per_id(messages: Sequence[BaseMessage]) -> None:
         ids = {str(c.get("id")) for c in message.tool_calls}
         assert set(seen) == ids, (seen, ids)
         assert all(n == 1 for n in seen.values()), seen
+
+
+# -- runs with a reviewer (interrupt / resume) ----------------------------------------------
+
+
+def run(graph: Any, value: Any, config: Any, mode: str, user: Any = USER) -> Any:
+    """``graph.invoke`` (``mode`` ``"sync"``) or ``ainvoke`` (``"async"``) as ``user``."""
+    if mode == "async":
+        return asyncio.run(graph.ainvoke(value, config, context={"user": user}))
+    return graph.invoke(value, config, context={"user": user})
+
+
+def thread_config(thread_id: str) -> dict[str, Any]:
+    """The run config of the thread ``thread_id``."""
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def messages(graph: Any, config: Any) -> list[BaseMessage]:
+    """The thread's messages (none before its first run)."""
+    return list(graph.get_state(config).values.get("messages", []))
+
+
+def answers_after(msgs: Sequence[BaseMessage], message_id: str) -> list[str]:
+    """The call ids answered anywhere after the model message ``message_id``."""
+    at = next(i for i, m in enumerate(msgs) if m.id == message_id)
+    return [m.tool_call_id for m in msgs[at + 1 :] if isinstance(m, ToolMessage)]
+
+
+def runs_of(ledger: Ledger, call_id: str) -> int:
+    """How many times the call ``call_id`` ran."""
+    return sum(1 for _, i, _ in ledger.runs if i == call_id)
+
+
+def _answer_all(graph: Any, config: Any, mode: str, decision: str) -> None:
+    for _ in range(4):
+        state = graph.get_state(config)
+        if not state.interrupts:
+            return
+        answer = {
+            i.id: {"decisions": [{"type": decision}] * len(i.value["requests"])}
+            for i in state.interrupts
+        }
+        run(graph, Command(resume=answer), config, mode)
+
+
+def reject_all(graph: Any, config: Any, mode: str) -> None:
+    """Reject every question still open, until the run ends (four rounds at most)."""
+    _answer_all(graph, config, mode, "reject")
+
+
+def approve_all(graph: Any, config: Any, mode: str) -> None:
+    """Approve every question still open, until the run ends (four rounds at most)."""
+    _answer_all(graph, config, mode, "approve")
+
+
+def turn(*calls: Any, id: str = "a1") -> AIMessage:
+    """A model message with ``calls``."""
+    return AIMessage("", tool_calls=list(calls), id=id)
+
+
+def send_and_read() -> AIMessage:
+    """The turn ``a1``: ``send`` to ``a@ask.test`` (``s1``: the policy asks a human) beside
+    ``read`` (``r1``: allowed)."""
+    return turn(tool_call("send", ASK, "s1"), tool_call("read", READ, "r1"))
+
+
+def approval_graph(kind: str, engine: Any, turns: list[Any], ledger: Ledger, **kw: Any) -> Any:
+    """The model's ``turns`` in a checkpointed graph guarded by the guard node or edge
+    (``kind`` ``"node"``/``"edge"``: :func:`node_graph` answering open calls first) or the
+    middleware (``"middleware"``: :func:`agent_graph`)."""
+    script = Script(turns)
+    if kind == "middleware":
+        return agent_graph(engine, script, ledger, checkpointer=InMemorySaver(), **kw)
+    return node_graph(
+        engine, script, ledger, checkpointer=InMemorySaver(), wiring=kind, answer_open=True, **kw
+    )
+
+
+def paused(
+    kind: str, engine: Any, mode: str, thread_id: str
+) -> tuple[Any, Ledger, dict[str, Any], Interrupt]:
+    """A run paused on :func:`send_and_read` (then the model says "ok") in an
+    :func:`approval_graph`, nothing of it run yet: the graph, its ledger, the thread's config
+    and the one question."""
+    ledger = Ledger()
+    graph = approval_graph(kind, engine, [send_and_read(), "ok", "ok", "ok"], ledger)
+    config = thread_config(thread_id)
+    (question,) = run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
+    assert ledger.runs == []
+    return graph, ledger, config, question
+
+
+def confirming_read(ledger: Ledger) -> BaseTool:
+    """A ``read`` that asks the user (its own ``interrupt()``) before it reads."""
+
+    def read(item: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Read an item after the user confirms."""
+        interrupt({"confirm": tool_call_id})
+        return ledger.record("read", tool_call_id, {"item": item})
+
+    return StructuredTool.from_function(read)

@@ -9,54 +9,25 @@ a replay from a checkpoint before the decision still decides the turn, and runs 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, assert_one_answer_per_id, node_graph
-from opa_process import ROOT
+from mediation_kit import (
+    APPROVE,
+    USER,
+    assert_one_answer_per_id,
+    mediation_engine,  # noqa: F401 - the engine fixture
+    paused,
+)
 
 from langchain_opa_guard import EmbeddedPolicy
-from langchain_opa_guard.testing import tool_call
-
-ASK = {"to": "a@ask.test", "body": "x"}
-APPROVE = {"decisions": [{"type": "approve"}]}
-
-
-@pytest.fixture(scope="module")
-def engine() -> EmbeddedPolicy:
-    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def paused(engine: EmbeddedPolicy, kind: str, name: str) -> tuple[Any, Ledger, dict[str, Any]]:
-    """A run paused on ``send`` (asks a human) beside ``read`` (allowed)."""
-    ledger = Ledger()
-    turn = AIMessage(
-        "",
-        tool_calls=[tool_call("send", ASK, "s1"), tool_call("read", {"item": "i"}, "r1")],
-        id="a1",
-    )
-    graph = node_graph(
-        engine,
-        Script([turn, "ok", "ok"]),
-        ledger,
-        checkpointer=InMemorySaver(),
-        wiring=kind,
-        answer_open=True,
-    )
-    config: dict[str, Any] = {"configurable": {"thread_id": f"handed-on-{name}-{kind}"}}
-    out = graph.invoke({"messages": [("user", "go")]}, config, context={"user": USER})
-    assert out.get("__interrupt__") and ledger.runs == []
-    return graph, ledger, config
 
 
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_goto_into_the_waiting_turn_decides_nothing_and_keeps_the_question(
     engine: EmbeddedPolicy, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    graph, ledger, config = paused(engine, kind, "goto")
+    graph, ledger, config, _ = paused(kind, engine, "sync", f"handed-on-goto-{kind}")
     with caplog.at_level(logging.WARNING, logger="langchain_opa_guard.guards.guard_node"):
         graph.invoke(Command(goto="guard"), config, context={"user": USER})
     assert ledger.runs == []
@@ -76,7 +47,7 @@ def test_a_replay_from_before_the_decision_decides_the_turn_again(
 ) -> None:
     """Time travel to the checkpoint the decision was made from: LangGraph runs the guard at
     the same step again, so the turn is decided (and its question asked) again."""
-    graph, ledger, config = paused(engine, kind, "replay")
+    graph, ledger, config, _ = paused(kind, engine, "sync", f"handed-on-replay-{kind}")
     (question,) = graph.get_state(config).interrupts
     graph.invoke(Command(resume={question.id: APPROVE}), config, context={"user": USER})
     assert sorted(i for _, i, _ in ledger.runs) == ["r1", "s1"]

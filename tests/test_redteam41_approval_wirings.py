@@ -12,25 +12,26 @@ Nothing here broke on this branch: these tests pin what was tried (they pass).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from mediation_kit import (
-    POLICY,
-    USER,
+    APPROVE,
+    ASK,
+    REJECT,
     Ledger,
-    Script,
-    agent_graph,
+    approval_graph,
     assert_one_answer_per_id,
     interceptor_react_agent,
-    node_graph,
+    mediation_engine,  # noqa: F401 - the engine fixture
+    messages,
+    run,
+    thread_config,
+    turn,
 )
-from opa_process import ROOT
 from pydantic import ValidationError
 
 from langchain_opa_guard import EmbeddedPolicy
@@ -39,46 +40,11 @@ from langchain_opa_guard.testing import tool_call
 KINDS = ("node", "edge", "middleware")
 MODES = ("sync", "async")
 
-ASK = {"to": "a@ask.test", "body": "x"}
 SEND = tool_call("send", ASK, "s1")
-APPROVE = {"decisions": [{"type": "approve"}]}
-REJECT = {"decisions": [{"type": "reject", "message": "no"}]}
-
-
-@pytest.fixture(scope="module")
-def engine() -> EmbeddedPolicy:
-    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def build(kind: str, engine: Any, turns: list[Any], ledger: Ledger, **kw: Any) -> Any:
-    script = Script(turns)
-    if kind == "middleware":
-        return agent_graph(engine, script, ledger, checkpointer=InMemorySaver(), **kw)
-    return node_graph(
-        engine, script, ledger, checkpointer=InMemorySaver(), wiring=kind, answer_open=True, **kw
-    )
-
-
-def run(graph: Any, value: Any, config: Any, mode: str, user: Any = USER) -> Any:
-    if mode == "async":
-        return asyncio.run(graph.ainvoke(value, config, context={"user": user}))
-    return graph.invoke(value, config, context={"user": user})
-
-
-def cfg(name: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": name}}
 
 
 def edit(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return {"type": "edit", "edited_action": {"name": name, "args": args}}
-
-
-def messages(graph: Any, config: Any) -> list[Any]:
-    return list(graph.get_state(config).values.get("messages", []))
-
-
-def turn(*calls: Any, id: str = "a1") -> AIMessage:
-    return AIMessage("", tool_calls=list(calls), id=id)
 
 
 # -- wrong shapes of answers -----------------------------------------------------------------
@@ -106,8 +72,8 @@ def test_a_wrong_answer_runs_nothing_and_the_question_stays(
     engine: EmbeddedPolicy, kind: str, mode: str, answer: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(SEND), "ok"], ledger)
-    config = cfg(f"wrong-{kind}-{mode}-{id(answer)}")
+    graph = approval_graph(kind, engine, [turn(SEND), "ok"], ledger)
+    config = thread_config(f"wrong-{kind}-{mode}-{id(answer)}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     assert first["__interrupt__"]
     with pytest.raises(ValidationError):
@@ -151,8 +117,8 @@ def test_an_edit_runs_only_as_the_policy_and_the_reviewer_both_allow(
     engine: EmbeddedPolicy, kind: str, mode: str, decision: Any, expected: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(SEND), "ok"], ledger)
-    config = cfg(f"edit-{kind}-{mode}-{id(decision)}")
+    graph = approval_graph(kind, engine, [turn(SEND), "ok"], ledger)
+    config = thread_config(f"edit-{kind}-{mode}-{id(decision)}")
     run(graph, {"messages": [("user", "go")]}, config, mode)
     run(graph, Command(resume={"decisions": [decision]}), config, mode)
     assert ledger.runs == expected
@@ -197,8 +163,8 @@ def test_a_mixed_turn_runs_exactly_what_was_allowed_or_approved(
     engine: EmbeddedPolicy, kind: str, mode: str, decisions: Any, expected: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(*MIXED), "ok"], ledger)
-    config = cfg(f"mixed-{kind}-{mode}-{id(decisions)}")
+    graph = approval_graph(kind, engine, [turn(*MIXED), "ok"], ledger)
+    config = thread_config(f"mixed-{kind}-{mode}-{id(decisions)}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     (question,) = first["__interrupt__"]
     assert [r["tool_call_id"] for r in question.value["requests"]] == ["s1", "q1"]
@@ -223,8 +189,8 @@ def test_a_second_answer_after_the_first_runs_nothing_more(
     engine: EmbeddedPolicy, kind: str, mode: str, first_answer: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(SEND), "ok"], ledger)
-    config = cfg(f"again-{kind}-{mode}-{id(first_answer)}")
+    graph = approval_graph(kind, engine, [turn(SEND), "ok"], ledger)
+    config = thread_config(f"again-{kind}-{mode}-{id(first_answer)}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     (question,) = first["__interrupt__"]
     run(graph, Command(resume=first_answer), config, mode)
@@ -251,8 +217,8 @@ def test_an_answer_addressed_again_to_the_questions_checkpoint_runs_the_call_onc
     run the call again, whatever arguments it gives (README: a second answer to a question
     already answered answers each call without running it again)."""
     ledger = Ledger()
-    graph = build(kind, engine, [turn(SEND), "ok"], ledger)
-    config = cfg(f"fork-{kind}-{mode}-{id(second)}")
+    graph = approval_graph(kind, engine, [turn(SEND), "ok"], ledger)
+    config = thread_config(f"fork-{kind}-{mode}-{id(second)}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     (question,) = first["__interrupt__"]
     asked_at = graph.get_state(config).config
@@ -272,8 +238,8 @@ def test_a_rejection_then_a_forked_approval_runs_once(
     LangGraph forks; the call may run in that fork (a reviewer approved exactly it) but only
     once, and the fork's history answers it once."""
     ledger = Ledger()
-    graph = build(kind, engine, [turn(SEND), "ok"], ledger)
-    config = cfg(f"rej-fork-{kind}-{mode}")
+    graph = approval_graph(kind, engine, [turn(SEND), "ok"], ledger)
+    config = thread_config(f"rej-fork-{kind}-{mode}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     (question,) = first["__interrupt__"]
     asked_at = graph.get_state(config).config
@@ -295,14 +261,14 @@ def test_an_answer_keyed_by_another_threads_question_approves_nothing(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(SEND), "ok"], ledger)
-    other = build(
+    graph = approval_graph(kind, engine, [turn(SEND), "ok"], ledger)
+    other = approval_graph(
         kind,
         engine,
         [turn(tool_call("send", {"to": "o@ask.test", "body": "o"}, "s1")), "ok"],
         Ledger(),
     )
-    a, b = cfg(f"thr-a-{kind}-{mode}"), cfg(f"thr-b-{kind}-{mode}")
+    a, b = thread_config(f"thr-a-{kind}-{mode}"), thread_config(f"thr-b-{kind}-{mode}")
     run(graph, {"messages": [("user", "go")]}, a, mode)
     (theirs,) = run(other, {"messages": [("user", "go")]}, b, mode)["__interrupt__"]
     with contextlib.suppress(Exception):  # refusing it is fine
@@ -320,8 +286,8 @@ def test_an_answer_keyed_by_an_earlier_turns_question_approves_nothing_now(
     The approval of turn 1, keyed by its interrupt id, sent again, must not approve s9."""
     ledger = Ledger()
     later = tool_call("send", {"to": "evil@ask.test", "body": "secret"}, "s9")
-    graph = build(kind, engine, [turn(SEND), turn(later, id="a2"), "ok"], ledger)
-    config = cfg(f"earlier-{kind}-{mode}")
+    graph = approval_graph(kind, engine, [turn(SEND), turn(later, id="a2"), "ok"], ledger)
+    config = thread_config(f"earlier-{kind}-{mode}")
     (q1,) = run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
     second = run(graph, Command(resume={q1.id: APPROVE}), config, mode)
     (q2,) = second["__interrupt__"]
@@ -342,8 +308,8 @@ def test_a_later_turn_reusing_an_approved_call_id_is_asked_again(
 ) -> None:
     ledger = Ledger()
     again = tool_call("send", {"to": "evil@ask.test", "body": "secret"}, "s1")
-    graph = build(kind, engine, [turn(SEND), turn(again, id="a2"), "ok"], ledger)
-    config = cfg(f"reuse-{kind}-{mode}-{id(answer2)}")
+    graph = approval_graph(kind, engine, [turn(SEND), turn(again, id="a2"), "ok"], ledger)
+    config = thread_config(f"reuse-{kind}-{mode}-{id(answer2)}")
     run(graph, {"messages": [("user", "go")]}, config, mode)
     second = run(graph, Command(resume=APPROVE), config, mode)
     assert ledger.runs == [("send", "s1", ASK)]
@@ -364,8 +330,8 @@ def test_a_later_turn_reusing_a_denied_call_id_for_an_allowed_call(
     ledger = Ledger()
     bad = tool_call("send", {"to": "z@evil.test", "body": "x"}, "s1")
     ok = tool_call("send", {"to": "z@ask.test", "body": "x"}, "s1")
-    graph = build(kind, engine, [turn(bad), turn(ok, id="a2"), "ok"], ledger)
-    config = cfg(f"reuse-denied-{kind}-{mode}")
+    graph = approval_graph(kind, engine, [turn(bad), turn(ok, id="a2"), "ok"], ledger)
+    config = thread_config(f"reuse-denied-{kind}-{mode}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     assert ledger.runs == []
     (q,) = first["__interrupt__"]
@@ -385,7 +351,7 @@ def test_the_interceptor_treats_approval_as_a_deny_and_ignores_resumes(
     graph = interceptor_react_agent(
         engine, ledger, [SEND, tool_call("read", {"item": "i"}, "r1")], checkpointer=InMemorySaver()
     )
-    config = cfg(f"icpt-{mode}")
+    config = thread_config(f"icpt-{mode}")
     result = run(graph, {"messages": [("user", "go")]}, config, mode)
     assert "__interrupt__" not in result
     run(graph, Command(resume=APPROVE), config, mode)

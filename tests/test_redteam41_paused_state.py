@@ -12,34 +12,37 @@ Nothing here broke on this branch: these tests pin what was tried (they pass).
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, RemoveMessage, ToolMessage
+from langchain_core.messages import RemoveMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from mediation_kit import (
+    APPROVE,
+    ASK,
     POLICY,
-    USER,
     Ledger,
     Script,
-    agent_graph,
+    approval_graph,
     assert_one_answer_per_id,
+    mediation_engine,  # noqa: F401 - the engine fixture
+    messages,
     node_graph,
+    reject_all,
+    run,
+    thread_config,
+    turn,
 )
-from opa_process import ROOT
 
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
 
 KINDS = ("node", "edge", "middleware")
 MODES = ("sync", "async")
-ASK = {"to": "a@ask.test", "body": "x"}
 EVIL = {"to": "z@evil.test", "body": "secret"}
-APPROVE = {"decisions": [{"type": "approve"}]}
 
 HEAD = 'package mediation\n\ndefault decision := {"allow": false, "reasons": ["no rule"]}\n'
 ASK_RULE = """
@@ -54,38 +57,6 @@ decision := {"allow": true, "reasons": [], "args": {"to": "fixed@ok.test", "body
 	input.tool.name == "send"
 }
 """  # noqa: E501
-
-
-def build(kind: str, engine: Any, turns: list[Any], ledger: Ledger, **kw: Any) -> Any:
-    script = Script(turns)
-    if kind == "middleware":
-        return agent_graph(engine, script, ledger, checkpointer=InMemorySaver(), **kw)
-    return node_graph(
-        engine, script, ledger, checkpointer=InMemorySaver(), wiring=kind, answer_open=True, **kw
-    )
-
-
-def run(graph: Any, value: Any, config: Any, mode: str, user: Any = USER) -> Any:
-    if mode == "async":
-        return asyncio.run(graph.ainvoke(value, config, context={"user": user}))
-    return graph.invoke(value, config, context={"user": user})
-
-
-def cfg(name: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": name}}
-
-
-def messages(graph: Any, config: Any) -> list[Any]:
-    return list(graph.get_state(config).values.get("messages", []))
-
-
-def turn(*calls: Any, id: str = "a1") -> AIMessage:
-    return AIMessage("", tool_calls=list(calls), id=id)
-
-
-@pytest.fixture(scope="module")
-def engine() -> EmbeddedPolicy:
-    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
 
 
 # -- a reload between the question and the answer --------------------------------------------
@@ -110,8 +81,8 @@ def test_a_reload_while_the_turn_waits_decides_it_on_the_new_policy(
     engine = EmbeddedPolicy(tmp_path, policy=POLICY)
     ledger = Ledger()
     calls = [tool_call("read", {"item": "i"}, "r1"), tool_call("send", ASK, "s1")]
-    graph = build(kind, engine, [turn(*calls), "ok"], ledger)
-    config = cfg(f"reload-{kind}-{mode}")
+    graph = approval_graph(kind, engine, [turn(*calls), "ok"], ledger)
+    config = thread_config(f"reload-{kind}-{mode}")
     assert run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
     (tmp_path / "p.rego").write_text(after)
     engine.reload()
@@ -153,8 +124,8 @@ def test_an_approval_given_under_another_user_is_decided_for_that_user(
     engine = EmbeddedPolicy(tmp_path, policy=POLICY)
     ledger = Ledger()
     calls = [tool_call("read", {"item": "i"}, "r1"), tool_call("send", ASK, "s1")]
-    graph = build(kind, engine, [turn(*calls), "ok"], ledger)
-    config = cfg(f"user-{kind}-{mode}")
+    graph = approval_graph(kind, engine, [turn(*calls), "ok"], ledger)
+    config = thread_config(f"user-{kind}-{mode}")
     assert run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
     guest = {"id": "g-1", "role": "guest"}
     run(
@@ -195,36 +166,25 @@ def test_an_update_state_on_the_paused_thread_runs_nothing_unapproved(
     engine: EmbeddedPolicy, kind: str, mode: str, change: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(tool_call("send", ASK, "s1")), "ok", "ok", "ok"], ledger)
-    config = cfg(f"upd-{kind}-{mode}-{change.__name__}")
+    graph = approval_graph(
+        kind, engine, [turn(tool_call("send", ASK, "s1")), "ok", "ok", "ok"], ledger
+    )
+    config = thread_config(f"upd-{kind}-{mode}-{change.__name__}")
     assert run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
     change(graph, config, kind)
     try:
         run(graph, Command(resume=APPROVE), config, mode)
     except Exception as exc:  # noqa: BLE001 - a refused resume is fine
         print("resume refused:", type(exc).__name__, exc)
-    settle(graph, config, mode)
+    reject_all(graph, config, mode)
     assert all(args == ASK for _, _, args in ledger.runs), ledger.runs
     assert len(ledger.runs) <= 1
     # The next plain input repairs what the edit left open (README, Human approval).
     run(graph, {"messages": [("user", "next")]}, config, mode)
-    settle(graph, config, mode)
+    reject_all(graph, config, mode)
     assert all(args == ASK for _, _, args in ledger.runs), ledger.runs
     assert len(ledger.runs) <= 1
     assert_one_answer_per_id(messages(graph, config))
-
-
-def settle(graph: Any, config: Any, mode: str) -> None:
-    """Reject every question still open, until the run ends."""
-    for _ in range(4):
-        state = graph.get_state(config)
-        if not state.interrupts:
-            return
-        answer = {
-            i.id: {"decisions": [{"type": "reject"}] * len(i.value["requests"])}
-            for i in state.interrupts
-        }
-        run(graph, Command(resume=answer), config, mode)
 
 
 # -- the guard's edge, paused before the guard, the turn edited there ------------------------
@@ -252,7 +212,7 @@ def test_an_edge_decision_does_not_cover_a_turn_edited_before_the_guard(
         wiring="edge",
         interrupt_before=["guard"],
     )
-    config = cfg(f"edge-pause-{mode}-{as_node}-{len(first)}")
+    config = thread_config(f"edge-pause-{mode}-{as_node}-{len(first)}")
     run(graph, {"messages": [("user", "go")]}, config, mode)
     assert graph.get_state(config).next == ("guard",)
     edited = [{**c, "args": EVIL} for c in first]
@@ -298,8 +258,8 @@ def test_a_turn_with_a_duplicate_id_asks_nothing_and_runs_nothing(
     engine: EmbeddedPolicy, kind: str, mode: str, calls: Any
 ) -> None:
     ledger = Ledger()
-    graph = build(kind, engine, [turn(*calls), "ok"], ledger)
-    config = cfg(f"dup-{kind}-{mode}-{calls[1]['name']}{calls[0]['name']}")
+    graph = approval_graph(kind, engine, [turn(*calls), "ok"], ledger)
+    config = thread_config(f"dup-{kind}-{mode}-{calls[1]['name']}{calls[0]['name']}")
     result = run(graph, {"messages": [("user", "go")]}, config, mode)
     if result.get("__interrupt__"):
         run(graph, Command(resume=APPROVE), config, mode)

@@ -37,86 +37,28 @@ and open, marked strict xfail:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langgraph.checkpoint.memory import InMemorySaver
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.types import Command
 from mediation_kit import (
-    POLICY,
-    USER,
-    Ledger,
-    Script,
-    agent_graph,
+    APPROVE,
+    REJECT,
     assert_one_answer_per_id,
-    node_graph,
+    mediation_engine,  # noqa: F401 - the engine fixture
+    messages,
+    paused,
+    reject_all,
+    run,
+    runs_of,
 )
-from opa_process import ROOT
 
 from langchain_opa_guard import EmbeddedPolicy
-from langchain_opa_guard.testing import tool_call
 
 MODES = ("sync", "async")
-ASK = {"to": "a@ask.test", "body": "x"}
-READ = {"item": "i"}
-APPROVE = {"decisions": [{"type": "approve"}]}
-REJECT = {"decisions": [{"type": "reject", "message": "no"}]}
 MODEL_NODE = {"node": "agent", "edge": "agent", "middleware": "model"}
-
-
-@pytest.fixture(scope="module")
-def engine() -> EmbeddedPolicy:
-    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def build(kind: str, engine: Any, ledger: Ledger) -> Any:
-    first = AIMessage(
-        "", tool_calls=[tool_call("send", ASK, "s1"), tool_call("read", READ, "r1")], id="a1"
-    )
-    script = Script([first, "ok", "ok", "ok"])
-    if kind == "middleware":
-        return agent_graph(engine, script, ledger, checkpointer=InMemorySaver())
-    return node_graph(
-        engine, script, ledger, checkpointer=InMemorySaver(), wiring=kind, answer_open=True
-    )
-
-
-def run(graph: Any, value: Any, config: Any, mode: str) -> Any:
-    if mode == "async":
-        return asyncio.run(graph.ainvoke(value, config, context={"user": USER}))
-    return graph.invoke(value, config, context={"user": USER})
-
-
-def start(kind: str, engine: Any, mode: str, name: str) -> tuple[Any, Ledger, Any, Any]:
-    ledger = Ledger()
-    graph = build(kind, engine, ledger)
-    config = {"configurable": {"thread_id": f"rt41-{name}-{kind}-{mode}"}}
-    (question,) = run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
-    assert ledger.runs == []
-    return graph, ledger, config, question
-
-
-def reject_what_is_asked(graph: Any, config: Any, mode: str) -> None:
-    for _ in range(4):
-        state = graph.get_state(config)
-        if not state.interrupts:
-            return
-        answer = {
-            i.id: {"decisions": [{"type": "reject"}] * len(i.value["requests"])}
-            for i in state.interrupts
-        }
-        run(graph, Command(resume=answer), config, mode)
-
-
-def messages(graph: Any, config: Any) -> list[BaseMessage]:
-    return list(graph.get_state(config).values["messages"])
-
-
-def runs_of(ledger: Ledger, call_id: str) -> int:
-    return sum(1 for _, i, _ in ledger.runs if i == call_id)
 
 
 # Findings 2 to 4 are known and open (README, "Human approval"): strict, so that the day they
@@ -134,9 +76,9 @@ OPEN = pytest.mark.xfail(
 def test_a_resume_that_also_goes_to_the_guard_runs_the_turn_once(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:
-    graph, ledger, config, question = start(kind, engine, mode, "goto-guard")
+    graph, ledger, config, question = paused(kind, engine, mode, f"rt41-goto-guard-{kind}-{mode}")
     run(graph, Command(resume={question.id: APPROVE}, goto="guard"), config, mode)
-    reject_what_is_asked(graph, config, mode)  # a second question about s1, if any: rejected
+    reject_all(graph, config, mode)  # a second question about s1, if any: rejected
     assert runs_of(ledger, "r1") == 1, f"the allowed read ran again: {ledger.runs}"
     assert runs_of(ledger, "s1") == 1, ledger.runs
     assert_one_answer_per_id(messages(graph, config))
@@ -150,7 +92,9 @@ def test_a_resume_that_also_goes_to_the_guard_runs_the_turn_once(
 def test_a_goto_tools_into_the_waiting_turn_runs_nothing_before_the_answer(
     engine: EmbeddedPolicy, mode: str
 ) -> None:
-    graph, ledger, config, _ = start("middleware", engine, mode, "goto-tools")
+    graph, ledger, config, _ = paused(
+        "middleware", engine, mode, f"rt41-goto-tools-middleware-{mode}"
+    )
     with contextlib.suppress(Exception):  # refusing it is fine
         run(graph, Command(goto="tools"), config, mode)
     assert ledger.runs == [], f"a call of the waiting turn ran before the answer: {ledger.runs}"
@@ -170,8 +114,8 @@ def test_a_goto_tools_into_the_waiting_turn_runs_nothing_before_the_answer(
 def test_a_resume_that_also_goes_to_the_tools_runs_each_call_once(
     engine: EmbeddedPolicy, mode: str, answer: Any
 ) -> None:
-    graph, ledger, config, question = start(
-        "middleware", engine, mode, f"resume-goto-tools-{id(answer)}"
+    graph, ledger, config, question = paused(
+        "middleware", engine, mode, f"rt41-resume-goto-tools-{id(answer)}-middleware-{mode}"
     )
     run(graph, Command(resume={question.id: answer}, goto="tools"), config, mode)
     assert runs_of(ledger, "r1") == 1, f"the allowed read ran {runs_of(ledger, 'r1')} times"
@@ -188,9 +132,9 @@ def test_a_resume_that_also_goes_to_the_tools_runs_each_call_once(
 def test_a_resume_that_also_goes_to_the_model_keeps_the_turn_answered_first(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:
-    graph, ledger, config, question = start(kind, engine, mode, "goto-model")
+    graph, ledger, config, question = paused(kind, engine, mode, f"rt41-goto-model-{kind}-{mode}")
     run(graph, Command(resume={question.id: APPROVE}, goto=MODEL_NODE[kind]), config, mode)
-    reject_what_is_asked(graph, config, mode)
+    reject_all(graph, config, mode)
     assert runs_of(ledger, "r1") <= 1 and runs_of(ledger, "s1") <= 1, ledger.runs
     history = messages(graph, config)
     assert_one_answer_per_id(history)  # the model never reads the turn unanswered
@@ -206,10 +150,10 @@ def test_a_resume_that_also_goes_to_the_model_keeps_the_turn_answered_first(
 def test_a_resume_that_also_writes_a_user_message_keeps_the_answers_after_the_turn(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:
-    graph, ledger, config, question = start(kind, engine, mode, "update-human")
+    graph, ledger, config, question = paused(kind, engine, mode, f"rt41-update-human-{kind}-{mode}")
     stop = HumanMessage("stop, do not send anything")
     run(graph, Command(resume={question.id: APPROVE}, update={"messages": [stop]}), config, mode)
-    reject_what_is_asked(graph, config, mode)
+    reject_all(graph, config, mode)
     assert runs_of(ledger, "r1") <= 1 and runs_of(ledger, "s1") <= 1, ledger.runs
     history = messages(graph, config)
     (index,) = [i for i, m in enumerate(history) if isinstance(m, AIMessage) and m.id == "a1"]

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from http_standins import StandIn, read_head, read_input
 
 from langchain_opa_guard import ErrorType, OPAServer
 
@@ -38,65 +38,28 @@ DRIP = 0.1
 DRIP_SECONDS = 3.0
 TIMEOUT = 0.3
 
-READ = {
-    "version": 1,
-    "tool": {"name": "get_customer_details", "args": {"customer_id": "CUST-1"}, "call_id": "c1"},
-    "user": {"id": "user-123", "role": "admin"},
-    "context": {},
-    "turn": [],
-    "history": [],
-}
+READ = read_input()
 
 
-class HeaderDripServer:
+class HeaderDripServer(StandIn):
     """Answers every request with a status line at once, then one header byte per ``DRIP``
     seconds for about ``DRIP_SECONDS`` (plus the header name), then a valid allowing reply."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
+    def handle(self, client: socket.socket) -> None:
+        client.settimeout(10)
+        if b"\r\n\r\n" not in read_head(client):
+            return
+        client.sendall(b"HTTP/1.1 200 OK\r\n")
+        header = b"X-Padding: " + b"a" * int(DRIP_SECONDS / DRIP) + b"\r\n"
+        for index in range(len(header)):
+            if self.stopping.wait(DRIP):
                 return
-            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
-
-    def _answer(self, client: socket.socket) -> None:
-        try:
-            client.settimeout(10)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            client.sendall(b"HTTP/1.1 200 OK\r\n")
-            header = b"X-Padding: " + b"a" * int(DRIP_SECONDS / DRIP) + b"\r\n"
-            for index in range(len(header)):
-                if self.stopping.wait(DRIP):
-                    return
-                client.sendall(header[index : index + 1])
-            body = b'{"result": {"allow": true, "reasons": []}}'
-            client.sendall(
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n"
-                b"Connection: close\r\n\r\n" % len(body) + body
-            )
-        except OSError:
-            pass  # the client gave up: what it should do
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.sock.close()
+            client.sendall(header[index : index + 1])
+        body = b'{"result": {"allow": true, "reasons": []}}'
+        client.sendall(
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body) + body
+        )
 
 
 @pytest.fixture

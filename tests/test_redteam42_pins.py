@@ -15,23 +15,16 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
+from http_standins import StandIn, read_head, read_input
 
 from langchain_opa_guard import ErrorType, OPAServer
 
 SECRET_ARG = "arg-value-7f3a"
 
-READ = {
-    "version": 1,
-    "tool": {"name": "get_customer_details", "args": {"customer_id": SECRET_ARG}, "call_id": "c1"},
-    "user": {"id": "user-123", "role": "admin"},
-    "context": {},
-    "turn": [],
-    "history": [],
-}
+READ = read_input(SECRET_ARG)
 
 
 def _json_reply(body: bytes, status: str = "200 OK", version: str = "HTTP/1.1") -> bytes:
@@ -42,40 +35,18 @@ def _json_reply(body: bytes, status: str = "200 OK", version: str = "HTTP/1.1") 
     )
 
 
-class CannedServer:
+class CannedServer(StandIn):
     """Answers every request with the same raw bytes, then closes the connection."""
 
     def __init__(self, reply: bytes) -> None:
         self.reply = reply
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                client.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = client.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                client.sendall(self.reply)
-                client.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        self.sock.close()
+    def handle(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        read_head(client)
+        client.sendall(self.reply)
+        client.shutdown(socket.SHUT_WR)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from http_standins import StandIn
 
 from langchain_opa_guard import OPAServer
 
@@ -54,7 +55,7 @@ def read_input(user: dict[str, Any], call_id: str) -> dict[str, Any]:
     }
 
 
-class DoublingProxy:
+class DoublingProxy(StandIn):
     """A keep-alive HTTP/1.1 proxy to OPA that writes the reply to the first request of each
     connection a second time, ``echo_after`` seconds later."""
 
@@ -62,49 +63,32 @@ class DoublingProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.echo_after = echo_after
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests = 0
         self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(client,), daemon=True).start()
-
-    def _connection(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         reader = client.makefile("rb")
         first = True
-        try:
-            while True:
-                request_line = reader.readline()
-                if not request_line:
-                    return
-                method, path, _ = request_line.decode().split(" ", 2)
-                headers: dict[str, str] = {}
-                while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    headers[name.strip()] = value.strip()
-                length = int(headers.get("Content-Length") or 0)
-                body = reader.read(length) if length else None
-                with self.lock:
-                    self.requests += 1
-                reply = self._forward(method, path, headers, body)
-                client.sendall(reply)
-                if first:
-                    first = False
-                    time.sleep(self.echo_after)
-                    client.sendall(reply)  # the stray copy
-        except OSError:
-            pass
-        finally:
-            client.close()
+        while True:
+            request_line = reader.readline()
+            if not request_line:
+                return
+            method, path, _ = request_line.decode().split(" ", 2)
+            headers: dict[str, str] = {}
+            while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip()] = value.strip()
+            length = int(headers.get("Content-Length") or 0)
+            body = reader.read(length) if length else None
+            with self.lock:
+                self.requests += 1
+            reply = self._forward(method, path, headers, body)
+            client.sendall(reply)
+            if first:
+                first = False
+                time.sleep(self.echo_after)
+                client.sendall(reply)  # the stray copy
 
     def _forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
@@ -122,9 +106,6 @@ class DoublingProxy:
             % (response.status, len(content))
             + content
         )
-
-    def stop(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

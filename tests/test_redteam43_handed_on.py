@@ -32,87 +32,36 @@ decides it again; 1 is known and open, marked strict xfail):
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
-from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
+from langchain_core.messages import RemoveMessage
+from langchain_core.tools import InjectedToolCallId, StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import tools_condition
-from langgraph.types import Command, interrupt
-from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools, node_graph
-from opa_process import ROOT
+from langgraph.types import Command
+from mediation_kit import (
+    APPROVE,
+    READ,
+    Ledger,
+    Script,
+    answers_after,
+    approve_all,
+    confirming_read,
+    mediation_engine,  # noqa: F401 - the engine fixture
+    messages,
+    node_graph,
+    paused,
+    run,
+    runs_of,
+    send_and_read,
+    thread_config,
+    turn,
+)
 
-from langchain_opa_guard import EmbeddedPolicy, GuardedToolNode, PolicyGuardNode
+from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
 
 MODES = ("sync", "async")
-ASK = {"to": "a@ask.test", "body": "x"}
-READ = {"item": "i"}
-APPROVE = {"decisions": [{"type": "approve"}]}
-
-
-@pytest.fixture(scope="module")
-def engine() -> EmbeddedPolicy:
-    return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
-
-
-def run(graph: Any, value: Any, config: Any, mode: str) -> Any:
-    if mode == "async":
-        return asyncio.run(graph.ainvoke(value, config, context={"user": USER}))
-    return graph.invoke(value, config, context={"user": USER})
-
-
-def runs_of(ledger: Ledger, call_id: str) -> int:
-    return sum(1 for _, i, _ in ledger.runs if i == call_id)
-
-
-def messages(graph: Any, config: Any) -> list[BaseMessage]:
-    return list(graph.get_state(config).values["messages"])
-
-
-def answers_after(msgs: list[BaseMessage], message_id: str) -> list[str]:
-    """The call ids answered anywhere after the model message ``message_id``."""
-    at = next(i for i, m in enumerate(msgs) if m.id == message_id)
-    return [m.tool_call_id for m in msgs[at + 1 :] if isinstance(m, ToolMessage)]
-
-
-def approve_all(graph: Any, config: Any, mode: str) -> None:
-    for _ in range(4):
-        state = graph.get_state(config)
-        if not state.interrupts:
-            return
-        answer = {
-            i.id: {"decisions": [{"type": "approve"}] * len(i.value["requests"])}
-            for i in state.interrupts
-        }
-        run(graph, Command(resume=answer), config, mode)
-
-
-def tool_graph(engine: Any, script: Script, ledger: Ledger, read_tool: BaseTool, kind: str) -> Any:
-    """``node_graph``'s wiring with the ledger's ``read`` replaced by ``read_tool``."""
-    tools = GuardedToolNode([read_tool, *(t for t in mediation_tools(ledger) if t.name != "read")])
-    guard = PolicyGuardNode(engine, registry=tools)
-
-    def agent(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [script.reply(state["messages"])]}
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("agent", RunnableLambda(agent, name="agent"))
-    builder.add_node("guard", guard)
-    builder.add_node("tools", tools)
-    builder.add_edge(START, "agent")
-    if kind == "edge":
-        builder.add_conditional_edges("agent", guard.edge("guard"), ["guard", "tools", "__end__"])
-    else:
-        builder.add_conditional_edges(
-            "agent", tools_condition, {"tools": "guard", "__end__": "__end__"}
-        )
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
 
 
 # -- 1. goto the guard with an update that changes what comes before the turn --------------
@@ -126,20 +75,7 @@ def tool_graph(engine: Any, script: Script, ledger: Ledger, read_tool: BaseTool,
 def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the_turn_once(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:
-    ledger = Ledger()
-    first = AIMessage(
-        "", tool_calls=[tool_call("send", ASK, "s1"), tool_call("read", READ, "r1")], id="a1"
-    )
-    graph = node_graph(
-        engine,
-        Script([first, "ok", "ok", "ok"]),
-        ledger,
-        checkpointer=InMemorySaver(),
-        wiring=kind,
-        answer_open=True,
-    )
-    config = {"configurable": {"thread_id": f"rt43-remove-{kind}-{mode}"}}
-    (question,) = run(graph, {"messages": [("user", "go")]}, config, mode)["__interrupt__"]
+    graph, ledger, config, question = paused(kind, engine, mode, f"rt43-remove-{kind}-{mode}")
     user = messages(graph, config)[0]
     run(
         graph,
@@ -175,11 +111,15 @@ def test_a_goto_guard_after_a_tool_raised_runs_the_call_once(
             raise RuntimeError("backend unavailable")
         return ledger.record("read", tool_call_id, {"item": item})
 
-    turn = AIMessage("", tool_calls=[tool_call("read", READ, "r1")], id="a1")
-    graph = tool_graph(
-        engine, Script([turn, "ok", "ok"]), ledger, StructuredTool.from_function(read), kind
+    graph = node_graph(
+        engine,
+        Script([turn(tool_call("read", READ, "r1")), "ok", "ok"]),
+        ledger,
+        checkpointer=InMemorySaver(),
+        wiring=kind,
+        read_tool=StructuredTool.from_function(read),
     )
-    config = {"configurable": {"thread_id": f"rt43-raised-{kind}-{mode}"}}
+    config = thread_config(f"rt43-raised-{kind}-{mode}")
     with pytest.raises(RuntimeError, match="backend unavailable"):
         run(graph, {"messages": [("user", "go")]}, config, mode)
     assert graph.get_state(config).next == ("tools",)
@@ -195,13 +135,14 @@ def test_a_replay_from_before_the_decision_while_the_question_waits_asks_again(
     engine: EmbeddedPolicy,
 ) -> None:
     ledger = Ledger()
-    turn = AIMessage(
-        "", tool_calls=[tool_call("send", ASK, "s1"), tool_call("read", READ, "r1")], id="a1"
-    )
     graph = node_graph(
-        engine, Script([turn, "ok", "ok"]), ledger, checkpointer=InMemorySaver(), wiring="node"
+        engine,
+        Script([send_and_read(), "ok", "ok"]),
+        ledger,
+        checkpointer=InMemorySaver(),
+        wiring="node",
     )
-    config = {"configurable": {"thread_id": "rt43-replay-waiting"}}
+    config = thread_config("rt43-replay-waiting")
     assert run(graph, {"messages": [("user", "go")]}, config, "sync").get("__interrupt__")
     before = [s for s in graph.get_state_history(config) if s.next == ("guard",)][-1]
     out = run(graph, None, before.config, "sync")
@@ -217,17 +158,15 @@ def test_a_replay_from_before_the_decision_while_a_tool_waits_runs_the_turn(
     engine: EmbeddedPolicy,
 ) -> None:
     ledger = Ledger()
-
-    def read(item: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
-        """Read an item after the user confirms."""
-        interrupt({"confirm": tool_call_id})
-        return ledger.record("read", tool_call_id, {"item": item})
-
-    turn = AIMessage("", tool_calls=[tool_call("read", READ, "r1")], id="a1")
-    graph = tool_graph(
-        engine, Script([turn, "ok", "ok"]), ledger, StructuredTool.from_function(read), "node"
+    graph = node_graph(
+        engine,
+        Script([turn(tool_call("read", READ, "r1")), "ok", "ok"]),
+        ledger,
+        checkpointer=InMemorySaver(),
+        wiring="node",
+        read_tool=confirming_read(ledger),
     )
-    config = {"configurable": {"thread_id": "rt43-replay-tool-waiting"}}
+    config = thread_config("rt43-replay-tool-waiting")
     assert run(graph, {"messages": [("user", "go")]}, config, "sync").get("__interrupt__")
     before = [s for s in graph.get_state_history(config) if s.next == ("guard",)][-1]
     out = run(graph, None, before.config, "sync")

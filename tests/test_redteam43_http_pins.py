@@ -14,69 +14,39 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from http_standins import StandIn, read_input
 
 from langchain_opa_guard import ErrorType, OPAServer
 
 TIMEOUT = 0.3
-READ = {
-    "version": 1,
-    "tool": {"name": "get_customer_details", "args": {"customer_id": "CUST-1"}, "call_id": "c1"},
-    "user": {"id": "user-123", "role": "admin"},
-    "context": {},
-    "turn": [],
-    "history": [],
-}
+READ = read_input()
 
 
-class StallServer:
+class StallServer(StandIn):
     """Accepts connections; ``drip``: answers a TLS ClientHello with a handshake record
     header for 16 KiB and then one byte every 0.1 s for 3 s; else reads and never answers."""
 
     def __init__(self, drip: bool) -> None:
         self.drip = drip
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        port = self.sock.getsockname()[1]
-        self.url = f"{'https' if drip else 'http'}://127.0.0.1:{port}"
-        self.stopping = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(scheme="https" if drip else "http", backlog=64)
 
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
-
-    def _answer(self, client: socket.socket) -> None:
-        try:
-            client.settimeout(10)
-            client.recv(65536)
-            if self.drip:
-                client.sendall(b"\x16\x03\x03\x40\x00")
-                for _ in range(30):
-                    if self.stopping.wait(0.1):
-                        return
-                    client.sendall(b"\x02")
-            else:
-                self.stopping.wait(5)
-        except OSError:
-            pass
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.sock.close()
+    def handle(self, client: socket.socket) -> None:
+        client.settimeout(10)
+        client.recv(65536)
+        if self.drip:
+            client.sendall(b"\x16\x03\x03\x40\x00")
+            for _ in range(30):
+                if self.stopping.wait(0.1):
+                    return
+                client.sendall(b"\x02")
+        else:
+            self.stopping.wait(5)
 
 
 @pytest.fixture
