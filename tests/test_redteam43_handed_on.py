@@ -1,12 +1,14 @@
 """Red team 43: the guard node's "turn still out" rule (``guards/handed_on.py``).
 
-A plain guard task that finds a turn it handed on still out decides nothing. The rule keys a
-turn by its form (how many messages come before it, the last one's id, each call's id and
-digest) and forgets the turn when a tools task ends, whether the tools ran or raised.
+A plain guard task that finds a turn it handed on still out decides nothing. The rule (as
+reviewed) keyed a turn by its form (how many messages come before it, the last one's id,
+each call's id and digest) and forgot the turn when a tools task ended, whether the tools
+ran or raised.
 
-Findings (each test failed on the branch it was written on; 2 and 3 are fixed: a tools
-task that raised keeps its calls out, and a replay, or a task that decided the turn before,
-decides it again; 1 is known and open, marked strict xfail):
+Findings (each test failed on the branch it was written on; all are fixed: a turn counts
+as the same while no more messages stand before it than when it was handed on, a tools
+task that raised keeps its calls out, and a replay, or a task that decided the turn
+before, decides it again):
 
 1. ``Command(resume={id: approve}, goto="guard", update={"messages": [RemoveMessage(<the
    user's first message>)]})``: the removal changes the turn's form (one message fewer
@@ -67,9 +69,6 @@ MODES = ("sync", "async")
 # -- 1. goto the guard with an update that changes what comes before the turn --------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known: an update= that moves the turn makes it a turn of its own"
-)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the_turn_once(

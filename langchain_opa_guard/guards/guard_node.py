@@ -339,8 +339,9 @@ class PolicyGuardNode(RunnableCallable):
                 self._scope,
                 config,
                 turn.ai_message.id,
-                _forms(turn.messages[: turn.ai_index], turn.ai_message, out.ai_message),
+                _forms(turn.ai_message, out.ai_message),
                 [c.get("id") for c in out.allowed],
+                turn.ai_index,
             )
             earlier = turn.messages[: turn.ai_index]
             command = self._to_tools(
@@ -368,8 +369,9 @@ class PolicyGuardNode(RunnableCallable):
             self._scope,
             config,
             turn.ai_message.id,
-            _forms(turn.messages[: turn.ai_index], turn.ai_message, out.ai_message),
+            _forms(turn.ai_message, out.ai_message),
             [c.get("id") for c in out_now],
+            turn.ai_index,
         )
         messages_update: list[Any] = []
         if out.ai_message is not turn.ai_message:
@@ -447,8 +449,8 @@ class PolicyGuardNode(RunnableCallable):
     def _handed_on_before(self, turn: Turn, config: RunnableConfig) -> bool:
         """This guard handed this turn on and it is not back: a second guard task on it (a
         ``Command(goto=...)`` sent with a resume) decides nothing (:mod:`.handed_on`)."""
-        form = turn_form(turn.ai_message.tool_calls, turn.messages[: turn.ai_index])
-        if not still_out(self._scope, config, turn.ai_message.id, form):
+        form = turn_form(turn.ai_message.tool_calls)
+        if not still_out(self._scope, config, turn.ai_message.id, form, turn.ai_index):
             return False
         logger.warning(
             "the model turn %r reached the guard node again while its calls are still out "
@@ -493,8 +495,9 @@ class PolicyGuardNode(RunnableCallable):
             self._scope,
             config,
             reviewed.ai_message.id,
-            _forms(earlier, ticket["ai_message"], reviewed.ai_message),
+            _forms(ticket["ai_message"], reviewed.ai_message),
             [c.get("id") for c in reviewed.allowed],
+            len(earlier),
         )
 
         return self._to_tools(
@@ -502,9 +505,9 @@ class PolicyGuardNode(RunnableCallable):
         )
 
 
-def _forms(earlier: Sequence[Any], *messages: Any) -> set[str]:
+def _forms(*messages: Any) -> set[str]:
     """The turn as the model wrote it and as the guard hands it on (rewritten, edited)."""
-    return {turn_form(m.tool_calls, earlier) for m in messages if isinstance(m, AIMessage)}
+    return {turn_form(m.tool_calls) for m in messages if isinstance(m, AIMessage)}
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:

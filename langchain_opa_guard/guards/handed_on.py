@@ -16,10 +16,10 @@ seen. Runs without a thread id are not tracked (there is nothing to resume).
 
 Example:
     ```python
-    form = turn_form(ai_message.tool_calls, earlier)
-    hand_on(scope, config, ai_message.id, {form}, ["c1", "c2"])  # where the guard hands on
+    form = turn_form(ai_message.tool_calls)
+    hand_on(scope, config, ai_message.id, {form}, ["c1", "c2"], before=len(earlier))
     came_back(config, ai_message.id, ["c1"])  # where a tools task ends
-    still_out(scope, config, ai_message.id, form)  # True while c2 is out
+    still_out(scope, other_task_config, ai_message.id, form, len(earlier))  # c2 is out
     ```
 """
 
@@ -39,8 +39,8 @@ __all__ = ["came_back", "hand_on", "still_out", "turn_form"]
 _LIMIT = 100_000
 _lock = threading.Lock()
 # (thread, graph, message id) -> {guard scope: (the turn's forms as decided, call ids out,
-# the tasks that decided it)}
-_Entry = tuple[set[str], set[str], set[str]]
+# the tasks that decided it, how many messages stood before it)}
+_Entry = tuple[set[str], set[str], set[str], int]
 _out: OrderedDict[tuple[str, str, str], dict[str, _Entry]] = OrderedDict()
 
 # Set in the tasks of a replay (LangGraph's time travel, saved as a fork of the thread).
@@ -66,22 +66,14 @@ def _turn(config: Mapping[str, Any] | None, message_id: Any) -> tuple[str, str, 
     return str(thread), "|".join(parts[:-1]), message_id
 
 
-def turn_form(calls: Sequence[Any], earlier: Sequence[Any]) -> str:
-    """A model turn where it stands: after ``earlier`` (the conversation before it: how
-    many messages, and the last one's id), its calls each by id, tool name and arguments.
-    A turn edited since (``update_state`` with other arguments), or the same message
-    proposed again later in the conversation (a model that reuses message ids), is
-    another turn."""
-    last = earlier[-1] if earlier else None
-    where = f"{len(earlier)}:{getattr(last, 'id', None)}"
+def turn_form(calls: Sequence[Any]) -> str:
+    """A model turn's calls, each by id, tool name and arguments: a turn edited since
+    (``update_state`` with other arguments) is another turn."""
     return "|".join(
-        [where]
-        + [
-            f"{call.get('id')}:{call_digest(call.get('name'), call.get('args'))}"
-            if isinstance(call, Mapping)
-            else repr(call)
-            for call in calls
-        ]
+        f"{call.get('id')}:{call_digest(call.get('name'), call.get('args'))}"
+        if isinstance(call, Mapping)
+        else repr(call)
+        for call in calls
     )
 
 
@@ -91,11 +83,12 @@ def hand_on(
     message_id: Any,
     forms: Collection[str],
     call_ids: Collection[Any],
+    before: int,
 ) -> None:
     """The guard ``scope`` handed these calls of the model message ``message_id`` on from
     ``config``'s task (in place of any it handed on before); none: the turn is settled.
     ``forms``: the turn as decided (:func:`turn_form`; as the model wrote it, and as the
-    guard rewrote it)."""
+    guard rewrote it); ``before``: how many messages stood before it."""
     turn = _turn(config, message_id)
     if turn is None:
         return
@@ -109,7 +102,7 @@ def hand_on(
             scopes = _out[turn] = {}
         known = scopes.get(scope)
         tasks = {*(known[2] if known else ()), str(deciding_task(config))}
-        scopes[scope] = (set(forms), ids, tasks)
+        scopes[scope] = (set(forms), ids, tasks, before)
         _out.move_to_end(turn)
         while len(_out) > _LIMIT:
             _out.popitem(last=False)
@@ -145,12 +138,19 @@ def _take_back(turn: tuple[str, str, str], ids: set[str] | None, scope: str | No
         del _out[turn]
 
 
-def still_out(scope: str, config: Mapping[str, Any] | None, message_id: Any, form: str) -> bool:
+def still_out(
+    scope: str, config: Mapping[str, Any] | None, message_id: Any, form: str, before: int
+) -> bool:
     """Calls of the model message ``message_id``, in the form ``form`` (:func:`turn_form`),
     that the guard ``scope`` handed on in this thread and graph have not all come back, and
     ``config``'s task is neither one that decided them (run again: a retry, a double
     resume, a replay on LangGraph 1.0, whose run-once claims answer for it) nor part of a
-    replay (time travel decides the turn again, as LangGraph re-runs every step)."""
+    replay (time travel decides the turn again, as LangGraph re-runs every step).
+
+    ``before``: how many messages stand before the turn now. More than when it was handed
+    on, and the message is a new one proposed later in the conversation (a model that
+    reuses message ids, after the first was dropped): a turn of its own. As many or fewer
+    (messages removed or trimmed before it) is the same turn."""
     turn = _turn(config, message_id)
     if turn is None:
         return False
@@ -158,4 +158,9 @@ def still_out(scope: str, config: Mapping[str, Any] | None, message_id: Any, for
         return False
     with _lock:
         entry = _out.get(turn, {}).get(scope)
-        return entry is not None and form in entry[0] and str(deciding_task(config)) not in entry[2]
+        return (
+            entry is not None
+            and form in entry[0]
+            and str(deciding_task(config)) not in entry[2]
+            and before <= entry[3]
+        )
