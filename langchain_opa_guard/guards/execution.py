@@ -41,7 +41,6 @@ from langgraph.types import Command
 from langchain_opa_guard.guards.claims import arun_once, forget_answers, run_once
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
-from langchain_opa_guard.guards.handed_on import came_back
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, sealed
 from langchain_opa_guard.guards.tool_results import applied_result
@@ -167,9 +166,6 @@ class GuardedToolNode(ToolNode):
             out = super().invoke(state, config, **kwargs)
         finally:
             _GRANTED_CALLS.reset(token)
-        # The calls came back; a task that paused (interrupt()), raised or was
-        # cancelled keeps them out (LangGraph runs it again).
-        came_back(config, input.get("message_id"), [c.get("id") for c in calls])
         _done(config)
         return out
 
@@ -180,9 +176,6 @@ class GuardedToolNode(ToolNode):
             out = await super().ainvoke(state, config, **kwargs)
         finally:
             _GRANTED_CALLS.reset(token)
-        # The calls came back; a task that paused (interrupt()), raised or was
-        # cancelled keeps them out (LangGraph runs it again).
-        came_back(config, input.get("message_id"), [c.get("id") for c in calls])
         _done(config)
         return out
 

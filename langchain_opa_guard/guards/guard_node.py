@@ -48,7 +48,6 @@ from langchain_opa_guard.guards.guard_edge import (
     routed_turn,
     without_routed,
 )
-from langchain_opa_guard.guards.handed_on import hand_on, still_out, turn_form
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.seals import (
@@ -254,8 +253,6 @@ class PolicyGuardNode(RunnableCallable):
         decided = routed_decisions(carried, turn, config, self._scope, self.engine)
         if decided is not None:  # the edge's: its calls run once under the edge's turn
             return self._route(state, turn, decided, config, routed_turn(carried))
-        if self._handed_on_before(turn, config):
-            return Command()
         return self._route(state, turn, self.turns.decide(turn, config), config)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
@@ -272,8 +269,6 @@ class PolicyGuardNode(RunnableCallable):
         decided = routed_decisions(carried, turn, config, self._scope, self.engine)
         if decided is not None:
             return self._route(state, turn, decided, config, routed_turn(carried))
-        if self._handed_on_before(turn, config):
-            return Command()
         return self._route(state, turn, await self.turns.adecide(turn, config), config)
 
     # -- the guard as the reasoning node's edge -----------------------------------------
@@ -335,14 +330,6 @@ class PolicyGuardNode(RunnableCallable):
         out = self.turns.settle(turn, decided)
         plain = not (out.stop or out.pending or out.answers) and out.ai_message is turn.ai_message
         if plain and out.allowed:
-            hand_on(
-                self._scope,
-                config,
-                turn.ai_message.id,
-                _forms(turn.ai_message, out.ai_message),
-                [c.get("id") for c in out.allowed],
-                turn.ai_index,
-            )
             earlier = turn.messages[: turn.ai_index]
             command = self._to_tools(
                 state, earlier, out.ai_message, out.allowed, None, config, out.views
@@ -364,15 +351,6 @@ class PolicyGuardNode(RunnableCallable):
         turn_id: str | None = None,
     ) -> Command[Any]:
         out = self.turns.settle(turn, decided)
-        out_now = [] if out.stop else [*out.allowed, *(p["call"] for p in out.pending)]
-        hand_on(
-            self._scope,
-            config,
-            turn.ai_message.id,
-            _forms(turn.ai_message, out.ai_message),
-            [c.get("id") for c in out_now],
-            turn.ai_index,
-        )
         messages_update: list[Any] = []
         if out.ai_message is not turn.ai_message:
             messages_update.append(out.ai_message)
@@ -446,20 +424,6 @@ class PolicyGuardNode(RunnableCallable):
         replies.append(run_stopped_message(self.turns.max_repeated_denials))
         return Command(update={self.messages_key: replies}, goto=END)
 
-    def _handed_on_before(self, turn: Turn, config: RunnableConfig) -> bool:
-        """This guard handed this turn on and it is not back: a second guard task on it (a
-        ``Command(goto=...)`` sent with a resume) decides nothing (:mod:`.handed_on`)."""
-        form = turn_form(turn.ai_message.tool_calls)
-        if not still_out(self._scope, config, turn.ai_message.id, form, turn.ai_index):
-            return False
-        logger.warning(
-            "the model turn %r reached the guard node again while its calls are still out "
-            "(a question about them waits, or their tools have not all answered; a "
-            "Command(goto=...) sent into the run?): it is not decided a second time",
-            turn.ai_message.id,
-        )
-        return True
-
     # -- human approval ---------------------------------------------------------------
 
     def _binding(self, config: RunnableConfig) -> dict[str, Any]:
@@ -491,23 +455,9 @@ class PolicyGuardNode(RunnableCallable):
         update = {self.messages_key: replies} if replies else None
         earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
         views = self.turns.views_of(reviewed.allowed, ticket.get("views"))
-        hand_on(
-            self._scope,
-            config,
-            reviewed.ai_message.id,
-            _forms(ticket["ai_message"], reviewed.ai_message),
-            [c.get("id") for c in reviewed.allowed],
-            len(earlier),
-        )
-
         return self._to_tools(
             state, earlier, reviewed.ai_message, reviewed.allowed, update, config, views
         )
-
-
-def _forms(*messages: Any) -> set[str]:
-    """The turn as the model wrote it and as the guard hands it on (rewritten, edited)."""
-    return {turn_form(m.tool_calls) for m in messages if isinstance(m, AIMessage)}
 
 
 def _ticket(state: Any) -> Mapping[str, Any] | None:
