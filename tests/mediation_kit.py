@@ -59,6 +59,15 @@ def mediation_engine() -> EmbeddedPolicy:
     return EmbeddedPolicy(ROOT / "tests" / "policies", policy=POLICY)
 
 
+# Known and open (README, "Nothing runs twice"): a Command(goto=<the guard node>) sent into a
+# run, with a resume or while a question waits, starts a second guard task that decides the
+# turn again, so its allowed calls run again and the human is asked again. Strict, so that
+# the day the guard refuses such a task these tests are turned on.
+GOTO_GUARD_DECIDES_AGAIN = pytest.mark.xfail(
+    strict=True, reason="known: a Command(goto=<guard>) sent into the run decides the turn again"
+)
+
+
 class Ledger:
     """What the tools really did: ``(tool, call_id, args)``, in order."""
 

@@ -1,14 +1,11 @@
-"""Red team 43: the guard node's "turn still out" rule (``guards/handed_on.py``).
+"""Red team 43: the guard node's "turn still out" rule (``guards/handed_on.py``, since removed).
 
 A plain guard task that finds a turn it handed on still out decides nothing. The rule (as
 reviewed) keyed a turn by its form (how many messages come before it, the last one's id,
 each call's id and digest) and forgot the turn when a tools task ended, whether the tools
 ran or raised.
 
-Findings (each test failed on the branch it was written on; all are fixed: a turn counts
-as the same while no more messages stand before it than when it was handed on, a tools
-task that raised keeps its calls out, and a replay, or a task that decided the turn
-before, decides it again):
+Findings (each test failed on the branch it was written on):
 
 1. ``Command(resume={id: approve}, goto="guard", update={"messages": [RemoveMessage(<the
    user's first message>)]})``: the removal changes the turn's form (one message fewer
@@ -30,6 +27,10 @@ before, decides it again):
    checkpoint before the decision ... asks and decides the turn again"): the replay asks
    again (or runs the turn), as it does once the first branch has come back and as the
    guard edge's wiring does.
+
+The rule was taken out again after red team 44 (its findings 3 and 4 left legitimate runs
+undecided): the double runs here are known and open (strict xfail,
+``mediation_kit.GOTO_GUARD_DECIDES_AGAIN``), the liveness tests pass.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from mediation_kit import (
     APPROVE,
+    GOTO_GUARD_DECIDES_AGAIN,
     READ,
     Ledger,
     Script,
@@ -69,6 +71,7 @@ MODES = ("sync", "async")
 # -- 1. goto the guard with an update that changes what comes before the turn --------------
 
 
+@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the_turn_once(
@@ -95,6 +98,7 @@ def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the
 # -- 2. a tool that raised, then goto the guard -------------------------------------------------
 
 
+@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_goto_guard_after_a_tool_raised_runs_the_call_once(

@@ -14,6 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from mediation_kit import (
     APPROVE,
+    GOTO_GUARD_DECIDES_AGAIN,
     READ,
     Ledger,
     Script,
@@ -34,6 +35,7 @@ from langchain_opa_guard.testing import tool_call
 MODES = ("sync", "async")
 
 
+@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_resume_with_goto_guard_twice_runs_the_turn_once(

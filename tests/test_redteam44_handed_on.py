@@ -1,4 +1,4 @@
-"""Red team 44: the guard node's "turn still out" rule (``guards/handed_on.py``).
+"""Red team 44: the guard node's "turn still out" rule (``guards/handed_on.py``, since removed).
 
 Every test here asserts the correct behaviour and fails on the branch it was written on
 (``redteam44``, at 22c1530), on LangGraph 1.2 (``.venv``) and 1.0 (``.venv-min``) unless
@@ -27,6 +27,10 @@ Findings:
    fork is the thread's head): no replay marker, the guard decides nothing, the calls stay
    unanswered (1.2 and 1.0). Continued with the fork's own config: works on 1.2 (a
    replay), stuck on 1.0 (no replay marker there, and the fork's tasks are new).
+
+The rule was taken out again after red team 44 (its findings 3 and 4 left legitimate runs
+undecided): the double runs here are known and open (strict xfail,
+``mediation_kit.GOTO_GUARD_DECIDES_AGAIN``), the liveness tests pass.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
 from mediation_kit import (
     APPROVE,
+    GOTO_GUARD_DECIDES_AGAIN,
     READ,
     Ledger,
     Script,
@@ -83,6 +88,7 @@ def _resume_tools(graph: Any, config: Any, mode: str) -> None:
 # -- 1. goto the guard with an update that inserts a message before the turn ----------------
 
 
+@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_resume_that_goes_to_the_guard_and_inserts_a_message_before_the_turn_runs_it_once(
@@ -123,6 +129,7 @@ def test_a_resume_that_goes_to_the_guard_and_inserts_a_message_before_the_turn_r
 # -- 2. goto the guard with an update that edits the arguments of a call that is out --------
 
 
+@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_resume_that_goes_to_the_guard_and_edits_a_waiting_call_runs_the_call_once(
