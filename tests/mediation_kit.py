@@ -399,3 +399,24 @@ def confirming_read(ledger: Ledger) -> BaseTool:
         return ledger.record("read", tool_call_id, {"item": item})
 
     return StructuredTool.from_function(read)
+
+
+def read_waiting(
+    engine: Any, kind: str, mode: str, thread_id: str, message: AIMessage | None = None
+) -> tuple[Any, Ledger, dict[str, Any], list[Any]]:
+    """A checkpointed graph (``kind``: ``node`` or ``edge``) whose ``read`` tool waits in its
+    own ``interrupt()`` (:func:`confirming_read`), run on ``message`` (one read ``r1`` by
+    default) until the tool asks: the graph, its ledger, the thread's config and the
+    interrupts waiting."""
+    ledger = Ledger()
+    graph = node_graph(
+        engine,
+        Script([message or turn(tool_call("read", READ, "r1")), "ok", "ok"]),
+        ledger,
+        checkpointer=InMemorySaver(),
+        wiring=kind,
+        read_tool=confirming_read(ledger),
+    )
+    config = thread_config(thread_id)
+    run(graph, {"messages": [("user", "go")]}, config, mode)
+    return graph, ledger, config, list(graph.get_state(config).interrupts)

@@ -50,11 +50,11 @@ from mediation_kit import (
     Script,
     answers_after,
     approve_all,
-    confirming_read,
     mediation_engine,  # noqa: F401 - the engine fixture
     messages,
     node_graph,
     paused,
+    read_waiting,
     run,
     runs_of,
     send_and_read,
@@ -160,17 +160,8 @@ def test_a_replay_from_before_the_decision_while_the_question_waits_asks_again(
 def test_a_replay_from_before_the_decision_while_a_tool_waits_runs_the_turn(
     engine: EmbeddedPolicy,
 ) -> None:
-    ledger = Ledger()
-    graph = node_graph(
-        engine,
-        Script([turn(tool_call("read", READ, "r1")), "ok", "ok"]),
-        ledger,
-        checkpointer=InMemorySaver(),
-        wiring="node",
-        read_tool=confirming_read(ledger),
-    )
-    config = thread_config("rt43-replay-tool-waiting")
-    assert run(graph, {"messages": [("user", "go")]}, config, "sync").get("__interrupt__")
+    graph, _, config, waiting = read_waiting(engine, "node", "sync", "rt43-replay-tool-waiting")
+    assert waiting
     before = [s for s in graph.get_state_history(config) if s.next == ("guard",)][-1]
     out = run(graph, None, before.config, "sync")
     state = graph.get_state(config)

@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.messages import AIMessage
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from mediation_kit import (
     APPROVE,
     GOTO_GUARD_DECIDES_AGAIN,
     READ,
-    Ledger,
-    Script,
     answers_after,
-    confirming_read,
     mediation_engine,  # noqa: F401 - the engine fixture
     messages,
-    node_graph,
     paused,
+    read_waiting,
     run,
     runs_of,
-    thread_config,
 )
 
 from langchain_opa_guard import EmbeddedPolicy
@@ -53,23 +48,14 @@ def test_a_resume_with_goto_guard_twice_runs_the_turn_once(
 def test_a_tool_interrupt_resumed_with_goto_guard_runs_each_call_once(
     engine: EmbeddedPolicy, kind: str, mode: str
 ) -> None:
-    ledger = Ledger()
-    turn = AIMessage(
+    message = AIMessage(
         "",
         tool_calls=[tool_call("read", READ, "r1"), tool_call("read", {"item": "j"}, "r2")],
         id="a1",
     )
-    graph = node_graph(
-        engine,
-        Script([turn, "ok", "ok"]),
-        ledger,
-        checkpointer=InMemorySaver(),
-        wiring=kind,
-        read_tool=confirming_read(ledger),
+    graph, ledger, config, waiting = read_waiting(
+        engine, kind, mode, f"rt43-pin-tool-interrupt-{kind}-{mode}", message
     )
-    config = thread_config(f"rt43-pin-tool-interrupt-{kind}-{mode}")
-    run(graph, {"messages": [("user", "go")]}, config, mode)
-    waiting = graph.get_state(config).interrupts
     assert len(waiting) == 2 and ledger.runs == []
     run(graph, Command(resume={i.id: True for i in waiting}, goto="guard"), config, mode)
     assert runs_of(ledger, "r1") == 1 and runs_of(ledger, "r2") == 1, ledger.runs

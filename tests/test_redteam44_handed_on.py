@@ -50,11 +50,11 @@ from mediation_kit import (
     Script,
     answers_after,
     approve_all,
-    confirming_read,
     mediation_engine,  # noqa: F401 - the engine fixture
     messages,
     node_graph,
     paused,
+    read_waiting,
     run,
     runs_of,
     thread_config,
@@ -142,18 +142,9 @@ def test_a_resume_that_goes_to_the_guard_and_edits_a_waiting_call_runs_the_call_
     finding a form it did not hand on, decides the edited turn and runs ``r1`` again with
     ``item="j"``: the call id ``r1`` ran twice and has two answers (the second after the
     model's next message). Expected: ``r1`` runs once and has one answer."""
-    ledger = Ledger()
-    graph = node_graph(
-        engine,
-        Script([turn(tool_call("read", READ, "r1")), "ok", "ok"]),
-        ledger,
-        checkpointer=InMemorySaver(),
-        wiring=kind,
-        read_tool=confirming_read(ledger),
+    graph, ledger, config, waiting = read_waiting(
+        engine, kind, mode, f"rt44-edit-out-{kind}-{mode}"
     )
-    config = thread_config(f"rt44-edit-out-{kind}-{mode}")
-    run(graph, {"messages": [("user", "go")]}, config, mode)
-    waiting = graph.get_state(config).interrupts
     assert len(waiting) == 1 and ledger.runs == []
     edited = turn(tool_call("read", {"item": "j"}, "r1"))
     run(
@@ -231,17 +222,10 @@ def test_a_fork_after_the_turn_while_a_tool_waits_runs_the_turn(
     (``thread``: LangGraph 1.2 and 1.0; ``fork``: 1.0 only, where no replay marker is set).
     Expected: the fork decides the turn again, as a replay does: ``r1``'s tool asks
     again."""
-    ledger = Ledger()
-    graph = node_graph(
-        engine,
-        Script([turn(tool_call("read", READ, "r1")), "ok", "ok"]),
-        ledger,
-        checkpointer=InMemorySaver(),
-        wiring=kind,
-        read_tool=confirming_read(ledger),
+    graph, ledger, config, waiting = read_waiting(
+        engine, kind, "sync", f"rt44-fork-{kind}-{continue_with}"
     )
-    config = thread_config(f"rt44-fork-{kind}-{continue_with}")
-    assert run(graph, {"messages": [("user", "go")]}, config, "sync").get("__interrupt__")
+    assert waiting
     after_turn = [
         s
         for s in graph.get_state_history(config)
