@@ -237,6 +237,7 @@ class SessionTransport:
         """Close the session if the transport created it (a user's session stays open)."""
         threads, self._threads = self._threads, None
         if threads is not None:
-            threads.shutdown(wait=False, cancel_futures=True)
+            # Requests already queued still run (and free their slots); nothing waits.
+            threads.shutdown(wait=False)
         if self.owned:
             self.session.close()
