@@ -35,6 +35,7 @@ from mediation_kit import (
 from pydantic import ValidationError
 
 from langchain_opa_guard import EmbeddedPolicy
+from langchain_opa_guard.guards.approval import VALIDATING
 from langchain_opa_guard.testing import tool_call
 
 KINDS = ("node", "edge", "middleware")
@@ -76,6 +77,11 @@ def test_a_wrong_answer_runs_nothing_and_the_question_stays(
     config = thread_config(f"wrong-{kind}-{mode}-{id(answer)}")
     first = run(graph, {"messages": [("user", "go")]}, config, mode)
     assert first["__interrupt__"]
+    if not VALIDATING:  # a LangGraph without response_schema: the answer rejects the call
+        run(graph, Command(resume=answer), config, mode)
+        assert ledger.runs == [] and not graph.get_state(config).interrupts
+        assert_one_answer_per_id(messages(graph, config))
+        return
     with pytest.raises(ValidationError):
         run(graph, Command(resume=answer), config, mode)
     assert ledger.runs == []
