@@ -57,6 +57,7 @@ from langchain_opa_guard.guards.kept_history import (
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     CheckedTool,
+    bound_request,
     checked_request,
     digest_of,
     granted_turn,
@@ -574,7 +575,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
         granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:  # not part of the decided turn: decided here, on its own
-            return self.guard.wrap_tool_call(request, handler)
+            # (and checked where its tool runs, after the middleware inside this one)
+            return self.guard.wrap_tool_call(request, lambda r: handler(bound_request(r)))
         if isinstance(granted, ToolMessage):
             return granted
         result = run_once(granted, handler, granted_turn(granted, self._scope))
@@ -588,7 +590,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
         granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:
-            return await self.guard.awrap_tool_call(request, handler)
+            return await self.guard.awrap_tool_call(request, lambda r: handler(bound_request(r)))
         if isinstance(granted, ToolMessage):
             return granted
         result = await arun_once(granted, handler, granted_turn(granted, self._scope))

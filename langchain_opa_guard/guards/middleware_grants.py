@@ -6,7 +6,9 @@ with a digest of its name and arguments). Where the tool runs, :func:`checked_re
 the call's grant: a call that changed since the decision is refused (:func:`refused`), and the
 tool itself, with every tool an inner middleware could look up by name, is wrapped in a
 :class:`CheckedTool` that runs only the call allowed. A call without a grant (added by another
-middleware) is none of this module's business: the middleware decides it where it runs.
+middleware, or whose grant lapsed) is decided where it runs, outside the middleware inside
+the guard; :func:`bound_request` then checks its tool the same way, so that what that inner
+middleware does to the call after the decision is refused too.
 
 Example:
     ```python
@@ -30,7 +32,7 @@ from pydantic import ConfigDict
 
 from langchain_opa_guard.contract import state_messages
 from langchain_opa_guard.guards.claims import decided_turn
-from langchain_opa_guard.guards.decided_views import view_refusal
+from langchain_opa_guard.guards.decided_views import view_digest, view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.injections import executed_injections, without_injected
@@ -39,6 +41,7 @@ from langchain_opa_guard.guards.seals import binding_holds, seal, sealed
 __all__ = [
     "GRANTS_KEY",
     "CheckedTool",
+    "bound_request",
     "digest_of",
     "checked_request",
     "granted_turn",
@@ -115,6 +118,24 @@ def checked_request(
     if digest != digest_of(call):
         return refused(call)
     view = (recorded.get("views") or {}).get(call.get("id"))
+    return _checked(request, call, view)
+
+
+def bound_request(request: ToolCallRequest) -> ToolCallRequest:
+    """A request just allowed where it runs (a call without a grant, decided by the
+    middleware's fallback before the middleware inside it runs), checked as a granted call
+    is: its tool, and every tool an inner middleware could look up by name, runs only this
+    call as its tool reads it now, so that an inner middleware's change after the decision
+    (an edit, a rewrite) is refused where the tool runs."""
+    if request.tool is None or isinstance(request.tool, CheckedTool):
+        return request
+    call = request.tool_call
+    return _checked(request, call, view_digest(request.tool, call))
+
+
+def _checked(
+    request: ToolCallRequest, call: Mapping[str, Any], view: str | None
+) -> ToolCallRequest:
     if request.tool is None:
         return request
     # The tool runs with the ToolNode's values for the arguments it injects (a model's
