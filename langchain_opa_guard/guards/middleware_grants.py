@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -133,9 +133,7 @@ def bound_request(request: ToolCallRequest) -> ToolCallRequest:
     return _checked(request, call, view_digest(request.tool, call))
 
 
-def _checked(
-    request: ToolCallRequest, call: Mapping[str, Any], view: str | None
-) -> ToolCallRequest:
+def _checked(request: ToolCallRequest, call: ToolCall, view: str | None) -> ToolCallRequest:
     if request.tool is None:
         return request
     # The tool runs with the ToolNode's values for the arguments it injects (a model's
