@@ -57,9 +57,7 @@ def _composition(name: str) -> tuple[list[Any], bool]:
     return [converted, _TrimToolTurns()], True
 
 
-@pytest.mark.parametrize(
-    "name", ["trim", "context_editing", "tool_error", "tool_error_and_trim"]
-)
+@pytest.mark.parametrize("name", ["trim", "context_editing", "tool_error", "tool_error_and_trim"])
 def test_an_untrusted_read_removed_from_the_messages_still_holds_an_egress(name: str) -> None:
     """Attack: read an attacker's page (``trust: untrusted``), make the read leave what the
     policy could see in the messages, then mail eve@evil.test (not requested). Expected and

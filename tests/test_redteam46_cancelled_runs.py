@@ -238,7 +238,9 @@ def test_a_run_cancelled_at_an_await_then_continued(
         ctx = {"user": USER}
         if then == "resume":
             await asyncio.wait_for(graph.ainvoke(None, config, context=ctx), 10)
-        await asyncio.wait_for(graph.ainvoke({"messages": [("user", "more")]}, config, context=ctx), 10)
+        await asyncio.wait_for(
+            graph.ainvoke({"messages": [("user", "more")]}, config, context=ctx), 10
+        )
         check(graph, ledger, config, f"{kind} {at} {then}")
 
     asyncio.run(main())
@@ -264,7 +266,9 @@ def test_wait_for_expiring_around_ainvoke_while_the_tool_runs(
         gates.tool.hold = False
         ctx = {"user": USER}
         await asyncio.wait_for(graph.ainvoke(None, config, context=ctx), 10)
-        await asyncio.wait_for(graph.ainvoke({"messages": [("user", "more")]}, config, context=ctx), 10)
+        await asyncio.wait_for(
+            graph.ainvoke({"messages": [("user", "more")]}, config, context=ctx), 10
+        )
         check(graph, ledger, config, f"wait_for {kind}")
         # the cancelled read did not start again
         assert [i for _, i, _ in ledger.runs].count("r1") == 1

@@ -179,7 +179,9 @@ def test_guard_tools_called_at_once_by_two_users_keep_their_own_decisions(
     rt46_engine: EmbeddedPolicy, mode: str
 ) -> None:
     ledger = Ledger()
-    pay = next(t for t in guard_tools(mediation_tools(ledger), AdminSlow(rt46_engine)) if t.name == "pay")
+    pay = next(
+        t for t in guard_tools(mediation_tools(ledger), AdminSlow(rt46_engine)) if t.name == "pay"
+    )
     runs = plan(f"tools-{mode}", same_args=False)
     calls = [
         {"type": "tool_call", "name": "pay", "args": {"amount": a}, "id": "p1"} for _, _, a in runs

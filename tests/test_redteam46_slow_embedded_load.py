@@ -35,7 +35,8 @@ decision := {"allow": true, "reasons": []} if input.tool.name == "read"
 
 decision := {"allow": true, "reasons": []} if {
 	input.tool.name == "send"
-	links := regex.find_n(`[hH][tT][tT][pP][sS]?:(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*`, input.tool.args.body, -1)
+	pattern := `[hH][tT][tT][pP][sS]?:(?:[^\s/\\?#@]*@)*[A-Za-z0-9.%:-]*`
+	links := regex.find_n(pattern, input.tool.args.body, -1)
 	count(links) >= 0
 }
 """
@@ -49,9 +50,7 @@ N = 12
 def slow_engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
     folder: Path = tmp_path_factory.mktemp("rt46slow")
     (folder / "slow.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(
-        folder, policy="redteam46slow/decision", timeout=TIMEOUT, max_instances=2
-    )
+    return EmbeddedPolicy(folder, policy="redteam46slow/decision", timeout=TIMEOUT, max_instances=2)
 
 
 def script(body: str) -> Script:
@@ -110,6 +109,9 @@ def test_a_slow_embedded_policy_under_load_denies_within_a_bound(
     # a plain body afterwards is decided and sent: no instance was left stuck
     ledger2 = Ledger()
     plain = wired_graph(slow_engine, kind, mediation_tools(ledger2), script("hello"))
-    plain.invoke({"messages": [("user", "go")]}, thread_config(f"rt46-slowemb-{kind}-{mode}-ok"),
-                 context={"user": USER})
+    plain.invoke(
+        {"messages": [("user", "go")]},
+        thread_config(f"rt46-slowemb-{kind}-{mode}-ok"),
+        context={"user": USER},
+    )
     assert sends(ledger2) == ["s1"], ledger2.runs

@@ -24,7 +24,16 @@ from typing import Any
 import pytest
 from fault_proxy import FaultProxy
 from langchain_core.messages import AIMessage, ToolMessage
-from mediation_kit import POLICY, USER, Ledger, Script, mediation_tools, thread_config, turn, wired_graph
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    Script,
+    mediation_tools,
+    thread_config,
+    turn,
+    wired_graph,
+)
 
 from langchain_opa_guard import OPAServer
 from langchain_opa_guard.testing import tool_call
@@ -159,8 +168,7 @@ def test_a_sync_batch_against_a_silent_opa_ends_within_one_timeout(
     graph = wired_graph(client, kind, mediation_tools(ledger), script())
     proxy.set("delay", delay=2.0)
     configs = [
-        {"configurable": {"thread_id": f"rt46-sbatch-{kind}-{i}", "user": USER}}
-        for i in range(16)
+        {"configurable": {"thread_id": f"rt46-sbatch-{kind}-{i}", "user": USER}} for i in range(16)
     ]
     started = time.monotonic()
     graph.batch([{"messages": [("user", "go")]}] * 16, configs)

@@ -18,6 +18,10 @@ at the model's message leaves the thread with that message saved and nothing pen
 (``get_state().next == ()``), so ``invoke(None)`` does not run the turn; a plain ``ToolNode``
 graph (the interceptor's) then leaves its calls unanswered unless ``answer_open_calls`` is
 wired before the model, as the README wires it. The interceptor graph here has it.
+
+The wirings here are explicit (``kind``), so the Makefile's edge pass leaves this file out
+(it would run the same tests again). The async test closes the stream in fewer modes than the
+sync one: the points where a stream can be cut are the same.
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ MODES: list[tuple[Any, bool]] = [
     ("debug", False),
     (["updates", "messages", "values"], False),
     ("updates", True),
+    (["values", "messages"], True),
+]
+# The async stream is cut in the modes whose events fall at different points.
+ASYNC_MODES: list[tuple[Any, bool]] = [
+    ("updates", False),
+    ("messages", False),
+    ("debug", False),
     (["values", "messages"], True),
 ]
 MAX_EVENTS = 10
@@ -163,7 +174,7 @@ def test_a_sync_stream_broken_off_at_each_event(
             check(graph, ledger, config, f"sync {kind} {mode} {subgraphs} {how} k={k}")
 
 
-@pytest.mark.parametrize(("mode", "subgraphs"), MODES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("mode", "subgraphs"), ASYNC_MODES, ids=lambda v: str(v))
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_async_stream_closed_at_each_event(
     engine: EmbeddedPolicy, kind: str, mode: Any, subgraphs: bool
