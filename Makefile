@@ -77,8 +77,7 @@ policy-test: opa
 
 ## The suites built on tests/mediation_kit.node_graph run a second time with the guard as the
 ## agent's edge (PolicyGuardNode.edge) instead of a node after tools_condition.
-## (A suite whose wirings are explicit says so in its docstring, and is left out.)
-EDGE_SUITES = $(shell grep -L "The wirings here are explicit" $$(grep -l node_graph tests/test_*.py))
+EDGE_SUITES = $(shell grep -l node_graph tests/test_*.py)
 
 pytest: $(VENV)/.dev $(VENV)/.agentdojo opa jaeger
 	OPA_BIN=$(OPA) JAEGER_BIN=$(JAEGER) $(BIN)/pytest -q --nbmake tests notebooks

@@ -12,11 +12,12 @@ import asyncio
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
@@ -193,19 +194,38 @@ WIRINGS = ("node", "edge", "interceptor", "middleware")
 """The guard's four wirings, as :func:`wired_graph` builds them."""
 
 
-def wired_graph(engine: PolicyEngine, kind: str, tools: Sequence[BaseTool], script: Script) -> Any:
+def wired_graph(
+    engine: PolicyEngine,
+    kind: str,
+    tools: Sequence[BaseTool],
+    script: Script,
+    *,
+    answer_open: bool = False,
+    between: Callable[[Any, Any], Awaitable[Any]] | None = None,
+) -> Any:
     """``tools`` guarded in one of :data:`WIRINGS`, the model's turns from ``script``,
     checkpointed: ``create_agent`` with the middleware, or ``agent -> [guard ->] tools -> agent``
     with the guard node (``node``), the guard's edge (``edge``) or a ``ToolNode`` interceptor
-    (``interceptor``)."""
+    (``interceptor``). ``answer_open``: ``START -> answer_open_calls -> agent``; ``between``: an
+    application's async ``wrap_tool_call`` where each wiring has one (a middleware after the
+    guard's, the ``ToolNode``'s interceptor around the guard's, ``GuardedToolNode``'s own)."""
     from langchain_opa_guard.testing import ScriptedChatModel
 
     if kind == "middleware":
         model = ScriptedChatModel(script=[script.reply] * 32)
+        after: list[Any] = []
+        if between is not None:
+            wrap = between
+
+            class Between(AgentMiddleware):  # type: ignore[type-arg]
+                async def awrap_tool_call(self, request: Any, handler: Any) -> Any:
+                    return await wrap(request, handler)
+
+            after.append(Between())
         return create_agent(
             model,
             list(tools),
-            middleware=[OPAGuardMiddleware(engine, registry=tools)],
+            middleware=[OPAGuardMiddleware(engine, registry=tools), *after],
             checkpointer=InMemorySaver(),
         )
     builder = StateGraph(MessagesState)
@@ -213,16 +233,27 @@ def wired_graph(engine: PolicyEngine, kind: str, tools: Sequence[BaseTool], scri
         "agent",
         RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
     )
-    builder.add_edge(START, "agent")
+    if answer_open:
+        builder.add_node(answer_open_calls)
+        builder.add_edge(START, "answer_open_calls")
+        builder.add_edge("answer_open_calls", "agent")
+    else:
+        builder.add_edge(START, "agent")
     if kind == "interceptor":
         guard = ToolCallGuard(engine, registry=tools)
-        node = ToolNode(
-            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-        )
+        outer: Any = guard.awrap_tool_call
+        if between is not None:
+            wrap_outer = between
+
+            async def around(request: Any, handler: Any) -> Any:
+                return await wrap_outer(request, lambda r: guard.awrap_tool_call(r, handler))
+
+            outer = around
+        node = ToolNode(tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=outer)
         builder.add_node("tools", node)
         builder.add_conditional_edges("agent", tools_condition)
     else:
-        guarded = GuardedToolNode(tools)
+        guarded = GuardedToolNode(tools, awrap_tool_call=between)
         policy_guard = PolicyGuardNode(engine, registry=guarded)
         builder.add_node("guard", policy_guard)
         builder.add_node("tools", guarded)

@@ -23,14 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 import pytest
-from langchain.agents import create_agent
-from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from mediation_kit import (
     USER,
     Ledger,
@@ -39,19 +33,15 @@ from mediation_kit import (
     mediation_tools,
     thread_config,
     turn,
+    wired_graph,
 )
 
 from langchain_opa_guard import (
     Decision,
     EmbeddedPolicy,
-    GuardedToolNode,
-    OPAGuardMiddleware,
     PolicyEngine,
-    PolicyGuardNode,
-    ToolCallGuard,
-    answer_open_calls,
 )
-from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.testing import tool_call
 
 KINDS = ("node", "edge", "interceptor", "middleware")
 
@@ -138,48 +128,7 @@ def build(
         await gates.between.pass_()
         return await handler(request)
 
-    if kind == "middleware":
-
-        class Between(AgentMiddleware):  # type: ignore[type-arg]
-            async def awrap_tool_call(self, request: Any, handler: Any) -> Any:
-                return await between(request, handler)
-
-        return create_agent(
-            ScriptedChatModel(script=[model.reply] * 16),
-            tools,
-            middleware=[OPAGuardMiddleware(gated, registry=tools), Between()],
-            checkpointer=InMemorySaver(),
-        )
-    builder = StateGraph(MessagesState)
-    builder.add_node(answer_open_calls)
-    builder.add_node(
-        "agent", RunnableLambda(lambda s: {"messages": [model.reply(s["messages"])]}, name="agent")
-    )
-    builder.add_edge(START, "answer_open_calls")
-    builder.add_edge("answer_open_calls", "agent")
-    if kind == "interceptor":
-        guard = ToolCallGuard(gated, registry=tools)
-
-        async def outer(request: Any, handler: Any) -> Any:
-            return await between(request, lambda r: guard.awrap_tool_call(r, handler))
-
-        builder.add_node(
-            "tools", ToolNode(tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=outer)
-        )
-        builder.add_conditional_edges("agent", tools_condition)
-    else:
-        node = GuardedToolNode(tools, awrap_tool_call=between)
-        policy_guard = PolicyGuardNode(gated, registry=node)
-        builder.add_node("guard", policy_guard)
-        builder.add_node("tools", node)
-        if kind == "edge":
-            builder.add_conditional_edges(
-                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
-            )
-        else:
-            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
+    return wired_graph(gated, kind, tools, model, answer_open=True, between=between)
 
 
 def check(graph: Any, ledger: Ledger, config: Any, where: str) -> None:

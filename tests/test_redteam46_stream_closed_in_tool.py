@@ -23,14 +23,9 @@ import time
 from typing import Annotated, Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from mediation_kit import (
     USER,
     Ledger,
@@ -39,17 +34,13 @@ from mediation_kit import (
     mediation_tools,
     thread_config,
     turn,
+    wired_graph,
 )
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
-    GuardedToolNode,
-    OPAGuardMiddleware,
-    PolicyGuardNode,
-    ToolCallGuard,
-    answer_open_calls,
 )
-from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.testing import tool_call
 
 KINDS = ("node", "edge", "interceptor", "middleware")
 
@@ -78,40 +69,7 @@ def build(engine: EmbeddedPolicy, kind: str, ledger: Ledger, flavour: str) -> An
     a1 = turn(tool_call("read", {"item": "i"}, "r1"), tool_call("pay", {"amount": 5000}, "p1"))
     model = Script([a1, "ok", "ok", "ok"])
     tools = [slow_read(ledger, flavour), *(t for t in mediation_tools(ledger) if t.name != "read")]
-    if kind == "middleware":
-        return create_agent(
-            ScriptedChatModel(script=[model.reply] * 16),
-            tools,
-            middleware=[OPAGuardMiddleware(engine, registry=tools)],
-            checkpointer=InMemorySaver(),
-        )
-    builder = StateGraph(MessagesState)
-    builder.add_node(answer_open_calls)
-    builder.add_node(
-        "agent", RunnableLambda(lambda s: {"messages": [model.reply(s["messages"])]}, name="agent")
-    )
-    builder.add_edge(START, "answer_open_calls")
-    builder.add_edge("answer_open_calls", "agent")
-    if kind == "interceptor":
-        guard = ToolCallGuard(engine, registry=tools)
-        node = ToolNode(
-            tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-        )
-        builder.add_node("tools", node)
-        builder.add_conditional_edges("agent", tools_condition)
-    else:
-        guarded = GuardedToolNode(tools)
-        policy_guard = PolicyGuardNode(engine, registry=guarded)
-        builder.add_node("guard", policy_guard)
-        builder.add_node("tools", guarded)
-        if kind == "edge":
-            builder.add_conditional_edges(
-                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
-            )
-        else:
-            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
+    return wired_graph(engine, kind, tools, model, answer_open=True)
 
 
 def is_started(event: Any) -> bool:

@@ -19,9 +19,8 @@ at the model's message leaves the thread with that message saved and nothing pen
 graph (the interceptor's) then leaves its calls unanswered unless ``answer_open_calls`` is
 wired before the model, as the README wires it. The interceptor graph here has it.
 
-The wirings here are explicit (``kind``), so the Makefile's edge pass leaves this file out
-(it would run the same tests again). The async test closes the stream in fewer modes than the
-sync one: the points where a stream can be cut are the same.
+The async test closes the stream in fewer modes than the sync one: the points where a stream
+can be cut are the same.
 """
 
 from __future__ import annotations
@@ -32,23 +31,18 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from mediation_kit import (
     USER,
     Ledger,
     Script,
-    agent_graph,
     mediation_engine,  # noqa: F401 - the engine fixture
     mediation_tools,
-    node_graph,
     thread_config,
     turn,
+    wired_graph,
 )
 
-from langchain_opa_guard import EmbeddedPolicy, ToolCallGuard, answer_open_calls
+from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
 
 KINDS = ("node", "edge", "interceptor", "middleware")
@@ -78,36 +72,10 @@ def script() -> Script:
 
 
 def build(engine: EmbeddedPolicy, kind: str, ledger: Ledger) -> Any:
-    if kind in ("node", "edge"):
-        return node_graph(
-            engine, script(), ledger, checkpointer=InMemorySaver(), wiring=kind, answer_open=True
-        )
-    if kind == "middleware":
-        return agent_graph(engine, script(), ledger, checkpointer=InMemorySaver())
-    return interceptor_graph(engine, ledger)
-
-
-def interceptor_graph(engine: EmbeddedPolicy, ledger: Ledger) -> Any:
-    """``START -> answer_open_calls -> agent -> ToolNode(interceptor) -> agent``: a plain
-    ``ToolNode`` has no repair of its own, so the graph answers a cut-off turn's open calls
-    before the model, as the README wires ``answer_open_calls``."""
-    model = script()
-    tools = mediation_tools(ledger)
-    guard = ToolCallGuard(engine, registry=tools)
-    node = ToolNode(
-        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-    )
-    builder = StateGraph(MessagesState)
-    builder.add_node(answer_open_calls)
-    builder.add_node(
-        "agent", RunnableLambda(lambda s: {"messages": [model.reply(s["messages"])]}, name="agent")
-    )
-    builder.add_node("tools", node)
-    builder.add_edge(START, "answer_open_calls")
-    builder.add_edge("answer_open_calls", "agent")
-    builder.add_conditional_edges("agent", tools_condition)
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
+    """Checkpointed, and a plain ``ToolNode`` (the interceptor's) has no repair of its own, so
+    every graph but ``create_agent`` answers a cut-off turn's open calls before the model, as
+    the README wires ``answer_open_calls``."""
+    return wired_graph(engine, kind, mediation_tools(ledger), script(), answer_open=True)
 
 
 def check(graph: Any, ledger: Ledger, config: Any, where: str) -> None:
