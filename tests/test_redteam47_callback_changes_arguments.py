@@ -30,6 +30,13 @@ from mediation_kit import USER, Script, wired_graph
 from langchain_opa_guard import EmbeddedPolicy, guard_tools
 from langchain_opa_guard.testing import tool_call
 
+# Known and documented (README, "The middleware and the order of middleware"): the guard checks the call right
+# before it hands it to the tool, and trusts the application's own code in the run after that.
+# Strict, so that the day the tool's parsed arguments are checked again these are turned on.
+CALLBACK_CHANGES = pytest.mark.xfail(
+    strict=True, reason="a callback of the application changes the arguments after the check"
+)
+
 POLICY = """package rt47notify
 
 default decision := {"allow": false, "reasons": [{"code": "outside", "message": "outside"}]}
@@ -72,6 +79,7 @@ def _notify(runs: list[list[str]]) -> BaseTool:
     return StructuredTool.from_function(notify)
 
 
+@CALLBACK_CHANGES
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("form", ["args", "tool_call"])
 def test_guard_tools_runs_the_recipients_the_policy_decided(
@@ -101,6 +109,7 @@ def test_guard_tools_runs_the_recipients_the_policy_decided(
     )
 
 
+@CALLBACK_CHANGES
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("kind", ["middleware", "node", "edge", "interceptor"])
 def test_a_granted_call_runs_with_the_recipients_the_policy_decided(

@@ -225,12 +225,45 @@ def test_a_per_call_reviewers_edit_of_a_dynamic_tools_call_is_decided_by_the_pol
         checkpointer=InMemorySaver(),
     )
     config = {"configurable": {"thread_id": f"rt47-dynamic-hitl-{mode}"}}
-    first = _invoke(agent, {"messages": [("user", "pay the 500 invoice")]}, config, mode)
-    (question,) = first["__interrupt__"]
+    out = _invoke(agent, {"messages": [("user", "pay the 500 invoice")]}, config, mode)
     assert ledger.runs == []
-    edit = {"type": "edit", "edited_action": {"name": "pay", "args": {"amount": 5000}}}
-    out = _invoke(agent, Command(resume={question.id: edit}), config, mode)
+    for question in out.get("__interrupt__", ()):  # (the guard refuses it before it asks)
+        edit = {"type": "edit", "edited_action": {"name": "pay", "args": {"amount": 5000}}}
+        out = _invoke(agent, Command(resume={question.id: edit}), config, mode)
     assert ("pay", "p1", {"amount": 5000}) not in ledger.runs, (
         f"the reviewer's edit of a dynamic tool's call ran undecided: {ledger.runs}"
     )
     assert answers_per_turn(out["messages"]) == [{"p1": 1}]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dynamic_tool_supplied_before_the_guard_runs_checked(
+    engine: EmbeddedPolicy, mode: str
+) -> None:
+    """The remedy the README gives: the middleware that supplies ``pay`` at run time listed
+    before ``OPAGuardMiddleware``. The guard then sees the tool: ``pay(500)`` runs, and the
+    application's middleware after the guard that makes it 5000 gets a refusal, as for a tool
+    passed to ``create_agent``."""
+    ledger = Ledger()
+    tools = mediation_tools(ledger)
+    pay = next(t for t in tools if t.name == "pay")
+    static = [t for t in tools if t.name != "pay"]
+
+    def agent_with(after: list[Any]) -> Any:
+        script = Script([AIMessage("", tool_calls=[tool_call("pay", {"amount": 500}, "p1")]), "ok"])
+        return create_agent(
+            ScriptedChatModel(script=[script.reply] * 8),
+            static,
+            middleware=[_DynamicTool(pay), OPAGuardMiddleware(engine, registry=static), *after],
+        )
+
+    out = _invoke(agent_with([]), {"messages": [("user", "pay the 500 invoice")]}, None, mode)
+    assert ledger.runs == [("pay", "p1", {"amount": 500})]
+    assert answers_per_turn(out["messages"]) == [{"p1": 1}]
+    ledger.runs.clear()
+    out = _invoke(
+        agent_with([_TimesTen()]), {"messages": [("user", "pay the 500 invoice")]}, None, mode
+    )
+    assert ledger.runs == []
+    (answer,) = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert answer.status == "error" and "did not run" in str(answer.content)

@@ -41,6 +41,7 @@ __all__ = [
     "planned_views",
     "prepared_digest",
     "read_differently",
+    "tool_refusal",
     "view_digest",
     "view_refusal",
 ]
@@ -138,6 +139,29 @@ def _raw_refusal(tool: BaseTool | None, call: Mapping[str, Any]) -> ToolMessage 
         f'The tool call "{name}" did not run: it was decided without its tool\'s argument '
         "schema, which reads the arguments differently. Do not retry it; tell the user.",
         "decided without the tool's schema",
+    )
+
+
+def tool_refusal(request: ToolCallRequest) -> ToolMessage | None:
+    """The answer for a call handed to a tool it does not name (``request.override(tool=...)``
+    by an interceptor or a middleware, the call left as it was), else ``None``: the policy
+    decided the tool the call names, and two tools that read their arguments alike (one
+    schema) are still two tools."""
+    tool = request.tool
+    call = request.tool_call
+    if tool is None or tool.name == call.get("name"):
+        return None
+    logger.error(
+        "tool call %r (%s) was handed to the tool %r; it did not run",
+        call.get("name"),
+        call.get("id"),
+        tool.name,
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run: it was handed to another tool than '
+        "the one it names, which the policy did not decide.",
+        "the call was handed to another tool than the one it names",
     )
 
 

@@ -39,7 +39,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from langchain_opa_guard.guards.claims import arun_once, forget_answers, run_once
-from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently
+from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently, tool_refusal
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, sealed
@@ -285,7 +285,7 @@ def _compose(
         # reads the state can reach its siblings' calls and change them in place.
         if _granted_digest(_grant_of(request), request.tool_call) is None:
             return _refusal(request)
-        if (changed := read_differently(request)) is not None:
+        if (changed := tool_refusal(request) or read_differently(request)) is not None:
             return changed
         # A model's value for an injected argument (undecided) never runs.
         granted = without_injected_request(request)
@@ -297,7 +297,7 @@ def _compose(
     ) -> ToolMessage | Command[Any]:
         if _granted_digest(_grant_of(request), request.tool_call) is None:
             return _refusal(request)
-        if (changed := read_differently(request)) is not None:
+        if (changed := tool_refusal(request) or read_differently(request)) is not None:
             return changed
         granted = without_injected_request(request)
         result = await arun_once(granted, execute, _turn_of(request), keep=_shared(request))

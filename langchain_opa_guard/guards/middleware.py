@@ -63,6 +63,7 @@ from langchain_opa_guard.guards.middleware_grants import (
     granted_turn,
     grants,
     last_ai_message,
+    no_tool_answer,
 )
 from langchain_opa_guard.guards.open_calls import kept_outcomes, repaired_messages
 from langchain_opa_guard.guards.plain_messages import (
@@ -573,6 +574,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
+        if request.tool is None:  # nothing here to check what would run it
+            return no_tool_answer(request)
         granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:  # not part of the decided turn: decided here, on its own
             # (and checked where its tool runs, after the middleware inside this one)
@@ -588,6 +591,8 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
+        if request.tool is None:
+            return no_tool_answer(request)
         granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:
             return await self.guard.awrap_tool_call(request, lambda r: handler(bound_request(r)))

@@ -33,7 +33,7 @@ from pydantic import ConfigDict
 from langchain_opa_guard.contract import state_messages
 from langchain_opa_guard.guards.claims import decided_turn
 from langchain_opa_guard.guards.decided_views import view_digest, view_refusal
-from langchain_opa_guard.guards.denials import changed_call_message
+from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.injections import executed_injections, without_injected
 from langchain_opa_guard.guards.seals import binding_holds, seal, sealed
@@ -42,6 +42,7 @@ __all__ = [
     "GRANTS_KEY",
     "CheckedTool",
     "bound_request",
+    "no_tool_answer",
     "digest_of",
     "checked_request",
     "granted_turn",
@@ -133,6 +134,28 @@ def bound_request(request: ToolCallRequest) -> ToolCallRequest:
     return _checked(request, call, view_digest(request.tool, call))
 
 
+def no_tool_answer(request: ToolCallRequest) -> ToolMessage:
+    """The answer for a call that reaches the guard with no tool (a name the model made up,
+    or a tool a middleware inside the guard supplies at run time, LangChain's dynamically
+    registered tools): nothing here can check what would run it, so it does not run. A
+    middleware that supplies tools must come before the guard, which then sees them."""
+    call = request.tool_call
+    tools = getattr(request.runtime, "tools", None) or ()
+    names = ", ".join(t.name for t in tools if isinstance(t, BaseTool))
+    logger.warning(
+        "tool call %r (%s) names no tool of the agent's where OPAGuardMiddleware runs; it did "
+        "not run (a middleware that supplies tools at run time goes before the guard)",
+        call.get("name"),
+        call.get("id"),
+    )
+    return guard_answer(
+        call,
+        f'The tool call "{call.get("name")}" did not run: there is no such tool here'
+        + (f" (the tools are: {names})." if names else "."),
+        "the call names no tool the guard can check where it runs",
+    )
+
+
 def _checked(request: ToolCallRequest, call: ToolCall, view: str | None) -> ToolCallRequest:
     if request.tool is None:
         return request
@@ -205,6 +228,8 @@ class CheckedTool(BaseTool):
             return None
         args = self._visible_args(input.get("args") or {})
         if call_digest(input.get("name"), args) != self.digest:
+            return refused(cast(Any, input))
+        if input.get("name") != self.inner.name:  # the granted call handed to another tool
             return refused(cast(Any, input))
         return view_refusal(self.inner, {**input, "args": args}, self.view)
 

@@ -55,7 +55,7 @@ from langchain_opa_guard.guards.claims import (
     run_once,
     task_scope,
 )
-from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
+from langchain_opa_guard.guards.decided_views import prepared_digest, tool_refusal, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.prepared_calls import prepared_call
@@ -260,6 +260,8 @@ class ToolCallGuard:
         """Right before the call runs: the answer for a call its tool now reads differently
         than the policy decided it (``decided``: the prepared call), else ``None``. A policy's
         rewrite (``rewrite`` is its note) must still read as the policy wrote it."""
+        if (other := tool_refusal(request)) is not None:
+            return other
         tool = request.tool or self.tools_by_name.get(str(decided.get("name")))
         if rewrite is not None:
             return rewrite_refusal(tool, request.tool_call)
