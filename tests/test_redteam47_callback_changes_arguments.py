@@ -30,8 +30,9 @@ from mediation_kit import USER, Script, wired_graph
 from langchain_opa_guard import EmbeddedPolicy, guard_tools
 from langchain_opa_guard.testing import tool_call
 
-# Known and documented (README, "The middleware and the order of middleware"): the guard checks the call right
-# before it hands it to the tool, and trusts the application's own code in the run after that.
+# Known and documented (README, "The middleware and the order of middleware"): the guard
+# checks the call right before it hands it to the tool, and trusts the application's own code
+# in the run after that.
 # Strict, so that the day the tool's parsed arguments are checked again these are turned on.
 CALLBACK_CHANGES = pytest.mark.xfail(
     strict=True, reason="a callback of the application changes the arguments after the check"
