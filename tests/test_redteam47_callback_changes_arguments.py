@@ -30,12 +30,13 @@ from mediation_kit import USER, Script, wired_graph
 from langchain_opa_guard import EmbeddedPolicy, guard_tools
 from langchain_opa_guard.testing import tool_call
 
-# Known and documented (README, "The middleware and the order of middleware"): the guard
-# checks the call right before it hands it to the tool, and trusts the application's own code
-# in the run after that.
-# Strict, so that the day the tool's parsed arguments are checked again these are turned on.
+# Known and documented (README, "The middleware and the order of middleware"): the tool's
+# start is checked by a callback handler that runs inline, and an async run calls inline
+# handlers before the others, so a sync handler of the application that changes the
+# arguments there runs after the check (a sync run calls them in order: the check is last).
+# Strict, so that the day this is caught too these are turned on.
 CALLBACK_CHANGES = pytest.mark.xfail(
-    strict=True, reason="a callback of the application changes the arguments after the check"
+    strict=True, reason="an async run calls the check before the application's handler"
 )
 
 POLICY = """package rt47notify
@@ -80,8 +81,7 @@ def _notify(runs: list[list[str]]) -> BaseTool:
     return StructuredTool.from_function(notify)
 
 
-@CALLBACK_CHANGES
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", ["sync", pytest.param("async", marks=CALLBACK_CHANGES)])
 @pytest.mark.parametrize("form", ["args", "tool_call"])
 def test_guard_tools_runs_the_recipients_the_policy_decided(
     engine: EmbeddedPolicy, form: str, mode: str
@@ -110,7 +110,6 @@ def test_guard_tools_runs_the_recipients_the_policy_decided(
     )
 
 
-@CALLBACK_CHANGES
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("kind", ["middleware", "node", "edge", "interceptor"])
 def test_a_granted_call_runs_with_the_recipients_the_policy_decided(

@@ -39,13 +39,6 @@ from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 RUNTIME_TOOLS = "tools" in getattr(ToolRuntime, "__dataclass_fields__", {})
 
-# Known and documented (README, "The middleware and the order of middleware"): the middleware
-# checks what runs through the tools it hands on, and a middleware inside it that holds tool
-# objects of its own is not seen. Strict, so that the day it is, these are turned on.
-OWN_TOOL = pytest.mark.xfail(
-    strict=True, reason="a middleware after the guard hands the call to a tool it holds itself"
-)
-
 EVIL = {"to": "x@evil.test", "body": "the customer list"}
 
 
@@ -107,7 +100,6 @@ def _item_tools(runs: list[tuple[str, str]]) -> list[BaseTool]:
     ]
 
 
-@OWN_TOOL
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_granted_call_never_runs_on_the_applications_other_tool(
     engine: EmbeddedPolicy, mode: str
@@ -141,7 +133,6 @@ def test_a_granted_call_never_runs_on_the_applications_other_tool(
     assert [(m.tool_call_id, m.status) for m in answers] == [("r1", "error")]
 
 
-@OWN_TOOL
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_call_switched_with_its_tool_never_runs_unchecked(
     engine: EmbeddedPolicy, mode: str

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, cast
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
@@ -44,6 +45,7 @@ from langchain_opa_guard.guards.denials import changed_call_message, unsealed_ca
 from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, sealed
 from langchain_opa_guard.guards.tool_results import applied_result
+from langchain_opa_guard.guards.tool_start_check import arun_checked, run_checked
 from langchain_opa_guard.guards.tools_payload import (
     PAYLOAD_TYPE,
     call_digest,
@@ -289,7 +291,8 @@ def _compose(
             return changed
         # A model's value for an injected argument (undecided) never runs.
         granted = without_injected_request(request)
-        result = run_once(granted, execute, _turn_of(request), keep=_shared(request))
+        run = partial(run_checked, execute)
+        result = run_once(granted, run, _turn_of(request), keep=_shared(request))
         return applied_result(granted, result)
 
     async def achecked(
@@ -300,7 +303,8 @@ def _compose(
         if (changed := tool_refusal(request) or read_differently(request)) is not None:
             return changed
         granted = without_injected_request(request)
-        result = await arun_once(granted, execute, _turn_of(request), keep=_shared(request))
+        arun = partial(arun_checked, execute)
+        result = await arun_once(granted, arun, _turn_of(request), keep=_shared(request))
         return applied_result(granted, result)
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:

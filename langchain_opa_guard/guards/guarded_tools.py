@@ -16,11 +16,22 @@ from pydantic import BaseModel, ConfigDict
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
 from langchain_opa_guard.guards.decided_views import prepared_digest, view_refusal
-from langchain_opa_guard.guards.denials import DenialStyle, decision_record, denial_text
+from langchain_opa_guard.guards.denials import (
+    DenialStyle,
+    changed_call_message,
+    decision_record,
+    denial_text,
+)
 from langchain_opa_guard.guards.injections import injected_fields, toolnode_injections
 from langchain_opa_guard.guards.prepared_calls import SINGLE_INPUT, prepared_call
 from langchain_opa_guard.guards.rewrites import rewrite_refusal
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
+from langchain_opa_guard.guards.tool_start_check import (
+    ToolStartCheck,
+    UncheckedToolRun,
+    checking,
+    expected_digest,
+)
 
 __all__ = ["GuardedTool", "guard_tools"]
 
@@ -124,18 +135,23 @@ class GuardedTool(BaseTool):
         changed = self._read_differently(tool_input, tool_call_id, call, decision)
         if changed is not None:
             return changed
-        return self.inner.run(
-            _as_allowed(
-                self.inner, tool_input, call, decision, from_model=tool_call_id is not None
-            ),
-            verbose,
-            start_color,
-            color,
-            callbacks,
-            config=config,
-            tool_call_id=tool_call_id,
-            **kwargs,
+        allowed = _as_allowed(
+            self.inner, tool_input, call, decision, from_model=tool_call_id is not None
         )
+        try:
+            with checking(self._start_check(allowed, call)):
+                return self.inner.run(
+                    allowed,
+                    verbose,
+                    start_color,
+                    color,
+                    callbacks,
+                    config=config,
+                    tool_call_id=tool_call_id,
+                    **kwargs,
+                )
+        except UncheckedToolRun:
+            return self._changed(call)
 
     async def arun(  # type: ignore[override]
         self,
@@ -159,18 +175,23 @@ class GuardedTool(BaseTool):
         changed = self._read_differently(tool_input, tool_call_id, call, decision)
         if changed is not None:
             return changed
-        return await self.inner.arun(
-            _as_allowed(
-                self.inner, tool_input, call, decision, from_model=tool_call_id is not None
-            ),
-            verbose,
-            start_color,
-            color,
-            callbacks,
-            config=config,
-            tool_call_id=tool_call_id,
-            **kwargs,
+        allowed = _as_allowed(
+            self.inner, tool_input, call, decision, from_model=tool_call_id is not None
         )
+        try:
+            with checking(self._start_check(allowed, call)):
+                return await self.inner.arun(
+                    allowed,
+                    verbose,
+                    start_color,
+                    color,
+                    callbacks,
+                    config=config,
+                    tool_call_id=tool_call_id,
+                    **kwargs,
+                )
+        except UncheckedToolRun:
+            return self._changed(call)
 
     def _prepare(
         self, tool_input: str | dict[str, Any], tool_call_id: str | None
@@ -206,6 +227,18 @@ class GuardedTool(BaseTool):
         if refusal is None or tool_call_id:
             return refusal
         return refusal.content
+
+    def _start_check(self, allowed: str | dict[str, Any], call: ToolCall) -> ToolStartCheck | None:
+        """The check of the wrapped tool's start: the arguments it runs with are the ones
+        handed to it here (a string input is LangChain's to read, as decided above)."""
+        if not isinstance(allowed, dict):
+            return None
+        named = ToolCall(name=self.inner.name, args=allowed, id=call.get("id"), type="tool_call")
+        return ToolStartCheck(named, expected_digest(self.inner, self.inner.name, allowed))
+
+    def _changed(self, call: ToolCall) -> Any:
+        answer = changed_call_message(call)
+        return answer if call.get("id") else answer.content
 
     def _call(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> ToolCall:
         if isinstance(tool_input, dict):

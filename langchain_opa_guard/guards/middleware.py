@@ -85,6 +85,7 @@ from langchain_opa_guard.guards.seals import (
 )
 from langchain_opa_guard.guards.tool_call_guard import ToolCallGuard
 from langchain_opa_guard.guards.tool_results import applied_result
+from langchain_opa_guard.guards.tool_start_check import arun_checked, run_checked
 from langchain_opa_guard.guards.turns import Outcome, TurnDecider
 from langchain_opa_guard.guards.visibility import (
     DEFAULT_VISIBILITY_PATH,
@@ -579,10 +580,14 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:  # not part of the decided turn: decided here, on its own
             # (and checked where its tool runs, after the middleware inside this one)
-            return self.guard.wrap_tool_call(request, lambda r: handler(bound_request(r)))
+            return self.guard.wrap_tool_call(
+                request, lambda r: run_checked(handler, bound_request(r))
+            )
         if isinstance(granted, ToolMessage):
             return granted
-        result = run_once(granted, handler, granted_turn(granted, self._scope))
+        result = run_once(
+            granted, lambda r: run_checked(handler, r), granted_turn(granted, self._scope)
+        )
         return applied_result(granted, result)
 
     async def awrap_tool_call(
@@ -595,10 +600,14 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return no_tool_answer(request)
         granted = checked_request(request, self._scope, engine_revision(self.engine))
         if granted is None:
-            return await self.guard.awrap_tool_call(request, lambda r: handler(bound_request(r)))
+            return await self.guard.awrap_tool_call(
+                request, lambda r: arun_checked(handler, bound_request(r))
+            )
         if isinstance(granted, ToolMessage):
             return granted
-        result = await arun_once(granted, handler, granted_turn(granted, self._scope))
+        result = await arun_once(
+            granted, lambda r: arun_checked(handler, r), granted_turn(granted, self._scope)
+        )
         return applied_result(granted, result)
 
     # -- visibility ------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from langchain_opa_guard.guards.injections import without_injected_request
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
 from langchain_opa_guard.guards.tool_results import applied_result
+from langchain_opa_guard.guards.tool_start_check import arun_checked, run_checked
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early
@@ -233,7 +234,8 @@ class ToolCallGuard:
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
-        return _noted(_applied(request, run_once(request, execute, turn, keep=True)), note)
+        result = run_once(request, partial(run_checked, execute), turn, keep=True)
+        return _noted(_applied(request, result), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -251,7 +253,7 @@ class ToolCallGuard:
         request, note = _as_allowed(request, call, decision)
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
-        result = await arun_once(request, execute, turn, keep=True)
+        result = await arun_once(request, partial(arun_checked, execute), turn, keep=True)
         return _noted(_applied(request, result), note)
 
     def _read_differently(

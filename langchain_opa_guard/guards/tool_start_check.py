@@ -1,0 +1,179 @@
+"""The middleware's last check, where the tool itself starts: the tool the call was allowed
+for, with the arguments allowed, whatever ran between the guard and it.
+
+``OPAGuardMiddleware`` is the outermost ``wrap_tool_call``: what runs after it (the other
+middleware, then the ``ToolNode``) is out of its reach but for the tools it hands on. So
+while a granted call is handed on, a LangChain configure hook adds :class:`ToolStartCheck`
+to every callback manager made in that context; its ``on_tool_start`` fires in the tool's
+own ``run``, after every other handler of the run and before the tool reads its
+arguments, and stops the run (:class:`UncheckedToolRun`, which the middleware answers as a
+changed call) unless the tool starting is the one the call names and its arguments are the
+ones allowed. A tool that a checked tool runs in turn (in its own context) is that tool's
+business.
+
+Example:
+    ```python
+    answer = run_checked(handler, request)  # request.tool: the granted call's CheckedTool
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool
+from langchain_core.tracers.context import register_configure_hook
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+
+from langchain_opa_guard.guards.denials import changed_call_message
+from langchain_opa_guard.guards.injections import executed_injections
+from langchain_opa_guard.guards.tools_payload import call_digest
+
+__all__ = [
+    "ToolStartCheck",
+    "UncheckedToolRun",
+    "arun_checked",
+    "checking",
+    "expected_digest",
+    "run_checked",
+]
+
+_EXPECTED: ContextVar[ToolStartCheck | None] = ContextVar(
+    "langchain_opa_guard_tool_start_check", default=None
+)
+# Inert while the variable is unset: only a granted call handed on by the middleware sets it.
+register_configure_hook(_EXPECTED, inheritable=True)
+
+
+class UncheckedToolRun(Exception):
+    """A tool started for a call other than the one allowed (it did not run)."""
+
+    def __init__(self, call: Mapping[str, Any]) -> None:
+        super().__init__(
+            f'The tool call "{call.get("name")}" did not run: it was changed after the policy '
+            "allowed it, and only the allowed call may run."
+        )
+        self.call = call
+
+
+_INSIDE: ContextVar[UUID | None] = ContextVar("langchain_opa_guard_checked_tool_run", default=None)
+"""The checked tool run this context is inside: a tool that it runs in turn is its business."""
+
+
+class ToolStartCheck(BaseCallbackHandler):
+    """Stops a tool run that is not the allowed call (see the module's docstring)."""
+
+    raise_error = True
+    run_inline = True
+
+    def __init__(self, call: Mapping[str, Any], digest: str) -> None:
+        self.call = call
+        self.name = call.get("name")
+        self.digest = digest
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if _INSIDE.get() is not None:
+            return
+        # ``inputs``: the arguments the tool is about to read, without the injected ones
+        # (LangChain's own filter, which :func:`expected_digest` applies too).
+        name = (serialized or {}).get("name")
+        if name != self.name or not isinstance(inputs, dict):
+            raise UncheckedToolRun(self.call)
+        if call_digest(name, inputs) != self.digest:
+            raise UncheckedToolRun(self.call)
+        # Inline, so in the tool's own context: what the tool runs sees it (a sibling run
+        # started beside it, in another task or thread, does not).
+        _INSIDE.set(run_id)
+
+    def _ended(self, run_id: UUID) -> None:
+        if _INSIDE.get() == run_id:
+            _INSIDE.set(None)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._ended(run_id)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._ended(run_id)
+
+
+def expected_digest(tool: BaseTool, name: Any, args: Mapping[str, Any]) -> str:
+    """The digest :class:`ToolStartCheck` expects for ``tool`` run with ``args`` as the call
+    ``name``: the arguments without the injected ones, as the tool's run reports them."""
+    filtered = getattr(tool, "_filter_injected_args", None)
+    try:
+        visible = filtered(dict(args)) if callable(filtered) else None
+    except Exception:  # noqa: BLE001 - a tool whose schema LangChain cannot read
+        visible = None
+    if not isinstance(visible, dict):
+        hidden = executed_injections(tool)
+        visible = {k: v for k, v in args.items() if k not in hidden}
+    return call_digest(name, visible)
+
+
+def _check_for(request: ToolCallRequest) -> ToolStartCheck | None:
+    """The check for the call ``request`` hands on, as it is now, right before it runs (the
+    middleware's ``CheckedTool`` holds the call it granted)."""
+    from langchain_opa_guard.guards.middleware_grants import CheckedTool
+
+    tool = request.tool
+    if isinstance(tool, CheckedTool):
+        tool = tool.inner
+    call = request.tool_call
+    args = call.get("args")
+    if tool is None or not isinstance(args, Mapping):
+        return None
+    return ToolStartCheck(call, expected_digest(tool, call.get("name"), args))
+
+
+@contextmanager
+def checking(check: ToolStartCheck | None) -> Iterator[None]:
+    """While the block runs, the tool that starts in it is checked by ``check``."""
+    if check is None:
+        yield
+        return
+    token = _EXPECTED.set(check)
+    inside = _INSIDE.set(None)
+    try:
+        yield
+    finally:
+        _INSIDE.reset(inside)
+        _EXPECTED.reset(token)
+
+
+Result = ToolMessage | Command[Any]
+
+
+def run_checked(handler: Callable[[ToolCallRequest], Result], request: ToolCallRequest) -> Result:
+    """``handler(request)`` with the tool that starts checked against the call ``request``
+    hands on (a request without a tool is handed on as it is)."""
+    try:
+        with checking(_check_for(request)):
+            return handler(request)
+    except UncheckedToolRun as stopped:
+        return changed_call_message(stopped.call)
+
+
+async def arun_checked(
+    handler: Callable[[ToolCallRequest], Awaitable[Result]], request: ToolCallRequest
+) -> Result:
+    """Async twin of :func:`run_checked`."""
+    try:
+        with checking(_check_for(request)):
+            return await handler(request)
+    except UncheckedToolRun as stopped:
+        return changed_call_message(stopped.call)
