@@ -125,7 +125,9 @@ def test_a_tool_that_looks_up_in_a_worker_thread_runs(
     runs other tools "in a thread pool with and without ``contextvars.copy_context()``" runs as
     without the guard): ``lookup`` then ``read`` run, ``r1`` is answered with success."""
     ledger = Ledger()
-    graph = wired_graph(engine, kind, _with_read(ledger, _threaded_read(ledger, flavour)), _read_turn())
+    graph = wired_graph(
+        engine, kind, _with_read(ledger, _threaded_read(ledger, flavour)), _read_turn()
+    )
     (answer,) = _run(graph, "async" if flavour == "executor" else "sync")
     assert answer.status == "success", answer.content
     assert ledger.names() == ["lookup", "read"]
@@ -144,7 +146,9 @@ def _read_that_pays(ledger: Ledger, engine: EmbeddedPolicy, how: str) -> BaseToo
     def paid() -> str:
         if how == "guard_tools":
             (pay,) = guard_tools(pay_tools, engine)
-            answer = pay.invoke(tool_call("pay", {"amount": 5}, "p1"), {"configurable": {"user": USER}})
+            answer = pay.invoke(
+                tool_call("pay", {"amount": 5}, "p1"), {"configurable": {"user": USER}}
+            )
             return str(answer.content)
         script = Script([AIMessage("", tool_calls=[tool_call("pay", {"amount": 5}, "p1")]), "paid"])
         sub = create_agent(
@@ -184,7 +188,9 @@ def test_a_guarded_call_inside_an_allowed_tool_runs(
     Expected (README: "a tool that tool runs in turn is its own business"; a guarded sub-agent
     decides its own calls): ``pay`` runs once; ``read``'s answer carries "pay ran"."""
     ledger = Ledger()
-    graph = wired_graph(engine, kind, _with_read(ledger, _read_that_pays(ledger, engine, how)), _read_turn())
+    graph = wired_graph(
+        engine, kind, _with_read(ledger, _read_that_pays(ledger, engine, how)), _read_turn()
+    )
     (answer,) = _run(graph, "sync")
     assert answer.status == "success", answer.content
     assert ledger.names() == ["read", "pay"], (ledger.runs, answer.content)
