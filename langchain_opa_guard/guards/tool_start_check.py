@@ -1,15 +1,14 @@
-"""The middleware's last check, where the tool itself starts: the tool the call was allowed
-for, with the arguments allowed, whatever ran between the guard and it.
+"""The last check of every wiring, where the tool itself starts: the tool the call was
+allowed for, with the arguments allowed, whatever ran between the guard and it.
 
-``OPAGuardMiddleware`` is the outermost ``wrap_tool_call``: what runs after it (the other
-middleware, then the ``ToolNode``) is out of its reach but for the tools it hands on. So
-while a granted call is handed on, a LangChain configure hook adds :class:`ToolStartCheck`
-to every callback manager made in that context; its ``on_tool_start`` fires in the tool's
-own ``run``, after every other handler of the run and before the tool reads its
-arguments, and stops the run (:class:`UncheckedToolRun`, which the middleware answers as a
-changed call) unless the tool starting is the one the call names and its arguments are the
-ones allowed. A tool that a checked tool runs in turn (in its own context) is that tool's
-business.
+The guard hands an allowed call on to code it does not own: the middleware after
+``OPAGuardMiddleware`` and then the ``ToolNode``, a ``ToolNode``'s execution, a wrapped tool's
+own ``run``. So while it does, a LangChain configure hook adds :class:`ToolStartCheck` to
+every callback manager made in that context; its ``on_tool_start`` fires in the tool's own
+``run`` (after the run's other handlers in a sync run) before the tool reads its arguments,
+and stops the run (:class:`UncheckedToolRun`, answered as a changed call) unless the tool
+starting is the one the call names and its arguments are the ones allowed. A tool that the
+checked tool runs in turn is that tool's business.
 
 Example:
     ```python
@@ -19,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,7 +48,7 @@ __all__ = [
 _EXPECTED: ContextVar[ToolStartCheck | None] = ContextVar(
     "langchain_opa_guard_tool_start_check", default=None
 )
-# Inert while the variable is unset: only a granted call handed on by the middleware sets it.
+# Inert while the variable is unset: only a guard handing an allowed call on sets it.
 register_configure_hook(_EXPECTED, inheritable=True)
 
 
@@ -63,12 +63,15 @@ class UncheckedToolRun(Exception):
         self.call = call
 
 
-_INSIDE: ContextVar[UUID | None] = ContextVar("langchain_opa_guard_checked_tool_run", default=None)
-"""The checked tool run this context is inside: a tool that it runs in turn is its business."""
-
-
 class ToolStartCheck(BaseCallbackHandler):
-    """Stops a tool run that is not the allowed call (see the module's docstring)."""
+    """Stops a tool run that is not the allowed call (see the module's docstring).
+
+    The first tool that starts under the check is the call's run: it must be the tool the
+    call names, with the arguments allowed. Until that run ends, every other tool that
+    starts under the check is taken for one the checked tool runs in turn, wherever it runs
+    it (with its config or callbacks, in a thread, in a guard of its own); once it ended, the
+    next start is checked again (a middleware that hands the call on twice).
+    """
 
     raise_error = True
     run_inline = True
@@ -77,6 +80,8 @@ class ToolStartCheck(BaseCallbackHandler):
         self.call = call
         self.name = call.get("name")
         self.digest = digest
+        self._lock = threading.Lock()
+        self._running: UUID | None = None
 
     def on_tool_start(
         self,
@@ -87,22 +92,22 @@ class ToolStartCheck(BaseCallbackHandler):
         inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if _INSIDE.get() is not None:
-            return
-        # ``inputs``: the arguments the tool is about to read, without the injected ones
-        # (LangChain's own filter, which :func:`expected_digest` applies too).
-        name = (serialized or {}).get("name")
-        if name != self.name or not isinstance(inputs, dict):
-            raise UncheckedToolRun(self.call)
-        if call_digest(name, inputs) != self.digest:
-            raise UncheckedToolRun(self.call)
-        # Inline, so in the tool's own context: what the tool runs sees it (a sibling run
-        # started beside it, in another task or thread, does not).
-        _INSIDE.set(run_id)
+        with self._lock:
+            if self._running is not None:
+                return
+            # ``inputs``: the arguments the tool is about to read, without the injected ones
+            # (LangChain's own filter, which :func:`expected_digest` applies too).
+            name = (serialized or {}).get("name")
+            if name != self.name or not isinstance(inputs, dict):
+                raise UncheckedToolRun(self.call)
+            if call_digest(name, inputs) != self.digest:
+                raise UncheckedToolRun(self.call)
+            self._running = run_id
 
     def _ended(self, run_id: UUID) -> None:
-        if _INSIDE.get() == run_id:
-            _INSIDE.set(None)
+        with self._lock:
+            if self._running == run_id:
+                self._running = None
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._ended(run_id)
@@ -147,11 +152,9 @@ def checking(check: ToolStartCheck | None) -> Iterator[None]:
         yield
         return
     token = _EXPECTED.set(check)
-    inside = _INSIDE.set(None)
     try:
         yield
     finally:
-        _INSIDE.reset(inside)
         _EXPECTED.reset(token)
 
 
