@@ -130,14 +130,9 @@ class GuardedTool(BaseTool):
         if refusal is not None:
             return self._denied(refusal, call)
         decision = self.guard.check(call, None, config, _current_context(), self.inner)
-        if not decision.allow:
-            return self._denied(decision, call)
-        changed = self._read_differently(tool_input, tool_call_id, call, decision)
-        if changed is not None:
-            return changed
-        allowed = _as_allowed(
-            self.inner, tool_input, call, decision, from_model=tool_call_id is not None
-        )
+        answer, allowed = self._to_run(tool_input, tool_call_id, call, decision)
+        if allowed is None:
+            return answer
         try:
             with checking(self._start_check(allowed, call)):
                 return self.inner.run(
@@ -170,14 +165,9 @@ class GuardedTool(BaseTool):
         if refusal is not None:
             return self._denied(refusal, call)
         decision = await self.guard.acheck(call, None, config, _current_context(), self.inner)
-        if not decision.allow:
-            return self._denied(decision, call)
-        changed = self._read_differently(tool_input, tool_call_id, call, decision)
-        if changed is not None:
-            return changed
-        allowed = _as_allowed(
-            self.inner, tool_input, call, decision, from_model=tool_call_id is not None
-        )
+        answer, allowed = self._to_run(tool_input, tool_call_id, call, decision)
+        if allowed is None:
+            return answer
         try:
             with checking(self._start_check(allowed, call)):
                 return await self.inner.arun(
@@ -192,6 +182,23 @@ class GuardedTool(BaseTool):
                 )
         except UncheckedToolRun:
             return self._changed(call)
+
+    def _to_run(
+        self,
+        tool_input: str | dict[str, Any],
+        tool_call_id: str | None,
+        call: ToolCall,
+        decision: Decision,
+    ) -> tuple[Any, str | dict[str, Any] | None]:
+        """What the wrapped tool runs with, as ``(None, input)``; or ``(answer, None)`` for a
+        call that does not run (denied, or read differently now than decided)."""
+        if not decision.allow:
+            return self._denied(decision, call), None
+        changed = self._read_differently(tool_input, tool_call_id, call, decision)
+        if changed is not None:
+            return changed, None
+        from_model = tool_call_id is not None
+        return None, _as_allowed(self.inner, tool_input, call, decision, from_model=from_model)
 
     def _prepare(
         self, tool_input: str | dict[str, Any], tool_call_id: str | None
