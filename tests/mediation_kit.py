@@ -35,6 +35,7 @@ from langchain_opa_guard import (
     PolicyGuardNode,
     ToolCallGuard,
     answer_open_calls,
+    guard_tools,
 )
 from langchain_opa_guard.testing import tool_call
 
@@ -190,6 +191,24 @@ def agent_graph(
     )
 
 
+class PayTimesTen(AgentMiddleware):  # type: ignore[type-arg]
+    """An application's middleware listed after the guard, as the README asks: it changes the
+    model's ``pay`` amounts right before the tool runs (multiplies them by 10, a units bug)."""
+
+    @staticmethod
+    def _changed(request: Any) -> Any:
+        call = request.tool_call
+        if call["name"] != "pay":
+            return request
+        return request.override(tool_call={**call, "args": {"amount": call["args"]["amount"] * 10}})
+
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return handler(self._changed(request))
+
+    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        return await handler(self._changed(request))
+
+
 WIRINGS = ("node", "edge", "interceptor", "middleware")
 """The guard's four wirings, as :func:`wired_graph` builds them."""
 
@@ -202,14 +221,19 @@ def wired_graph(
     *,
     answer_open: bool = False,
     between: Callable[[Any, Any], Awaitable[Any]] | None = None,
+    checkpointer: Any = None,
 ) -> Any:
     """``tools`` guarded in one of :data:`WIRINGS`, the model's turns from ``script``,
     checkpointed: ``create_agent`` with the middleware, or ``agent -> [guard ->] tools -> agent``
     with the guard node (``node``), the guard's edge (``edge``) or a ``ToolNode`` interceptor
     (``interceptor``). ``answer_open``: ``START -> answer_open_calls -> agent``; ``between``: an
     application's async ``wrap_tool_call`` where each wiring has one (a middleware after the
-    guard's, the ``ToolNode``'s interceptor around the guard's, ``GuardedToolNode``'s own)."""
+    guard's, the ``ToolNode``'s interceptor around the guard's, ``GuardedToolNode``'s own);
+    ``checkpointer``: in place of a fresh ``InMemorySaver``. One more kind than
+    :data:`WIRINGS`: ``guard_tools``, a plain ``ToolNode`` of ``guard_tools(tools, engine)``."""
     from langchain_opa_guard.testing import ScriptedChatModel
+
+    saver = checkpointer if checkpointer is not None else InMemorySaver()
 
     if kind == "middleware":
         model = ScriptedChatModel(script=[script.reply] * 32)
@@ -226,7 +250,7 @@ def wired_graph(
             model,
             list(tools),
             middleware=[OPAGuardMiddleware(engine, registry=tools), *after],
-            checkpointer=InMemorySaver(),
+            checkpointer=saver,
         )
     builder = StateGraph(MessagesState)
     builder.add_node(
@@ -239,7 +263,10 @@ def wired_graph(
         builder.add_edge("answer_open_calls", "agent")
     else:
         builder.add_edge(START, "agent")
-    if kind == "interceptor":
+    if kind == "guard_tools":
+        builder.add_node("tools", ToolNode(guard_tools(tools, engine)))
+        builder.add_conditional_edges("agent", tools_condition)
+    elif kind == "interceptor":
         guard = ToolCallGuard(engine, registry=tools)
         outer: Any = guard.awrap_tool_call
         if between is not None:
@@ -264,7 +291,7 @@ def wired_graph(
         else:
             builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
     builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
+    return builder.compile(checkpointer=saver)
 
 
 def interceptor_react_agent(

@@ -27,18 +27,26 @@ import asyncio
 import inspect
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TEST_POLICIES
 from langchain.agents import create_agent
-from langchain.agents.middleware import AgentMiddleware, HumanInTheLoopMiddleware
+from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from mediation_kit import POLICY, USER, Ledger, Script, answers_per_turn, mediation_tools
+from mediation_kit import (
+    POLICY,
+    USER,
+    Ledger,
+    PayTimesTen,
+    Script,
+    answers_per_turn,
+    mediation_tools,
+)
 
 from langchain_opa_guard import EmbeddedPolicy, OPAGuardMiddleware
 from langchain_opa_guard.guards import seals
@@ -156,24 +164,6 @@ def test_a_per_call_reviewers_edit_after_the_grant_lapsed_is_decided_by_the_poli
     assert answers_per_turn(msgs) == [{"p1": 1}]
 
 
-class _CentsToUnits(AgentMiddleware):  # type: ignore[type-arg]
-    """A user's middleware, listed after the guard as the README asks: it normalises the
-    model's ``pay`` amounts right before the tool runs (here: multiplies by 10, a units bug)."""
-
-    @staticmethod
-    def _changed(request: Any) -> Any:
-        call = request.tool_call
-        if call["name"] != "pay":
-            return request
-        return request.override(tool_call={**call, "args": {"amount": call["args"]["amount"] * 10}})
-
-    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        return handler(self._changed(request))
-
-    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        return await handler(self._changed(request))
-
-
 @needs_per_call
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("lapse", ["none", "reload"])
@@ -197,7 +187,7 @@ def test_an_inner_middlewares_rewrite_after_the_grant_lapsed_is_refused(
         lapse,
         [
             HumanInTheLoopMiddleware(interrupt_on={"pay": True}, interrupt_mode="per_call"),
-            _CentsToUnits(),
+            PayTimesTen(),
         ],
         lambda _q: {"type": "approve"},
     )

@@ -42,6 +42,7 @@ from langgraph.types import Command
 from mediation_kit import (
     USER,
     Ledger,
+    PayTimesTen,
     Script,
     answers_per_turn,
     mediation_engine,  # noqa: F401 - the engine fixture
@@ -81,24 +82,6 @@ class _DynamicTool(AgentMiddleware):  # type: ignore[type-arg]
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         return await handler(self._supplied(request))
-
-
-class _TimesTen(AgentMiddleware):  # type: ignore[type-arg]
-    """An application's middleware listed after the guard: it changes ``pay``'s amount right
-    before the tool runs (a units bug: times ten)."""
-
-    @staticmethod
-    def _changed(request: Any) -> Any:
-        call = request.tool_call
-        if call["name"] != "pay":
-            return request
-        return request.override(tool_call={**call, "args": {"amount": call["args"]["amount"] * 10}})
-
-    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        return handler(self._changed(request))
-
-    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        return await handler(self._changed(request))
 
 
 def _agent(
@@ -147,7 +130,7 @@ def test_an_inner_middlewares_change_of_a_dynamic_tools_call_is_refused(
     to ``create_agent``); ``p1`` gets one answer."""
 
     def inner(pay: BaseTool) -> list[Any]:
-        changer, supplier = _TimesTen(), _DynamicTool(pay)
+        changer, supplier = PayTimesTen(), _DynamicTool(pay)
         return [changer, supplier] if order == "changer_first" else [supplier, changer]
 
     ledger = Ledger()
@@ -262,7 +245,7 @@ def test_a_dynamic_tool_supplied_before_the_guard_runs_checked(
     assert answers_per_turn(out["messages"]) == [{"p1": 1}]
     ledger.runs.clear()
     out = _invoke(
-        agent_with([_TimesTen()]), {"messages": [("user", "pay the 500 invoice")]}, None, mode
+        agent_with([PayTimesTen()]), {"messages": [("user", "pay the 500 invoice")]}, None, mode
     )
     assert ledger.runs == []
     (answer,) = [m for m in out["messages"] if isinstance(m, ToolMessage)]

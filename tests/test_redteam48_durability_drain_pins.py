@@ -31,12 +31,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphRecursionError
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 from mediation_kit import (
@@ -50,18 +49,13 @@ from mediation_kit import (
     mediation_tools,
     thread_config,
     turn,
+    wired_graph,
 )
 
 from langchain_opa_guard import (
-    GuardedToolNode,
-    OPAGuardMiddleware,
     PolicyEngine,
-    PolicyGuardNode,
-    ToolCallGuard,
-    answer_open_calls,
-    guard_tools,
 )
-from langchain_opa_guard.testing import ScriptedChatModel, tool_call
+from langchain_opa_guard.testing import tool_call
 
 try:  # LangGraph 1.2: cooperative drain
     from langgraph.errors import GraphDrained
@@ -85,45 +79,7 @@ def build(kind: str, engine: PolicyEngine, script: Script, ledger: Ledger, saver
     """``agent -> [guard ->] tools -> agent`` (``answer_open_calls`` first) or ``create_agent``
     with the middleware, checkpointed by ``saver``."""
     tools = mediation_tools(ledger)
-    if kind == "middleware":
-        model = ScriptedChatModel(script=[script.reply] * 32)
-        return create_agent(
-            model,
-            tools,
-            middleware=[OPAGuardMiddleware(engine, registry=tools)],
-            checkpointer=saver,
-        )
-    builder = StateGraph(MessagesState)
-    builder.add_node(
-        "agent",
-        RunnableLambda(lambda s: {"messages": [script.reply(s["messages"])]}, name="agent"),
-    )
-    builder.add_node(answer_open_calls)
-    builder.add_edge(START, "answer_open_calls")
-    builder.add_edge("answer_open_calls", "agent")
-    if kind in ("interceptor", "guard_tools"):
-        if kind == "interceptor":
-            guard = ToolCallGuard(engine, registry=tools)
-            node = ToolNode(
-                tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
-            )
-        else:
-            node = ToolNode(guard_tools(tools, engine))
-        builder.add_node("tools", node)
-        builder.add_conditional_edges("agent", tools_condition)
-    else:
-        guarded = GuardedToolNode(tools)
-        policy_guard = PolicyGuardNode(engine, registry=guarded)
-        builder.add_node("guard", policy_guard)
-        builder.add_node("tools", guarded)
-        if kind == "edge":
-            builder.add_conditional_edges(
-                "agent", policy_guard.edge("guard"), ["guard", "tools", END]
-            )
-        else:
-            builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
-    builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=saver)
+    return wired_graph(engine, kind, tools, script, answer_open=True, checkpointer=saver)
 
 
 def mixed() -> AIMessage:
