@@ -106,16 +106,22 @@ _LEAVES = frozenset({str, int, bool, type(None)})
 
 
 def _exactly_plain(value: Any, depth: int) -> bool:
+    # Loops rather than all() over a generator: this runs on every call digest.
     kind = type(value)
     if kind is dict:
-        return depth < _CANONICAL_DEPTH and all(
-            type(k) is str and (type(v) in _LEAVES or _exactly_plain(v, depth + 1))
-            for k, v in value.items()
-        )
+        if depth >= _CANONICAL_DEPTH:
+            return False
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _LEAVES and not _exactly_plain(v, depth + 1)):
+                return False
+        return True
     if kind is list:
-        return depth < _CANONICAL_DEPTH and all(
-            type(v) in _LEAVES or _exactly_plain(v, depth + 1) for v in value
-        )
+        if depth >= _CANONICAL_DEPTH:
+            return False
+        for v in value:  # noqa: SIM110 - a loop, not all() over a generator (see above)
+            if type(v) not in _LEAVES and not _exactly_plain(v, depth + 1):
+                return False
+        return True
     return kind in _LEAVES
 
 

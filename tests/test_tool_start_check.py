@@ -123,3 +123,98 @@ def test_the_check_stops_another_tool_or_other_arguments() -> None:
         ):
             tool.invoke(tool_call(tool.name, args, "r1"))
     assert [name for name, _, _ in ledger.runs] == ["read"]
+
+
+# -- the expected digest: LangChain's filter, kept per tool and schema --------------------
+
+
+def _visible_only(args: dict[str, Any]) -> str:
+    from langchain_opa_guard.guards.tools_payload import call_digest
+
+    return call_digest("lookup", args)
+
+
+def _tool_with(schema: type) -> StructuredTool:
+    def lookup(**kwargs: Any) -> str:
+        """Look a key up."""
+        return "x"
+
+    return StructuredTool.from_function(lookup, name="lookup", args_schema=schema)
+
+
+def test_the_expected_digest_leaves_out_what_the_run_does_not_report() -> None:
+    """An injected argument is left out as LangChain's run leaves it out of ``inputs``, on
+    the first call and on later ones (the filter's answer is kept); a schema put in place
+    later is read again."""
+    from langchain_core.tools import InjectedToolArg
+    from pydantic import BaseModel
+
+    class Plain(BaseModel):
+        key: str
+        region: str
+
+    class WithInjected(BaseModel):
+        key: str
+        region: Annotated[str, InjectedToolArg]
+
+    tool = _tool_with(Plain)
+    args = {"key": "k", "region": "eu"}
+    for _ in range(2):
+        assert expected_digest(tool, "lookup", args) == _visible_only(args)
+    tool.args_schema = WithInjected
+    for _ in range(2):
+        assert expected_digest(tool, "lookup", args) == _visible_only({"key": "k"})
+    tool.args_schema = Plain
+    assert expected_digest(tool, "lookup", args) == _visible_only(args)
+
+
+def test_a_tool_with_a_filter_of_its_own_is_asked_every_time() -> None:
+    """A tool class that filters injected arguments its own way is not answered from what
+    an earlier call's filter left out."""
+    from pydantic import BaseModel
+
+    class Args(BaseModel):
+        key: str
+        secret: str
+
+    asked: list[frozenset[str]] = []
+
+    class OwnFilter(StructuredTool):
+        hide: str = "secret"
+
+        def _filter_injected_args(self, tool_input: dict[str, Any]) -> dict[str, Any]:
+            asked.append(frozenset(tool_input))
+            return {k: v for k, v in tool_input.items() if k != self.hide}
+
+    def lookup(key: str, secret: str) -> str:
+        """Look a key up."""
+        return key
+
+    tool = OwnFilter(name="lookup", description="d", func=lookup, args_schema=Args, hide="secret")
+    args = {"key": "k", "secret": "s"}
+    assert expected_digest(tool, "lookup", args) == _visible_only({"key": "k"})
+    tool.hide = "key"
+    assert expected_digest(tool, "lookup", args) == _visible_only({"secret": "s"})
+    assert len(asked) == 2
+
+
+def test_a_known_digest_counts_only_for_its_own_arguments_object() -> None:
+    """The grant's digest (``known``) is taken for the very arguments object it was taken
+    of, and only when the run reports all of it; an equal copy, or arguments with an
+    injected one, are digested afresh."""
+    from langchain_core.tools import InjectedToolArg
+    from pydantic import BaseModel
+
+    class Args(BaseModel):
+        key: str
+        region: Annotated[str, InjectedToolArg]
+
+    tool = _tool_with(Args)
+    plain = {"key": "k"}
+    marked = (plain, "the-grant's-digest")
+    assert expected_digest(tool, "lookup", plain, marked) == "the-grant's-digest"
+    assert expected_digest(tool, "lookup", dict(plain), marked) == _visible_only(plain)
+    with_injected = {"key": "k", "region": "eu"}
+    assert expected_digest(
+        tool, "lookup", with_injected, (with_injected, "the-grant's-digest")
+    ) == _visible_only(plain)

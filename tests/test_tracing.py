@@ -339,3 +339,40 @@ def test_retrievers_get_a_span_in_their_node(recorder: Recorder) -> None:
     assert span.attributes["gen_ai.retrieval.documents.count"] == 2
     assert recorder.parent_of(span).name == "lookup"
     assert "customers" not in json.dumps([dict(s.attributes) for s in recorder.spans])
+
+
+def test_decision_spans_without_a_provider_keep_the_parent_context() -> None:
+    """With no tracer provider (OTel's no-op) a decision's span is OTel's own no-op span for
+    its parent (newer OTel releases keep the caller's trace context in it, to pass on to
+    OPA); with a provider, a recorded span named for the tool."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from langchain_opa_guard.tracing.decision_spans import start_span
+    from langchain_opa_guard.tracing.telemetry import Telemetry
+
+    engine: Any = type("Engine", (), {"policy": "agent/authz/decision", "in_process": True})()
+    document = {"tool": {"name": "search", "call_id": "c1", "args": {}}}
+    parent_context = SpanContext(
+        trace_id=0x1234, span_id=0x99, is_remote=True, trace_flags=TraceFlags(1)
+    )
+    parent = trace.set_span_in_context(NonRecordingSpan(parent_context))
+    quiet = Telemetry(trace.NoOpTracerProvider())
+    assert not quiet.records_spans()
+    span = start_span(quiet, engine, document, parent, None)
+    assert not span.is_recording()
+    assert span.get_span_context() == trace.NoOpTracer().start_span("x", parent).get_span_context()
+    global_tracer = Telemetry()
+    assert global_tracer.records_spans() == (
+        not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    recorded = Telemetry(provider)
+    assert recorded.records_spans()
+    span = start_span(recorded, engine, document, parent, None)
+    span.end()
+    (finished,) = exporter.get_finished_spans()
+    assert finished.name.endswith("search")
+    assert finished.context.trace_id == 0x1234
+    assert (finished.attributes or {})[A.GEN_AI_TOOL_CALL_ID] == "c1"

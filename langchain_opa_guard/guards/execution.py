@@ -285,25 +285,27 @@ def _compose(
     def checked(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         # Checked here even for a call the node admitted: a tool of the same task that
         # reads the state can reach its siblings' calls and change them in place.
-        if _granted_digest(_grant_of(request), request.tool_call) is None:
+        digest = _granted_digest(_grant_of(request), request.tool_call)
+        if digest is None:
             return _refusal(request)
         if (changed := tool_refusal(request) or read_differently(request)) is not None:
             return changed
         # A model's value for an injected argument (undecided) never runs.
         granted = without_injected_request(request)
-        run = partial(run_checked, execute)
+        run = partial(run_checked, execute, known=(request.tool_call.get("args"), digest))
         result = run_once(granted, run, _turn_of(request), keep=_shared(request))
         return applied_result(granted, result)
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
     ) -> ToolMessage | Command[Any]:
-        if _granted_digest(_grant_of(request), request.tool_call) is None:
+        digest = _granted_digest(_grant_of(request), request.tool_call)
+        if digest is None:
             return _refusal(request)
         if (changed := tool_refusal(request) or read_differently(request)) is not None:
             return changed
         granted = without_injected_request(request)
-        arun = partial(arun_checked, execute)
+        arun = partial(arun_checked, execute, known=(request.tool_call.get("args"), digest))
         result = await arun_once(granted, arun, _turn_of(request), keep=_shared(request))
         return applied_result(granted, result)
 

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,6 +51,11 @@ _EXPECTED: ContextVar[ToolStartCheck | None] = ContextVar(
 )
 # Inert while the variable is unset: only a guard handing an allowed call on sets it.
 register_configure_hook(_EXPECTED, inheritable=True)
+
+Allowed = tuple[Any, str]
+"""An arguments object and the digest taken of it with its call's name (``call_digest``)."""
+
+_LANGCHAIN_FILTER_MODULE = getattr(BaseTool._filter_injected_args, "__module__", "")
 
 
 class UncheckedToolRun(Exception):
@@ -116,23 +122,81 @@ class ToolStartCheck(BaseCallbackHandler):
         self._ended(run_id)
 
 
-def expected_digest(tool: BaseTool, name: Any, args: Mapping[str, Any]) -> str:
+def expected_digest(
+    tool: BaseTool, name: Any, args: Mapping[str, Any], known: Allowed | None = None
+) -> str:
     """The digest :class:`ToolStartCheck` expects for ``tool`` run with ``args`` as the call
-    ``name``: the arguments without the injected ones, as the tool's run reports them."""
-    filtered = getattr(tool, "_filter_injected_args", None)
-    try:
-        visible = filtered(dict(args)) if callable(filtered) else None
-    except Exception:  # noqa: BLE001 - a tool whose schema LangChain cannot read
-        visible = None
-    if not isinstance(visible, dict):
+    ``name``: the arguments without the injected ones, as the tool's run reports them.
+
+    ``known``: the arguments object a digest was already taken of, and that digest (the
+    grant's); it is the answer when ``args`` is that very object and the tool's run reports
+    all of it.
+    """
+    hidden = _hidden_keys(tool, args)
+    if hidden is None:
         hidden = executed_injections(tool)
-        visible = {k: v for k, v in args.items() if k not in hidden}
+    if hidden:
+        visible: Mapping[str, Any] = {k: v for k, v in args.items() if k not in hidden}
+        hidden = hidden.intersection(args)
+    if not hidden:
+        if known is not None and known[0] is args:
+            return known[1]
+        visible = args if type(args) is dict else dict(args)
     return call_digest(name, visible)
 
 
-def _check_for(request: ToolCallRequest) -> ToolStartCheck | None:
+_FILTERS: dict[int, tuple[weakref.ref[BaseTool], Any, dict[frozenset[str], frozenset[str]]]] = {}
+_FILTERS_LOCK = threading.Lock()
+_FILTERS_MAX = 4096
+
+
+def _hidden_keys(tool: BaseTool, args: Mapping[str, Any]) -> frozenset[str] | None:
+    """The keys of ``args`` that LangChain's injected-argument filter leaves out of what
+    ``tool``'s run reports (``None``: the tool has no such filter, or it failed).
+
+    LangChain's filter (``BaseTool._filter_injected_args``) drops keys by name only: those
+    its ``FILTERED_ARGS`` names, those injected through the tool's function signature, and
+    those its ``args_schema`` annotates as injected. It reads the schema's annotations on
+    every call, so the keys it drops are kept here per tool, schema and set of keys (a tool
+    class with a filter of its own is asked every time).
+    """
+    filtered = getattr(tool, "_filter_injected_args", None)
+    if not callable(filtered):
+        return None
+    keys = frozenset(args)
+    own = getattr(type(tool), "_filter_injected_args", None)
+    cacheable = getattr(own, "__module__", "") == _LANGCHAIN_FILTER_MODULE
+    schema = getattr(tool, "args_schema", None)
+    if cacheable:
+        entry = _FILTERS.get(id(tool))
+        if entry is not None and entry[0]() is tool and entry[1] is schema:
+            known = entry[2].get(keys)
+            if known is not None:
+                return known
+    try:
+        visible = filtered(dict.fromkeys(keys))
+    except Exception:  # noqa: BLE001 - a tool whose schema LangChain cannot read
+        return None
+    if not isinstance(visible, dict):
+        return None
+    hidden = keys.difference(visible)
+    if cacheable:
+        with _FILTERS_LOCK:
+            entry = _FILTERS.get(id(tool))
+            if entry is None or entry[0]() is not tool or entry[1] is not schema:
+                if len(_FILTERS) >= _FILTERS_MAX:
+                    _FILTERS.clear()
+                entry = (weakref.ref(tool), schema, {})
+                _FILTERS[id(tool)] = entry
+            if len(entry[2]) < _FILTERS_MAX:
+                entry[2][keys] = hidden
+    return hidden
+
+
+def _check_for(request: ToolCallRequest, known: Allowed | None = None) -> ToolStartCheck | None:
     """The check for the call ``request`` hands on, as it is now, right before it runs (the
-    middleware's ``CheckedTool`` holds the call it granted)."""
+    middleware's ``CheckedTool`` holds the call it granted; ``known``: see
+    :func:`expected_digest`)."""
     from langchain_opa_guard.guards.middleware_grants import CheckedTool
 
     tool = request.tool
@@ -142,7 +206,7 @@ def _check_for(request: ToolCallRequest) -> ToolStartCheck | None:
     args = call.get("args")
     if tool is None or not isinstance(args, Mapping):
         return None
-    return ToolStartCheck(call, expected_digest(tool, call.get("name"), args))
+    return ToolStartCheck(call, expected_digest(tool, call.get("name"), args, known))
 
 
 @contextmanager
@@ -161,22 +225,29 @@ def checking(check: ToolStartCheck | None) -> Iterator[None]:
 Result = ToolMessage | Command[Any]
 
 
-def run_checked(handler: Callable[[ToolCallRequest], Result], request: ToolCallRequest) -> Result:
+def run_checked(
+    handler: Callable[[ToolCallRequest], Result],
+    request: ToolCallRequest,
+    known: Allowed | None = None,
+) -> Result:
     """``handler(request)`` with the tool that starts checked against the call ``request``
-    hands on (a request without a tool is handed on as it is)."""
+    hands on (a request without a tool is handed on as it is; ``known``: the digest the
+    caller already took of the call's arguments object, see :func:`expected_digest`)."""
     try:
-        with checking(_check_for(request)):
+        with checking(_check_for(request, known)):
             return handler(request)
     except UncheckedToolRun as stopped:
         return changed_call_message(stopped.call)
 
 
 async def arun_checked(
-    handler: Callable[[ToolCallRequest], Awaitable[Result]], request: ToolCallRequest
+    handler: Callable[[ToolCallRequest], Awaitable[Result]],
+    request: ToolCallRequest,
+    known: Allowed | None = None,
 ) -> Result:
     """Async twin of :func:`run_checked`."""
     try:
-        with checking(_check_for(request)):
+        with checking(_check_for(request, known)):
             return await handler(request)
     except UncheckedToolRun as stopped:
         return changed_call_message(stopped.call)

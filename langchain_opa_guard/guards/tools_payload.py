@@ -100,9 +100,12 @@ def calls_payload(
     # the calls granted here (see GuardedToolNode._parse_input).
     # (A copy: a tool that edits the state it reads in place changes neither the graph's
     # message nor the calls that run.)
-    calls_copy = [{**c, "args": _copied(c.get("args"))} for c in ai_message.tool_calls]
-    turn = ai_message.model_copy(update={"tool_calls": calls_copy})
-    base[messages_key] = [*messages, turn] if not stateless else list(messages)
+    if stateless:
+        base[messages_key] = list(messages)
+    else:
+        calls_copy = [{**c, "args": _copied(c.get("args"))} for c in ai_message.tool_calls]
+        turn = ai_message.model_copy(update={"tool_calls": calls_copy})
+        base[messages_key] = [*messages, turn]
     payload = {
         "__type": PAYLOAD_TYPE,
         "calls": plain,

@@ -43,6 +43,10 @@ def start_span(
     parent: otel_context.Context | None,
     conversation_id: str | None,
 ) -> Span:
+    kind = SpanKind.INTERNAL if getattr(engine, "in_process", False) else SpanKind.CLIENT
+    if not telemetry.records_spans():
+        # OTel's no-op span for the parent (the context passed on to OPA): nothing to name.
+        return telemetry.tracer.start_span(A.OP_RUN_GUARDRAIL, context=parent, kind=kind)
     tool = document.get("tool") if isinstance(document.get("tool"), Mapping) else {}
     name = str(tool.get("name", ""))  # type: ignore[union-attr]
     attributes: dict[str, Any] = {
@@ -62,7 +66,6 @@ def start_span(
     if conversation_id:
         attributes[A.GEN_AI_CONVERSATION_ID] = conversation_id
     attributes.update(A.mcp_span_attributes(tool.get("metadata")))  # type: ignore[union-attr]
-    kind = SpanKind.INTERNAL if getattr(engine, "in_process", False) else SpanKind.CLIENT
     return telemetry.tracer.start_span(
         f"{A.OP_RUN_GUARDRAIL} {name}", context=parent, kind=kind, attributes=attributes
     )

@@ -112,6 +112,17 @@ class Telemetry:
             A.METRIC_CLIENT_TOKEN_USAGE, unit="{token}", description="Tokens used per operation"
         )
 
+    def records_spans(self) -> bool:
+        """Whether :attr:`tracer` may record a span now: ``False`` only while it is OTel's
+        global tracer and no provider is set (OTel's own no-op then answers every span), read
+        each time (a provider set later counts at once)."""
+        tracer = self.tracer
+        if isinstance(tracer, trace.NoOpTracer):
+            return False
+        if isinstance(tracer, trace.ProxyTracer):
+            return not isinstance(trace.get_tracer_provider(), _NO_OP_PROVIDERS)
+        return True
+
     def content(self, name: str, value: Any) -> str | None:
         """``value`` as a capped, redacted JSON string when capture is on, else ``None``."""
         if not self.capture_content:
@@ -135,6 +146,9 @@ class Telemetry:
         """A keyed hash (HMAC-SHA256) of a policy input's canonical JSON."""
         data = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
         return "hmac-sha256:" + hmac.new(self._hash_key, data, hashlib.sha256).hexdigest()
+
+
+_NO_OP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 
 def _to_json(value: Any) -> str:
