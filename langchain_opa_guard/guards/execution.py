@@ -184,8 +184,11 @@ class GuardedToolNode(ToolNode):
     def _parse_input(self, input: Any) -> Any:
         """The calls to run: those of the guard's hand-over (the model's message in the
         state the tools read holds the whole turn)."""
-        tool_calls, input_type = super()._parse_input(input)
         granted = _GRANTED_CALLS.get()
+        if granted is not None and isinstance(input, dict):
+            # (The state _admit made: no message needs finding to know what runs.)
+            return list(granted), "dict"
+        tool_calls, input_type = super()._parse_input(input)
         return (list(granted) if granted is not None else tool_calls), input_type
 
     def _admit(
@@ -219,8 +222,11 @@ class GuardedToolNode(ToolNode):
         state = dict(input.get("state") or {})
         messages = list(state.get(self._messages_key_for_guard) or [])
         last = messages[-1] if messages else None
-        if not (isinstance(last, AIMessage) and last.id == input.get("message_id")):
-            # No conversation (the tools read none): the calls in a message of their own.
+        if not input.get("stateless") and not (
+            isinstance(last, AIMessage) and last.id == input.get("message_id")
+        ):
+            # No conversation: the calls in a message of their own. (A stateless hand-over
+            # goes only to a node whose tools read no state, so none reads this message.)
             messages.append(AIMessage(content="", tool_calls=calls, id=input.get("message_id")))
         state[self._messages_key_for_guard] = messages
         base: dict[str, Any] = dict(config or {})

@@ -126,23 +126,49 @@ def expected_digest(
     tool: BaseTool, name: Any, args: Mapping[str, Any], known: Allowed | None = None
 ) -> str:
     """The digest :class:`ToolStartCheck` expects for ``tool`` run with ``args`` as the call
-    ``name``: the arguments without the injected ones, as the tool's run reports them.
+    ``name``: the arguments as the tool's run reports them (without the injected ones).
 
     ``known``: the arguments object a digest was already taken of, and that digest (the
     grant's); it is the answer when ``args`` is that very object and the tool's run reports
-    all of it.
+    all of it, unchanged.
     """
-    hidden = _hidden_keys(tool, args)
+    visible = _reported(tool, args)
+    if visible is args and known is not None and known[0] is args:
+        return known[1]
+    return call_digest(name, visible if type(visible) is dict else dict(visible))
+
+
+def _reported(tool: BaseTool, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``args`` as ``tool``'s run reports them to its callbacks (``inputs``): ``args``
+    itself when LangChain's own filter leaves out none of its keys.
+
+    LangChain's filter (``BaseTool._filter_injected_args``) drops keys by name only: those
+    its ``FILTERED_ARGS`` names, those injected through the tool's function signature, and
+    those its ``args_schema`` annotates as injected. It reads the schema's annotations on
+    every call, so the keys it drops are kept here per tool, schema and set of keys. A tool
+    class with a filter of its own (which may read the values: leave out ``None``, mask a
+    secret) is asked with the arguments themselves, every time.
+    """
+    filtered = getattr(tool, "_filter_injected_args", None)
+    if callable(filtered):
+        own = getattr(type(tool), "_filter_injected_args", None)
+        if getattr(own, "__module__", "") == _LANGCHAIN_FILTER_MODULE:
+            hidden = _hidden_keys(tool, filtered, args)
+        else:
+            try:
+                reported = filtered(dict(args))
+            except Exception:  # noqa: BLE001 - as LangChain's run would fail it, not run it
+                reported = None
+            if isinstance(reported, dict):
+                return reported
+            hidden = None
+    else:
+        hidden = None
     if hidden is None:
         hidden = executed_injections(tool)
-    if hidden:
-        visible: Mapping[str, Any] = {k: v for k, v in args.items() if k not in hidden}
-        hidden = hidden.intersection(args)
-    if not hidden:
-        if known is not None and known[0] is args:
-            return known[1]
-        visible = args if type(args) is dict else dict(args)
-    return call_digest(name, visible)
+    if hidden and not hidden.isdisjoint(args):
+        return {k: v for k, v in args.items() if k not in hidden}
+    return args
 
 
 _FILTERS: dict[int, tuple[weakref.ref[BaseTool], Any, dict[frozenset[str], frozenset[str]]]] = {}
@@ -150,29 +176,18 @@ _FILTERS_LOCK = threading.Lock()
 _FILTERS_MAX = 4096
 
 
-def _hidden_keys(tool: BaseTool, args: Mapping[str, Any]) -> frozenset[str] | None:
-    """The keys of ``args`` that LangChain's injected-argument filter leaves out of what
-    ``tool``'s run reports (``None``: the tool has no such filter, or it failed).
-
-    LangChain's filter (``BaseTool._filter_injected_args``) drops keys by name only: those
-    its ``FILTERED_ARGS`` names, those injected through the tool's function signature, and
-    those its ``args_schema`` annotates as injected. It reads the schema's annotations on
-    every call, so the keys it drops are kept here per tool, schema and set of keys (a tool
-    class with a filter of its own is asked every time).
-    """
-    filtered = getattr(tool, "_filter_injected_args", None)
-    if not callable(filtered):
-        return None
+def _hidden_keys(
+    tool: BaseTool, filtered: Callable[[dict[str, Any]], Any], args: Mapping[str, Any]
+) -> frozenset[str] | None:
+    """The keys of ``args`` that LangChain's own filter (``filtered``, ``tool``'s) leaves
+    out, kept per tool, schema and set of keys (``None``: the filter failed)."""
     keys = frozenset(args)
-    own = getattr(type(tool), "_filter_injected_args", None)
-    cacheable = getattr(own, "__module__", "") == _LANGCHAIN_FILTER_MODULE
     schema = getattr(tool, "args_schema", None)
-    if cacheable:
-        entry = _FILTERS.get(id(tool))
-        if entry is not None and entry[0]() is tool and entry[1] is schema:
-            known = entry[2].get(keys)
-            if known is not None:
-                return known
+    entry = _FILTERS.get(id(tool))
+    if entry is not None and entry[0]() is tool and entry[1] is schema:
+        known = entry[2].get(keys)
+        if known is not None:
+            return known
     try:
         visible = filtered(dict.fromkeys(keys))
     except Exception:  # noqa: BLE001 - a tool whose schema LangChain cannot read
@@ -180,16 +195,15 @@ def _hidden_keys(tool: BaseTool, args: Mapping[str, Any]) -> frozenset[str] | No
     if not isinstance(visible, dict):
         return None
     hidden = keys.difference(visible)
-    if cacheable:
-        with _FILTERS_LOCK:
-            entry = _FILTERS.get(id(tool))
-            if entry is None or entry[0]() is not tool or entry[1] is not schema:
-                if len(_FILTERS) >= _FILTERS_MAX:
-                    _FILTERS.clear()
-                entry = (weakref.ref(tool), schema, {})
-                _FILTERS[id(tool)] = entry
-            if len(entry[2]) < _FILTERS_MAX:
-                entry[2][keys] = hidden
+    with _FILTERS_LOCK:
+        entry = _FILTERS.get(id(tool))
+        if entry is None or entry[0]() is not tool or entry[1] is not schema:
+            if len(_FILTERS) >= _FILTERS_MAX:
+                _FILTERS.clear()
+            entry = (weakref.ref(tool), schema, {})
+            _FILTERS[id(tool)] = entry
+        if len(entry[2]) < _FILTERS_MAX:
+            entry[2][keys] = hidden
     return hidden
 
 
@@ -197,16 +211,27 @@ def _check_for(request: ToolCallRequest, known: Allowed | None = None) -> ToolSt
     """The check for the call ``request`` hands on, as it is now, right before it runs (the
     middleware's ``CheckedTool`` holds the call it granted; ``known``: see
     :func:`expected_digest`)."""
-    from langchain_opa_guard.guards.middleware_grants import CheckedTool
-
     tool = request.tool
-    if isinstance(tool, CheckedTool):
+    if isinstance(tool, _checked_tool_class()):
         tool = tool.inner
     call = request.tool_call
     args = call.get("args")
     if tool is None or not isinstance(args, Mapping):
         return None
     return ToolStartCheck(call, expected_digest(tool, call.get("name"), args, known))
+
+
+_CHECKED_TOOL: list[type[Any]] = []
+
+
+def _checked_tool_class() -> type[Any]:
+    """The middleware's ``CheckedTool`` (imported when first needed: its module imports
+    this one)."""
+    if not _CHECKED_TOOL:
+        from langchain_opa_guard.guards.middleware_grants import CheckedTool
+
+        _CHECKED_TOOL.append(CheckedTool)
+    return _CHECKED_TOOL[0]
 
 
 @contextmanager
