@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import gc
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
-from langchain_core.tools import InjectedToolArg, StructuredTool
-from pydantic import BaseModel
+from langchain_core.tools import StructuredTool
+from test_tool_start_check import Plain, WithInjected
 
 from langchain_opa_guard import fast_json
 from langchain_opa_guard.fast_json import _CANONICAL_DEPTH, _LEAVES, _exactly_plain
@@ -29,16 +29,6 @@ from langchain_opa_guard.guards.tool_start_check import (
 from langchain_opa_guard.guards.tools_payload import call_digest
 from langchain_opa_guard.plain_json import value_digest
 from langchain_opa_guard.testing import tool_call
-
-
-class Plain(BaseModel):
-    key: str
-    region: str
-
-
-class WithInjected(BaseModel):
-    key: str
-    region: Annotated[str, InjectedToolArg]
 
 
 def _lookup(schema: type, ran: list[dict[str, Any]] | None = None) -> StructuredTool:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
+from langchain_core.tools import BaseTool, InjectedToolArg, InjectedToolCallId, StructuredTool
 from mediation_kit import (
     USER,
     WIRINGS,
@@ -25,6 +25,7 @@ from mediation_kit import (
     mediation_tools,
     wired_graph,
 )
+from pydantic import BaseModel
 
 from langchain_opa_guard import EmbeddedPolicy, guard_tools
 from langchain_opa_guard.guards.tool_start_check import (
@@ -142,21 +143,20 @@ def _tool_with(schema: type) -> StructuredTool:
     return StructuredTool.from_function(lookup, name="lookup", args_schema=schema)
 
 
+class Plain(BaseModel):
+    key: str
+    region: str
+
+
+class WithInjected(BaseModel):
+    key: str
+    region: Annotated[str, InjectedToolArg]
+
+
 def test_the_expected_digest_leaves_out_what_the_run_does_not_report() -> None:
     """An injected argument is left out as LangChain's run leaves it out of ``inputs``, on
     the first call and on later ones (the filter's answer is kept); a schema put in place
     later is read again."""
-    from langchain_core.tools import InjectedToolArg
-    from pydantic import BaseModel
-
-    class Plain(BaseModel):
-        key: str
-        region: str
-
-    class WithInjected(BaseModel):
-        key: str
-        region: Annotated[str, InjectedToolArg]
-
     tool = _tool_with(Plain)
     args = {"key": "k", "region": "eu"}
     for _ in range(2):
@@ -202,7 +202,6 @@ def test_a_known_digest_counts_only_for_its_own_arguments_object() -> None:
     """The grant's digest (``known``) is taken for the very arguments object it was taken
     of, and only when the run reports all of it; an equal copy, or arguments with an
     injected one, are digested afresh."""
-    from langchain_core.tools import InjectedToolArg
     from pydantic import BaseModel
 
     class Args(BaseModel):
