@@ -55,7 +55,11 @@ register_configure_hook(_EXPECTED, inheritable=True)
 Allowed = tuple[Any, str]
 """An arguments object and the digest taken of it with its call's name (``call_digest``)."""
 
-_LANGCHAIN_FILTER_MODULE = getattr(BaseTool._filter_injected_args, "__module__", "")
+# LangChain's own filter of what a tool run reports (read by name, as the check reads what
+# that filter leaves: the tool's run is what the check must agree with).
+_LANGCHAIN_FILTER_MODULE = getattr(
+    getattr(BaseTool, "_filter_injected_args", None), "__module__", ""
+)
 
 
 class UncheckedToolRun(Exception):
