@@ -9,7 +9,7 @@ call that already ran answers with its first result. Denied calls never reach th
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from conftest import TEST_POLICIES
@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import tools_condition
+from langgraph.prebuilt import InjectedState, tools_condition
 from langgraph.types import RetryPolicy
 from mediation_kit import (
     POLICY,
@@ -225,3 +225,36 @@ def test_a_guard_in_a_subgraph_of_a_checkpointed_parent_sends_a_task_per_call(
             seen.append([c["id"] for c in event["input"]["calls"]])
     assert sorted(seen) == [["r1"], ["r2"], ["s2"]]
     assert sorted(call_id for _, call_id, _ in ledger.runs) == ["r1", "r2", "s2"]
+
+
+def test_a_stateless_hand_over_to_a_node_whose_tools_read_the_state_runs_nothing() -> None:
+    """The guard sends a call without the state only to a node whose tools read none. Such a
+    hand-over (sealed, as the guard makes it) sent to a node with a tool that reads the state
+    is refused before any tool runs: the node no longer builds a message for the calls of a
+    stateless hand-over, and nothing of it may run where the state would be missing."""
+    from langgraph.types import Send
+
+    from langchain_opa_guard import GuardWiringError
+    from langchain_opa_guard.guards.execution import calls_payload
+
+    ran: list[str] = []
+
+    def read(item: str, state: Annotated[dict[str, Any], InjectedState]) -> str:
+        """Read an item."""
+        ran.append(item)
+        return item
+
+    call = tool_call("read", {"item": "a"}, "r1")
+    turn = AIMessage("", tool_calls=[call], id="turn-1")
+    payload = calls_payload([call], {}, "messages", [], turn, views={"r1": ""}, stateless=True)
+    node = GuardedToolNode([StructuredTool.from_function(read)])
+    assert not node.reads_no_state
+    builder = StateGraph(MessagesState)
+    builder.add_node("sender", lambda s: {"messages": [turn]})
+    builder.add_node("tools", node)
+    builder.add_edge(START, "sender")
+    builder.add_conditional_edges("sender", lambda s: [Send("tools", payload)], ["tools"])
+    builder.add_edge("tools", END)
+    with pytest.raises(GuardWiringError, match="reads the graph state"):
+        builder.compile().invoke(INPUTS)
+    assert ran == []
