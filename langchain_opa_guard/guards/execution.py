@@ -43,6 +43,7 @@ from langchain_opa_guard.guards.claims import arun_once, forget_answers, run_onc
 from langchain_opa_guard.guards.decided_views import VIEWS_KEY, read_differently, tool_refusal
 from langchain_opa_guard.guards.denials import changed_call_message, unsealed_call_message
 from langchain_opa_guard.guards.injections import without_injected_request
+from langchain_opa_guard.guards.live_turn import turn_still_open
 from langchain_opa_guard.guards.seals import GRANT_TTL, binding_holds, sealed
 from langchain_opa_guard.guards.tool_results import applied_result
 from langchain_opa_guard.guards.tool_start_check import arun_checked, run_checked
@@ -209,6 +210,16 @@ class GuardedToolNode(ToolNode):
                 "calls without it: pass this same node as the guard's registry=."
             )
         calls = [cast(ToolCall, dict(c)) for c in input.get("calls") or ()]
+        if not turn_still_open(
+            config,
+            self._messages_key_for_guard,
+            input.get("message_id"),
+            {str(c.get("id")) for c in calls},
+        ):
+            # Sent back into the run after the conversation went on (the turn was dropped,
+            # or answered): LangGraph waits for no answer from it, so nothing of it runs
+            # and nothing is answered.
+            calls = []
         grant = dict(input.get("grant") or {})
         bound = input.get("binding")
         revision = self._revision_now(bound)

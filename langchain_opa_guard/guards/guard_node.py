@@ -48,6 +48,7 @@ from langchain_opa_guard.guards.guard_edge import (
     routed_turn,
     without_routed,
 )
+from langchain_opa_guard.guards.live_turn import turn_still_open
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.seals import (
@@ -240,6 +241,8 @@ class PolicyGuardNode(RunnableCallable):
     # -- the node's work, sync and async twins ----------------------------------------
 
     def _func(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
+        if self._sent_back(state, config):
+            return Command(goto=END)
         ticket = _ticket(state)
         if ticket is not None and not self._ticket_holds(ticket, config):
             return self._unsealed_ticket(ticket)
@@ -256,6 +259,8 @@ class PolicyGuardNode(RunnableCallable):
         return self._route(state, turn, self.turns.decide(turn, config), config)
 
     async def _afunc(self, state: Any, config: RunnableConfig, runtime: Runtime) -> Command[Any]:
+        if self._sent_back(state, config):
+            return Command(goto=END)
         ticket = _ticket(state)
         if ticket is not None and not self._ticket_holds(ticket, config):
             return self._unsealed_ticket(ticket)
@@ -428,6 +433,24 @@ class PolicyGuardNode(RunnableCallable):
 
     def _binding(self, config: RunnableConfig) -> dict[str, Any]:
         return binding(self._scope, config, engine_revision(self.engine))
+
+    def _sent_back(self, state: Any, config: RunnableConfig) -> bool:
+        """Whether ``state`` is one of this guard's hand-overs to itself (a turn waiting for
+        approval, the edge's decisions) whose turn is no longer open in the conversation
+        the graph holds: sent back into the run after the conversation went on, it is not
+        acted on (see :mod:`.live_turn`)."""
+        if not isinstance(state, Mapping):
+            return False
+        ticket = state.get(TICKET_KEY)
+        carried = state.get(ROUTED_KEY)
+        if isinstance(ticket, Mapping):
+            message = ticket.get("ai_message")
+            message_id = getattr(message, "id", None)
+        elif isinstance(carried, Mapping):
+            message_id = carried.get("message_id")
+        else:
+            return False
+        return not turn_still_open(config, self.messages_key, message_id)
 
     def _ticket_holds(self, ticket: Mapping[str, Any], config: RunnableConfig) -> bool:
         """A turn waiting for approval is taken when it is this guard's, for this thread,

@@ -58,6 +58,7 @@ from langchain_opa_guard.guards.claims import (
 from langchain_opa_guard.guards.decided_views import prepared_digest, tool_refusal, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
+from langchain_opa_guard.guards.live_turn import request_turn_open
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
 from langchain_opa_guard.guards.tool_results import applied_result
@@ -274,6 +275,8 @@ class ToolCallGuard:
     ) -> tuple[ToolCall, ToolMessage | Command[Any] | None]:
         """The call as it would run, or the answer for a call that cannot run at all."""
         call = request.tool_call
+        if not request_turn_open(request, self.messages_key, missing=True):
+            return call, Command(update={})  # sent back after its turn left the conversation
         problem: str | None = None
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:

@@ -268,8 +268,9 @@ def opa_sort_key(value: Any) -> tuple[Any, ...]:
     if isinstance(value, RegoSet):
         return (6, tuple(sorted(opa_sort_key(v) for v in value)))
     if isinstance(value, dict):
-        items = sorted((opa_sort_key(k), opa_sort_key(v)) for k, v in value.items())
-        return (5, tuple(k for k, _ in items), tuple(v for _, v in items))
+        # Key by key, each key then its value, a shorter object first when one is the
+        # other's start (OPA's objectCompare); keys are unique, so pairs sort by key.
+        return (5, tuple(sorted((opa_sort_key(k), opa_sort_key(v)) for k, v in value.items())))
     if isinstance(value, _Key):
         return opa_sort_key(dict(value[1:]) if value[0] == "object" else list(value[1:]))
     if isinstance(value, (list, tuple)):
