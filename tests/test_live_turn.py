@@ -76,6 +76,13 @@ def test_a_later_request_or_model_message_closes_the_turn(later: Any) -> None:
     assert not turn_still_open(_config([TURN, later]), "messages", "a1", {"c1"})
 
 
+def test_a_message_of_that_id_proposing_other_calls_is_not_the_turn() -> None:
+    """A model that reused the message id: the graph replaced the turn (add_messages)."""
+    other = AIMessage("", id="a1", tool_calls=[{"name": "t", "args": {}, "id": "c9"}])
+    assert not turn_still_open(_config([other]), "messages", "a1", {"c1"})
+    assert turn_still_open(_config([other]), "messages", "a1", {"c9"})
+
+
 def test_a_turn_no_longer_in_the_conversation_is_closed() -> None:
     assert not turn_still_open(_config([HumanMessage("go")]), "messages", "a1", {"c1"})
     # A message of the same id that is not the model's does not stand for the turn.
@@ -83,7 +90,8 @@ def test_a_turn_no_longer_in_the_conversation_is_closed() -> None:
 
 
 def test_messages_as_dicts_are_read_alike() -> None:
-    live = [{"type": "ai", "id": "a1"}, {"type": "tool", "tool_call_id": "c1"}]
+    ai = {"type": "ai", "id": "a1", "tool_calls": [{"name": "t", "args": {}, "id": "c1"}]}
+    live = [ai, {"type": "tool", "tool_call_id": "c1"}]
     assert not turn_still_open(_config(live), "messages", "a1", {"c1"})
     assert turn_still_open(_config(live[:1]), "messages", "a1", {"c1"})
 

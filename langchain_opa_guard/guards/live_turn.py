@@ -44,8 +44,9 @@ def turn_still_open(
     missing: bool = False,
 ) -> bool:
     """Whether the conversation the graph holds now still holds the model's message
-    ``message_id`` with no request or model message after it, and none of ``call_ids``
-    answered after it (``missing``: the answer when the message is not in it at all).
+    ``message_id``, proposing ``call_ids``, with no request or model message after it, and
+    none of ``call_ids`` answered after it (``missing``: the answer when the message is not
+    in it at all).
 
     Holds where it cannot be told: outside a LangGraph task, a message without an id, a
     graph whose state has no ``messages_key`` channel.
@@ -69,6 +70,16 @@ def turn_still_open(
         logger.warning(
             "a hand-over of the guard for model message %r arrived after that message left "
             "the conversation; nothing of it runs",
+            message_id,
+        )
+        return False
+    proposed = {_field(c, "id") for c in (_field(live[index], "tool_calls") or ())}
+    if not proposed.issuperset(call_ids):
+        # The message under that id proposes other calls (a model that reused the id: the
+        # graph replaced the turn the hand-over was made for).
+        logger.warning(
+            "a hand-over of the guard for calls model message %r no longer proposes arrived; "
+            "nothing of it runs",
             message_id,
         )
         return False
