@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,11 @@ from typing import Any
 import pytest
 
 from langchain_opa_guard import EmbeddedPolicy, ErrorType
-from langchain_opa_guard.engines.wasm.host_builtins import BuiltinRefusedError, go_sprintf
+from langchain_opa_guard.engines.wasm.host_builtins import (
+    _NEW_IN_15,
+    BuiltinRefusedError,
+    go_sprintf,
+)
 from langchain_opa_guard.engines.wasm.rego_values import Number
 
 PACKAGE = "sprintf_go"
@@ -95,6 +100,7 @@ CASES: list[tuple[str, str, list[Any]]] = [
         "%q %q %+q",
         ["a\u2028b", "a\u00adb", "é\U0001f600"],
     ),
+    ("unassigned for Go too", "%q %+q %v %#U", ["\ud7ff\U000e0080", "\ud7ff", ["\ud7ff"], 0xD7FF]),
     ("a noncharacter is not printable in any version", "%q %c %+q", ["\uffff", 0xFFFF, "\uffff"]),
     ("%s of a letter newer than Python's tables is not quoted", "%s|%5s|%x", ["\U0001e030"] * 3),
     ("a width counts runes", "%5s|%-5s|%5v|", ["日本", "é", "😀"]),
@@ -219,6 +225,18 @@ def test_refusals_raise_in_go_sprintf() -> None:
         with pytest.raises(BuiltinRefusedError):
             go_sprintf(form, args)
     assert go_sprintf("%s|%+q", ["\U0001e030", "\U0001e030"]) == '\U0001e030|"\\U0001e030"'
+
+
+@pytest.mark.skipif(unicodedata.unidata_version != "14.0.0", reason="Python 3.11's tables")
+def test_the_code_points_refused_are_those_python_does_not_know() -> None:
+    """Each code point that ``%q`` refuses is unassigned in Python's tables (new in Unicode
+    15); unassigned neighbours outside the table are quoted, as Go quotes them."""
+    for start, end in _NEW_IN_15:
+        for code in (start, end):
+            assert unicodedata.category(chr(code)) == "Cn"
+            with pytest.raises(BuiltinRefusedError):
+                go_sprintf("%q", [chr(code)])
+    assert go_sprintf("%q", ["\u0cf4\U0001e06e"]) == '"\\u0cf4\\U0001e06e"'
 
 
 # Seeded random formats and arguments, through go_sprintf, against OPA.

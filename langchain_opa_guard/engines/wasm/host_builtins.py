@@ -13,6 +13,10 @@ undefined. ``regex.find_n`` and ``regex.replace`` read Go's RE2 syntax through
 the same way (``\\p{Greek}``, ``(a*)+``) is refused: at load when it is a constant in the policy
 (:class:`UnsupportedBuiltinError`), else the evaluation fails closed
 (:class:`BuiltinRefusedError` -> ``engine_error``). ``indexof_n`` counts code points, as OPA.
+``sprintf`` is a port of Go's fmt for the arguments OPA hands it (``int64``, ``float64``,
+``*big.Int``, ``string``); it refuses, failing the evaluation closed, ``%p`` and ``%w`` of a big
+integer, a lone surrogate, and quoting a character new in Unicode 15 (Go's tables have it,
+Python 3.11's do not).
 Within :func:`builtin_deadline`, a builtin that would run past the evaluation's deadline
 raises :class:`TimeoutError` instead (the evaluation fails as a ``timeout``).
 
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import json
@@ -160,29 +165,50 @@ def _texts(value: Any) -> Iterator[str]:
 
 
 def _check_printable(text: str) -> None:
-    """Refuse text that Go's ``strconv.IsPrint`` would judge otherwise than Python does.
-
-    Go's tables are Unicode 15; Python 3.11's are 14, and the two agree on every code point
-    Python knows: a code point Python leaves unassigned (category ``Cn``) may be printable
-    for Go, so text holding one cannot be quoted as Go quotes it. Noncharacters
-    (``U+FFFF``, ...) stay unassigned in every version: never printable.
+    """Refuse text that Go's ``strconv.IsPrint`` may judge otherwise than Python does
+    (:func:`_is_print` of each character, for the quotes of a compound value's text).
 
     Raises:
-        BuiltinRefusedError: The text holds such a code point.
+        BuiltinRefusedError: The text holds such a character.
     """
-    if text.isprintable():
+    if text.isascii() or (_PYTHON_UNICODE <= _GO_UNICODE and text.isprintable()):
         return
     for ch in text:
-        if not ch.isprintable() and unicodedata.category(ch) == "Cn" and not _noncharacter(ch):
-            raise BuiltinRefusedError(
-                f"U+{ord(ch):04X} is unassigned in Python's Unicode tables "
-                f"({unicodedata.unidata_version}); Go's may print it otherwise"
-            )
+        if ch >= "\x80":
+            _is_print(ch)
 
 
-def _noncharacter(ch: str) -> bool:
-    code = ord(ch)
-    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
+# Go's Unicode tables (Go 1.26, OPA 1.22's) are 15.0; Python's depend on its version.
+_GO_UNICODE = (15, 0, 0)
+_PYTHON_UNICODE = tuple(int(part) for part in unicodedata.unidata_version.split("."))
+
+# The code points Go's strconv.IsPrint (Unicode 15.0) prints and Python 3.11's tables (14.0)
+# leave unassigned: what Unicode 15.0 added, but its format characters. Checked against Go
+# 1.26 for every code point; on every other code point the two agree.
+_NEW_IN_15 = (
+    (0xCF3, 0xCF3), (0xECE, 0xECE), (0x10EFD, 0x10EFF), (0x1123F, 0x11241),
+    (0x11B00, 0x11B09), (0x11F00, 0x11F10), (0x11F12, 0x11F3A), (0x11F3E, 0x11F59),
+    (0x1342F, 0x1342F), (0x13440, 0x13455), (0x1B132, 0x1B132), (0x1B155, 0x1B155),
+    (0x1D2C0, 0x1D2D3), (0x1DF25, 0x1DF2A), (0x1E030, 0x1E06D), (0x1E08F, 0x1E08F),
+    (0x1E4D0, 0x1E4F9), (0x1F6DC, 0x1F6DC), (0x1F774, 0x1F776), (0x1F77B, 0x1F77F),
+    (0x1F7D9, 0x1F7D9), (0x1FA75, 0x1FA77), (0x1FA87, 0x1FA88), (0x1FAAD, 0x1FAAF),
+    (0x1FABB, 0x1FABD), (0x1FABF, 0x1FABF), (0x1FACE, 0x1FACF), (0x1FADA, 0x1FADB),
+    (0x1FAE8, 0x1FAE8), (0x1FAF7, 0x1FAF8), (0x2B739, 0x2B739), (0x31350, 0x323AF),
+)  # fmt: skip
+_NEW_IN_15_STARTS = [start for start, _ in _NEW_IN_15]
+
+
+def _tables_may_differ(ch: str, printable: bool) -> bool:
+    """Whether Go's ``IsPrint`` of a non-ASCII character may differ from Python's answer:
+    exactly the code points of ``_NEW_IN_15`` with Python 3.11's tables, none with tables
+    of Go's version; else, conservatively, any code point Python's older tables leave
+    unassigned, or any that its newer tables print (it may be newer than Go's)."""
+    if _PYTHON_UNICODE == (14, 0, 0):
+        index = bisect.bisect_right(_NEW_IN_15_STARTS, ord(ch)) - 1
+        return index >= 0 and ord(ch) <= _NEW_IN_15[index][1]
+    if _PYTHON_UNICODE < _GO_UNICODE:
+        return not printable and unicodedata.category(ch) == "Cn"
+    return printable and _PYTHON_UNICODE > _GO_UNICODE
 
 
 def go_sprintf(format_string: str, values: list[Any]) -> str:
@@ -195,7 +221,8 @@ def go_sprintf(format_string: str, values: list[Any]) -> str:
     Raises:
         BuiltinRefusedError: What Python cannot reproduce exactly: ``%p`` or ``%w`` of a big
             integer (Go prints its address or its words), text holding a surrogate, a
-            quoted character Python's Unicode tables do not know (:func:`_check_printable`).
+            quoted character new in Unicode 15 (Python 3.11's tables do not know it:
+            :func:`_is_print`).
     """
     for text in (format_string, *_texts(values)):
         if _SURROGATE.search(text):
@@ -690,11 +717,19 @@ def _escaped(ch: str, quote: str, ascii_only: bool) -> str:
 
 
 def _is_print(ch: str) -> bool:
-    """Go's ``strconv.IsPrint`` (refusing what Python's tables cannot judge)."""
-    if ch.isprintable():
-        return True
-    _check_printable(ch)
-    return False
+    """Go's ``strconv.IsPrint``: Python's ``isprintable`` where the two tables agree.
+
+    Raises:
+        BuiltinRefusedError: Where they may not (:func:`_tables_may_differ`): a character
+            new in Unicode 15 (Go prints it, Python 3.11's tables do not know it).
+    """
+    printable = ch.isprintable()
+    if ch >= "\x80" and _tables_may_differ(ch, printable):
+        raise BuiltinRefusedError(
+            f"U+{ord(ch):04X}: Python's Unicode tables ({unicodedata.unidata_version}) may "
+            "not quote it as Go's (15.0) do"
+        )
+    return printable
 
 
 def _big_format(flags: _Flags, value: int, verb: str) -> str:
