@@ -69,11 +69,22 @@ def test_an_answer_to_a_handed_on_call_closes_the_turn() -> None:
     assert not turn_still_open(_config(live), "messages", "a1", {"c1"})
 
 
-@pytest.mark.parametrize(
-    "later", [HumanMessage("never mind"), AIMessage("ok", id="a2")], ids=["request", "model"]
-)
-def test_a_later_request_or_model_message_closes_the_turn(later: Any) -> None:
-    assert not turn_still_open(_config([TURN, later]), "messages", "a1", {"c1"})
+def test_a_later_request_closes_the_turn() -> None:
+    assert not turn_still_open(_config([TURN, HumanMessage("never mind")]), "messages", "a1")
+
+
+def test_a_later_model_message_alone_leaves_it_open() -> None:
+    """A parallel branch of the graph may add a model message in the turn's step (red team
+    54); a request or an answer to the turn's calls is what closes it."""
+    assert turn_still_open(_config([TURN, AIMessage("ok", id="a2")]), "messages", "a1", {"c1"})
+
+
+def test_the_turn_is_found_by_its_calls_when_no_id_is_given() -> None:
+    live = [TURN, ToolMessage("ran", tool_call_id="c1"), HumanMessage("next")]
+    assert not turn_still_open(_config(live), "messages", None, {"c1"})
+    assert turn_still_open(_config(live[:1]), "messages", None, {"c1"})
+    assert not turn_still_open(_config(live[:1]), "messages", None, {"c7"})
+    assert turn_still_open(_config(live[:1]), "messages", None, {"c7"}, missing=True)
 
 
 def test_a_message_of_that_id_proposing_other_calls_is_not_the_turn() -> None:

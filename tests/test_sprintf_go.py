@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from langchain_opa_guard import EmbeddedPolicy, ErrorType
-from langchain_opa_guard.engines.wasm.host_builtins import (
+from langchain_opa_guard.engines.wasm.go_format import (
     _NEW_IN_15,
-    BuiltinRefusedError,
+    GoFormatRefused,
     go_sprintf,
 )
 from langchain_opa_guard.engines.wasm.rego_values import Number
@@ -222,7 +222,7 @@ def test_refusals_raise_in_go_sprintf() -> None:
         ("\ud800", []),
         ("%p", [Number(str(BIG))]),
     ]:
-        with pytest.raises(BuiltinRefusedError):
+        with pytest.raises(GoFormatRefused):
             go_sprintf(form, args)
     assert go_sprintf("%s|%+q", ["\U0001e030", "\U0001e030"]) == '\U0001e030|"\\U0001e030"'
 
@@ -234,7 +234,7 @@ def test_the_code_points_refused_are_those_python_does_not_know() -> None:
     for start, end in _NEW_IN_15:
         for code in (start, end):
             assert unicodedata.category(chr(code)) == "Cn"
-            with pytest.raises(BuiltinRefusedError):
+            with pytest.raises(GoFormatRefused):
                 go_sprintf("%q", [chr(code)])
     assert go_sprintf("%q", ["\u0cf4\U0001e06e"]) == '"\\u0cf4\\U0001e06e"'
 
@@ -280,7 +280,7 @@ def test_random_formats_agree_with_opa(opa_policy: str) -> None:
     for index, case in enumerate(cases):
         try:
             mine = go_sprintf(case["format"], case["args"])
-        except BuiltinRefusedError:
+        except GoFormatRefused:
             continue
         if mine != theirs[str(index)]:
             differ.append((case["format"], case["args"], theirs[str(index)], mine))

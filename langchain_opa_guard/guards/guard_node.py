@@ -438,19 +438,29 @@ class PolicyGuardNode(RunnableCallable):
         """Whether ``state`` is one of this guard's hand-overs to itself (a turn waiting for
         approval, the edge's decisions) whose turn is no longer open in the conversation
         the graph holds: sent back into the run after the conversation went on, it is not
-        acted on (see :mod:`.live_turn`)."""
+        acted on (see :mod:`.live_turn`). A turn waiting for approval whose model message is
+        not a message object (its fields as JSON) was not delivered by LangGraph either."""
         if not isinstance(state, Mapping):
             return False
         ticket = state.get(TICKET_KEY)
         carried = state.get(ROUTED_KEY)
         if isinstance(ticket, Mapping):
             message = ticket.get("ai_message")
-            message_id = getattr(message, "id", None)
+            if not isinstance(message, AIMessage):
+                return True
+            message_id = message.id
+            call_ids = {str(call.get("id")) for call in message.tool_calls}
         elif isinstance(carried, Mapping):
             message_id = carried.get("message_id")
+            decided = carried.get("calls")
+            call_ids = {
+                str(item[0])
+                for item in (decided if isinstance(decided, list) else ())
+                if isinstance(item, list) and item
+            }
         else:
             return False
-        return not turn_still_open(config, self.messages_key, message_id)
+        return not turn_still_open(config, self.messages_key, message_id, call_ids)
 
     def _ticket_holds(self, ticket: Mapping[str, Any], config: RunnableConfig) -> bool:
         """A turn waiting for approval is taken when it is this guard's, for this thread,

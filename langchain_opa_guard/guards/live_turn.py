@@ -3,7 +3,8 @@
 The guard hands a decided turn on in a ``Send`` (the tools node's payload, the edge's
 decisions, a turn waiting for approval). LangGraph delivers it in the next step, or again
 from the checkpoint that holds it (a resume, a retry, a fork from that checkpoint); in each
-case the graph's conversation still ends with the turn, its granted calls unanswered. A
+case the graph's conversation still holds the turn, with no request after it and its
+granted calls unanswered. A
 graph's caller can also send a payload it saw back in later (``Command(goto=Send(...))``,
 within ``grant_ttl``, same thread): by then the conversation may have gone on without the
 turn (a new message dropped it, its calls answered "did not run", and a read made since
@@ -24,15 +25,12 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
 __all__ = ["request_turn_open", "turn_still_open"]
 
 logger = logging.getLogger(__name__)
-
-_GONE_ON = frozenset({"human", "ai", "user", "assistant"})
-"""Message types that mean the conversation went on past a turn (a new request, a model's
-next message)."""
 
 
 def turn_still_open(
@@ -43,16 +41,18 @@ def turn_still_open(
     *,
     missing: bool = False,
 ) -> bool:
-    """Whether the conversation the graph holds now still holds the model's message
-    ``message_id``, proposing ``call_ids``, with no request or model message after it, and
-    none of ``call_ids`` answered after it (``missing``: the answer when the message is not
-    in it at all).
+    """Whether the conversation the graph holds now still holds the turn: the model's message
+    ``message_id`` (``None``: the last model message proposing ``call_ids``), proposing
+    ``call_ids``, with no request after it and none of ``call_ids`` answered after it
+    (``missing``: the answer when no such message is in it at all).
 
-    Holds where it cannot be told: outside a LangGraph task, a message without an id, a
-    graph whose state has no ``messages_key`` channel.
+    Model messages after it do not close it (a parallel branch of the graph may add one in
+    the same step); a request does, and so does an answer to one of its calls. Holds where it
+    cannot be told: outside a LangGraph task, nothing to identify the turn by, a graph whose
+    state has no ``messages_key`` channel.
     """
     read = ((config or {}).get("configurable") or {}).get(CONFIG_KEY_READ)
-    if message_id is None or not callable(read):
+    if (message_id is None and not call_ids) or not callable(read):
         return True
     try:
         live = read(messages_key, False)
@@ -60,39 +60,60 @@ def turn_still_open(
         return True
     if not isinstance(live, Sequence) or isinstance(live, (str, bytes)):
         return True
-    for index in range(len(live) - 1, -1, -1):
-        if _field(live[index], "id") == message_id and _kind(live[index]) in ("ai", "assistant"):
-            after = live[index + 1 :]
-            break
-    else:
-        if missing:
-            return True
-        logger.warning(
-            "a hand-over of the guard for model message %r arrived after that message left "
-            "the conversation; nothing of it runs",
-            message_id,
-        )
-        return False
-    proposed = {_field(c, "id") for c in (_field(live[index], "tool_calls") or ())}
-    if not proposed.issuperset(call_ids):
+    index = _turn_index(live, message_id, call_ids)
+    if index is None:
+        if not missing:
+            _refused(message_id, call_ids, "its model message is not in the conversation")
+        return missing
+    if not _proposed(live[index]).issuperset(call_ids):
         # The message under that id proposes other calls (a model that reused the id: the
         # graph replaced the turn the hand-over was made for).
-        logger.warning(
-            "a hand-over of the guard for calls model message %r no longer proposes arrived; "
-            "nothing of it runs",
-            message_id,
-        )
+        _refused(message_id, call_ids, "its model message no longer proposes its calls")
         return False
-    for message in after:
+    for message in live[index + 1 :]:
         kind = _kind(message)
-        if kind in _GONE_ON or (kind == "tool" and _field(message, "tool_call_id") in call_ids):
-            logger.warning(
-                "a hand-over of the guard for model message %r arrived after the conversation "
-                "went on (sent back into the run); nothing of it runs",
-                message_id,
-            )
+        if kind == "human" or (kind == "tool" and _field(message, "tool_call_id") in call_ids):
+            _refused(message_id, call_ids, "the conversation went on without it")
             return False
     return True
+
+
+def request_turn_open(request: Any, messages_key: str, *, missing: bool = False) -> bool:
+    """:func:`turn_still_open` for the call of a ``ToolNode``'s request (a
+    ``ToolCallRequest``): the last model message of the conversation the graph holds that
+    proposes it (whatever state the request carries)."""
+    call_id = (getattr(request, "tool_call", None) or {}).get("id")
+    if not isinstance(call_id, str):
+        return True
+    config = getattr(getattr(request, "runtime", None), "config", None)
+    return turn_still_open(config, messages_key, None, {call_id}, missing=missing)
+
+
+def _turn_index(live: Sequence[Any], message_id: Any, call_ids: Collection[str]) -> int | None:
+    for index in range(len(live) - 1, -1, -1):
+        message = live[index]
+        if _kind(message) != "ai":
+            continue
+        if message_id is not None:
+            if _field(message, "id") == message_id:
+                return index
+        elif not _proposed(message).isdisjoint(call_ids):
+            return index
+    return None
+
+
+def _refused(message_id: Any, call_ids: Collection[str], why: str) -> None:
+    logger.warning(
+        "a hand-over of the guard (model message %r, calls %s) arrived after %s (sent back "
+        "into the run); nothing of it runs",
+        message_id,
+        ", ".join(sorted(map(str, call_ids))) or "-",
+        why,
+    )
+
+
+def _proposed(message: Any) -> set[Any]:
+    return {_field(call, "id") for call in (_field(message, "tool_calls") or ())}
 
 
 def _field(message: Any, name: str) -> Any:
@@ -101,28 +122,28 @@ def _field(message: Any, name: str) -> Any:
     return getattr(message, name, None)
 
 
-def _kind(message: Any) -> Any:
+_KINDS = {
+    "ai": "ai",
+    "assistant": "ai",
+    "AIMessageChunk": "ai",
+    "human": "human",
+    "user": "human",
+    "HumanMessageChunk": "human",
+    "tool": "tool",
+    "ToolMessageChunk": "tool",
+}
+
+
+def _kind(message: Any) -> str | None:
+    """``"ai"``, ``"human"``, ``"tool"`` or ``None``: a message object by its class (chunks
+    included), a dict by its ``type`` or ``role``."""
+    if isinstance(message, AIMessage):
+        return "ai"
+    if isinstance(message, HumanMessage):
+        return "human"
+    if isinstance(message, ToolMessage):
+        return "tool"
     if isinstance(message, Mapping):
-        return message.get("type") or message.get("role")
-    return getattr(message, "type", None)
-
-
-def request_turn_open(request: Any, messages_key: str, *, missing: bool = False) -> bool:
-    """:func:`turn_still_open` for the turn of a ``ToolNode``'s call (``request``: a
-    ``ToolCallRequest``): the model message in the state the request carries that holds the
-    call, read in the conversation the graph holds now."""
-    call_id = (getattr(request, "tool_call", None) or {}).get("id")
-    state = getattr(request, "state", None)
-    live = state.get(messages_key) if isinstance(state, Mapping) else None
-    if live is None and state is not None and not isinstance(state, Mapping):
-        live = getattr(state, messages_key, None)
-    message_id = None
-    if isinstance(live, Sequence) and not isinstance(live, (str, bytes)):
-        for message in reversed(live):
-            if _kind(message) in ("ai", "assistant") and any(
-                _field(c, "id") == call_id for c in (_field(message, "tool_calls") or ())
-            ):
-                message_id = _field(message, "id")
-                break
-    config = getattr(getattr(request, "runtime", None), "config", None)
-    return turn_still_open(config, messages_key, message_id, {str(call_id)}, missing=missing)
+        kind = message.get("type") or message.get("role")
+        return _KINDS.get(kind) if isinstance(kind, str) else None
+    return None
