@@ -128,3 +128,60 @@ def test_a_dropped_turn_s_tools_input_sent_back_runs_nothing(
         m for m in messages(graph, config) if isinstance(m, ToolMessage) and m.tool_call_id == "s1"
     ]
     assert len(answers) <= 1, [m.content for m in answers]
+
+
+def test_the_interceptor_decides_on_the_conversation_the_graph_holds(
+    engine: EmbeddedPolicy,
+) -> None:
+    """The model read a page (``r1``), then proposes ``send`` (``s2``), which the policy
+    denies after a read; the run waits before its tools (``interrupt_before``). The caller
+    sends the tools node a state of its own holding the same call without the read
+    (``Command(goto=Send("tools", {"messages": [...]}))``). The interceptor decides the call
+    on the conversation the graph holds, where the read is: the send is denied and does not
+    run."""
+    ledger = Ledger()
+    script = Script(
+        [
+            AIMessage("", tool_calls=[tool_call("read", {"item": "page"}, "r1")], id="a1"),
+            AIMessage("", tool_calls=[tool_call("send", SEND, "s2")], id="a2"),
+            "ok",
+            "ok",
+        ]
+    )
+    model = ScriptedChatModel(script=[script.reply] * 16)
+    tools = mediation_tools(ledger)
+    guard = ToolCallGuard(engine, registry=tools)
+    node = ToolNode(
+        tools, wrap_tool_call=guard.wrap_tool_call, awrap_tool_call=guard.awrap_tool_call
+    )
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", node)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    graph = builder.compile(checkpointer=InMemorySaver(), interrupt_before=["tools"])
+    config = thread_config("live-turn-interceptor-state")
+    graph.invoke({"messages": [("user", "read, then send")]}, config, context={"user": USER})
+    graph.invoke(None, config, context={"user": USER})  # r1 runs; the model proposes s2
+    assert runs_of(ledger, "r1") == 1
+    waiting = messages(graph, config)[-1]
+    assert isinstance(waiting, AIMessage) and waiting.tool_calls[0]["id"] == "s2"
+
+    crafted = {"messages": [("user", "send b a hi"), waiting]}
+    graph.invoke(Command(goto=Send("tools", crafted)), config, context={"user": USER})
+    graph.invoke(None, config, context={"user": USER})
+
+    assert runs_of(ledger, "s2") == 0, ledger.runs
+    answers = [
+        m for m in messages(graph, config) if isinstance(m, ToolMessage) and m.tool_call_id == "s2"
+    ]
+    # (The caller's Send and the waiting task each answer it: a Command(goto=...) sent into
+    # a paused run, known and open, README "Human approval".)
+    assert answers and all(
+        m.status == "error" and "no sending after a read" in str(m.content) for m in answers
+    ), [m.content for m in answers]

@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
-__all__ = ["request_turn_open", "turn_still_open"]
+__all__ = ["live_conversation", "request_turn_open", "turn_still_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +51,8 @@ def turn_still_open(
     cannot be told: outside a LangGraph task, nothing to identify the turn by, a graph whose
     state has no ``messages_key`` channel.
     """
-    read = ((config or {}).get("configurable") or {}).get(CONFIG_KEY_READ)
-    if (message_id is None and not call_ids) or not callable(read):
-        return True
-    try:
-        live = read(messages_key, False)
-    except Exception:  # noqa: BLE001 - no such channel: nothing to tell from
-        return True
-    if not isinstance(live, Sequence) or isinstance(live, (str, bytes)):
+    live = _read(config, messages_key) if message_id is not None or call_ids else None
+    if live is None:
         return True
     index = _turn_index(live, message_id, call_ids)
     if index is None:
@@ -78,6 +72,20 @@ def turn_still_open(
     return True
 
 
+def live_conversation(
+    config: Mapping[str, Any] | None, messages_key: str, call_id: Any
+) -> list[Any] | None:
+    """The conversation the graph holds now, when one of its model messages proposes the
+    call ``call_id``; else ``None`` (outside a LangGraph task, no such channel, a call the
+    graph's conversation does not propose). A call is decided on this conversation rather
+    than on the state a request carries, which a graph's caller can write
+    (``Command(goto=Send("tools", ...))``)."""
+    live = _read(config, messages_key)
+    if live is None or _turn_index(live, None, {call_id}) is None:
+        return None
+    return list(live)
+
+
 def request_turn_open(request: Any, messages_key: str, *, missing: bool = False) -> bool:
     """:func:`turn_still_open` for the call of a ``ToolNode``'s request (a
     ``ToolCallRequest``): the last model message of the conversation the graph holds that
@@ -87,6 +95,21 @@ def request_turn_open(request: Any, messages_key: str, *, missing: bool = False)
         return True
     config = getattr(getattr(request, "runtime", None), "config", None)
     return turn_still_open(config, messages_key, None, {call_id}, missing=missing)
+
+
+def _read(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any] | None:
+    """The ``messages_key`` channel's value now (LangGraph's read of the task's graph), or
+    ``None`` where there is none."""
+    read = ((config or {}).get("configurable") or {}).get(CONFIG_KEY_READ)
+    if not callable(read):
+        return None
+    try:
+        live = read(messages_key, False)
+    except Exception:  # noqa: BLE001 - no such channel: nothing to tell from
+        return None
+    if not isinstance(live, Sequence) or isinstance(live, (str, bytes)):
+        return None
+    return live
 
 
 def _turn_index(live: Sequence[Any], message_id: Any, call_ids: Collection[str]) -> int | None:

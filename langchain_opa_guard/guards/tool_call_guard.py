@@ -58,7 +58,7 @@ from langchain_opa_guard.guards.claims import (
 from langchain_opa_guard.guards.decided_views import prepared_digest, tool_refusal, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
-from langchain_opa_guard.guards.live_turn import request_turn_open
+from langchain_opa_guard.guards.live_turn import live_conversation, request_turn_open
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
 from langchain_opa_guard.guards.tool_results import applied_result
@@ -158,10 +158,11 @@ class ToolCallGuard:
     def document(
         self, call: Mapping[str, Any], state: Any, config: RunnableConfig, context: Any
     ) -> dict[str, Any]:
-        """The policy input for ``call``, with its turn and history read from ``state``."""
+        """The policy input for ``call``: its turn and history as the graph holds them."""
         metadata = metadata_for(self.metadata_of, call.get("name"))
         doc = call_document(cast(ToolCall, call), metadata)
-        messages = state_messages(state, self.messages_key)
+        messages = live_conversation(config, self.messages_key, call.get("id"))
+        messages = messages or state_messages(state, self.messages_key)
         turn: list[dict[str, Any]] = [doc]
         history: list[dict[str, Any]] = []
         found = _turn_of(messages, call.get("id"))
@@ -236,7 +237,7 @@ class ToolCallGuard:
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
         result = run_once(request, partial(run_checked, execute), turn, keep=True)
-        return _noted(_applied(request, result), note)
+        return _noted(applied_result(request, result), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -255,7 +256,7 @@ class ToolCallGuard:
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
         result = await arun_once(request, partial(arun_checked, execute), turn, keep=True)
-        return _noted(_applied(request, result), note)
+        return _noted(applied_result(request, result), note)
 
     def _read_differently(
         self, request: ToolCallRequest, decided: ToolCall, rewrite: str | None
@@ -349,13 +350,6 @@ class ToolCallGuard:
 
     def _label(self, call: Mapping[str, Any]) -> str:
         return tool_label(call.get("name"), self.metadata_of)
-
-
-def _applied(
-    request: ToolCallRequest, result: ToolMessage | Command[Any]
-) -> ToolMessage | Command[Any]:
-    """``result`` as it may be applied (:func:`~.tool_results.applied_result`)."""
-    return applied_result(request, result)
 
 
 def _turn_of(messages: Sequence[Any], call_id: Any) -> tuple[int, AIMessage] | None:
