@@ -60,8 +60,29 @@ def test_a_turn_that_ends_the_conversation_is_open() -> None:
 
 
 def test_answers_to_the_turn_s_other_calls_leave_it_open() -> None:
-    live = [HumanMessage("go"), TURN, ToolMessage("denied", tool_call_id="c2")]
+    pair = [{"name": "t", "args": {}, "id": "c1"}, {"name": "t", "args": {}, "id": "c2"}]
+    turn = AIMessage("", id="a1", tool_calls=pair)
+    live = [HumanMessage("go"), turn, ToolMessage("denied", tool_call_id="c2")]
     assert turn_still_open(_config(live), "messages", "a1", {"c1"})
+
+
+def test_a_later_round_closes_the_turn() -> None:
+    """Red team 55: the caller removed the new request and the "did not run" answer; what
+    stays of the later round (the read's model message and its answer) closes the turn."""
+    read = AIMessage("", id="a2", tool_calls=[{"name": "read", "args": {}, "id": "r1"}])
+    assert not turn_still_open(_config([TURN, read]), "messages", "a1", {"c1"})
+    answer = ToolMessage("page", tool_call_id="r1")
+    assert not turn_still_open(_config([TURN, answer]), "messages", "a1", {"c1"})
+
+
+def test_a_call_is_matched_by_its_name_and_arguments_too() -> None:
+    """Red team 55: a model that numbers its calls alike every turn; the later turn's
+    ``c1`` is another call, so the call sent back is not that turn's."""
+    later = AIMessage("", id="a3", tool_calls=[{"name": "read", "args": {}, "id": "c1"}])
+    live = [TURN, ToolMessage("did not run", tool_call_id="c1"), HumanMessage("go on"), later]
+    sent = {"c1": {"name": "t", "args": {}, "id": "c1"}}
+    assert not turn_still_open(_config(live), "messages", None, sent)
+    assert turn_still_open(_config(live), "messages", None, {"c1": later.tool_calls[0]})
 
 
 def test_an_answer_to_a_handed_on_call_closes_the_turn() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
-__all__ = ["live_conversation", "request_turn_open", "turn_still_open"]
+__all__ = ["graph_turn", "request_turn_open", "turn_still_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,64 +37,87 @@ def turn_still_open(
     config: Mapping[str, Any] | None,
     messages_key: str,
     message_id: Any,
-    call_ids: Collection[str] = (),
+    calls: Collection[str] | Mapping[str, Mapping[str, Any]] = (),
     *,
     missing: bool = False,
 ) -> bool:
-    """Whether the conversation the graph holds now still holds the turn: the model's message
-    ``message_id`` (``None``: the last model message proposing ``call_ids``), proposing
-    ``call_ids``, with no request after it and none of ``call_ids`` answered after it
-    (``missing``: the answer when no such message is in it at all).
+    """Whether the conversation the graph holds now still holds the turn open: the model's
+    message ``message_id`` (``None``: the last model message proposing ``calls``) proposes
+    ``calls`` (ids; or id -> call, when the name and arguments must match too) and nothing
+    of a later round follows it (``missing``: the answer when no such message is there).
 
-    Model messages after it do not close it (a parallel branch of the graph may add one in
-    the same step); a request does, and so does an answer to one of its calls. Holds where it
-    cannot be told: outside a LangGraph task, nothing to identify the turn by, a graph whose
-    state has no ``messages_key`` channel.
+    A later round is a request, a model message that proposes calls, or an answer to a call
+    the turn does not propose; an answer to one of ``calls`` closes the turn too. A model
+    message without calls does not (a parallel branch of the graph may add one in the
+    turn's step), nor do answers to the turn's other calls (the guard's denials). Holds
+    where it cannot be told: outside a LangGraph task, nothing to identify the turn by, a
+    graph whose state has no ``messages_key`` channel.
     """
-    live = _read(config, messages_key) if message_id is not None or call_ids else None
+    live = _read(config, messages_key) if message_id is not None or calls else None
     if live is None:
         return True
-    index = _turn_index(live, message_id, call_ids)
+    index = _turn_index(live, message_id, calls)
     if index is None:
         if not missing:
-            _refused(message_id, call_ids, "its model message is not in the conversation")
+            _refused(message_id, calls, "its model message is not in the conversation")
         return missing
-    if not _proposed(live[index]).issuperset(call_ids):
+    if not _proposes(live[index], calls):
         # The message under that id proposes other calls (a model that reused the id: the
         # graph replaced the turn the hand-over was made for).
-        _refused(message_id, call_ids, "its model message no longer proposes its calls")
+        _refused(message_id, calls, "its model message no longer proposes its calls")
         return False
+    proposed = {_field(call, "id") for call in (_field(live[index], "tool_calls") or ())}
     for message in live[index + 1 :]:
         kind = _kind(message)
-        if kind == "human" or (kind == "tool" and _field(message, "tool_call_id") in call_ids):
-            _refused(message_id, call_ids, "the conversation went on without it")
+        answered = _field(message, "tool_call_id") if kind == "tool" else None
+        if (
+            kind == "human"
+            or (kind == "ai" and _field(message, "tool_calls"))
+            or (kind == "tool" and (answered in calls or answered not in proposed))
+        ):
+            _refused(message_id, calls, "the conversation went on without it")
             return False
     return True
 
 
-def live_conversation(
-    config: Mapping[str, Any] | None, messages_key: str, call_id: Any
-) -> list[Any] | None:
-    """The conversation the graph holds now, when one of its model messages proposes the
-    call ``call_id``; else ``None`` (outside a LangGraph task, no such channel, a call the
-    graph's conversation does not propose). A call is decided on this conversation rather
-    than on the state a request carries, which a graph's caller can write
-    (``Command(goto=Send("tools", ...))``)."""
-    live = _read(config, messages_key)
-    if live is None or _turn_index(live, None, {call_id}) is None:
+def graph_turn(
+    call_id: Any, state: Any, config: Mapping[str, Any] | None, messages_key: str
+) -> tuple[Sequence[Any], Any] | None:
+    """The conversation the graph holds now and the id of its model message that proposes
+    the call ``call_id``, when ``state`` (a ``ToolNode``'s input) is the graph's: its model
+    message proposing the call is one the graph holds (by id). ``None`` otherwise: outside a
+    LangGraph task, or a ``ToolNode`` given messages of its own (a loop inside a node)."""
+    given = _field(state, messages_key) if state is not None else None
+    if not isinstance(call_id, str) or not isinstance(given, Sequence):
         return None
-    return list(live)
+    index = _turn_index(given, None, {call_id})
+    message_id = _field(given[index], "id") if index is not None else None
+    live = _read(config, messages_key)
+    if live is None or message_id is None:
+        return None
+    if not any(_field(m, "id") == message_id and _kind(m) == "ai" for m in live):
+        return None
+    return live, message_id
 
 
 def request_turn_open(request: Any, messages_key: str, *, missing: bool = False) -> bool:
     """:func:`turn_still_open` for the call of a ``ToolNode``'s request (a
-    ``ToolCallRequest``): the last model message of the conversation the graph holds that
-    proposes it (whatever state the request carries)."""
-    call_id = (getattr(request, "tool_call", None) or {}).get("id")
+    ``ToolCallRequest``), its name and arguments included: with ``missing`` false, the last
+    model message of the conversation the graph holds that proposes it, whatever state the
+    request carries (the middleware's ``create_agent`` graph); with ``missing`` true, the
+    request's own model message where the graph holds it (:func:`graph_turn`), and nothing
+    to tell where it does not."""
+    call = getattr(request, "tool_call", None) or {}
+    call_id = call.get("id")
     if not isinstance(call_id, str):
         return True
     config = getattr(getattr(request, "runtime", None), "config", None)
-    return turn_still_open(config, messages_key, None, {call_id}, missing=missing)
+    if not missing:
+        return turn_still_open(config, messages_key, None, {call_id: call})
+    found = graph_turn(call_id, getattr(request, "state", None), config, messages_key)
+    if found is None:
+        return True
+    return turn_still_open(config, messages_key, found[1], {call_id: call})
 
 
 def _read(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any] | None:
@@ -112,7 +135,9 @@ def _read(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any] 
     return live
 
 
-def _turn_index(live: Sequence[Any], message_id: Any, call_ids: Collection[str]) -> int | None:
+def _turn_index(
+    live: Sequence[Any], message_id: Any, calls: Collection[str] | Mapping[str, Any]
+) -> int | None:
     for index in range(len(live) - 1, -1, -1):
         message = live[index]
         if _kind(message) != "ai":
@@ -120,23 +145,39 @@ def _turn_index(live: Sequence[Any], message_id: Any, call_ids: Collection[str])
         if message_id is not None:
             if _field(message, "id") == message_id:
                 return index
-        elif not _proposed(message).isdisjoint(call_ids):
+        elif _proposes(message, calls, any_of=True):
             return index
     return None
 
 
-def _refused(message_id: Any, call_ids: Collection[str], why: str) -> None:
+def _proposes(
+    message: Any, calls: Collection[str] | Mapping[str, Any], *, any_of: bool = False
+) -> bool:
+    """Whether ``message`` proposes all (``any_of``: one) of ``calls``: ids, or id -> call,
+    whose name and arguments must be the message's too."""
+    proposed = {_field(c, "id"): c for c in (_field(message, "tool_calls") or ())}
+    found = [
+        call_id in proposed
+        and (
+            not isinstance(calls, Mapping)
+            or (
+                _field(proposed[call_id], "name") == _field(calls[call_id], "name")
+                and _field(proposed[call_id], "args") == _field(calls[call_id], "args")
+            )
+        )
+        for call_id in calls
+    ]
+    return any(found) if any_of else all(found)
+
+
+def _refused(message_id: Any, calls: Collection[str], why: str) -> None:
     logger.warning(
         "a hand-over of the guard (model message %r, calls %s) arrived after %s (sent back "
         "into the run); nothing of it runs",
         message_id,
-        ", ".join(sorted(map(str, call_ids))) or "-",
+        ", ".join(sorted(map(str, calls))) or "-",
         why,
     )
-
-
-def _proposed(message: Any) -> set[Any]:
-    return {_field(call, "id") for call in (_field(message, "tool_calls") or ())}
 
 
 def _field(message: Any, name: str) -> Any:

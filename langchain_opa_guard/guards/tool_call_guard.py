@@ -58,7 +58,7 @@ from langchain_opa_guard.guards.claims import (
 from langchain_opa_guard.guards.decided_views import prepared_digest, tool_refusal, view_refusal
 from langchain_opa_guard.guards.denials import DenialStyle, denial_message
 from langchain_opa_guard.guards.injections import without_injected_request
-from langchain_opa_guard.guards.live_turn import live_conversation, request_turn_open
+from langchain_opa_guard.guards.live_turn import graph_turn, request_turn_open
 from langchain_opa_guard.guards.prepared_calls import prepared_call
 from langchain_opa_guard.guards.rewrites import read_back, rewrite_refusal
 from langchain_opa_guard.guards.tool_results import applied_result
@@ -161,8 +161,8 @@ class ToolCallGuard:
         """The policy input for ``call``: its turn and history as the graph holds them."""
         metadata = metadata_for(self.metadata_of, call.get("name"))
         doc = call_document(cast(ToolCall, call), metadata)
-        messages = live_conversation(config, self.messages_key, call.get("id"))
-        messages = messages or state_messages(state, self.messages_key)
+        held = graph_turn(call.get("id"), state, config, self.messages_key)
+        messages = list(held[0]) if held else state_messages(state, self.messages_key)
         turn: list[dict[str, Any]] = [doc]
         history: list[dict[str, Any]] = []
         found = _turn_of(messages, call.get("id"))
