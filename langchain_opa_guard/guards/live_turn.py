@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
-__all__ = ["graph_turn", "request_turn_open", "turn_still_open"]
+__all__ = ["graph_turn", "on_graph_conversation", "request_turn_open", "turn_still_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ def turn_still_open(
     config: Mapping[str, Any] | None,
     messages_key: str,
     message_id: Any,
-    calls: Collection[str] | Mapping[str, Mapping[str, Any]] = (),
+    calls: Collection[str] = (),
     *,
     missing: bool = False,
 ) -> bool:
     """Whether the conversation the graph holds now still holds the turn open: the model's
     message ``message_id`` (``None``: the last model message proposing ``calls``) proposes
-    ``calls`` (ids; or id -> call, when the name and arguments must match too) and nothing
-    of a later round follows it (``missing``: the answer when no such message is there).
+    the calls ``calls`` (ids) and nothing of a later round follows it (``missing``: the
+    answer when no such message is there).
 
     A later round is a request, a model message that proposes calls, or an answer to a call
     the turn does not propose; an answer to one of ``calls`` closes the turn too. A model
@@ -66,7 +66,7 @@ def turn_still_open(
         # graph replaced the turn the hand-over was made for).
         _refused(message_id, calls, "its model message no longer proposes its calls")
         return False
-    proposed = {_field(call, "id") for call in (_field(live[index], "tool_calls") or ())}
+    proposed = _ids(live[index])
     for message in live[index + 1 :]:
         kind = _kind(message)
         answered = _field(message, "tool_call_id") if kind == "tool" else None
@@ -100,24 +100,40 @@ def graph_turn(
     return live, message_id
 
 
-def request_turn_open(request: Any, messages_key: str, *, missing: bool = False) -> bool:
-    """:func:`turn_still_open` for the call of a ``ToolNode``'s request (a
-    ``ToolCallRequest``), its name and arguments included: with ``missing`` false, the last
-    model message of the conversation the graph holds that proposes it, whatever state the
-    request carries (the middleware's ``create_agent`` graph); with ``missing`` true, the
-    request's own model message where the graph holds it (:func:`graph_turn`), and nothing
-    to tell where it does not."""
-    call = getattr(request, "tool_call", None) or {}
-    call_id = call.get("id")
-    if not isinstance(call_id, str):
-        return True
+def request_turn_open(request: Any, messages_key: str) -> bool:
+    """For the ``ToolCallGuard`` interceptor: whether the turn of the call of ``request`` (a
+    ``ToolNode``'s ``ToolCallRequest``) is still open, when the request's model message is
+    one the graph holds (:func:`graph_turn`); nothing to tell where it is not."""
+    call_id = (getattr(request, "tool_call", None) or {}).get("id")
     config = getattr(getattr(request, "runtime", None), "config", None)
-    if not missing:
-        return turn_still_open(config, messages_key, None, {call_id: call})
     found = graph_turn(call_id, getattr(request, "state", None), config, messages_key)
     if found is None:
         return True
-    return turn_still_open(config, messages_key, found[1], {call_id: call})
+    return turn_still_open(config, messages_key, found[1], {str(call_id)})
+
+
+def on_graph_conversation(request: Any, messages_key: str) -> Any | None:
+    """For the middleware (``create_agent``'s own graph, whose tools always run a call of
+    its conversation): ``request`` with the conversation the graph holds now in place of
+    the one its state carries, which a graph's caller can write; ``None`` when no open turn
+    of that conversation proposes the call (its id), so that nothing of it runs; the
+    request as it is where nothing can be told (outside a LangGraph task)."""
+    call_id = (getattr(request, "tool_call", None) or {}).get("id")
+    config = getattr(getattr(request, "runtime", None), "config", None)
+    live = _read(config, messages_key)
+    if live is None or not isinstance(call_id, str):
+        return request
+    index = _turn_index(live, None, {call_id})
+    if index is None or not turn_still_open(
+        config, messages_key, _field(live[index], "id"), {call_id}
+    ):
+        if index is None:
+            _refused(None, {call_id}, "no model message of the conversation proposes it")
+        return None
+    state = getattr(request, "state", None)
+    if not isinstance(state, Mapping):
+        return request
+    return request.override(state={**state, messages_key: list(live)})
 
 
 def _read(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any] | None:
@@ -135,9 +151,7 @@ def _read(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any] 
     return live
 
 
-def _turn_index(
-    live: Sequence[Any], message_id: Any, calls: Collection[str] | Mapping[str, Any]
-) -> int | None:
+def _turn_index(live: Sequence[Any], message_id: Any, calls: Collection[str]) -> int | None:
     for index in range(len(live) - 1, -1, -1):
         message = live[index]
         if _kind(message) != "ai":
@@ -150,24 +164,21 @@ def _turn_index(
     return None
 
 
-def _proposes(
-    message: Any, calls: Collection[str] | Mapping[str, Any], *, any_of: bool = False
-) -> bool:
-    """Whether ``message`` proposes all (``any_of``: one) of ``calls``: ids, or id -> call,
-    whose name and arguments must be the message's too."""
-    proposed = {_field(c, "id"): c for c in (_field(message, "tool_calls") or ())}
-    found = [
-        call_id in proposed
-        and (
-            not isinstance(calls, Mapping)
-            or (
-                _field(proposed[call_id], "name") == _field(calls[call_id], "name")
-                and _field(proposed[call_id], "args") == _field(calls[call_id], "args")
-            )
-        )
-        for call_id in calls
-    ]
-    return any(found) if any_of else all(found)
+def _proposes(message: Any, call_ids: Collection[str], *, any_of: bool = False) -> bool:
+    """Whether ``message`` proposes all (``any_of``: one) of the calls ``call_ids``."""
+    proposed = _ids(message)
+    return not proposed.isdisjoint(call_ids) if any_of else proposed.issuperset(call_ids)
+
+
+def _ids(message: Any) -> set[str]:
+    """The ids the answers to the calls ``message`` proposes carry (its unreadable calls
+    too; an id that is not text as its text, as the guard answers it)."""
+    calls = [*(_field(message, "tool_calls") or ()), *(_field(message, "invalid_tool_calls") or ())]
+    return {_answer_id(_field(call, "id")) for call in calls}
+
+
+def _answer_id(call_id: Any) -> str:
+    return call_id if isinstance(call_id, str) else ("" if call_id is None else str(call_id))
 
 
 def _refused(message_id: Any, calls: Collection[str], why: str) -> None:

@@ -54,7 +54,7 @@ from langchain_opa_guard.guards.kept_history import (
     merged_history,
     message_history,
 )
-from langchain_opa_guard.guards.live_turn import request_turn_open
+from langchain_opa_guard.guards.live_turn import on_graph_conversation
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     CheckedTool,
@@ -576,10 +576,12 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
-        if not request_turn_open(request, "messages"):
+        live = on_graph_conversation(request, "messages")
+        if live is None:
             # The tools task's input sent back into the run after its turn left the
             # conversation (see live_turn): nothing of it runs, nothing is answered.
             return Command(update={})
+        request = live
         if request.tool is None:  # nothing here to check what would run it
             return no_tool_answer(request)
         granted = checked_request(request, self._scope, engine_revision(self.engine))
@@ -601,8 +603,10 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
         self._learn([request.tool, *(getattr(request.runtime, "tools", None) or ())])
-        if not request_turn_open(request, "messages"):
+        live = on_graph_conversation(request, "messages")
+        if live is None:
             return Command(update={})
+        request = live
         if request.tool is None:
             return no_tool_answer(request)
         granted = checked_request(request, self._scope, engine_revision(self.engine))

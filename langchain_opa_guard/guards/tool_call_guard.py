@@ -276,7 +276,7 @@ class ToolCallGuard:
     ) -> tuple[ToolCall, ToolMessage | Command[Any] | None]:
         """The call as it would run, or the answer for a call that cannot run at all."""
         call = request.tool_call
-        if not request_turn_open(request, self.messages_key, missing=True):
+        if not request_turn_open(request, self.messages_key):
             return call, Command(update={})  # sent back after its turn left the conversation
         problem: str | None = None
         call_id = call.get("id")
