@@ -34,7 +34,7 @@ from mediation_kit import (
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.guards.approval import TICKET_KEY
 from langchain_opa_guard.guards.guard_edge import ROUTED_KEY
-from langchain_opa_guard.guards.live_turn import turn_still_open
+from langchain_opa_guard.guards.live_turn import settled_digest, turn_still_open
 
 # -- the check ---------------------------------------------------------------------------------
 
@@ -67,12 +67,26 @@ def test_answers_to_the_turn_s_other_calls_leave_it_open() -> None:
 
 
 def test_a_later_round_closes_the_turn() -> None:
-    """Red team 55: the caller removed the new request and the "did not run" answer; what
-    stays of the later round (the read's model message and its answer) closes the turn."""
+    """Red team 55: the caller removed the new request and the "did not run" answer; the
+    read's answer (to a call the turn does not propose) still closes the turn. A model
+    message with calls alone does not: another branch may propose its turn in the same step
+    (red team 56)."""
     read = AIMessage("", id="a2", tool_calls=[{"name": "read", "args": {}, "id": "r1"}])
-    assert not turn_still_open(_config([TURN, read]), "messages", "a1", {"c1"})
     answer = ToolMessage("page", tool_call_id="r1")
-    assert not turn_still_open(_config([TURN, answer]), "messages", "a1", {"c1"})
+    assert not turn_still_open(_config([TURN, read, answer]), "messages", "a1", {"c1"})
+    assert turn_still_open(_config([TURN, read]), "messages", "a1", {"c1"})
+
+
+def test_the_conversation_before_the_turn_must_be_the_one_decided_on() -> None:
+    """Red team 56: the caller moved the turn's message after a later round."""
+    first = HumanMessage("go", id="h1")
+    decided = settled_digest([first], 1)
+    assert turn_still_open(_config([first, TURN]), "messages", "a1", {"c1"}, before=decided)
+    moved = [first, HumanMessage("read first", id="h2"), TURN]
+    assert not turn_still_open(_config(moved), "messages", "a1", {"c1"}, before=decided)
+    # Another branch's turn in the same step (no answer yet) is not part of it.
+    other = AIMessage("", id="b1", tool_calls=[{"name": "t", "args": {}, "id": "d1"}])
+    assert turn_still_open(_config([first, other, TURN]), "messages", "a1", before=decided)
 
 
 def test_a_turn_no_longer_in_the_conversation_is_closed() -> None:

@@ -215,6 +215,7 @@ class GuardedToolNode(ToolNode):
             self._messages_key_for_guard,
             input.get("message_id"),
             {str(c.get("id")) for c in calls},
+            before=input.get("before"),
         ):
             # Sent back into the run after the conversation went on (the turn was dropped,
             # or answered): LangGraph waits for no answer from it, so nothing of it runs

@@ -48,7 +48,7 @@ from langchain_opa_guard.guards.guard_edge import (
     routed_turn,
     without_routed,
 )
-from langchain_opa_guard.guards.live_turn import turn_still_open
+from langchain_opa_guard.guards.live_turn import settled_digest, turn_still_open
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.seals import (
@@ -367,6 +367,7 @@ class PolicyGuardNode(RunnableCallable):
             payload = _with_messages(state, self.messages_key, turn.messages)
             ticket = self.turns.ticket_for(turn, out)
             ticket["binding"] = self._binding(config)
+            ticket["before"] = settled_digest(turn.messages, turn.ai_index)
             ticket["seal"] = seal_mapping(TICKET_KEY, ticket)
             payload[TICKET_KEY] = ticket
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
@@ -392,6 +393,7 @@ class PolicyGuardNode(RunnableCallable):
         decided turn they run once under, when another task decided them)."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
+        before = settled_digest(earlier, len(earlier))
         if self._stateless_sends:
             state, earlier = {}, ()
         elif isinstance(state, Mapping):
@@ -410,6 +412,7 @@ class PolicyGuardNode(RunnableCallable):
                     stateless=self._stateless_sends,
                     bound=self._binding(config),
                     turn_id=turn_id,
+                    before=before,
                 ),
             )
             for group in task_groups(allowed, config, ai_message.id, turn_id)
@@ -448,10 +451,10 @@ class PolicyGuardNode(RunnableCallable):
             message = ticket.get("ai_message")
             if not isinstance(message, AIMessage):
                 return True
-            message_id = message.id
+            message_id, before = message.id, ticket.get("before")
             call_ids = {str(call.get("id")) for call in message.tool_calls}
         elif isinstance(carried, Mapping):
-            message_id = carried.get("message_id")
+            message_id, before = carried.get("message_id"), carried.get("before")
             decided = carried.get("calls")
             call_ids = {
                 str(item[0])
@@ -460,7 +463,7 @@ class PolicyGuardNode(RunnableCallable):
             }
         else:
             return False
-        return not turn_still_open(config, self.messages_key, message_id, call_ids)
+        return not turn_still_open(config, self.messages_key, message_id, call_ids, before=before)
 
     def _ticket_holds(self, ticket: Mapping[str, Any], config: RunnableConfig) -> bool:
         """A turn waiting for approval is taken when it is this guard's, for this thread,

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -28,7 +29,14 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
-__all__ = ["graph_turn", "on_graph_conversation", "request_turn_open", "turn_still_open"]
+__all__ = [
+    "before_turn",
+    "graph_turn",
+    "on_graph_conversation",
+    "request_turn_open",
+    "settled_digest",
+    "turn_still_open",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +48,20 @@ def turn_still_open(
     calls: Collection[str] = (),
     *,
     missing: bool = False,
+    before: Any = None,
 ) -> bool:
     """Whether the conversation the graph holds now still holds the turn open: the model's
     message ``message_id`` (``None``: the last model message proposing ``calls``) proposes
-    the calls ``calls`` (ids) and nothing of a later round follows it (``missing``: the
-    answer when no such message is there).
+    the calls ``calls`` (ids), the conversation before it is the one the turn was decided on
+    (``before``: its :func:`settled_digest`, when the hand-over carries one), and nothing of
+    a later round follows it (``missing``: the answer when no such message is there).
 
-    A later round is a request, a model message that proposes calls, or an answer to a call
-    the turn does not propose; an answer to one of ``calls`` closes the turn too. A model
-    message without calls does not (a parallel branch of the graph may add one in the
-    turn's step), nor do answers to the turn's other calls (the guard's denials). Holds
-    where it cannot be told: outside a LangGraph task, nothing to identify the turn by, a
-    graph whose state has no ``messages_key`` channel.
+    A later round is a request or an answer to a call the turn does not propose; an answer
+    to one of ``calls`` closes the turn too. Model messages do not (a parallel branch of the
+    graph may add one, with calls of its own, in the turn's step), nor do answers to the
+    turn's other calls (the guard's denials). Holds where it cannot be told: outside a
+    LangGraph task, nothing to identify the turn by, a graph whose state has no
+    ``messages_key`` channel.
     """
     live = _read(config, messages_key) if message_id is not None or calls else None
     if live is None:
@@ -66,18 +76,39 @@ def turn_still_open(
         # graph replaced the turn the hand-over was made for).
         _refused(message_id, calls, "its model message no longer proposes its calls")
         return False
+    if before is not None and settled_digest(live, index) != before:
+        # The turn's message moved (removed and added again after what came later): the
+        # conversation before it is not the one its calls were decided on.
+        _refused(message_id, calls, "the conversation before it changed")
+        return False
     proposed = _ids(live[index])
     for message in live[index + 1 :]:
         kind = _kind(message)
         answered = _field(message, "tool_call_id") if kind == "tool" else None
-        if (
-            kind == "human"
-            or (kind == "ai" and _field(message, "tool_calls"))
-            or (kind == "tool" and (answered in calls or answered not in proposed))
-        ):
+        if kind == "human" or (kind == "tool" and (answered in calls or answered not in proposed)):
             _refused(message_id, calls, "the conversation went on without it")
             return False
     return True
+
+
+def settled_digest(messages: Sequence[Any], end: int) -> str:
+    """A digest of the conversation a turn at ``messages[end]`` is decided on: the ids of
+    the messages before it, in order, but a model message none of whose calls has an answer
+    in ``messages`` (another branch's turn written in the same step, or one cut off)."""
+    answered = {_field(m, "tool_call_id") for m in messages if _kind(m) == "tool"}
+    ids = [
+        _answer_id(_field(m, "id"))
+        for m in messages[:end]
+        if not (_kind(m) == "ai" and _ids(m) and _ids(m).isdisjoint(answered))
+    ]
+    return hashlib.sha256("\0".join(ids).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def before_turn(messages: Sequence[Any], message_id: Any) -> str | None:
+    """:func:`settled_digest` of the conversation before the model message ``message_id``
+    (the last of that id), or ``None`` when it is not there."""
+    index = _turn_index(messages, message_id, ())
+    return None if index is None else settled_digest(messages, index)
 
 
 def graph_turn(
