@@ -34,7 +34,7 @@ from mediation_kit import (
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.guards.approval import TICKET_KEY
 from langchain_opa_guard.guards.guard_edge import ROUTED_KEY
-from langchain_opa_guard.guards.live_turn import settled_digest, turn_still_open
+from langchain_opa_guard.guards.live_turn import fingerprint, turn_still_open
 
 # -- the check ---------------------------------------------------------------------------------
 
@@ -80,13 +80,41 @@ def test_a_later_round_closes_the_turn() -> None:
 def test_the_conversation_before_the_turn_must_be_the_one_decided_on() -> None:
     """Red team 56: the caller moved the turn's message after a later round."""
     first = HumanMessage("go", id="h1")
-    decided = settled_digest([first], 1)
+    decided = fingerprint([first], TURN)
     assert turn_still_open(_config([first, TURN]), "messages", "a1", {"c1"}, before=decided)
     moved = [first, HumanMessage("read first", id="h2"), TURN]
     assert not turn_still_open(_config(moved), "messages", "a1", {"c1"}, before=decided)
     # Another branch's turn in the same step (no answer yet) is not part of it.
     other = AIMessage("", id="b1", tool_calls=[{"name": "t", "args": {}, "id": "d1"}])
     assert turn_still_open(_config([first, other, TURN]), "messages", "a1", before=decided)
+
+
+def test_another_branch_s_answers_beside_the_turn_leave_it_open() -> None:
+    """Red team 57: branches of uneven length; the other branch's turn was decided before
+    this one and its answer is written in the step this turn is proposed in."""
+    first = HumanMessage("go", id="h1")
+    other = AIMessage("", id="b1", tool_calls=[{"name": "t", "args": {}, "id": "d1"}])
+    decided = fingerprint([first, other], TURN)
+    answer = ToolMessage("done", tool_call_id="d1", id="t1")
+    for live in ([first, other, answer, TURN], [first, other, TURN, answer]):
+        assert turn_still_open(_config(live), "messages", "a1", {"c1"}, before=decided), live
+
+
+def test_a_turn_rewritten_to_propose_more_calls_is_not_the_turn_decided() -> None:
+    """Red team 57: the caller rewrote the turn to propose a later round's call as well,
+    so that the later round's answer would read as the turn's own."""
+    first = HumanMessage("go", id="h1")
+    decided = fingerprint([first], TURN)
+    wider = AIMessage(
+        "",
+        id="a1",
+        tool_calls=[
+            {"name": "t", "args": {}, "id": "c1"},
+            {"name": "read", "args": {}, "id": "r1"},
+        ],
+    )
+    live = [first, wider, ToolMessage("page", tool_call_id="r1")]
+    assert not turn_still_open(_config(live), "messages", "a1", {"c1"}, before=decided)
 
 
 def test_a_turn_no_longer_in_the_conversation_is_closed() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.guards.execution import call_digest
-from langchain_opa_guard.guards.live_turn import settled_digest
+from langchain_opa_guard.guards.live_turn import fingerprint
 from langchain_opa_guard.guards.planning import Turn
 from langchain_opa_guard.guards.seals import binding_holds, engine_revision, seal, sealed
 from langchain_opa_guard.plain_json import NestingTooDeep
@@ -50,7 +50,7 @@ def routed(
         "decisions": [_plain(decision) for decision in decided],
         "binding": dict(bound),
         "turn": turn_id,
-        "before": settled_digest(turn.messages, turn.ai_index),
+        "before": fingerprint(turn.messages[: turn.ai_index], turn.ai_message),
     }
     # A graph's caller can Send to the guard node with any payload: only decisions that
     # carry the guard's seal are taken (see seals).

@@ -48,7 +48,7 @@ from langchain_opa_guard.guards.guard_edge import (
     routed_turn,
     without_routed,
 )
-from langchain_opa_guard.guards.live_turn import settled_digest, turn_still_open
+from langchain_opa_guard.guards.live_turn import fingerprint, turn_still_open
 from langchain_opa_guard.guards.planning import InputBuilder, Turn
 from langchain_opa_guard.guards.resume import Reviewed
 from langchain_opa_guard.guards.seals import (
@@ -367,7 +367,7 @@ class PolicyGuardNode(RunnableCallable):
             payload = _with_messages(state, self.messages_key, turn.messages)
             ticket = self.turns.ticket_for(turn, out)
             ticket["binding"] = self._binding(config)
-            ticket["before"] = settled_digest(turn.messages, turn.ai_index)
+            ticket["before"] = fingerprint(turn.messages[: turn.ai_index], turn.ai_message)
             ticket["seal"] = seal_mapping(TICKET_KEY, ticket)
             payload[TICKET_KEY] = ticket
             here = (config.get("metadata") or {}).get("langgraph_node") or "guard"
@@ -393,7 +393,7 @@ class PolicyGuardNode(RunnableCallable):
         decided turn they run once under, when another task decided them)."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
-        before = settled_digest(earlier, len(earlier))
+        before = fingerprint(earlier, ai_message)
         if self._stateless_sends:
             state, earlier = {}, ()
         elif isinstance(state, Mapping):
@@ -452,7 +452,11 @@ class PolicyGuardNode(RunnableCallable):
             if not isinstance(message, AIMessage):
                 return True
             message_id, before = message.id, ticket.get("before")
-            call_ids = {str(call.get("id")) for call in message.tool_calls}
+            waiting = [
+                *(ticket.get("allowed") or ()),
+                *(p.get("call") or {} for p in ticket.get("pending") or ()),
+            ]
+            call_ids = {str(call.get("id")) for call in waiting}
         elif isinstance(carried, Mapping):
             message_id, before = carried.get("message_id"), carried.get("before")
             decided = carried.get("calls")

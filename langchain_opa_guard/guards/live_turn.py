@@ -30,11 +30,12 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
 __all__ = [
-    "before_turn",
     "graph_turn",
     "on_graph_conversation",
+    "fingerprint",
+    "fingerprint_holds",
+    "fingerprint_of",
     "request_turn_open",
-    "settled_digest",
     "turn_still_open",
 ]
 
@@ -52,16 +53,16 @@ def turn_still_open(
 ) -> bool:
     """Whether the conversation the graph holds now still holds the turn open: the model's
     message ``message_id`` (``None``: the last model message proposing ``calls``) proposes
-    the calls ``calls`` (ids), the conversation before it is the one the turn was decided on
-    (``before``: its :func:`settled_digest`, when the hand-over carries one), and nothing of
-    a later round follows it (``missing``: the answer when no such message is there).
+    the calls ``calls`` (ids), it is still the turn the hand-over was made for (``before``:
+    its :func:`fingerprint`, when the hand-over carries one), and nothing of a later round
+    follows it (``missing``: the answer when no such message is there).
 
-    A later round is a request or an answer to a call the turn does not propose; an answer
-    to one of ``calls`` closes the turn too. Model messages do not (a parallel branch of the
-    graph may add one, with calls of its own, in the turn's step), nor do answers to the
-    turn's other calls (the guard's denials). Holds where it cannot be told: outside a
-    LangGraph task, nothing to identify the turn by, a graph whose state has no
-    ``messages_key`` channel.
+    A later round is a request or an answer to a call that neither the turn nor a message
+    before it proposes; an answer to one of ``calls`` closes the turn too. Model messages do
+    not (a parallel branch of the graph may add one, with calls of its own, in the turn's
+    step), nor do answers to the turn's other calls (the guard's denials) or to another
+    branch's. Holds where it cannot be told: outside a LangGraph task, nothing to identify
+    the turn by, a graph whose state has no ``messages_key`` channel.
     """
     live = _read(config, messages_key) if message_id is not None or calls else None
     if live is None:
@@ -76,12 +77,11 @@ def turn_still_open(
         # graph replaced the turn the hand-over was made for).
         _refused(message_id, calls, "its model message no longer proposes its calls")
         return False
-    if before is not None and settled_digest(live, index) != before:
-        # The turn's message moved (removed and added again after what came later): the
-        # conversation before it is not the one its calls were decided on.
-        _refused(message_id, calls, "the conversation before it changed")
+    why = _changed(live, index, before) if isinstance(before, Mapping) else None
+    if why is not None:
+        _refused(message_id, calls, why)
         return False
-    proposed = _ids(live[index])
+    proposed = set().union(*(_ids(m) for m in live[: index + 1] if _kind(m) == "ai"))
     for message in live[index + 1 :]:
         kind = _kind(message)
         answered = _field(message, "tool_call_id") if kind == "tool" else None
@@ -91,24 +91,54 @@ def turn_still_open(
     return True
 
 
-def settled_digest(messages: Sequence[Any], end: int) -> str:
-    """A digest of the conversation a turn at ``messages[end]`` is decided on: the ids of
-    the messages before it, in order, but a model message none of whose calls has an answer
-    in ``messages`` (another branch's turn written in the same step, or one cut off)."""
-    answered = {_field(m, "tool_call_id") for m in messages if _kind(m) == "tool"}
-    ids = [
-        _answer_id(_field(m, "id"))
-        for m in messages[:end]
-        if not (_kind(m) == "ai" and _ids(m) and _ids(m).isdisjoint(answered))
-    ]
-    return hashlib.sha256("\0".join(ids).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def fingerprint(earlier: Sequence[Any], message: Any) -> dict[str, Any]:
+    """What a hand-over of the turn ``message`` is bound to: how many messages came before
+    it and a digest of their ids, in order (the conversation its calls were decided on), and
+    the ids of the calls it proposes (unreadable ones too)."""
+    return {"n": len(earlier), "ids": _digest(earlier), "calls": sorted(_ids(message))}
 
 
-def before_turn(messages: Sequence[Any], message_id: Any) -> str | None:
-    """:func:`settled_digest` of the conversation before the model message ``message_id``
-    (the last of that id), or ``None`` when it is not there."""
+def fingerprint_of(messages: Sequence[Any], message_id: Any) -> dict[str, Any] | None:
+    """:func:`fingerprint` of the model message ``message_id`` (the last of that id) in
+    ``messages``, or ``None`` when it is not there."""
     index = _turn_index(messages, message_id, ())
-    return None if index is None else settled_digest(messages, index)
+    return None if index is None else fingerprint(messages[:index], messages[index])
+
+
+def fingerprint_holds(messages: Sequence[Any], message_id: Any, before: Any) -> bool:
+    """Whether the model message ``message_id`` in ``messages`` is still the turn
+    ``before`` (its :func:`fingerprint`) was taken of (see :func:`turn_still_open`)."""
+    index = _turn_index(messages, message_id, ())
+    return index is not None and _changed(messages, index, before) is None
+
+
+def _changed(live: Sequence[Any], index: int, before: Mapping[str, Any]) -> str | None:
+    """Why the turn at ``live[index]`` is not the one ``before`` was taken of, or ``None``.
+
+    The messages the turn was decided after must still come first, in order; what came in
+    between since may only be another branch's turn with no answer yet, or answers to calls
+    proposed before the turn (another branch's step, written beside the turn's). The turn
+    may not propose calls it did not (a caller who rewrote it to make a later round's
+    answers its own)."""
+    count = before.get("n")
+    if not isinstance(count, int) or count > index or _digest(live[:count]) != before.get("ids"):
+        return "the conversation before it changed"
+    if not _ids(live[index]).issubset(before.get("calls") or ()):
+        return "its model message proposes calls it did not"
+    answered = {_field(m, "tool_call_id") for m in live if _kind(m) == "tool"}
+    proposed = set().union(*(_ids(m) for m in live[:count] if _kind(m) == "ai"))
+    for message in live[count:index]:
+        kind = _kind(message)
+        if kind == "ai" and _ids(message).isdisjoint(answered):
+            proposed |= _ids(message)
+        elif kind != "tool" or _field(message, "tool_call_id") not in proposed:
+            return "the conversation before it changed"
+    return None
+
+
+def _digest(messages: Sequence[Any]) -> str:
+    ids = "\0".join(_answer_id(_field(m, "id")) for m in messages)
+    return hashlib.sha256(ids.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def graph_turn(

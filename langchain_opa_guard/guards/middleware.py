@@ -54,7 +54,7 @@ from langchain_opa_guard.guards.kept_history import (
     merged_history,
     message_history,
 )
-from langchain_opa_guard.guards.live_turn import before_turn, on_graph_conversation
+from langchain_opa_guard.guards.live_turn import fingerprint_of, on_graph_conversation
 from langchain_opa_guard.guards.middleware_grants import (
     GRANTS_KEY,
     CheckedTool,
@@ -501,7 +501,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 _current_config(),
                 self._turns.views_of(reviewed.allowed, ticket.get("views")),
                 binding(self._scope, _current_config(), engine_revision(self.engine)),
-                before_turn(state_messages(state), message.id),
+                fingerprint_of(state_messages(state), message.id),
             ),
         }
 
@@ -566,7 +566,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 _current_config(),
                 out.views,
                 binding(self._scope, _current_config(), engine_revision(self.engine)),
-                before_turn(state_messages(state), message.id),
+                fingerprint_of(state_messages(state), message.id),
             ),
         }
 

@@ -36,7 +36,7 @@ from langchain_opa_guard.guards.decided_views import view_digest, view_refusal
 from langchain_opa_guard.guards.denials import changed_call_message, guard_answer
 from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.injections import executed_injections, without_injected
-from langchain_opa_guard.guards.live_turn import before_turn
+from langchain_opa_guard.guards.live_turn import fingerprint_holds
 from langchain_opa_guard.guards.seals import binding_holds, seal, sealed
 
 __all__ = [
@@ -64,13 +64,13 @@ def grants(
     config: RunnableConfig | None = None,
     views: Mapping[str, str] | None = None,
     bound: Mapping[str, Any] | None = None,
-    before: str | None = None,
+    before: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The grants of a settled turn: the calls of model message ``message_id`` that may run
     (``config``: the settling task's, which makes the turn's identity for run-once), and
     each one's arguments as the policy decided them (``views``: call id -> ``view_digest``;
     a call without one does not run), and the conversation they were decided on
-    (``before``: :func:`.live_turn.before_turn`)."""
+    (``before``: :func:`.live_turn.fingerprint_of` the turn)."""
     recorded = {
         "message_id": message_id,
         "turn": decided_turn(message_id, config),
@@ -118,8 +118,10 @@ def checked_request(
     if recorded.get("message_id") != message.id:
         return None
     before = recorded.get("before")
-    if before is not None and before_turn(state_messages(state), message.id) != before:
-        return None  # the turn's message moved: decided here again, on the conversation
+    if isinstance(before, Mapping) and not fingerprint_holds(
+        state_messages(state), message.id, before
+    ):
+        return None  # not the turn decided (moved, rewritten): decided here again
     digest = (recorded.get("calls") or {}).get(call.get("id"))
     if digest is None:
         return None

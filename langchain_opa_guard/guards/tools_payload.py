@@ -27,7 +27,7 @@ from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 
 from langchain_opa_guard.fast_json import loads, plain_dumps
 from langchain_opa_guard.guards.claims import decided_turn
-from langchain_opa_guard.guards.live_turn import settled_digest
+from langchain_opa_guard.guards.live_turn import fingerprint
 from langchain_opa_guard.guards.seals import seal
 from langchain_opa_guard.plain_json import value_digest
 
@@ -82,15 +82,15 @@ def calls_payload(
     stateless: bool = False,
     bound: Mapping[str, Any] | None = None,
     turn_id: str | None = None,
-    before: str | None = None,
+    before: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The guard node's ``Send`` payload: the allowed calls, their grants, the views the
     policy decided (call id -> ``view_digest``; a call without one does not run), the state
     (``stateless``: none, for a tools node that :func:`reads_no_state`), the turn as
     decided (``config``: the deciding task's, see :func:`decided_turn`), and what it is
     bound to (``bound``: the guard, the thread, when; see :func:`.seals.binding`) and the
-    conversation before the turn (``before``: its :func:`.live_turn.settled_digest`, taken
-    of ``messages`` when not given)."""
+    turn as it was decided (``before``: its :func:`.live_turn.fingerprint`, taken of
+    ``messages`` and ``ai_message`` when not given)."""
     plain = [
         cast(
             ToolCall,
@@ -120,7 +120,7 @@ def calls_payload(
         "state": base,
         "stateless": stateless,
         "binding": dict(bound) if bound is not None else None,
-        "before": settled_digest(messages, len(messages)) if before is None else before,
+        "before": dict(fingerprint(messages, ai_message) if before is None else before),
     }
     payload["seal"] = seal(PAYLOAD_TYPE, sealed_part(payload))
     return payload
