@@ -81,14 +81,27 @@ def turn_still_open(
     if why is not None:
         _refused(message_id, calls, why)
         return False
-    proposed = set().union(*(_ids(m) for m in live[: index + 1] if _kind(m) == "ai"))
+    own = _ids(live[index])
+    earlier: set[str] | None = None  # the calls proposed before the turn, when needed
     for message in live[index + 1 :]:
         kind = _kind(message)
-        answered = _field(message, "tool_call_id") if kind == "tool" else None
-        if kind == "human" or (kind == "tool" and (answered in calls or answered not in proposed)):
-            _refused(message_id, calls, "the conversation went on without it")
-            return False
-    return True
+        if kind == "human":
+            break
+        if kind != "tool":
+            continue
+        answered = _field(message, "tool_call_id")
+        if answered in calls:
+            break
+        if answered in own:
+            continue
+        if earlier is None:
+            earlier = _proposed_in(live[:index])
+        if answered not in earlier:
+            break
+    else:
+        return True
+    _refused(message_id, calls, "the conversation went on without it")
+    return False
 
 
 def fingerprint(earlier: Sequence[Any], message: Any) -> dict[str, Any]:
@@ -125,8 +138,10 @@ def _changed(live: Sequence[Any], index: int, before: Mapping[str, Any]) -> str 
         return "the conversation before it changed"
     if not _ids(live[index]).issubset(before.get("calls") or ()):
         return "its model message proposes calls it did not"
+    if count == index:
+        return None
     answered = {_field(m, "tool_call_id") for m in live if _kind(m) == "tool"}
-    proposed = set().union(*(_ids(m) for m in live[:count] if _kind(m) == "ai"))
+    proposed = _proposed_in(live[:count])
     for message in live[count:index]:
         kind = _kind(message)
         if kind == "ai" and _ids(message).isdisjoint(answered):
@@ -134,6 +149,11 @@ def _changed(live: Sequence[Any], index: int, before: Mapping[str, Any]) -> str 
         elif kind != "tool" or _field(message, "tool_call_id") not in proposed:
             return "the conversation before it changed"
     return None
+
+
+def _proposed_in(messages: Sequence[Any]) -> set[str]:
+    """The ids of the calls the model messages of ``messages`` propose."""
+    return set().union(*(_ids(m) for m in messages if _kind(m) == "ai"))
 
 
 def _digest(messages: Sequence[Any]) -> str:
