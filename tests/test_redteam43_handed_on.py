@@ -29,8 +29,10 @@ Findings (each test failed on the branch it was written on):
    guard edge's wiring does.
 
 The rule was taken out again after red team 44 (its findings 3 and 4 left legitimate runs
-undecided): the double runs here are known and open (strict xfail,
-``mediation_kit.GOTO_GUARD_DECIDES_AGAIN``), the liveness tests pass.
+undecided). The double runs here were known and open until the live-turn check
+(``guards/live_turn.py``, red team 53): a second guard task's hand-over for a turn whose
+calls were answered, or whose conversation is not the graph's, is not acted on, so these
+pass now; the liveness tests pass.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from mediation_kit import (
     APPROVE,
-    GOTO_GUARD_DECIDES_AGAIN,
     READ,
     Ledger,
     Script,
@@ -71,7 +72,6 @@ MODES = ("sync", "async")
 # -- 1. goto the guard with an update that changes what comes before the turn --------------
 
 
-@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the_turn_once(
@@ -98,7 +98,6 @@ def test_a_resume_that_goes_to_the_guard_and_removes_an_earlier_message_runs_the
 # -- 2. a tool that raised, then goto the guard -------------------------------------------------
 
 
-@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["node", "edge"])
 def test_a_goto_guard_after_a_tool_raised_runs_the_call_once(

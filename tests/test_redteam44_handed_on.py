@@ -29,8 +29,10 @@ Findings:
    replay), stuck on 1.0 (no replay marker there, and the fork's tasks are new).
 
 The rule was taken out again after red team 44 (its findings 3 and 4 left legitimate runs
-undecided): the double runs here are known and open (strict xfail,
-``mediation_kit.GOTO_GUARD_DECIDES_AGAIN``), the liveness tests pass.
+undecided). The double runs here were known and open until the live-turn check
+(``guards/live_turn.py``, red team 53): a second guard task's hand-over for a turn whose
+calls were answered, or whose conversation is not the graph's, is not acted on, so these
+pass now; the liveness tests pass.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
 from mediation_kit import (
     APPROVE,
-    GOTO_GUARD_DECIDES_AGAIN,
     READ,
     Ledger,
     Script,
@@ -88,7 +89,6 @@ def _resume_tools(graph: Any, config: Any, mode: str) -> None:
 # -- 1. goto the guard with an update that inserts a message before the turn ----------------
 
 
-@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_resume_that_goes_to_the_guard_and_inserts_a_message_before_the_turn_runs_it_once(
@@ -129,7 +129,6 @@ def test_a_resume_that_goes_to_the_guard_and_inserts_a_message_before_the_turn_r
 # -- 2. goto the guard with an update that edits the arguments of a call that is out --------
 
 
-@GOTO_GUARD_DECIDES_AGAIN
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_resume_that_goes_to_the_guard_and_edits_a_waiting_call_runs_the_call_once(

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, ChatMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
 __all__ = [
@@ -57,8 +57,9 @@ def turn_still_open(
     its :func:`fingerprint`, when the hand-over carries one), and nothing of a later round
     follows it (``missing``: the answer when no such message is there).
 
-    A later round is a request or an answer to a call that neither the turn nor a message
-    before it proposes; an answer to one of ``calls`` closes the turn too. Model messages do
+    A later round is a request (any message but a model message or an answer: a system
+    message too) or an answer to a call that neither the turn nor a message before it
+    proposes; an answer to one of ``calls`` closes the turn too. Model messages do
     not (a parallel branch of the graph may add one, with calls of its own, in the turn's
     step), nor do answers to the turn's other calls (the guard's denials) or to another
     branch's. Holds where it cannot be told: outside a LangGraph task, nothing to identify
@@ -85,10 +86,10 @@ def turn_still_open(
     earlier: set[str] | None = None  # the calls proposed before the turn, when needed
     for message in live[index + 1 :]:
         kind = _kind(message)
-        if kind == "human":
-            break
-        if kind != "tool":
+        if kind == "ai":
             continue
+        if kind != "tool":
+            break  # a request (or a system message) came after it
         answered = _field(message, "tool_call_id")
         if answered in calls:
             break
@@ -282,24 +283,21 @@ _KINDS = {
     "ai": "ai",
     "assistant": "ai",
     "AIMessageChunk": "ai",
-    "human": "human",
-    "user": "human",
-    "HumanMessageChunk": "human",
     "tool": "tool",
     "ToolMessageChunk": "tool",
 }
 
 
-def _kind(message: Any) -> str | None:
-    """``"ai"``, ``"human"``, ``"tool"`` or ``None``: a message object by its class (chunks
-    included), a dict by its ``type`` or ``role``."""
+def _kind(message: Any) -> str:
+    """``"ai"``, ``"tool"`` or ``"other"`` (a request, a system message, anything else): a
+    message object by its class (chunks included) or a ``ChatMessage`` by its role, a dict
+    by its ``type`` or ``role``."""
     if isinstance(message, AIMessage):
         return "ai"
-    if isinstance(message, HumanMessage):
-        return "human"
     if isinstance(message, ToolMessage):
         return "tool"
     if isinstance(message, Mapping):
         kind = message.get("type") or message.get("role")
-        return _KINDS.get(kind) if isinstance(kind, str) else None
-    return None
+    else:
+        kind = getattr(message, "role", None) if isinstance(message, ChatMessage) else None
+    return _KINDS.get(kind, "other") if isinstance(kind, str) else "other"
