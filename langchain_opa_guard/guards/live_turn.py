@@ -26,7 +26,7 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, ChatMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
 __all__ = [
@@ -73,16 +73,16 @@ def turn_still_open(
         if not missing:
             _refused(message_id, calls, "its model message is not in the conversation")
         return missing
-    if not _proposes(live[index], calls):
+    own = _ids(live[index])
+    if not own.issuperset(calls):
         # The message under that id proposes other calls (a model that reused the id: the
         # graph replaced the turn the hand-over was made for).
         _refused(message_id, calls, "its model message no longer proposes its calls")
         return False
-    why = _changed(live, index, before) if isinstance(before, Mapping) else None
+    why = _changed(live, index, before, own) if isinstance(before, Mapping) else None
     if why is not None:
         _refused(message_id, calls, why)
         return False
-    own = _ids(live[index])
     earlier: set[str] | None = None  # the calls proposed before the turn, when needed
     for message in live[index + 1 :]:
         kind = _kind(message)
@@ -126,7 +126,9 @@ def fingerprint_holds(messages: Sequence[Any], message_id: Any, before: Any) -> 
     return index is not None and _changed(messages, index, before) is None
 
 
-def _changed(live: Sequence[Any], index: int, before: Mapping[str, Any]) -> str | None:
+def _changed(
+    live: Sequence[Any], index: int, before: Mapping[str, Any], own: set[str] | None = None
+) -> str | None:
     """Why the turn at ``live[index]`` is not the one ``before`` was taken of, or ``None``.
 
     The messages the turn was decided after must still come first, in order; what came in
@@ -137,7 +139,7 @@ def _changed(live: Sequence[Any], index: int, before: Mapping[str, Any]) -> str 
     count = before.get("n")
     if not isinstance(count, int) or count > index or _digest(live[:count]) != before.get("ids"):
         return "the conversation before it changed"
-    if not _ids(live[index]).issubset(before.get("calls") or ()):
+    if not (_ids(live[index]) if own is None else own).issubset(before.get("calls") or ()):
         return "its model message proposes calls it did not"
     if count == index:
         return None
@@ -255,8 +257,12 @@ def _proposes(message: Any, call_ids: Collection[str], *, any_of: bool = False) 
 def _ids(message: Any) -> set[str]:
     """The ids the answers to the calls ``message`` proposes carry (its unreadable calls
     too; an id that is not text as its text, as the guard answers it)."""
-    calls = [*(_field(message, "tool_calls") or ()), *(_field(message, "invalid_tool_calls") or ())]
-    return {_answer_id(_field(call, "id")) for call in calls}
+    ids = set()
+    for calls in (_field(message, "tool_calls"), _field(message, "invalid_tool_calls")):
+        for call in calls or ():
+            call_id = call.get("id") if type(call) is dict else _field(call, "id")
+            ids.add(call_id if type(call_id) is str else _answer_id(call_id))
+    return ids
 
 
 def _answer_id(call_id: Any) -> str:
@@ -274,7 +280,10 @@ def _refused(message_id: Any, calls: Collection[str], why: str) -> None:
 
 
 def _field(message: Any, name: str) -> Any:
-    if isinstance(message, Mapping):
+    # (Exact types first: a message object, a call dict; the ABC check costs more.)
+    if isinstance(message, BaseMessage):
+        return getattr(message, name, None)
+    if type(message) is dict or isinstance(message, Mapping):
         return message.get(name)
     return getattr(message, name, None)
 
