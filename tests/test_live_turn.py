@@ -89,6 +89,20 @@ def test_the_conversation_before_the_turn_must_be_the_one_decided_on() -> None:
     assert turn_still_open(_config([first, other, TURN]), "messages", "a1", before=decided)
 
 
+def test_a_turn_whose_id_the_graph_gave_anew_is_found_by_its_calls() -> None:
+    """A streamed model message without an id gets one each time LangGraph's reducer reads
+    it: the edge decided it under one id and the channel holds another. The fingerprint
+    holds the turn found by its calls to the turn decided."""
+    first = HumanMessage("go", id="h1")
+    decided = fingerprint([first], TURN)
+    renamed = AIMessage("", id="a9", tool_calls=TURN.tool_calls)
+    assert turn_still_open(_config([first, renamed]), "messages", "a1", {"c1"}, before=decided)
+    moved = [first, HumanMessage("later", id="h2"), renamed]
+    assert not turn_still_open(_config(moved), "messages", "a1", {"c1"}, before=decided)
+    # Without a fingerprint (a hand-over sealed before it) the id alone counts.
+    assert not turn_still_open(_config([first, renamed]), "messages", "a1", {"c1"})
+
+
 def test_another_branch_s_answers_beside_the_turn_leave_it_open() -> None:
     """Red team 57: branches of uneven length; the other branch's turn was decided before
     this one and its answer is written in the step this turn is proposed in."""

@@ -69,6 +69,11 @@ def turn_still_open(
     if live is None:
         return True
     index = _turn_index(live, message_id, calls)
+    if index is None and message_id is not None and calls and isinstance(before, Mapping):
+        # A model message without an id of its own gets one each time LangGraph's reducer
+        # reads it (the edge's view and the channel's differ): the turn by its calls, which
+        # the fingerprint then holds to the turn decided.
+        index = _turn_index(live, None, calls)
     if index is None:
         if not missing:
             _refused(message_id, calls, "its model message is not in the conversation")
