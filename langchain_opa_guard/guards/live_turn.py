@@ -3,14 +3,15 @@
 The guard hands a decided turn on in a ``Send`` (the tools node's payload, the edge's
 decisions, a turn waiting for approval). LangGraph delivers it in the next step, or again
 from the checkpoint that holds it (a resume, a retry, a fork from that checkpoint); in each
-case the graph's conversation still holds the turn, with no request after it and its
-granted calls unanswered. A
-graph's caller can also send a payload it saw back in later (``Command(goto=Send(...))``,
-within ``grant_ttl``, same thread): by then the conversation may have gone on without the
-turn (a new message dropped it, its calls answered "did not run", and a read made since
-would have the policy deny them). :func:`turn_still_open` reads the conversation as the
-graph holds it in the receiving task (LangGraph's own channel read, what a node's state
-would be) and tells the two apart.
+case the graph's conversation still holds the turn, with no request after it and its granted
+calls unanswered. A graph's caller can also send a payload it saw back in later
+(``Command(goto=Send(...))``, within ``grant_ttl``, same thread): by then the conversation may
+have gone on without the turn (a new message dropped it, its calls answered "did not run",
+and a read made since would have the policy deny them), or the caller may have edited it to
+look open (the turn moved after the later round, rewritten to propose its calls). The
+hand-over carries its turn's :func:`fingerprint` under the guard's seal, and
+:func:`turn_still_open` reads the conversation as the graph holds it in the receiving task
+(LangGraph's own channel read, what a node's state would be) and tells the two apart.
 
 Example:
     ```python
