@@ -18,7 +18,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, Send
 from mediation_kit import USER, Ledger, Script, mediation_tools, messages, runs_of, thread_config
-from test_redteam53_dropped_turn_replay import POLICY_TEXT, SEND
+from replay_kit import SEND, replay_engine, tools_input_seen
 
 from langchain_opa_guard import (
     EmbeddedPolicy,
@@ -31,9 +31,7 @@ from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("live_turn_wirings")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
+    return replay_engine(tmp_path_factory, "live_turn_wirings")
 
 
 def _script() -> Script:
@@ -87,23 +85,6 @@ def _graph(wiring: str, engine: EmbeddedPolicy, ledger: Ledger) -> Any:
     return builder.compile(checkpointer=InMemorySaver())
 
 
-async def _tools_input_seen(graph: Any, config: dict[str, Any]) -> Any:
-    stream = graph.astream(
-        {"messages": [("user", "send b a hi")]},
-        config,
-        context={"user": USER},
-        stream_mode="tasks",
-    )
-    seen = None
-    async for event in stream:
-        if event.get("name") == "tools" and "input" in event:
-            seen = event["input"]
-            break
-    await stream.aclose()
-    assert seen is not None
-    return seen
-
-
 @pytest.mark.parametrize("wiring", ["middleware", "interceptor", "interceptor-react"])
 def test_a_dropped_turn_s_tools_input_sent_back_runs_nothing(
     engine: EmbeddedPolicy, wiring: str
@@ -113,7 +94,7 @@ def test_a_dropped_turn_s_tools_input_sent_back_runs_nothing(
     config = thread_config(f"live-turn-{wiring}")
 
     async def scenario() -> None:
-        seen = await _tools_input_seen(graph, config)
+        seen = await tools_input_seen(graph, config)
         await asyncio.sleep(0.05)
         assert runs_of(ledger, "s1") == 0
         await graph.ainvoke(

@@ -32,7 +32,6 @@ the turn in a conversation without the read; here it runs in the live one, after
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
@@ -48,63 +47,15 @@ from mediation_kit import (
     thread_config,
     turn,
 )
+from replay_kit import SEND, replay_engine, tools_input_seen
 
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
 
-POLICY_TEXT = """package redteam53
-
-default decision := {"allow": false, "reasons": [{"code": "default_deny", "message": "no rule"}]}
-
-decision := {"allow": true, "reasons": []} if input.tool.name == "read"
-
-decision := {"allow": true, "reasons": []} if {
-	input.tool.name == "send"
-	endswith(input.tool.args.to, "@ok.test")
-	not read_before
-}
-
-after_read := {"code": "send_after_read", "message": "no sending after a read"}
-
-decision := {"allow": false, "reasons": [after_read]} if {
-	input.tool.name == "send"
-	read_before
-}
-
-read_before if {
-	some h in input.history
-	h.name == "read"
-	h.decision != "deny"
-}
-"""
-
-SEND = {"to": "b@ok.test", "body": "hi"}
-
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam53_policy")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
-
-
-async def _payload_seen_by_the_caller(graph: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """Stream the first run (``tasks`` mode) and close the stream at the tools task's start:
-    what the caller saw there, the tools task's input."""
-    stream = graph.astream(
-        {"messages": [("user", "send b a hi")]},
-        config,
-        context={"user": USER},
-        stream_mode="tasks",
-    )
-    payload = None
-    async for event in stream:
-        if event.get("name") == "tools" and "input" in event:
-            payload = event["input"]
-            break
-    await stream.aclose()
-    assert payload is not None
-    return payload
+    return replay_engine(tmp_path_factory, "redteam53_policy")
 
 
 @pytest.mark.parametrize("wiring", ["node", "edge"])
@@ -134,7 +85,7 @@ def test_a_dropped_turn_s_payload_sent_back_runs_a_denied_call(
     config = thread_config(f"rt53-{wiring}")
 
     async def scenario() -> None:
-        payload = await _payload_seen_by_the_caller(graph, config)
+        payload = await tools_input_seen(graph, config)
         await asyncio.sleep(0.05)
         assert runs_of(ledger, "s1") == 0, "the stream was closed before the tool started"
 

@@ -32,17 +32,15 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.types import Command, Send
 from mediation_kit import USER, Ledger, messages, runs_of, thread_config
+from replay_kit import replay_engine
 from test_live_turn_wirings import _graph
-from test_redteam53_dropped_turn_replay import POLICY_TEXT
 
 from langchain_opa_guard import EmbeddedPolicy
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam54_state")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
+    return replay_engine(tmp_path_factory, "redteam54_state")
 
 
 GRANTS = "opa_guard_grants"

@@ -37,7 +37,7 @@ from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage, Tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
 from mediation_kit import USER, Ledger, Script, messages, node_graph, runs_of, thread_config, turn
-from test_redteam53_dropped_turn_replay import POLICY_TEXT, SEND
+from replay_kit import SEND, replay_engine, tools_input_seen
 
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
@@ -45,23 +45,7 @@ from langchain_opa_guard.testing import tool_call
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam55_edit")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
-
-
-async def _payload_seen(graph: Any, config: dict[str, Any]) -> dict[str, Any]:
-    stream = graph.astream(
-        {"messages": [("user", "send b a hi")]}, config, context={"user": USER}, stream_mode="tasks"
-    )
-    payload = None
-    async for event in stream:
-        if event.get("name") == "tools" and "input" in event:
-            payload = event["input"]
-            break
-    await stream.aclose()
-    assert payload is not None
-    return payload
+    return replay_engine(tmp_path_factory, "redteam55_edit")
 
 
 def _edit(msgs: list[Any], how: str) -> list[Any]:
@@ -99,7 +83,7 @@ def test_payload_sent_back_with_an_edit_that_reopens_the_turn_runs_nothing(
     config = thread_config(f"rt55-edit-{wiring}-{how}")
 
     async def scenario() -> None:
-        payload = await _payload_seen(graph, config)
+        payload = await tools_input_seen(graph, config)
         await asyncio.sleep(0.05)
         assert runs_of(ledger, "s1") == 0
         await graph.ainvoke(

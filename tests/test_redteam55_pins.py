@@ -34,7 +34,7 @@ from mediation_kit import (
     thread_config,
     turn,
 )
-from test_redteam55_edited_conversation_replay import _payload_seen
+from replay_kit import tools_input_seen
 
 from langchain_opa_guard import EmbeddedPolicy, OPAGuardMiddleware
 from langchain_opa_guard.testing import ScriptedChatModel, tool_call
@@ -50,7 +50,7 @@ def test_payload_sent_back_in_the_same_input_as_the_new_message_runs_nothing(
         engine, script, ledger, checkpointer=InMemorySaver(), wiring=wiring, answer_open=True
     )
     config = thread_config(f"rt55-pin-same-input-{wiring}")
-    payload = asyncio.run(_payload_seen(graph, config))
+    payload = asyncio.run(tools_input_seen(graph, config))
     assert runs_of(ledger, "r1") == 0
     graph.invoke(
         Command(update={"messages": [("user", "never mind")]}, goto=Send("tools", payload)),

@@ -38,7 +38,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
 from mediation_kit import USER, Ledger, Script, mediation_tools, thread_config
-from test_redteam53_dropped_turn_replay import POLICY_TEXT, SEND
+from replay_kit import SEND, replay_engine
 from test_redteam54_middleware_state import GRANTS, _seen_by_the_caller
 
 from langchain_opa_guard import EmbeddedPolicy, OPAGuardMiddleware
@@ -47,9 +47,7 @@ from langchain_opa_guard.testing import ScriptedChatModel, tool_call
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam55_reused")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
+    return replay_engine(tmp_path_factory, "redteam55_reused")
 
 
 def _graph(engine: EmbeddedPolicy, ledger: Ledger) -> Any:

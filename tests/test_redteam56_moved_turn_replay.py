@@ -41,8 +41,8 @@ from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage, Tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
 from mediation_kit import USER, Ledger, Script, messages, node_graph, runs_of, thread_config, turn
+from replay_kit import SEND, replay_engine, tools_input_seen
 from test_live_turn_wirings import _graph
-from test_redteam53_dropped_turn_replay import POLICY_TEXT, SEND
 from test_redteam54_middleware_state import GRANTS, _seen_by_the_caller
 
 from langchain_opa_guard import EmbeddedPolicy
@@ -51,23 +51,7 @@ from langchain_opa_guard.testing import tool_call
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam56_moved")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
-
-
-async def _payload_seen(graph: Any, config: dict[str, Any]) -> dict[str, Any]:
-    stream = graph.astream(
-        {"messages": [("user", "send b a hi")]}, config, context={"user": USER}, stream_mode="tasks"
-    )
-    payload = None
-    async for event in stream:
-        if event.get("name") == "tools" and "input" in event:
-            payload = event["input"]
-            break
-    await stream.aclose()
-    assert payload is not None
-    return payload
+    return replay_engine(tmp_path_factory, "redteam56_moved")
 
 
 def _moved_to_the_end(msgs: list[Any]) -> tuple[AIMessage, list[tuple[str, Any]]]:
@@ -130,7 +114,7 @@ def test_tools_payload_sent_back_with_its_turn_moved_to_the_end_runs_nothing(
     config = thread_config(f"rt56-moved-{wiring}-{mode}")
 
     async def before() -> dict[str, Any]:
-        payload = await _payload_seen(graph, config)
+        payload = await tools_input_seen(graph, config)
         await asyncio.sleep(0.05)
         await graph.ainvoke(
             {"messages": [("user", "read the page first")]}, config, context={"user": USER}

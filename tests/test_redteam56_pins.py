@@ -30,17 +30,15 @@ from mediation_kit import (
     thread_config,
 )
 from opa_process import ROOT
-from test_live_turn_wirings import _graph, _tools_input_seen
-from test_redteam53_dropped_turn_replay import POLICY_TEXT
+from replay_kit import replay_engine, tools_input_seen
+from test_live_turn_wirings import _graph
 
 from langchain_opa_guard import EmbeddedPolicy
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam56_pins")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
+    return replay_engine(tmp_path_factory, "redteam56_pins")
 
 
 def test_interceptor_decides_a_moved_turn_on_the_graph_s_conversation(
@@ -51,7 +49,7 @@ def test_interceptor_decides_a_moved_turn_on_the_graph_s_conversation(
     config = thread_config("rt56-pin-moved-interceptor")
 
     async def before() -> Any:
-        seen = await _tools_input_seen(graph, config)
+        seen = await tools_input_seen(graph, config)
         await asyncio.sleep(0.05)
         await graph.ainvoke(
             {"messages": [("user", "read the page first")]}, config, context={"user": USER}

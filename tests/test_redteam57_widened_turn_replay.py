@@ -41,7 +41,7 @@ from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage, Tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
 from mediation_kit import USER, Ledger, Script, messages, node_graph, runs_of, thread_config, turn
-from test_redteam53_dropped_turn_replay import POLICY_TEXT, SEND
+from replay_kit import POLICY_TEXT, SEND, replay_engine, tools_input_seen
 
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
@@ -49,9 +49,7 @@ from langchain_opa_guard.testing import tool_call
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    root = tmp_path_factory.mktemp("redteam57_widened")
-    (root / "policy.rego").write_text(POLICY_TEXT)
-    return EmbeddedPolicy(root, policy="redteam53/decision")
+    return replay_engine(tmp_path_factory, "redteam57_widened")
 
 
 # The policy of red team 53 that also refuses a send proposed in the same turn as a read (as
@@ -86,20 +84,6 @@ read_in_turn if {
     )
     (root / "policy.rego").write_text(source + TURN_RULE)
     return EmbeddedPolicy(root, policy="redteam53/decision")
-
-
-async def _payload_seen(graph: Any, config: dict[str, Any]) -> dict[str, Any]:
-    stream = graph.astream(
-        {"messages": [("user", "send b a hi")]}, config, context={"user": USER}, stream_mode="tasks"
-    )
-    payload = None
-    async for event in stream:
-        if event.get("name") == "tools" and "input" in event:
-            payload = event["input"]
-            break
-    await stream.aclose()
-    assert payload is not None
-    return payload
 
 
 def _edit(msgs: list[Any], how: str) -> list[Any]:
@@ -164,7 +148,7 @@ def test_payload_sent_back_with_its_turn_widened_runs_nothing(
     config = thread_config(f"rt57-widened-{wiring}-{how}-{mode}")
 
     async def before() -> dict[str, Any]:
-        payload = await _payload_seen(graph, config)
+        payload = await tools_input_seen(graph, config)
         await asyncio.sleep(0.05)
         await graph.ainvoke(
             {"messages": [("user", "read the page first")]}, config, context={"user": USER}

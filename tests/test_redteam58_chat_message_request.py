@@ -38,7 +38,7 @@ from mediation_kit import (
     thread_config,
     turn,
 )
-from test_redteam55_edited_conversation_replay import _payload_seen
+from replay_kit import tools_input_seen
 
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.testing import tool_call
@@ -55,7 +55,7 @@ def test_payload_sent_back_with_a_chat_message_request_runs_nothing(
         engine, script, ledger, checkpointer=InMemorySaver(), wiring=wiring, answer_open=True
     )
     config = thread_config(f"rt58-chat-request-{wiring}-{role}")
-    payload = asyncio.run(_payload_seen(graph, config))
+    payload = asyncio.run(tools_input_seen(graph, config))
     assert runs_of(ledger, "r1") == 0
     request = ChatMessage("never mind", role=role)
     graph.invoke(
@@ -71,7 +71,7 @@ def test_payload_sent_back_with_a_chat_message_request_runs_nothing(
 
 @pytest.fixture(scope="module")
 def rt53_engine(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPolicy:
-    from test_redteam53_dropped_turn_replay import POLICY_TEXT
+    from replay_kit import POLICY_TEXT
 
     root = tmp_path_factory.mktemp("redteam58_chat")
     (root / "policy.rego").write_text(POLICY_TEXT)
