@@ -33,6 +33,7 @@ from mediation_kit import (
 
 from langchain_opa_guard import EmbeddedPolicy
 from langchain_opa_guard.guards.approval import TICKET_KEY
+from langchain_opa_guard.guards.execution import call_digest
 from langchain_opa_guard.guards.guard_edge import ROUTED_KEY
 from langchain_opa_guard.guards.live_turn import fingerprint, turn_still_open
 
@@ -95,12 +96,21 @@ def test_a_turn_whose_id_the_graph_gave_anew_is_found_by_its_calls() -> None:
     holds the turn found by its calls to the turn decided."""
     first = HumanMessage("go", id="h1")
     decided = fingerprint([first], TURN)
+    sent = {"c1": call_digest("t", {})}
     renamed = AIMessage("", id="a9", tool_calls=TURN.tool_calls)
-    assert turn_still_open(_config([first, renamed]), "messages", "a1", {"c1"}, before=decided)
+    live = [first, renamed]
+    assert turn_still_open(_config(live), "messages", "a1", sent, before=decided, contents=sent)
     moved = [first, HumanMessage("later", id="h2"), renamed]
-    assert not turn_still_open(_config(moved), "messages", "a1", {"c1"}, before=decided)
-    # Without a fingerprint (a hand-over sealed before it) the id alone counts.
-    assert not turn_still_open(_config([first, renamed]), "messages", "a1", {"c1"})
+    assert not turn_still_open(
+        _config(moved), "messages", "a1", sent, before=decided, contents=sent
+    )
+    # Red team 59: another turn under the call's id (a fork that proposed another call).
+    other = AIMessage("", id="a9", tool_calls=[{"name": "read", "args": {}, "id": "c1"}])
+    assert not turn_still_open(
+        _config([first, other]), "messages", "a1", sent, before=decided, contents=sent
+    )
+    # Without the calls' contents the id alone counts.
+    assert not turn_still_open(_config(live), "messages", "a1", {"c1"}, before=decided)
 
 
 def test_another_branch_s_answers_beside_the_turn_leave_it_open() -> None:

@@ -216,6 +216,7 @@ class GuardedToolNode(ToolNode):
             input.get("message_id"),
             {str(c.get("id")) for c in calls},
             before=input.get("before"),
+            contents=input.get("grant") if isinstance(input.get("grant"), Mapping) else None,
         ):
             # Sent back into the run after the conversation went on (the turn was dropped,
             # or answered): LangGraph waits for no answer from it, so nothing of it runs

@@ -37,6 +37,7 @@ from langchain_opa_guard.guards.denials import (
 )
 from langchain_opa_guard.guards.execution import (
     GuardedToolNode,
+    call_digest,
     calls_payload,
     reads_no_state,
     task_groups,
@@ -452,22 +453,24 @@ class PolicyGuardNode(RunnableCallable):
             if not isinstance(message, AIMessage):
                 return True
             message_id, before = message.id, ticket.get("before")
-            waiting = [
-                *(ticket.get("allowed") or ()),
-                *(p.get("call") or {} for p in ticket.get("pending") or ()),
-            ]
-            call_ids = {str(call.get("id")) for call in waiting}
+            pending = (p.get("call") or {} for p in ticket.get("pending") or ())
+            waiting = [*(ticket.get("allowed") or ()), *pending]
+            contents = {
+                str(c.get("id")): call_digest(c.get("name"), c.get("args")) for c in waiting
+            }
         elif isinstance(carried, Mapping):
             message_id, before = carried.get("message_id"), carried.get("before")
             decided = carried.get("calls")
-            call_ids = {
-                str(item[0])
+            contents = {
+                str(item[0]): item[1]
                 for item in (decided if isinstance(decided, list) else ())
-                if isinstance(item, list) and item
+                if isinstance(item, list) and len(item) == 2
             }
         else:
             return False
-        return not turn_still_open(config, self.messages_key, message_id, call_ids, before=before)
+        return not turn_still_open(
+            config, self.messages_key, message_id, contents, before=before, contents=contents
+        )
 
     def _ticket_holds(self, ticket: Mapping[str, Any], config: RunnableConfig) -> bool:
         """A turn waiting for approval is taken when it is this guard's, for this thread,

@@ -30,6 +30,8 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 from langgraph._internal._constants import CONFIG_KEY_READ
 
+from langchain_opa_guard.plain_json import value_digest
+
 __all__ = [
     "graph_turn",
     "on_graph_conversation",
@@ -51,12 +53,17 @@ def turn_still_open(
     *,
     missing: bool = False,
     before: Any = None,
+    contents: Mapping[str, Any] | None = None,
 ) -> bool:
     """Whether the conversation the graph holds now still holds the turn open: the model's
     message ``message_id`` (``None``: the last model message proposing ``calls``) proposes
     the calls ``calls`` (ids), it is still the turn the hand-over was made for (``before``:
     its :func:`fingerprint`, when the hand-over carries one), and nothing of a later round
-    follows it (``missing``: the answer when no such message is there).
+    follows it (``missing``: the answer when no such message is there). A model message
+    without an id of its own gets one each time LangGraph's reducer reads it, so the one the
+    hand-over names may be under another id: with ``contents`` (call id -> the digest of its
+    name and arguments, ``call_digest``), the message proposing exactly those calls stands
+    for it.
 
     A later round is a request (any message but a model message or an answer: a system
     message too) or an answer to a call that neither the turn nor a message before it
@@ -70,11 +77,12 @@ def turn_still_open(
     if live is None:
         return True
     index = _turn_index(live, message_id, calls)
-    if index is None and message_id is not None and calls and isinstance(before, Mapping):
-        # A model message without an id of its own gets one each time LangGraph's reducer
-        # reads it (the edge's view and the channel's differ): the turn by its calls, which
-        # the fingerprint then holds to the turn decided.
+    if index is None and message_id is not None and calls and contents:
+        # (Renamed by the reducer: the turn by its calls, each the very call decided, not
+        # another turn's under the same id; the fingerprint then holds it to the turn.)
         index = _turn_index(live, None, calls)
+        if index is not None and not _same_calls(live[index], contents):
+            index = None
     if index is None:
         if not missing:
             _refused(message_id, calls, "its model message is not in the conversation")
@@ -252,6 +260,17 @@ def _turn_index(live: Sequence[Any], message_id: Any, calls: Collection[str]) ->
         elif _proposes(message, calls, any_of=True):
             return index
     return None
+
+
+def _same_calls(message: Any, contents: Mapping[str, Any]) -> bool:
+    """Whether ``message`` proposes each call of ``contents`` (id -> digest of its name and
+    arguments) with that very name and those arguments."""
+    proposed = {_field(c, "id"): c for c in (_field(message, "tool_calls") or ())}
+    for call_id, digest in contents.items():
+        call = proposed.get(call_id)
+        if call is None or value_digest([_field(call, "name"), _field(call, "args")]) != digest:
+            return False
+    return True
 
 
 def _proposes(message: Any, call_ids: Collection[str], *, any_of: bool = False) -> bool:
