@@ -224,3 +224,21 @@ def test_a_hand_over_delivered_by_langgraph_still_runs(engine: EmbeddedPolicy, k
     )
     assert runs_of(ledger, "s1") == runs_of(ledger, "r1") == 1, ledger.runs
     assert_one_answer_per_id(messages(graph, config))
+
+
+def test_a_payload_sealed_before_fingerprints_still_verifies() -> None:
+    """A run paused before its tools across an upgrade: its payload, sealed without a
+    fingerprint, still carries the guard's seal; one whose fingerprint was taken out does
+    not (the seal covers it)."""
+    from langchain_opa_guard.guards import seals
+    from langchain_opa_guard.guards.tools_payload import PAYLOAD_TYPE, calls_payload, sealed_part
+
+    call = {"name": "t", "args": {}, "id": "c1", "type": "tool_call"}
+    payload = calls_payload([call], {}, "messages", [HumanMessage("go", id="h1")], TURN)
+    assert seals.sealed(PAYLOAD_TYPE, sealed_part(payload), payload["seal"])
+    stripped = {k: v for k, v in payload.items() if k != "before"}
+    assert not seals.sealed(PAYLOAD_TYPE, sealed_part(stripped), payload["seal"])
+    # What the version before sealed: these six keys.
+    keys = ("grant", "views", "message_id", "turn", "stateless", "binding")
+    old = {**stripped, "seal": seals.seal(PAYLOAD_TYPE, {k: stripped.get(k) for k in keys})}
+    assert seals.sealed(PAYLOAD_TYPE, sealed_part(old), old["seal"])

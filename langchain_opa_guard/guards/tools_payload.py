@@ -128,10 +128,14 @@ def calls_payload(
 
 def sealed_part(payload: Mapping[str, Any]) -> dict[str, Any]:
     """What a payload's seal covers: the grants (each call's name and arguments), the views,
-    the turn and the message, and the conversation before it (the calls themselves are
-    checked against their grants)."""
-    keys = ("grant", "views", "message_id", "turn", "stateless", "binding", "before")
-    return {key: payload.get(key) for key in keys}
+    the turn and the message, and the turn's fingerprint (the calls themselves are checked
+    against their grants). A payload sealed before fingerprints were (a run paused across an
+    upgrade) has none, and its seal covers none."""
+    keys = ("grant", "views", "message_id", "turn", "stateless", "binding")
+    part = {key: payload.get(key) for key in keys}
+    if "before" in payload:
+        part["before"] = payload["before"]
+    return part
 
 
 def _copied(value: Any) -> Any:
