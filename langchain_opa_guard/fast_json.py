@@ -26,7 +26,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["available", "canonical_dumps", "loads", "plain_dumps"]
+__all__ = ["available", "canonical_dumps", "loads", "plain_dumps", "value_key"]
 
 try:  # pragma: no branch - orjson is installed wherever langsmith is
     import orjson as _orjson
@@ -83,6 +83,25 @@ def plain_dumps(value: Any) -> bytes | None:
     except (_Refused, TypeError, ValueError, RecursionError):  # JSONEncodeError, JSONDecodeError
         return None
     return text
+
+
+def value_key(value: Any) -> bytes | str:
+    """A key equal for two values read from JSON only when they are the same JSON, types
+    included (``1``, ``1.0`` and ``true`` differ; objects with their keys in another order
+    differ too): orjson's text, else ``repr`` (which tells those apart as well).
+
+    Example:
+        ```python
+        value_key({"allow": True}) == value_key({"allow": True})  # True
+        value_key(1) == value_key(1.0)  # False
+        ```
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value)
+        except (TypeError, _orjson.JSONEncodeError):  # a wide integer, a lone surrogate
+            pass
+    return repr(value)
 
 
 def canonical_dumps(value: Any) -> bytes | None:

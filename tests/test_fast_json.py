@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from langchain_opa_guard.decision import EngineError, ErrorType
 from langchain_opa_guard.engines.engine import encode_input
 from langchain_opa_guard.engines.wasm.evaluator import read_result_set
-from langchain_opa_guard.fast_json import available, canonical_dumps, loads, plain_dumps
+from langchain_opa_guard.fast_json import available, canonical_dumps, loads, plain_dumps, value_key
 from langchain_opa_guard.plain_json import canonical_json, value_digest
 
 pytestmark = pytest.mark.skipif(not available(), reason="orjson is not installed")
@@ -236,3 +236,16 @@ def test_canonical_dumps_gives_canonical_json_or_nothing(value: Any) -> None:
     text = canonical_dumps(value)
     if text is not None:
         assert text == canonical_json(value)
+
+
+def test_value_key_tells_json_values_apart_by_type_and_matches_equal_ones() -> None:
+    """The embedded engine shares one Decision between calls whose results have the same
+    key: values that differ as JSON (a number's type, true against 1) never do."""
+    alike = ({"allow": True, "reasons": []}, {"allow": True, "reasons": []})
+    assert value_key(alike[0]) == value_key(alike[1])
+    distinct = [1, 1.0, True, "1", None, 0, False, -0.0, 0.0, [1], {"a": 1}, {"a": 1.0}]
+    keys = [value_key(v) for v in distinct]
+    assert len(set(keys)) == len(distinct)
+    # Past orjson's range (a wide integer, a lone surrogate): repr, still distinct.
+    wide = [2**70, 2**70 + 1, "\ud800", "\ud801"]
+    assert len({value_key(v) for v in wide}) == len(wide)

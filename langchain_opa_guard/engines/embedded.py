@@ -52,6 +52,7 @@ from langchain_opa_guard.engines.wasm.bundles import (
     read_wasm_bundle,
 )
 from langchain_opa_guard.engines.wasm.evaluator import UNDEFINED, WasmEvaluator
+from langchain_opa_guard.fast_json import value_key
 
 __all__ = ["EmbeddedPolicy"]
 
@@ -348,9 +349,9 @@ class EmbeddedPolicy:
                 results = {}
             values = [results.get(call["call_id"], _MISSING) for call in calls]
         decisions = []
-        # Calls decided alike share one Decision, keyed by the result's repr (which,
+        # Calls decided alike share one Decision, keyed by the result's JSON text (which,
         # unlike ==, tells true from 1 and 1.0 from 1).
-        made: dict[str, Decision] = {}
+        made: dict[bytes | str, Decision] = {}
         for result in values:
             if result is _MISSING:
                 decisions.append(
@@ -362,7 +363,7 @@ class EmbeddedPolicy:
                     )
                 )
                 continue
-            key = repr(result)
+            key = value_key(result)
             decision = made.get(key)
             if decision is None:
                 try:
