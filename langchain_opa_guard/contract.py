@@ -34,6 +34,7 @@ __all__ = [
     "CONTRACT_VERSION",
     "MCP_METADATA_KEY",
     "GUARD_ARTIFACT_KEY",
+    "TOOL_WRITTEN_KEY",
     "jsonable",
     "call_document",
     "metadata_for",
@@ -42,6 +43,7 @@ __all__ = [
     "task_document",
     "subject_from",
     "where_document",
+    "written_by_tool",
     "policy_input",
     "state_messages",
     "thread_id",
@@ -59,6 +61,15 @@ The record is in the message's ``artifact`` (for people and logs) and in its
 message's ``artifact`` (``response_format="content_and_artifact"``), so an artifact could be
 written by whoever wrote a web page; ``response_metadata`` of a tool's answer is set by code,
 never by a tool's output."""
+
+TOOL_WRITTEN_KEY = "opa_guard_tool_written"
+"""Key, in a human message's ``response_metadata``, of the tool call whose result wrote it
+(``{"tool": <name>, "call_id": <id>}``).
+
+A tool may hand the model content a tool answer cannot carry (a page, an image) in a human
+message of its result; every guard marks such a message where it applies the result, over
+anything the tool set, and :func:`latest_request` never takes it for the user's request: its
+text is the tool's (perhaps a web page's), not the user's."""
 
 MCP_METADATA_KEY = "mcp"
 """Key of ``{"server", "tool", "digest"}`` in an MCP tool's metadata (``input.tool.metadata``);
@@ -224,7 +235,8 @@ def policy_input(
 
 
 def latest_request(messages: Sequence[Any]) -> str | None:
-    """The text of the latest human message: the user's request for the current task.
+    """The text of the latest human message: the user's request for the current task (a
+    human message a tool's result wrote is not one: :data:`TOOL_WRITTEN_KEY`).
 
     Text blocks of a multi-part message are joined with newlines; anything else in it
     (images, files) is left out. ``None`` when no human message is found.
@@ -237,9 +249,16 @@ def latest_request(messages: Sequence[Any]) -> str | None:
         ```
     """
     for message in reversed(messages):
-        if isinstance(message, HumanMessage):
+        if isinstance(message, HumanMessage) and not written_by_tool(message):
             return _text_of(message.content)[:MAX_REQUEST_CHARS]
     return None
+
+
+def written_by_tool(message: BaseMessage) -> bool:
+    """Whether a guard marked ``message`` as written by a tool's result
+    (:data:`TOOL_WRITTEN_KEY`)."""
+    metadata = message.response_metadata
+    return isinstance(metadata, Mapping) and bool(metadata.get(TOOL_WRITTEN_KEY))
 
 
 def _text_of(content: Any) -> str:

@@ -6,13 +6,15 @@ exactly one answer. A tool's result is applied only when it keeps that so:
 - a ``ToolMessage`` answers the call that ran, not another one (a model message the result
   writes may come with the answers to its own calls);
 - a LangGraph ``Command`` may add messages (each gets an id of its own, so that it replaces
-  none) and route on, but it may not send tool calls to a tools node (a ``Send`` with a
-  call, or a ``goto`` to the node the call runs in: that task would run the turn's calls
-  again), write a model message with calls it does not answer itself (nobody would decide or
-  answer them), answer another call, or change or remove a message the conversation holds
-  (the turn's model message, a sibling's answer: the history the policy reads). Messages the
-  conversation holds, written back unchanged (a hand-off that carries ``state["messages"]``
-  on), are left out of the update: they are there already.
+  none; a human message is marked as the tool's, ``TOOL_WRITTEN_KEY`` of
+  :mod:`~langchain_opa_guard.contract`, so that its text, perhaps a web page's, is never
+  taken for the user's request) and route on, but it may not send tool calls to a tools
+  node (a ``Send`` with a call, or a ``goto`` to the node the call runs in: that task would
+  run the turn's calls again), write a model message with calls it does not answer itself
+  (nobody would decide or answer them), answer another call, or change or remove a message
+  the conversation holds (the turn's model message, a sibling's answer: the history the
+  policy reads). Messages the conversation holds, written back unchanged (a hand-off that
+  carries ``state["messages"]`` on), are left out of the update: they are there already.
 
 A list of results, or anything but one answer or one ``Command``, is not applied either. A
 result that does not keep to this is not applied: the call that returned it is answered
@@ -36,6 +38,7 @@ from typing import Any
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
+    HumanMessage,
     RemoveMessage,
     ToolMessage,
     convert_to_messages,
@@ -43,6 +46,7 @@ from langchain_core.messages import (
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Send
 
+from langchain_opa_guard.contract import TOOL_WRITTEN_KEY
 from langchain_opa_guard.guards.denials import guard_answer
 
 __all__ = ["CALL_PAYLOADS", "applied_result"]
@@ -85,12 +89,24 @@ def applied_result(
             copies.add(message.id)  # written back unchanged (a hand-off)
             continue
         written.append(message)
+    humans = any(isinstance(m, HumanMessage) for m in written)
+    if humans and not isinstance(result.update, (Mapping, list, tuple)):
+        # (A state object: its messages cannot be marked as the tool's.)
+        return _not_applied(request, "wrote a human message that cannot be marked as its own")
+    mark = _marker(request) if humans else None
     if result.graph is not None:
         # The parent's conversation is not at hand: it is checked for calls only, and the
         # conversation this graph holds goes to it as it is.
         if _proposes_calls(written):
             return _not_applied(request, "proposed tool calls of its own")
-        return result
+        if mark is None:
+            return result
+        return Command(
+            graph=result.graph,
+            update=_rewritten(result.update, copies, mark=mark, fresh_ids=False),
+            resume=result.resume,
+            goto=result.goto,
+        )
     if any(isinstance(m, RemoveMessage) for m in written):
         return _not_applied(request, "removed messages of the conversation")
     if any(m.id is not None and m.id in held for m in written):
@@ -100,11 +116,11 @@ def applied_result(
         return _not_applied(request, "answered another call")
     if _proposes_calls(written):
         return _not_applied(request, "proposed tool calls of its own")
-    if not copies and all(m.id is None for m in written):
+    if not copies and mark is None and all(m.id is None for m in written):
         return result
     return Command(
         graph=result.graph,
-        update=_rewritten(result.update, copies),
+        update=_rewritten(result.update, copies, mark=mark),
         resume=result.resume,
         goto=result.goto,
     )
@@ -175,20 +191,35 @@ def _as_message(item: Any) -> BaseMessage | None:
     return None
 
 
-def _rewritten(update: Any, copies: set[str]) -> Any:
+def _marker(request: ToolCallRequest) -> dict[str, Any]:
+    """What a human message a tool's result writes carries under :data:`TOOL_WRITTEN_KEY`."""
+    call = request.tool_call
+    return {"tool": str(call.get("name")), "call_id": str(call.get("id"))}
+
+
+def _rewritten(
+    update: Any, copies: set[str], *, mark: dict[str, Any] | None = None, fresh_ids: bool = True
+) -> Any:
     """``update`` without the messages whose ids are in ``copies``, every other message it
     adds with an id of its own (so that it replaces no message the conversation holds, nor
-    one written in the same step)."""
+    one written in the same step) and, with ``mark``, each human message it adds marked as
+    the tool's (``fresh_ids=False``: a hand-off to the parent graph, whose messages keep
+    their ids and whose copies stay)."""
 
     def fresh(item: Any) -> Any:
         message = _as_message(item)
-        if message is None or message.id is None:
+        if message is None:
             return item
-        return message.model_copy(update={"id": None})
+        changes: dict[str, Any] = {}
+        if fresh_ids and message.id is not None:
+            changes["id"] = None
+        if mark is not None and isinstance(message, HumanMessage) and message.id not in copies:
+            changes["response_metadata"] = {**message.response_metadata, TOOL_WRITTEN_KEY: mark}
+        return message.model_copy(update=changes) if changes else item
 
     def kept(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
-            return [fresh(v) for v in value if not _held(v, copies)]
+            return [fresh(v) for v in value if not (fresh_ids and _held(v, copies))]
         return fresh(value)
 
     if isinstance(update, Mapping):
