@@ -48,16 +48,18 @@ def engine() -> EmbeddedPolicy:
     return EmbeddedPolicy(POLICIES)
 
 
-def _tools(emails: list[str], as_human: bool) -> list[BaseTool]:
+def _tools(emails: list[str], form: str) -> list[BaseTool]:
     def fetch_url(url: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Any:
         """Fetch a web page."""
-        if not as_human:
+        if form == "tool-message":
             return PAGE
+        # A human message, or plain text (which LangGraph's reducer reads as one).
+        page: Any = HumanMessage([{"type": "text", "text": PAGE}]) if form == "human" else PAGE
         return Command(
             update={
                 "messages": [
                     ToolMessage("The page is attached below.", tool_call_id=tool_call_id),
-                    HumanMessage([{"type": "text", "text": PAGE}]),
+                    page,
                 ]
             }
         )
@@ -133,14 +135,15 @@ def _graph(wiring: str, engine: EmbeddedPolicy, tools: list[BaseTool]) -> Any:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.parametrize("as_human", [False, True], ids=["tool-message", "human-message"])
+@pytest.mark.parametrize("form", ["tool-message", "human", "text"])
 @pytest.mark.parametrize("wiring", ["node", "edge", "interceptor", "middleware"])
 def test_a_page_handed_over_as_a_human_message_is_not_the_users_request(
-    engine: EmbeddedPolicy, wiring: str, as_human: bool, mode: str
+    engine: EmbeddedPolicy, wiring: str, form: str, mode: str
 ) -> None:
     emails: list[str] = []
-    graph = _graph(wiring, engine, _tools(emails, as_human))
-    config: Any = {"configurable": {"thread_id": f"{wiring}-{as_human}-{mode}"}}
+    as_human = form != "tool-message"
+    graph = _graph(wiring, engine, _tools(emails, form))
+    config: Any = {"configurable": {"thread_id": f"{wiring}-{form}-{mode}"}}
     inputs = {"messages": [("user", REQUEST)]}
     if mode == "sync":
         out = graph.invoke(inputs, config, context={"user": INTERNAL})

@@ -134,7 +134,9 @@ class GuardedToolNode(ToolNode):
         grant_ttl: float | None = GRANT_TTL,
         **kwargs: Any,
     ) -> None:
-        sync_wrapper, async_wrapper = _compose(wrap_tool_call, awrap_tool_call)
+        sync_wrapper, async_wrapper = _compose(
+            wrap_tool_call, awrap_tool_call, kwargs.get("messages_key", "messages")
+        )
         super().__init__(
             tools, wrap_tool_call=sync_wrapper, awrap_tool_call=async_wrapper, **kwargs
         )
@@ -297,7 +299,7 @@ def _grant_of(request: ToolCallRequest) -> Mapping[str, Any] | None:
 
 
 def _compose(
-    user_sync: Wrapper | None, user_async: AsyncWrapper | None
+    user_sync: Wrapper | None, user_async: AsyncWrapper | None, messages_key: str = "messages"
 ) -> tuple[Wrapper | None, AsyncWrapper | None]:
     """The user's interceptors outside, the grant check innermost (next to execution)."""
 
@@ -313,7 +315,7 @@ def _compose(
         granted = without_injected_request(request)
         run = partial(run_checked, execute, known=(request.tool_call.get("args"), digest))
         result = run_once(granted, run, _turn_of(request), keep=_shared(request))
-        return applied_result(granted, result)
+        return applied_result(granted, result, messages_key)
 
     async def achecked(
         request: ToolCallRequest, execute: AsyncExecute
@@ -326,7 +328,7 @@ def _compose(
         granted = without_injected_request(request)
         arun = partial(arun_checked, execute, known=(request.tool_call.get("args"), digest))
         result = await arun_once(granted, arun, _turn_of(request), keep=_shared(request))
-        return applied_result(granted, result)
+        return applied_result(granted, result, messages_key)
 
     def sync_wrapper(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command[Any]:
         if user_sync is None:

@@ -237,7 +237,7 @@ class ToolCallGuard:
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
         result = run_once(request, partial(run_checked, execute), turn, keep=True)
-        return _noted(applied_result(request, result), note)
+        return _noted(applied_result(request, result, self.messages_key), note)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, execute: AsyncExecute
@@ -256,7 +256,7 @@ class ToolCallGuard:
         if (changed := self._read_differently(request, call, note)) is not None:
             return changed
         result = await arun_once(request, partial(arun_checked, execute), turn, keep=True)
-        return _noted(applied_result(request, result), note)
+        return _noted(applied_result(request, result, self.messages_key), note)
 
     def _read_differently(
         self, request: ToolCallRequest, decided: ToolCall, rewrite: str | None

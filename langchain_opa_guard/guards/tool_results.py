@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from langchain_core.messages import (
@@ -64,11 +64,12 @@ _NOT_APPLIED = (
 
 
 def applied_result(
-    request: ToolCallRequest, result: ToolMessage | Command[Any]
+    request: ToolCallRequest, result: ToolMessage | Command[Any], messages_key: str = "messages"
 ) -> ToolMessage | Command[Any]:
     """``result`` as it may be applied (see the module): its own answer or ``Command`` with
     the messages it adds given ids of their own, without the messages it writes back
-    unchanged, or the answer saying it was not applied."""
+    unchanged, or the answer saying it was not applied. ``messages_key``: the conversation's
+    channel, where LangGraph's reducer reads plain text as a human message too."""
     call_id = request.tool_call.get("id")
     if isinstance(result, ToolMessage):
         if result.tool_call_id != call_id:
@@ -84,7 +85,8 @@ def applied_result(
     held = {m.id: m for m in _messages(request.state) if m.id is not None}
     copies: set[str] = set()
     written = []
-    for message in _messages(result.update):
+    channels = _message_channels(request.state, result.update, messages_key)
+    for message in _messages(result.update, channels):
         if message.id is not None and message.id in held and message == held[message.id]:
             copies.add(message.id)  # written back unchanged (a hand-off)
             continue
@@ -103,7 +105,7 @@ def applied_result(
             return result
         return Command(
             graph=result.graph,
-            update=_rewritten(result.update, copies, mark=mark, fresh_ids=False),
+            update=_rewritten(result.update, copies, channels, mark=mark, fresh_ids=False),
             resume=result.resume,
             goto=result.goto,
         )
@@ -120,7 +122,7 @@ def applied_result(
         return result
     return Command(
         graph=result.graph,
-        update=_rewritten(result.update, copies, mark=mark),
+        update=_rewritten(result.update, copies, channels, mark=mark),
         resume=result.resume,
         goto=result.goto,
     )
@@ -159,15 +161,38 @@ def _call_ids(message: AIMessage) -> list[Any]:
     return [c.get("id") for c in (*message.tool_calls, *message.invalid_tool_calls)]
 
 
-def _messages(values: Any) -> Iterable[BaseMessage]:
+def _messages(values: Any, channels: Collection[Any] = ()) -> Iterable[BaseMessage]:
     """The messages among the values of a state or an update (a mapping, a list of
     ``(key, value)`` pairs or of messages, a state object), whatever their channel's name;
-    message-like dicts and tuples as the state's reducer will read them."""
-    for _key, value in _entries(values):
-        for item in value if isinstance(value, (list, tuple)) else (value,):
-            message = _as_message(item)
+    message-like dicts and tuples as the state's reducer will read them, and in
+    ``channels`` (the conversation's) every item as LangGraph's ``add_messages`` reads it."""
+    for key, value in _entries(values):
+        loose = key in channels
+        for item in _items(value, loose):
+            message = _as_message(item, loose)
             if message is not None:
                 yield message
+
+
+def _items(value: Any, loose: bool) -> Iterable[Any]:
+    """The items of a channel's value: ``add_messages`` (``loose``) takes anything but a list
+    as one message (a ``(role, text)`` tuple too)."""
+    if loose:
+        return value if isinstance(value, list) else [value]
+    return value if isinstance(value, (list, tuple)) else (value,)
+
+
+def _message_channels(state: Any, update: Any, messages_key: str) -> set[Any]:
+    """The keys of ``update`` that are conversations: ``messages_key``, and any whose value
+    in ``state`` holds messages."""
+    channels: set[Any] = {messages_key}
+    for key, _value in _entries(update):
+        if key is None or key in channels:
+            continue
+        held = state.get(key) if isinstance(state, Mapping) else getattr(state, str(key), None)
+        if isinstance(held, list) and any(isinstance(m, BaseMessage) for m in held):
+            channels.add(key)
+    return channels
 
 
 def _entries(values: Any) -> Iterable[tuple[Any, Any]]:
@@ -179,10 +204,15 @@ def _entries(values: Any) -> Iterable[tuple[Any, Any]]:
     return fields.items() if isinstance(fields, dict) else ()
 
 
-def _as_message(item: Any) -> BaseMessage | None:
+def _as_message(item: Any, loose: bool = False) -> BaseMessage | None:
+    """``item`` as the reducer reads it: a message, a message dict or ``(role, text)``
+    tuple; with ``loose`` (a conversation's channel), plain text and ``[role, text]``
+    lists as well."""
     if isinstance(item, BaseMessage):
         return item
-    if isinstance(item, (Mapping, tuple)):
+    if isinstance(item, (Mapping, tuple)) or (
+        loose and (isinstance(item, str) or (isinstance(item, list) and len(item) == 2))
+    ):
         try:
             converted = convert_to_messages([item])  # type: ignore[list-item]
         except (ValueError, TypeError, KeyError, NotImplementedError):
@@ -198,7 +228,12 @@ def _marker(request: ToolCallRequest) -> dict[str, Any]:
 
 
 def _rewritten(
-    update: Any, copies: set[str], *, mark: dict[str, Any] | None = None, fresh_ids: bool = True
+    update: Any,
+    copies: set[str],
+    channels: Collection[Any] = (),
+    *,
+    mark: dict[str, Any] | None = None,
+    fresh_ids: bool = True,
 ) -> Any:
     """``update`` without the messages whose ids are in ``copies``, every other message it
     adds with an id of its own (so that it replaces no message the conversation holds, nor
@@ -206,8 +241,8 @@ def _rewritten(
     the tool's (``fresh_ids=False``: a hand-off to the parent graph, whose messages keep
     their ids and whose copies stay)."""
 
-    def fresh(item: Any) -> Any:
-        message = _as_message(item)
+    def fresh(item: Any, loose: bool) -> Any:
+        message = _as_message(item, loose)
         if message is None:
             return item
         changes: dict[str, Any] = {}
@@ -217,16 +252,18 @@ def _rewritten(
             changes["response_metadata"] = {**message.response_metadata, TOOL_WRITTEN_KEY: mark}
         return message.model_copy(update=changes) if changes else item
 
-    def kept(value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [fresh(v) for v in value if not (fresh_ids and _held(v, copies))]
-        return fresh(value)
+    def kept(key: Any, value: Any) -> Any:
+        loose = key in channels
+        if loose or isinstance(value, (list, tuple)):
+            items = _items(value, loose)
+            return [fresh(v, loose) for v in items if not (fresh_ids and _held(v, copies))]
+        return fresh(value, loose)
 
     if isinstance(update, Mapping):
-        return {key: kept(value) for key, value in update.items()}
+        return {key: kept(key, value) for key, value in update.items()}
     if isinstance(update, (list, tuple)):
         return [
-            (entry[0], kept(entry[1])) if isinstance(entry, tuple) and len(entry) == 2 else entry
+            (entry[0], kept(*entry)) if isinstance(entry, tuple) and len(entry) == 2 else entry
             for entry in update
         ]
     return update
