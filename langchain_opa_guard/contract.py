@@ -59,8 +59,10 @@ GUARD_ARTIFACT_KEY = "opa_guard"
 The record is in the message's ``artifact`` (for people and logs) and in its
 ``response_metadata``, which is the copy the history trusts: a tool's output can become its
 message's ``artifact`` (``response_format="content_and_artifact"``), so an artifact could be
-written by whoever wrote a web page; ``response_metadata`` of a tool's answer is set by code,
-never by a tool's output."""
+written by whoever wrote a web page; a record in the ``response_metadata`` of what a tool's run
+answers (its own ``ToolMessage``, the messages of its ``Command``) is taken out by every guard
+(:func:`~langchain_opa_guard.guards.tool_results.without_guard_record`), so only a guard's
+answer carries one."""
 
 TOOL_WRITTEN_KEY = "opa_guard_tool_written"
 """Key, in a human message's ``response_metadata``, of the tool call whose result wrote it

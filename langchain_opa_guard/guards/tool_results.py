@@ -8,7 +8,9 @@ exactly one answer. A tool's result is applied only when it keeps that so:
 - a LangGraph ``Command`` may add messages (each gets an id of its own, so that it replaces
   none; a human message is marked as the tool's, ``TOOL_WRITTEN_KEY`` of
   :mod:`~langchain_opa_guard.contract`, so that its text, perhaps a web page's, is never
-  taken for the user's request) and route on, but it may not send tool calls to a tools
+  taken for the user's request; a guard's decision record a message carries,
+  ``GUARD_ARTIFACT_KEY`` in its ``response_metadata``, is taken out: only a guard writes one)
+  and route on, but it may not send tool calls to a tools
   node (a ``Send`` with a call, or a ``goto`` to the node the call runs in: that task would
   run the turn's calls again), write a model message with calls it does not answer itself
   (nobody would decide or answer them), answer another call, or change or remove a message
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from langchain_core.messages import (
     AIMessage,
@@ -46,10 +48,10 @@ from langchain_core.messages import (
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Send
 
-from langchain_opa_guard.contract import TOOL_WRITTEN_KEY
+from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY, TOOL_WRITTEN_KEY
 from langchain_opa_guard.guards.denials import guard_answer
 
-__all__ = ["CALL_PAYLOADS", "applied_result"]
+__all__ = ["CALL_PAYLOADS", "applied_result", "without_guard_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def applied_result(
         # conversation this graph holds goes to it as it is.
         if _proposes_calls(written):
             return _not_applied(request, "proposed tool calls of its own")
-        if mark is None:
+        if mark is None and not any(_has_record(m) for m in written):
             return result
         return Command(
             graph=result.graph,
@@ -118,7 +120,7 @@ def applied_result(
         return _not_applied(request, "answered another call")
     if _proposes_calls(written):
         return _not_applied(request, "proposed tool calls of its own")
-    if not copies and mark is None and all(m.id is None for m in written):
+    if not copies and mark is None and all(m.id is None and not _has_record(m) for m in written):
         return result
     return Command(
         graph=result.graph,
@@ -248,8 +250,13 @@ def _rewritten(
         changes: dict[str, Any] = {}
         if fresh_ids and message.id is not None:
             changes["id"] = None
-        if mark is not None and isinstance(message, HumanMessage) and message.id not in copies:
-            changes["response_metadata"] = {**message.response_metadata, TOOL_WRITTEN_KEY: mark}
+        if message.id not in copies:
+            metadata = dict(message.response_metadata or {})
+            if GUARD_ARTIFACT_KEY in metadata:
+                del metadata[GUARD_ARTIFACT_KEY]
+                changes["response_metadata"] = metadata
+            if mark is not None and isinstance(message, HumanMessage):
+                changes["response_metadata"] = {**metadata, TOOL_WRITTEN_KEY: mark}
         return message.model_copy(update=changes) if changes else item
 
     def kept(key: Any, value: Any) -> Any:
@@ -267,6 +274,33 @@ def _rewritten(
             for entry in update
         ]
     return update
+
+
+_Result = TypeVar("_Result")
+
+
+def _has_record(message: BaseMessage) -> bool:
+    metadata = message.response_metadata
+    return isinstance(metadata, Mapping) and GUARD_ARTIFACT_KEY in metadata
+
+
+def without_guard_record(result: _Result) -> _Result:
+    """A tool's answer without a guard's decision record in its ``response_metadata``
+    (``GUARD_ARTIFACT_KEY``): the history takes that record for the guard's own (a denial,
+    so the call counts as not run), and only a guard writes one. A tool that answers with a
+    ``ToolMessage`` of its own may put anything there, a server's metadata included;
+    anything but a ``ToolMessage`` is returned as it is (a ``Command``'s messages are seen
+    to by :func:`applied_result`).
+
+    Example:
+        ```python
+        answer = without_guard_record(execute(request))  # right where the tool returned
+        ```
+    """
+    if isinstance(result, ToolMessage) and _has_record(result):
+        metadata = {k: v for k, v in result.response_metadata.items() if k != GUARD_ARTIFACT_KEY}
+        return cast(_Result, result.model_copy(update={"response_metadata": metadata}))
+    return result
 
 
 def _held(item: Any, ids: set[str]) -> bool:

@@ -35,6 +35,7 @@ from langgraph.types import Command
 
 from langchain_opa_guard.guards.denials import changed_call_message
 from langchain_opa_guard.guards.injections import executed_injections
+from langchain_opa_guard.guards.tool_results import without_guard_record
 from langchain_opa_guard.guards.tools_payload import call_digest
 
 __all__ = [
@@ -264,7 +265,8 @@ def run_checked(
     caller already took of the call's arguments object, see :func:`expected_digest`)."""
     try:
         with checking(_check_for(request, known)):
-            return handler(request)
+            # (What the tool's run answers is the tool's: a guard's record in it is not.)
+            return without_guard_record(handler(request))
     except UncheckedToolRun as stopped:
         return changed_call_message(stopped.call)
 
@@ -277,6 +279,6 @@ async def arun_checked(
     """Async twin of :func:`run_checked`."""
     try:
         with checking(_check_for(request, known)):
-            return await handler(request)
+            return without_guard_record(await handler(request))
     except UncheckedToolRun as stopped:
         return changed_call_message(stopped.call)
