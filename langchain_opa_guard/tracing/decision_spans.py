@@ -5,6 +5,10 @@ The decision path (:mod:`langchain_opa_guard.deciding`) starts a call's span wit
 :func:`record_decision`; the guards record what never reaches the engine (:func:`record_early`)
 and a reviewer's answer (:func:`record_review`).
 
+Recording never stops a decision: an error of the tracing back end (a span processor or a
+meter that raises) is logged, once as a warning, and the decision stands (README, "Failure
+behaviour").
+
 Example:
     ```python
     span = start_span(telemetry, engine, document, parent=None, conversation_id=None)
@@ -14,11 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from langchain_opa_guard.decision import Decision
 from langchain_opa_guard.engines.engine import PolicyEngine
@@ -35,8 +40,42 @@ __all__ = [
 
 _ACTIONS = {"allow": "allow", "deny": "block", "approval": "escalate"}
 
+logger = logging.getLogger(__name__)
+
+_warned = False
+
+
+def _tracing_failed(exc: Exception) -> None:
+    """Log that recording failed: a warning the first time, then at debug level."""
+    global _warned
+    level = logging.DEBUG if _warned else logging.WARNING
+    _warned = True
+    logger.log(
+        level,
+        "recording a policy decision's span or metrics failed (%s: %s); the decision stands "
+        "and the run goes on",
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+
 
 def start_span(
+    telemetry: Telemetry,
+    engine: PolicyEngine,
+    document: Mapping[str, Any],
+    parent: otel_context.Context | None,
+    conversation_id: str | None,
+) -> Span:
+    """The decision span of the call ``document`` names, started (OTel's invalid span when
+    the back end fails)."""
+    try:
+        return _start_span(telemetry, engine, document, parent, conversation_id)
+    except Exception as exc:  # noqa: BLE001 - tracing never stops a decision
+        _tracing_failed(exc)
+        return INVALID_SPAN
+
+
+def _start_span(
     telemetry: Telemetry,
     engine: PolicyEngine,
     document: Mapping[str, Any],
@@ -80,6 +119,23 @@ def record_decision(
     tool_label: str,
 ) -> None:
     """Finish a decision span and count the decision."""
+    try:
+        _annotate(telemetry, span, decision, document)
+    except Exception as exc:  # noqa: BLE001 - tracing never stops a decision
+        _tracing_failed(exc)
+    try:
+        span.end()
+    except Exception as exc:  # noqa: BLE001
+        _tracing_failed(exc)
+    try:
+        _count(telemetry, decision, seconds, tool_label)
+    except Exception as exc:  # noqa: BLE001
+        _tracing_failed(exc)
+
+
+def _annotate(
+    telemetry: Telemetry, span: Span, decision: Decision, document: Mapping[str, Any] | None
+) -> None:
     verdict = decision.verdict
     if span.is_recording():
         span.set_attribute(A.OPA_DECISION_ALLOW, decision.allow)
@@ -131,11 +187,13 @@ def record_decision(
             span.set_status(
                 Status(StatusCode.ERROR, decision.reasons[0] if decision.reasons else "")
             )
-    span.end()
+
+
+def _count(telemetry: Telemetry, decision: Decision, seconds: float, tool_label: str) -> None:
     labels: dict[str, Any] = {
         A.OPA_POLICY_PATH: decision.policy or "",
         A.GEN_AI_TOOL_NAME: tool_label,
-        A.OPA_DECISION_VERDICT: _would(decision) if decision.shadowed else verdict,
+        A.OPA_DECISION_VERDICT: _would(decision) if decision.shadowed else decision.verdict,
     }
     if decision.error is not None:
         labels[A.ERROR_TYPE] = decision.error
@@ -161,7 +219,10 @@ def record_early(
 
 def mark_fail_open(span: Span) -> None:
     """Mark a decision span whose call runs although the engine failed (fail-open)."""
-    span.set_attribute(A.OPA_DECISION_FAIL_OPEN, True)
+    try:
+        span.set_attribute(A.OPA_DECISION_FAIL_OPEN, True)
+    except Exception as exc:  # noqa: BLE001 - tracing never stops a decision
+        _tracing_failed(exc)
 
 
 def _would(decision: Decision) -> str:
@@ -184,4 +245,10 @@ def record_review(
     }
     if isinstance(call.get("id"), str):
         attributes[A.GEN_AI_TOOL_CALL_ID] = call["id"]
-    telemetry.tracer.start_span(f"human_review {name}", context=parent, attributes=attributes).end()
+    try:
+        span = telemetry.tracer.start_span(
+            f"human_review {name}", context=parent, attributes=attributes
+        )
+        span.end()
+    except Exception as exc:  # noqa: BLE001 - tracing never stops a review
+        _tracing_failed(exc)
