@@ -35,6 +35,7 @@ __all__ = [
     "MCP_METADATA_KEY",
     "GUARD_ARTIFACT_KEY",
     "TOOL_WRITTEN_KEY",
+    "GUARD_STATE_PREFIX",
     "jsonable",
     "call_document",
     "metadata_for",
@@ -72,6 +73,12 @@ A tool may hand the model content a tool answer cannot carry (a page, an image) 
 message of its result; every guard marks such a message where it applies the result, over
 anything the tool set, and :func:`latest_request` never takes it for the user's request: its
 text is the tool's (perhaps a web page's), not the user's."""
+
+GUARD_STATE_PREFIX = "opa_guard"
+"""How the names of the guard's own state channels and hand-over keys begin (the
+middleware's ``opa_guard_request``, ``opa_guard_history``, ``opa_guard_turn`` and
+``opa_guard_grants``; the guard node's ``__opa_guard_approval__``): a tool's result that
+writes one, or sends one on, is not applied."""
 
 MCP_METADATA_KEY = "mcp"
 """Key of ``{"server", "tool", "digest"}`` in an MCP tool's metadata (``input.tool.metadata``);

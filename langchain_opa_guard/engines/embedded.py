@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ class EmbeddedPolicy:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._state = self._load()
+        _ENGINES.add(self)
 
     def __repr__(self) -> str:
         return (
@@ -432,6 +434,12 @@ class EmbeddedPolicy:
             error = EngineError(ErrorType.TIMEOUT, "the policy did not finish in time")
             return self._failure(error) if count is None else [self._failure(error)] * count
 
+    def _after_fork(self) -> None:
+        """In a forked child: locks anew (a thread of the parent that held one, a reload
+        compiling, does not exist here, and would hold it for ever)."""
+        self._reload_lock = threading.Lock()
+        self._executor_lock = threading.Lock()
+
     def _executor(self) -> ThreadPoolExecutor:
         if self._closed:
             raise RuntimeError("closed")
@@ -578,6 +586,17 @@ def _loaded(evaluator: Any, revision: str) -> _Loaded:
 
 
 _MISSING: Any = object()
+
+_ENGINES: weakref.WeakSet[EmbeddedPolicy] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_ENGINES):
+        engine._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _turn_positions(shared: Mapping[str, Any], calls: Sequence[Any]) -> list[int] | None:

@@ -338,12 +338,20 @@ class PolicyGuardNode(RunnableCallable):
         if plain and out.allowed:
             earlier = turn.messages[: turn.ai_index]
             command = self._to_tools(
-                state, earlier, out.ai_message, out.allowed, None, config, out.views
+                state,
+                earlier,
+                out.ai_message,
+                out.allowed,
+                None,
+                config,
+                out.views,
+                revision=out.revision,
             )
             return command.goto
         payload = _with_messages(state, self.messages_key, turn.messages)
         turn_id = decided_turn(turn.ai_message.id, config)
-        payload[ROUTED_KEY] = routed(turn, decided, self._binding(config), turn_id)
+        bound = self._binding(config, out.revision)
+        payload[ROUTED_KEY] = routed(turn, decided, bound, turn_id)
         return Send(node, payload)
 
     # -- routing a decided turn ---------------------------------------------------------
@@ -375,7 +383,15 @@ class PolicyGuardNode(RunnableCallable):
             return Command(update=update, goto=Send(str(here), payload))
         earlier = turn.messages[: turn.ai_index]
         return self._to_tools(
-            state, earlier, out.ai_message, out.allowed, update, config, out.views, turn_id
+            state,
+            earlier,
+            out.ai_message,
+            out.allowed,
+            update,
+            config,
+            out.views,
+            turn_id,
+            revision=out.revision,
         )
 
     def _to_tools(
@@ -388,10 +404,13 @@ class PolicyGuardNode(RunnableCallable):
         config: RunnableConfig,
         views: Mapping[str, str],
         turn_id: str | None = None,
+        *,
+        revision: str | None = None,
     ) -> Command[Any]:
         """The allowed calls themselves, each with its grant and the view decided (checked
         again right before the tool runs), to the tools node; else back (``turn_id``: the
-        decided turn they run once under, when another task decided them)."""
+        decided turn they run once under, when another task decided them; ``revision``: the
+        policy revision they were decided under, which the grants are bound to)."""
         if not allowed:
             return Command(update=update, goto=self.agent_node)
         before = fingerprint(earlier, ai_message)
@@ -411,7 +430,7 @@ class PolicyGuardNode(RunnableCallable):
                     config,
                     views=views,
                     stateless=self._stateless_sends,
-                    bound=self._binding(config),
+                    bound=self._binding(config, revision),
                     turn_id=turn_id,
                     before=before,
                 ),
@@ -435,8 +454,12 @@ class PolicyGuardNode(RunnableCallable):
 
     # -- human approval ---------------------------------------------------------------
 
-    def _binding(self, config: RunnableConfig) -> dict[str, Any]:
-        return binding(self._scope, config, engine_revision(self.engine))
+    def _binding(self, config: RunnableConfig, revision: str | None = None) -> dict[str, Any]:
+        """What a hand-over is bound to; ``revision``: the policy revision its calls were
+        decided under (a reload after the decision then voids it), else the one in force."""
+        if revision is None:
+            revision = engine_revision(self.engine)
+        return binding(self._scope, config, revision)
 
     def _sent_back(self, state: Any, config: RunnableConfig) -> bool:
         """Whether ``state`` is one of this guard's hand-overs to itself (a turn waiting for
@@ -499,7 +522,14 @@ class PolicyGuardNode(RunnableCallable):
         earlier = state_messages(state, self.messages_key)[: ticket["ai_index"]]
         views = self.turns.views_of(reviewed.allowed, ticket.get("views"))
         return self._to_tools(
-            state, earlier, reviewed.ai_message, reviewed.allowed, update, config, views
+            state,
+            earlier,
+            reviewed.ai_message,
+            reviewed.allowed,
+            update,
+            config,
+            views,
+            revision=reviewed.revision,
         )
 
 

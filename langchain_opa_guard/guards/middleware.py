@@ -341,7 +341,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ticket["stop"] = out.stop
         ticket["tools"] = dict(self._learned)
         # A caller can write the agent state with a Command: only a sealed turn is taken.
-        ticket["binding"] = binding(self._scope, _current_config(), engine_revision(self.engine))
+        ticket["binding"] = self._bound(out.revision)
         ticket["seal"] = seal_mapping(TURN_KEY, ticket)
         result = [out.ai_message if m is turn.ai_message else m for m in response.result]
         return ExtendedModelResponse(
@@ -369,7 +369,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if ticket.get("stop"):
             return self._stopped(state, message, ticket["ai_message"], ticket)
         if not ticket["pending"]:
-            reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
+            reviewed = Reviewed(
+                list(ticket["allowed"]), [], ticket["ai_message"], _bound_to(ticket)
+            )
             return self._settled(state, message, ticket, reviewed)
         return self._settled(state, message, ticket, self._turns.review(ticket, config, runtime))
 
@@ -389,7 +391,9 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if ticket.get("stop"):
             return self._stopped(state, message, ticket["ai_message"], ticket)
         if not ticket["pending"]:
-            reviewed = Reviewed(list(ticket["allowed"]), [], ticket["ai_message"])
+            reviewed = Reviewed(
+                list(ticket["allowed"]), [], ticket["ai_message"], _bound_to(ticket)
+            )
             return self._settled(state, message, ticket, reviewed)
         reviewed = await self._turns.areview(ticket, config, runtime)
         return self._settled(state, message, ticket, reviewed)
@@ -500,10 +504,18 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 reviewed.allowed,
                 _current_config(),
                 self._turns.views_of(reviewed.allowed, ticket.get("views")),
-                binding(self._scope, _current_config(), engine_revision(self.engine)),
+                self._bound(reviewed.revision),
                 fingerprint_of(state_messages(state), message.id),
             ),
         }
+
+    def _bound(self, revision: str | None) -> dict[str, Any]:
+        """What this middleware's turn or grants are bound to; ``revision``: the policy
+        revision the calls were decided under (a reload after the decision voids them),
+        else the one in force."""
+        if revision is None:
+            revision = engine_revision(self.engine)
+        return binding(self._scope, _current_config(), revision)
 
     def _recorded(
         self, state: Any, message: AIMessage, answers: Sequence[Any]
@@ -565,7 +577,7 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 out.allowed,
                 _current_config(),
                 out.views,
-                binding(self._scope, _current_config(), engine_revision(self.engine)),
+                self._bound(out.revision),
                 fingerprint_of(state_messages(state), message.id),
             ),
         }
@@ -696,6 +708,13 @@ class OPAGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             self.guard.metadata_of,
         ):
             index.setdefault(name, learned)
+
+
+def _bound_to(ticket: Mapping[str, Any]) -> str | None:
+    """The policy revision a decided turn's ticket is bound to (its decisions')."""
+    bound = ticket.get("binding")
+    revision = bound.get("revision") if isinstance(bound, Mapping) else None
+    return revision if isinstance(revision, str) else None
 
 
 def _request(state: Any) -> str | None:

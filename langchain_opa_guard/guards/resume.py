@@ -36,6 +36,7 @@ from langchain_opa_guard.guards.denials import (
     response_message,
 )
 from langchain_opa_guard.guards.prepared_calls import changed_keys, message_as_run, prepared_call
+from langchain_opa_guard.guards.seals import decided_revision
 
 __all__ = ["Rechecks", "Reviewed", "ask", "settle_review", "to_recheck"]
 
@@ -65,6 +66,9 @@ class Reviewed:
     allowed: list[ToolCall]
     replies: list[Any]
     ai_message: AIMessage
+    revision: str | None = None
+    """The policy revision the calls that run were decided under (decided again on
+    resume); their hand-over is bound to it."""
 
 
 def ask(ticket: Mapping[str, Any]) -> dict[str, ReviewAnswer]:
@@ -195,7 +199,8 @@ def settle_review(
     ai_message: AIMessage = ticket.get("proposed_message") or ticket["ai_message"]
     ran = {str(c.get("id")): c for c in allowed}
     shown = [ran.get(str(c.get("id")), c) for c in ai_message.tool_calls]
-    return Reviewed(allowed, replies, message_as_run(ai_message, shown, rewritten))
+    revision = decided_revision(d.revision for d in decided.values())
+    return Reviewed(allowed, replies, message_as_run(ai_message, shown, rewritten), revision)
 
 
 def _not_decided_again(engine: PolicyEngine) -> Decision:

@@ -49,6 +49,7 @@ __all__ = [
     "KEY_ENV",
     "binding",
     "binding_holds",
+    "decided_revision",
     "guard_scope",
     "mapping_sealed",
     "seal",
@@ -194,6 +195,22 @@ def binding(scope: str, config: Mapping[str, Any] | None, revision: Any = None) 
         "at": time.time(),
         "revision": revision,
     }
+
+
+SEVERAL_REVISIONS = "(decided under several policy revisions)"
+"""The revision of a turn whose calls were decided under different policies (a reload while
+it was decided): never the revision in force, so its grants hold nowhere."""
+
+
+def decided_revision(revisions: Any) -> str | None:
+    """The one policy revision the given decisions' ``revisions`` name (``None`` among them
+    is left out), :data:`SEVERAL_REVISIONS` when they name more than one, ``None`` when none:
+    what a hand-over of those decisions is bound to, rather than the revision in force when
+    it is written (a reload may have come in between)."""
+    named = {r for r in revisions if isinstance(r, str) and r}
+    if not named:
+        return None
+    return named.pop() if len(named) == 1 else SEVERAL_REVISIONS
 
 
 def engine_revision(engine: Any) -> str | None:

@@ -48,7 +48,7 @@ from langchain_core.messages import (
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Send
 
-from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY, TOOL_WRITTEN_KEY
+from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY, GUARD_STATE_PREFIX, TOOL_WRITTEN_KEY
 from langchain_opa_guard.guards.denials import guard_answer
 
 __all__ = ["CALL_PAYLOADS", "applied_result", "without_guard_record"]
@@ -81,10 +81,16 @@ def applied_result(
     if not isinstance(result, Command):  # a list of results, or anything else
         return _not_applied(request, "returned something other than one answer or Command")
     node = _node_of(request)
-    for target in _targets(result.goto):
-        if _sends_calls(target) or (node is not None and target == node):
-            return _not_applied(request, "sent tool calls to a tools node")
     held = {m.id: m for m in _messages(request.state) if m.id is not None}
+    for target in _targets(result.goto):
+        if _sends_calls(target) or (node is not None and _node_named(target) == node):
+            return _not_applied(request, "sent tool calls to a tools node")
+        if isinstance(target, Send) and _proposes_calls(_new(target.arg, held, messages_key)):
+            return _not_applied(request, "sent tool calls of its own")
+        if isinstance(target, Send) and _writes_guard_state(target.arg):
+            return _not_applied(request, "wrote the guard's own state")
+    if _writes_guard_state(result.update):
+        return _not_applied(request, "wrote the guard's own state")
     copies: set[str] = set()
     written = []
     channels = _message_channels(request.state, result.update, messages_key)
@@ -130,12 +136,38 @@ def applied_result(
     )
 
 
+def _node_named(target: Any) -> Any:
+    """The node a ``goto`` target runs: its name, or a ``Send``'s node."""
+    return target.node if isinstance(target, Send) else target
+
+
+def _new(values: Any, held: Mapping[str, BaseMessage], messages_key: str) -> list[BaseMessage]:
+    """The messages among ``values`` (a ``Send``'s state) that the conversation does not hold."""
+    channels = {messages_key, "messages"}
+    return [
+        m
+        for m in _messages(values, channels)
+        if not (m.id is not None and m.id in held and m == held[m.id])
+    ]
+
+
+def _writes_guard_state(values: Any) -> bool:
+    """Whether ``values`` (an update, a ``Send``'s state) names a channel of the guard's own
+    (``opa_guard_*``: the middleware's recorded request, history, turn and grants; the
+    guard's hand-over keys): only the guard writes those."""
+    return any(
+        isinstance(key, str) and key.strip("_").startswith(GUARD_STATE_PREFIX)
+        for key, _value in _entries(values)
+    )
+
+
 def _not_applied(request: ToolCallRequest, what: str) -> ToolMessage:
     call = request.tool_call
     name, call_id = call.get("name"), call.get("id")
     logger.warning("the result of tool call %r (%s) %s; it was not applied", name, call_id, what)
     text = _NOT_APPLIED.format(name=name, what=what)
-    return guard_answer(call, text, f"the tool's result {what}")
+    # (The tool ran: its call reads as allowed in the history, whatever it returned.)
+    return guard_answer(call, text, f"the tool's result {what}", verdict="allow")
 
 
 def _node_of(request: ToolCallRequest) -> str | None:

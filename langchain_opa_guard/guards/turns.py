@@ -73,6 +73,7 @@ from langchain_opa_guard.guards.prepared_calls import (
 )
 from langchain_opa_guard.guards.resume import Rechecks, Reviewed, ask, settle_review, to_recheck
 from langchain_opa_guard.guards.rewrites import read_back
+from langchain_opa_guard.guards.seals import decided_revision
 from langchain_opa_guard.ops.decision_log import DecisionLog
 from langchain_opa_guard.tracing.callback_handler import telemetry_in
 from langchain_opa_guard.tracing.decision_spans import record_early, record_review
@@ -232,7 +233,7 @@ class TurnDecider:
             decision = early if early is not None else next(results, None)
             if decision is None:
                 decision = engine_crash(self.engine)
-            out.revision = out.revision or decision.revision
+            out.revision = decided_revision((out.revision, decision.revision))
             if decision.allow:
                 if decision.args is not None and not decision.shadowed:
                     new_call = cast(ToolCall, {**call, "args": dict(decision.args)})
