@@ -74,7 +74,7 @@ message of its result; every guard marks such a message where it applies the res
 anything the tool set, and :func:`latest_request` never takes it for the user's request: its
 text is the tool's (perhaps a web page's), not the user's."""
 
-GUARD_STATE_PREFIX = "opa_guard"
+GUARD_STATE_PREFIX = "opa_guard_"
 """How the names of the guard's own state channels and hand-over keys begin (the
 middleware's ``opa_guard_request``, ``opa_guard_history``, ``opa_guard_turn`` and
 ``opa_guard_grants``; the guard node's ``__opa_guard_approval__``): a tool's result that

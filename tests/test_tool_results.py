@@ -418,3 +418,8 @@ def test_a_result_not_applied_reads_as_a_call_that_ran() -> None:
     turn = AIMessage("", tool_calls=[tool_call("read", {"item": "x"}, "r1")], id="m1")
     (entry,) = history_documents([HumanMessage("go"), turn, answer], {})
     assert entry["decision"] == "allow" and entry["status"] == "error"
+
+
+def test_a_channel_of_the_applications_own_is_not_the_guards() -> None:
+    result = Command(update={"opa_guardrails_notes": ["x"], "guard": 1})
+    assert applied_result(_in_node({"messages": [HumanMessage("go")]}), result) is result
