@@ -30,6 +30,7 @@ from langchain_opa_guard.engines.engine import same_json
 from langchain_opa_guard.guards.injections import injected_fields
 from langchain_opa_guard.guards.json_schema_types import json_schema_problem
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
+from langchain_opa_guard.guards.run_parameters import run_parameters
 from langchain_opa_guard.guards.schema_views import UnshowableArguments, schema_view
 from langchain_opa_guard.guards.tool_readings import reads_own_way
 from langchain_opa_guard.plain_json import arguments_problem
@@ -191,6 +192,8 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     full = tool.args_schema
     if reads_own_way(tool):
         return call, "the tool reads its arguments its own way, so they cannot be checked"
+    if filled := _filled_by_langchain(tool, full, args):
+        return call, _FILLED + ", ".join(filled[:8])
     single = single_input_name(tool)
     if single is not None:
         one, problem = _single_input_view(single, args)
@@ -220,12 +223,35 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         return call, "the arguments do not match the tool's schema: " + ", ".join(fields[:8])
     except Exception:  # noqa: BLE001 - a validator of the tool's own raised
         return call, "the arguments do not match the tool's schema"
+    if filled := _filled_by_langchain(tool, full, view):
+        return call, _FILLED + ", ".join(filled[:8])
     if same_json(view, args):  # equal as JSON, types included (True == 1 in Python)
         return call, None
     too_deep = arguments_problem(view)
     if too_deep is not None:
         return call, too_deep
     return cast(ToolCall, {**call, "args": view}), None
+
+
+_FILLED = (
+    "the arguments set what LangChain fills in itself when the tool runs (the tool never "
+    "gets them): "
+)
+
+
+def _filled_by_langchain(tool: BaseTool, full: Any, args: Mapping[str, Any]) -> list[str]:
+    """The arguments of ``args`` (the model's, or as the tool's schema reads them) that the
+    tool's run overwrites with its own (:func:`~.run_parameters.run_parameters`): by key, or
+    for a Pydantic schema by the field a key stands for (an alias)."""
+    taken = run_parameters(tool)
+    if not taken:
+        return []
+    filled = set(args) & taken
+    if isinstance(full, type) and issubclass(full, BaseModel):
+        for name, info in full.model_fields.items():
+            if name in taken and (name in args or info.alias in args):
+                filled.add(name)
+    return sorted(filled)
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
