@@ -27,7 +27,7 @@ from langchain_core.tools import BaseTool, Tool
 from pydantic import BaseModel, ValidationError, create_model
 
 from langchain_opa_guard.engines.engine import same_json
-from langchain_opa_guard.guards.injections import injected_fields
+from langchain_opa_guard.guards.injections import executed_injections, injected_fields
 from langchain_opa_guard.guards.json_schema_types import json_schema_problem
 from langchain_opa_guard.guards.plain_messages import content_without_calls, plain_message
 from langchain_opa_guard.guards.run_parameters import run_parameters
@@ -200,12 +200,20 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
         if problem is not None:
             return call, problem
         return (call if same_json(one, args) else cast(ToolCall, {**call, "args": one})), None
-    if full is None:
-        return call, None
-    if isinstance(full, dict):
-        return call, json_schema_problem(full, args)
+    if full is None or isinstance(full, dict):
+        # The arguments reach the tool as they are, but for those the application and
+        # LangGraph supply (an MCP tool's ``runtime``): the model's values for those never do.
+        dropped = executed_injections(tool)
+        if not dropped.isdisjoint(args):
+            call = cast(
+                ToolCall, {**call, "args": {k: v for k, v in args.items() if k not in dropped}}
+            )
+        return call, (json_schema_problem(full, call["args"]) if full is not None else None)
     if not isinstance(full, type):
         return call, _UNREADABLE
+    if not _declares_fields(full):
+        # LangChain calls a tool whose schema declares no fields with no arguments at all.
+        return (cast(ToolCall, {**call, "args": {}}) if args else call), None
     hidden = injected_fields(tool)
     forged = sorted(_injected_aliases(full, hidden) & set(args))
     if forged:
@@ -231,6 +239,15 @@ def prepared_call(tool: BaseTool | None, call: ToolCall) -> tuple[ToolCall, str 
     if too_deep is not None:
         return call, too_deep
     return cast(ToolCall, {**call, "args": view}), None
+
+
+def _declares_fields(full: type) -> bool:
+    """Whether a Pydantic schema declares fields (anything else counts as declaring some)."""
+    if issubclass(full, BaseModel):
+        return bool(full.model_fields)
+    if issubclass(full, pydantic_v1.BaseModel):
+        return bool(full.__fields__)
+    return True
 
 
 _FILLED = (

@@ -119,19 +119,40 @@ def _hands_its_own_way(schema: type[BaseModel]) -> bool:
 
 def _fields(model: BaseModel, hidden: frozenset[str] | None = None) -> dict[str, Any]:
     """The arguments' own fields: those the model set and LangChain hands the tool
-    (``hidden``: but the injected ones); a nested model (``hidden`` ``None``): all its
-    fields, defaults and excluded ones included, as the tool gets it whole."""
+    (``hidden``: but the injected ones), and those it left out whose value validation made
+    from the others (a default other than the schema's); a nested model (``hidden``
+    ``None``): all its fields, defaults and excluded ones included, as the tool gets it
+    whole."""
     top = hidden is not None
     given = model.model_fields_set
     view = {
         _name(name, info): _value(getattr(model, name))
         for name, info in type(model).model_fields.items()
         if not top
-        or (name in given and name not in (hidden or ()) and not _dropped(model, name, info))
+        or (
+            name not in (hidden or ())
+            and not _dropped(model, name, info)
+            and (name in given or _made_default(model, name, info))
+        )
     }
     for key, value in (model.__pydantic_extra__ or {}).items():
         view.setdefault(key, _value(value))
     return view
+
+
+def _made_default(model: BaseModel, name: str, info: Any) -> bool:
+    """Whether a field the model left out holds other than the schema's own default (a
+    validator run on the default, ``validate_default=True``, or a model validator made it
+    from the other arguments): the tool gets that value, so the policy sees it. A default
+    factory's value cannot be told from one made so: validated on its way, it cannot be
+    shown (:class:`UnshowableArguments`)."""
+    if info.default_factory is not None:
+        if info.validate_default or type(model).model_config.get("validate_default"):
+            raise UnshowableArguments(_OWN_WAY)
+        return False
+    default = info.get_default(call_default_factory=False)
+    value = getattr(model, name)
+    return not (value is default or (type(value) is type(default) and value == default))
 
 
 def _dropped(model: BaseModel, name: str, info: Any) -> bool:
@@ -161,12 +182,33 @@ def _legacy_fields(
     view = {
         field.alias: _value(getattr(model, name))
         for name, field in model.__fields__.items()
-        if not top or (name in given and name not in (hidden or ()) and name not in excluded)
+        if not top
+        or (
+            name not in (hidden or ())
+            and name not in excluded
+            and (name in given or _legacy_made_default(model, name, field))
+        )
     }
     for key, value in model.__dict__.items():  # extras (Extra.allow)
         if key not in model.__fields__:
             view.setdefault(key, _value(value))
     return view
+
+
+def _legacy_made_default(model: pydantic_v1.BaseModel, name: str, field: Any) -> bool:
+    """:func:`_made_default` of a ``pydantic.v1`` model (an ``always=True`` validator or a
+    root validator made the value)."""
+    kind = type(model)
+    if field.default_factory is not None:
+        made = (
+            field.validate_always or kind.__pre_root_validators__ or kind.__post_root_validators__
+        )
+        if made:
+            raise UnshowableArguments(_OWN_WAY)
+        return False
+    default = field.default
+    value = getattr(model, name)
+    return not (value is default or (type(value) is type(default) and value == default))
 
 
 def _value(value: Any) -> Any:
