@@ -45,6 +45,7 @@ __all__ = [
     "subject_from",
     "where_document",
     "written_by_tool",
+    "proposes_calls",
     "policy_input",
     "state_messages",
     "thread_id",
@@ -124,7 +125,7 @@ def history_documents(
             continue
         answers: dict[str, ToolMessage] = {}
         for later in messages[index + 1 : count]:
-            if isinstance(later, AIMessage):
+            if proposes_calls(later):  # the next turn (a note a tool wrote is not one)
                 break
             if isinstance(later, ToolMessage):
                 answers.setdefault(later.tool_call_id, later)
@@ -261,6 +262,13 @@ def latest_request(messages: Sequence[Any]) -> str | None:
         if isinstance(message, HumanMessage) and not written_by_tool(message):
             return _text_of(message.content)[:MAX_REQUEST_CHARS]
     return None
+
+
+def proposes_calls(message: Any) -> bool:
+    """Whether ``message`` is a model turn: a model message with calls (parsed or not). A
+    turn's answers are the tool messages after it up to the next turn; a model message
+    without calls among them (a note a tool's result wrote) ends nothing."""
+    return isinstance(message, AIMessage) and bool(message.tool_calls or message.invalid_tool_calls)
 
 
 def written_by_tool(message: BaseMessage) -> bool:

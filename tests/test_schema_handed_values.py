@@ -79,9 +79,26 @@ def test_the_schemas_own_defaults_stay_out() -> None:
     assert problem is None and call["args"] == {"table": "t"}
 
 
-def test_a_validated_default_factory_cannot_be_shown() -> None:
-    _, problem = prepared_call(_tool(FactoryValidated), tool_call("purge", {"table": "t"}, "c1"))
-    assert problem is not None and "its own way" in problem
+class FactoryFilled(BaseModel):
+    table: str
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _live(self) -> FactoryFilled:
+        if self.table.startswith("tmp_"):
+            self.options["mode"] = "live"  # in place: the field stays unset
+        return self
+
+
+def test_a_default_factorys_value_is_shown_when_validation_changed_it() -> None:
+    call, problem = prepared_call(_tool(FactoryValidated), tool_call("purge", {"table": "t"}, "c1"))
+    assert problem is None and call["args"] == {"table": "t"}  # a fresh list: the tool's own
+    call, problem = prepared_call(
+        _tool(FactoryFilled), tool_call("purge", {"table": "tmp_u"}, "c2")
+    )
+    assert problem is None and call["args"] == {"table": "tmp_u", "options": {"mode": "live"}}
+    call, problem = prepared_call(_tool(FactoryFilled), tool_call("purge", {"table": "u"}, "c3"))
+    assert problem is None and call["args"] == {"table": "u"}
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["v2", "v1"])

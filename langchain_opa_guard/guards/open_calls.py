@@ -41,7 +41,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
-from langchain_opa_guard.contract import state_messages
+from langchain_opa_guard.contract import proposes_calls, state_messages
 from langchain_opa_guard.guards.claims import started_calls
 from langchain_opa_guard.guards.denials import guard_answer
 from langchain_opa_guard.guards.kept_history import ORIGIN_KEY
@@ -123,12 +123,12 @@ def _turn_calls(message: AIMessage) -> list[tuple[str, Mapping[str, Any], bool]]
 
 
 def _turn_answers(messages: Sequence[Any], start: int) -> set[str]:
-    """The call ids answered by the tool messages from ``start`` up to the next model
-    message: a turn's answers, as ``input.history`` pairs them (ids are unique only within
-    a turn; some servers reuse short ids)."""
+    """The call ids answered by the tool messages from ``start`` up to the next model turn
+    (a model message with calls): a turn's answers, as ``input.history`` pairs them (ids are
+    unique only within a turn; some servers reuse short ids)."""
     answered: set[str] = set()
     for message in messages[start:]:
-        if isinstance(message, AIMessage):
+        if proposes_calls(message):
             break
         if isinstance(message, ToolMessage):
             answered.add(message.tool_call_id)

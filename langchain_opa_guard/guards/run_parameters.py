@@ -56,8 +56,10 @@ def _run_parameters(tool: BaseTool) -> frozenset[str]:
     names: set[str] = set()
     # The methods LangChain's run hands the config and the run manager (the async run
     # calls ``_run`` when the class keeps BaseTool's ``_arun``).
-    for method in (kind._run, kind._arun):
-        if method is BaseTool._arun:
+    inherited = vars(BaseTool).get("_arun")
+    for name in ("_run", "_arun"):
+        method = getattr(kind, name, None)
+        if method is None or method is inherited:
             continue
         parameters = _parameters(method)
         if "run_manager" in parameters:

@@ -142,17 +142,31 @@ def _fields(model: BaseModel, hidden: frozenset[str] | None = None) -> dict[str,
 
 def _made_default(model: BaseModel, name: str, info: Any) -> bool:
     """Whether a field the model left out holds other than the schema's own default (a
-    validator run on the default, ``validate_default=True``, or a model validator made it
-    from the other arguments): the tool gets that value, so the policy sees it. A default
-    factory's value cannot be told from one made so: validated on its way, it cannot be
-    shown (:class:`UnshowableArguments`)."""
-    if info.default_factory is not None:
-        if info.validate_default or type(model).model_config.get("validate_default"):
-            raise UnshowableArguments(_OWN_WAY)
-        return False
-    default = info.get_default(call_default_factory=False)
+    validator run on the default, ``validate_default=True``, or a model validator made or
+    changed it from the other arguments): the tool gets that value, so the policy sees it.
+    A default factory's value is compared with a fresh one where a validator could have
+    touched it (a factory that gives a new value each time then reads as made)."""
     value = getattr(model, name)
+    if info.default_factory is None:
+        default = info.get_default(call_default_factory=False)
+    elif _validated(type(model), name, info):
+        default = info.default_factory()
+    else:
+        return False
     return not (value is default or (type(value) is type(default) and value == default))
+
+
+def _validated(schema: type[BaseModel], name: str, info: Any) -> bool:
+    """Whether a validator may have run on field ``name``'s default or changed it after: a
+    validator of the model, one of the field's own with ``validate_default``, any of the
+    field's own validators (which ``validate_default`` in the config runs on defaults)."""
+    decorators = schema.__pydantic_decorators__
+    if decorators.model_validators or decorators.root_validators:
+        return True
+    specs = (*decorators.field_validators.values(), *decorators.validators.values())
+    fields = [getattr(getattr(spec, "info", None), "fields", ()) for spec in specs]
+    own = any(name in named or "*" in named for named in fields)
+    return own or bool(info.validate_default or schema.model_config.get("validate_default"))
 
 
 def _dropped(model: BaseModel, name: str, info: Any) -> bool:
@@ -199,15 +213,19 @@ def _legacy_made_default(model: pydantic_v1.BaseModel, name: str, field: Any) ->
     """:func:`_made_default` of a ``pydantic.v1`` model (an ``always=True`` validator or a
     root validator made the value)."""
     kind = type(model)
-    if field.default_factory is not None:
-        made = (
-            field.validate_always or kind.__pre_root_validators__ or kind.__post_root_validators__
-        )
-        if made:
-            raise UnshowableArguments(_OWN_WAY)
-        return False
-    default = field.default
     value = getattr(model, name)
+    if field.default_factory is None:
+        default = field.default
+    elif (
+        field.validate_always
+        or field.class_validators
+        or getattr(kind.__config__, "validate_all", False)
+        or kind.__pre_root_validators__
+        or kind.__post_root_validators__
+    ):
+        default = field.default_factory()
+    else:
+        return False
     return not (value is default or (type(value) is type(default) and value == default))
 
 

@@ -91,6 +91,9 @@ def applied_result(
             return _not_applied(request, "wrote the guard's own state")
     if _writes_guard_state(result.update):
         return _not_applied(request, "wrote the guard's own state")
+    goto = _marked_sends(request, result.goto, held, messages_key)
+    if goto is None:
+        return _not_applied(request, "sent a human message that cannot be marked as its own")
     copies: set[str] = set()
     written = []
     channels = _message_channels(request.state, result.update, messages_key)
@@ -109,13 +112,13 @@ def applied_result(
         # conversation this graph holds goes to it as it is.
         if _proposes_calls(written):
             return _not_applied(request, "proposed tool calls of its own")
-        if mark is None and not any(_has_record(m) for m in written):
+        if mark is None and goto is result.goto and not any(_has_record(m) for m in written):
             return result
         return Command(
             graph=result.graph,
             update=_rewritten(result.update, copies, channels, mark=mark, fresh_ids=False),
             resume=result.resume,
-            goto=result.goto,
+            goto=goto,
         )
     if any(isinstance(m, RemoveMessage) for m in written):
         return _not_applied(request, "removed messages of the conversation")
@@ -126,14 +129,45 @@ def applied_result(
         return _not_applied(request, "answered another call")
     if _proposes_calls(written):
         return _not_applied(request, "proposed tool calls of its own")
-    if not copies and mark is None and all(m.id is None and not _has_record(m) for m in written):
+    unchanged = all(m.id is None and not _has_record(m) for m in written)
+    if not copies and mark is None and goto is result.goto and unchanged:
         return result
     return Command(
         graph=result.graph,
         update=_rewritten(result.update, copies, channels, mark=mark),
         resume=result.resume,
-        goto=result.goto,
+        goto=goto,
     )
+
+
+def _marked_sends(
+    request: ToolCallRequest, goto: Any, held: Mapping[str, BaseMessage], messages_key: str
+) -> Any:
+    """``goto`` with the human messages its ``Send``s carry that the conversation does not
+    hold marked as the tool's (a hand-off of a page to another agent: its guard must not
+    take the page for the user's request); ``goto`` itself when there are none; ``None``
+    when a ``Send``'s state, an object, cannot be rewritten."""
+    targets = list(goto) if isinstance(goto, (list, tuple)) else [goto]
+    changed = False
+    for index, target in enumerate(targets):
+        if not isinstance(target, Send):
+            continue
+        if not any(isinstance(m, HumanMessage) for m in _new(target.arg, held, messages_key)):
+            continue
+        if not isinstance(target.arg, (Mapping, list, tuple)):
+            return None
+        channels = _message_channels(target.arg, target.arg, messages_key)
+        copies = {
+            m.id
+            for m in _messages(target.arg, channels)
+            if m.id is not None and m.id in held and m == held[m.id]
+        }
+        arg = _rewritten(target.arg, copies, channels, mark=_marker(request), fresh_ids=False)
+        targets[index] = Send(target.node, arg)
+        changed = True
+    if not changed:
+        return goto
+    return targets if isinstance(goto, (list, tuple)) else targets[0]
 
 
 def _node_named(target: Any) -> Any:
