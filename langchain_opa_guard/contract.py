@@ -259,16 +259,31 @@ def latest_request(messages: Sequence[Any]) -> str | None:
         ```
     """
     for message in reversed(messages):
-        if isinstance(message, HumanMessage) and not written_by_tool(message):
+        if isinstance(message, HumanMessage) and not (
+            written_by_tool(message) or _summary(message)
+        ):
             return _text_of(message.content)[:MAX_REQUEST_CHARS]
     return None
 
 
+def _summary(message: BaseMessage) -> bool:
+    """Whether ``message`` is a summary of the conversation that LangChain's
+    ``SummarizationMiddleware`` wrote in the user's place (``lc_source``), which may repeat
+    untrusted text: never the user's request."""
+    marks = (message.additional_kwargs or {}, message.response_metadata or {})
+    return any(isinstance(m, Mapping) and m.get("lc_source") == "summarization" for m in marks)
+
+
 def proposes_calls(message: Any) -> bool:
-    """Whether ``message`` is a model turn: a model message with calls (parsed or not). A
-    turn's answers are the tool messages after it up to the next turn; a model message
-    without calls among them (a note a tool's result wrote) ends nothing."""
-    return isinstance(message, AIMessage) and bool(message.tool_calls or message.invalid_tool_calls)
+    """Whether ``message`` is a model turn: a model message with calls (parsed or not) that
+    no tool's result wrote. A turn's answers are the tool messages after it up to the next
+    turn; a model message among them that a tool wrote (a note, with or without calls it
+    answers itself: :data:`TOOL_WRITTEN_KEY`) ends nothing."""
+    return (
+        isinstance(message, AIMessage)
+        and bool(message.tool_calls or message.invalid_tool_calls)
+        and not written_by_tool(message)
+    )
 
 
 def written_by_tool(message: BaseMessage) -> bool:

@@ -4,6 +4,7 @@ supplies itself on a JSON-schema tool."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pydantic.v1 as pydantic_v1
@@ -140,3 +141,23 @@ def test_a_json_schema_tool_is_decided_without_what_the_run_supplies() -> None:
     args = {"job": "migrate", "runtime": "sandbox"}
     call, problem = prepared_call(mcp_like, tool_call("run_job", args, "c1"))
     assert problem is None and call["args"] == {"job": "migrate"}
+
+
+class Stamped(BaseModel):
+    table: str
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class StampedValidated(Stamped):
+    @model_validator(mode="after")
+    def _check(self) -> StampedValidated:
+        return self
+
+
+def test_a_default_made_anew_each_time_is_the_tools_unless_validators_may_change_it() -> None:
+    """A uuid's default is the tool's own (not shown); in a schema whose validators could
+    change it, it cannot be told from a value they made, and the call is refused."""
+    call, problem = prepared_call(_tool(Stamped), tool_call("purge", {"table": "t"}, "c1"))
+    assert problem is None and call["args"] == {"table": "t"}
+    _, problem = prepared_call(_tool(StampedValidated), tool_call("purge", {"table": "t"}, "c2"))
+    assert problem is not None and "anew each time" in problem

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import Counter
@@ -41,6 +42,7 @@ from langchain_opa_guard.contract import (
 )
 from langchain_opa_guard.decision import Decision, ErrorType
 from langchain_opa_guard.engines.engine import PolicyEngine
+from langchain_opa_guard.fast_json import loads, plain_dumps
 from langchain_opa_guard.guards.decided_views import granted_view
 from langchain_opa_guard.guards.denials import answer_id
 from langchain_opa_guard.guards.kept_history import (
@@ -225,7 +227,9 @@ def plan_turn(
         document = policy_input(doc, user_doc, where_doc, docs, history)
         if settings.build_input is not None:
             try:
-                document = dict(settings.build_input(document, call, state))
+                # Its own copy: the calls' documents share their context, user, turn and
+                # history, and what one build_input call adds must not reach the others.
+                document = dict(settings.build_input(_own_copy(document), call, state))
             except Exception:
                 logger.exception("build_input raised; denying the call")
                 turn.inputs.append(None)
@@ -240,6 +244,16 @@ def plan_turn(
         turn.inputs.append(document)
         turn.decisions.append(None)
     return turn
+
+
+def _own_copy(document: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a policy input (plain JSON: through orjson where it can)."""
+    text = plain_dumps(document)
+    if text is not None:
+        copied = loads(text)
+        if isinstance(copied, dict):
+            return copied
+    return copy.deepcopy(document)
 
 
 ALREADY_ANSWERED = Decision(False, ("already answered",))

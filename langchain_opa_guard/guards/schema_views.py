@@ -142,31 +142,52 @@ def _fields(model: BaseModel, hidden: frozenset[str] | None = None) -> dict[str,
 
 def _made_default(model: BaseModel, name: str, info: Any) -> bool:
     """Whether a field the model left out holds other than the schema's own default (a
-    validator run on the default, ``validate_default=True``, or a model validator made or
-    changed it from the other arguments): the tool gets that value, so the policy sees it.
-    A default factory's value is compared with a fresh one where a validator could have
-    touched it (a factory that gives a new value each time then reads as made)."""
+    validator run on the default, ``validate_default=True``, a model validator, another
+    field's validator or ``model_post_init`` made or changed it from the other arguments):
+    the tool gets that value, so the policy sees it. See :func:`_against_factory` for a
+    default factory's value."""
     value = getattr(model, name)
     if info.default_factory is None:
-        default = info.get_default(call_default_factory=False)
-    elif _validated(type(model), name, info):
-        default = info.default_factory()
-    else:
+        return not _same(value, info.get_default(call_default_factory=False))
+    return _against_factory(value, info.default_factory, _has_validators(type(model)))
+
+
+def _against_factory(value: Any, factory: Any, validated: bool) -> bool:
+    """Whether a default factory's ``value`` is not the factory's own: compared with a fresh
+    one, where the factory gives the same value each time. A factory that gives a new value
+    each time (a uuid, a time) cannot be told from a value validation made: in a schema
+    whose validators could have changed it, it cannot be shown."""
+    fresh = factory()
+    if _same(value, fresh):
         return False
-    return not (value is default or (type(value) is type(default) and value == default))
-
-
-def _validated(schema: type[BaseModel], name: str, info: Any) -> bool:
-    """Whether a validator may have run on field ``name``'s default or changed it after: a
-    validator of the model, one of the field's own with ``validate_default``, any of the
-    field's own validators (which ``validate_default`` in the config runs on defaults)."""
-    decorators = schema.__pydantic_decorators__
-    if decorators.model_validators or decorators.root_validators:
+    if _same(factory(), fresh):
         return True
-    specs = (*decorators.field_validators.values(), *decorators.validators.values())
-    fields = [getattr(getattr(spec, "info", None), "fields", ()) for spec in specs]
-    own = any(name in named or "*" in named for named in fields)
-    return own or bool(info.validate_default or schema.model_config.get("validate_default"))
+    if validated:
+        raise UnshowableArguments(_NEW_EACH_TIME)
+    return False
+
+
+_NEW_EACH_TIME = (
+    "the tool's schema hands the tool a default it makes anew each time (a uuid, a time), in "
+    "a schema whose validators may change it, so what the tool is handed cannot be checked"
+)
+
+
+def _same(value: Any, default: Any) -> bool:
+    return value is default or (type(value) is type(default) and value == default)
+
+
+def _has_validators(schema: type[BaseModel]) -> bool:
+    """Whether code of the schema's may change a field's value after its default was made:
+    any validator, or ``model_post_init``."""
+    decorators = schema.__pydantic_decorators__
+    validators = (
+        decorators.model_validators
+        or decorators.root_validators
+        or decorators.field_validators
+        or decorators.validators
+    )
+    return bool(validators) or schema.model_post_init is not BaseModel.model_post_init
 
 
 def _dropped(model: BaseModel, name: str, info: Any) -> bool:
@@ -215,18 +236,13 @@ def _legacy_made_default(model: pydantic_v1.BaseModel, name: str, field: Any) ->
     kind = type(model)
     value = getattr(model, name)
     if field.default_factory is None:
-        default = field.default
-    elif (
-        field.validate_always
-        or field.class_validators
+        return not _same(value, field.default)
+    validated = (
+        any(f.class_validators for f in kind.__fields__.values())
         or getattr(kind.__config__, "validate_all", False)
-        or kind.__pre_root_validators__
-        or kind.__post_root_validators__
-    ):
-        default = field.default_factory()
-    else:
-        return False
-    return not (value is default or (type(value) is type(default) and value == default))
+        or bool(kind.__pre_root_validators__ or kind.__post_root_validators__)
+    )
+    return _against_factory(value, field.default_factory, bool(validated))
 
 
 def _value(value: Any) -> Any:

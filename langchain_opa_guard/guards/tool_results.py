@@ -102,7 +102,7 @@ def applied_result(
             copies.add(message.id)  # written back unchanged (a hand-off)
             continue
         written.append(message)
-    humans = any(isinstance(m, HumanMessage) for m in written)
+    humans = any(isinstance(m, _MARKED) for m in written)
     if humans and not isinstance(result.update, (Mapping, list, tuple)):
         # (A state object: its messages cannot be marked as the tool's.)
         return _not_applied(request, "wrote a human message that cannot be marked as its own")
@@ -152,7 +152,7 @@ def _marked_sends(
     for index, target in enumerate(targets):
         if not isinstance(target, Send):
             continue
-        if not any(isinstance(m, HumanMessage) for m in _new(target.arg, held, messages_key)):
+        if not any(isinstance(m, _MARKED) for m in _new(target.arg, held, messages_key)):
             continue
         if not isinstance(target.arg, (Mapping, list, tuple)):
             return None
@@ -289,6 +289,12 @@ def _as_message(item: Any, loose: bool = False) -> BaseMessage | None:
     return None
 
 
+_MARKED = (HumanMessage, AIMessage)
+"""The messages a tool's result writes that are marked as the tool's: one in the user's
+name is never the user's request, and one in the model's name (a note, with calls it answers
+itself) never a model turn that ends the turn's answers."""
+
+
 def _marker(request: ToolCallRequest) -> dict[str, Any]:
     """What a human message a tool's result writes carries under :data:`TOOL_WRITTEN_KEY`."""
     call = request.tool_call
@@ -321,7 +327,7 @@ def _rewritten(
             if GUARD_ARTIFACT_KEY in metadata:
                 del metadata[GUARD_ARTIFACT_KEY]
                 changes["response_metadata"] = metadata
-            if mark is not None and isinstance(message, HumanMessage):
+            if mark is not None and isinstance(message, _MARKED):
                 changes["response_metadata"] = {**metadata, TOOL_WRITTEN_KEY: mark}
         return message.model_copy(update=changes) if changes else item
 
