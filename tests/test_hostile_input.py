@@ -48,9 +48,13 @@ MISSING = object()
 
 
 class AnyArgs(BaseModel):
-    """Accepts any keyword arguments, so an allowed call always reaches the tool's body."""
+    """Accepts any keyword arguments, so an allowed call always reaches the tool's body
+    with them (a schema must declare a field for LangChain to hand the tool any: one
+    without fields is called with none, and decided so)."""
 
     model_config = ConfigDict(extra="allow")
+
+    note: str | None = None
 
 
 class RecordingTool(BaseTool):

@@ -161,3 +161,20 @@ def test_a_default_made_anew_each_time_is_the_tools_unless_validators_may_change
     assert problem is None and call["args"] == {"table": "t"}
     _, problem = prepared_call(_tool(StampedValidated), tool_call("purge", {"table": "t"}, "c2"))
     assert problem is not None and "anew each time" in problem
+
+
+def test_one_object_every_default_shares_cannot_be_shown_when_validators_may_change_it() -> None:
+    shared: dict[str, str] = {}
+
+    class Shared(BaseModel):
+        table: str
+        options: dict[str, str] = Field(default_factory=lambda: shared)
+
+        @model_validator(mode="after")
+        def _live(self) -> Shared:
+            if self.table.startswith("tmp_"):
+                self.options["mode"] = "live"
+            return self
+
+    _, problem = prepared_call(_tool(Shared), tool_call("purge", {"table": "tmp_u"}, "c1"))
+    assert problem is not None and "shared" in problem

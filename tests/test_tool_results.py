@@ -456,3 +456,25 @@ def test_a_note_between_a_turns_answers_ends_nothing() -> None:
     ]
     entries = history_documents([HumanMessage("go"), turn, *answers], {})
     assert [(e["call_id"], e["status"]) for e in entries] == [("r1", "success"), ("p1", "success")]
+
+
+def test_a_note_under_a_call_id_of_the_conversation_is_refused() -> None:
+    """A note whose call takes the id of a call of the conversation (a denied sibling's)
+    would make its answer read as that call's (red team 73)."""
+    turn = AIMessage(
+        "",
+        tool_calls=[tool_call("read", {"item": "x"}, "r1"), tool_call("send", {}, "m1")],
+        id="m1-turn",
+    )
+    note = AIMessage("", tool_calls=[tool_call("send", {}, "m1")])
+    update = {
+        "messages": [
+            ToolMessage("ok", tool_call_id="r1"),
+            note,
+            ToolMessage("sent", tool_call_id="m1"),
+        ]
+    }
+    answer = applied_result(
+        request({"messages": [HumanMessage("go"), turn]}), Command(update=update)
+    )
+    assert refused(answer) and "answered another call" in str(answer.content)

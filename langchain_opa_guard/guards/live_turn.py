@@ -33,6 +33,7 @@ from langgraph._internal._constants import CONFIG_KEY_READ
 from langchain_opa_guard.plain_json import value_digest
 
 __all__ = [
+    "graph_messages",
     "graph_turn",
     "on_graph_conversation",
     "fingerprint",
@@ -232,6 +233,12 @@ def on_graph_conversation(request: Any, messages_key: str) -> Any | None:
     if not isinstance(state, Mapping):
         return request
     return request.override(state={**state, messages_key: list(live)})
+
+
+def graph_messages(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any]:
+    """The conversation the graph holds now, read where a task runs (LangGraph's channel
+    read in its config); nothing outside a task."""
+    return _read(config, messages_key) or ()
 
 
 def _read(config: Mapping[str, Any] | None, messages_key: str) -> Sequence[Any] | None:

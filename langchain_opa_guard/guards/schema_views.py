@@ -158,6 +158,12 @@ def _against_factory(value: Any, factory: Any, validated: bool) -> bool:
     each time (a uuid, a time) cannot be told from a value validation made: in a schema
     whose validators could have changed it, it cannot be shown."""
     fresh = factory()
+    if fresh is value:
+        # The factory hands out one shared object: a validator may have changed it in
+        # place, and the fresh one with it.
+        if validated and not isinstance(value, _IMMUTABLE):
+            raise UnshowableArguments(_NEW_EACH_TIME)
+        return False
     if _same(value, fresh):
         return False
     if _same(factory(), fresh):
@@ -167,9 +173,13 @@ def _against_factory(value: Any, factory: Any, validated: bool) -> bool:
     return False
 
 
+_IMMUTABLE = (str, bytes, int, float, bool, type(None), tuple, frozenset)
+
+
 _NEW_EACH_TIME = (
-    "the tool's schema hands the tool a default it makes anew each time (a uuid, a time), in "
-    "a schema whose validators may change it, so what the tool is handed cannot be checked"
+    "the tool's schema hands the tool a default that its validators may change and that "
+    "cannot be compared with a fresh one (made anew each time, a uuid or a time, or one "
+    "object shared by every call), so what the tool is handed cannot be checked"
 )
 
 

@@ -25,6 +25,11 @@ with an error saying so (its tool did run). A ``Command`` for the parent graph
 graph holds, carried to the parent, count as its own): the parent's conversation is not at
 hand.
 
+Why one module: every rule reads the same parse of a result (its messages by channel, as
+LangGraph's reducer reads them; the copies of messages the conversation holds; the ids its
+model messages propose) and the rewrite that marks and renames what it adds; apart, each rule
+would parse the update again and could read it otherwise.
+
 Example:
     ```python
     result = applied_result(request, result)  # right after the granted call ran
@@ -50,6 +55,7 @@ from langgraph.types import Command, Send
 
 from langchain_opa_guard.contract import GUARD_ARTIFACT_KEY, GUARD_STATE_PREFIX, TOOL_WRITTEN_KEY
 from langchain_opa_guard.guards.denials import guard_answer
+from langchain_opa_guard.guards.live_turn import graph_messages
 
 __all__ = ["CALL_PAYLOADS", "applied_result", "without_guard_record"]
 
@@ -124,7 +130,12 @@ def applied_result(
         return _not_applied(request, "removed messages of the conversation")
     if any(m.id is not None and m.id in held for m in written):
         return _not_applied(request, "changed messages of the conversation")
-    own = {call_id, *(i for m in written if isinstance(m, AIMessage) for i in _call_ids(m))}
+    noted = {i for m in written if isinstance(m, AIMessage) for i in _call_ids(m)}
+    if noted & _proposed_ids(request, messages_key):
+        # A note whose calls take the ids of the conversation's: its answers would read as
+        # theirs.
+        return _not_applied(request, "answered another call")
+    own = {call_id, *noted}
     if any(isinstance(m, ToolMessage) and m.tool_call_id not in own for m in written):
         return _not_applied(request, "answered another call")
     if _proposes_calls(written):
@@ -168,6 +179,21 @@ def _marked_sends(
     if not changed:
         return goto
     return targets if isinstance(goto, (list, tuple)) else targets[0]
+
+
+def _proposed_ids(request: ToolCallRequest, messages_key: str) -> set[Any]:
+    """The ids of the calls the conversation's model messages propose: in the state the
+    request carries and in the one the graph holds (a tools node handed the allowed calls
+    alone does not see a denied sibling's)."""
+    config = getattr(request.runtime, "config", None)
+    live = graph_messages(config, messages_key)
+    return {
+        i
+        for source in (request.state, {messages_key: list(live)})
+        for m in _messages(source)
+        if isinstance(m, AIMessage)
+        for i in _call_ids(m)
+    }
 
 
 def _node_named(target: Any) -> Any:
