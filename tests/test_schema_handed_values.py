@@ -178,3 +178,20 @@ def test_one_object_every_default_shares_cannot_be_shown_when_validators_may_cha
 
     _, problem = prepared_call(_tool(Shared), tool_call("purge", {"table": "tmp_u"}, "c1"))
     assert problem is not None and "shared" in problem
+
+
+def test_an_object_shared_inside_what_a_factory_makes_cannot_be_shown() -> None:
+    inner: dict[str, str] = {}
+
+    class Nested(BaseModel):
+        table: str
+        options: dict[str, dict[str, str]] = Field(default_factory=lambda: {"run": inner})
+
+        @model_validator(mode="after")
+        def _live(self) -> Nested:
+            if self.table.startswith("tmp_"):
+                self.options["run"]["mode"] = "live"
+            return self
+
+    _, problem = prepared_call(_tool(Nested), tool_call("purge", {"table": "tmp_u"}, "c1"))
+    assert problem is not None and "shared" in problem

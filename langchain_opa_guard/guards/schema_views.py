@@ -158,10 +158,10 @@ def _against_factory(value: Any, factory: Any, validated: bool) -> bool:
     each time (a uuid, a time) cannot be told from a value validation made: in a schema
     whose validators could have changed it, it cannot be shown."""
     fresh = factory()
-    if fresh is value:
-        # The factory hands out one shared object: a validator may have changed it in
-        # place, and the fresh one with it.
-        if validated and not isinstance(value, _IMMUTABLE):
+    if _shares(value, fresh, 0):
+        # The factory hands out a shared object (or one inside what it makes): a validator
+        # may have changed it in place, and the fresh one with it.
+        if validated:
             raise UnshowableArguments(_NEW_EACH_TIME)
         return False
     if _same(value, fresh):
@@ -173,7 +173,26 @@ def _against_factory(value: Any, factory: Any, validated: bool) -> bool:
     return False
 
 
-_IMMUTABLE = (str, bytes, int, float, bool, type(None), tuple, frozenset)
+_IMMUTABLE = (str, bytes, int, float, bool, type(None), frozenset)
+
+
+def _shares(value: Any, fresh: Any, depth: int) -> bool:
+    """Whether ``value`` and ``fresh`` (two values of one factory) hold the very same mutable
+    object anywhere (itself, or inside: a container's items, a model's fields)."""
+    if isinstance(value, _IMMUTABLE) or depth > 32:
+        return False
+    if value is fresh:
+        return True
+    if isinstance(value, Mapping) and isinstance(fresh, Mapping):
+        return any(k in fresh and _shares(v, fresh[k], depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and isinstance(fresh, (list, tuple)):
+        return any(_shares(a, b, depth + 1) for a, b in zip(value, fresh, strict=False))
+    if isinstance(value, BaseModel) and isinstance(fresh, BaseModel):
+        return any(
+            _shares(getattr(value, n), getattr(fresh, n, None), depth + 1)
+            for n in type(value).model_fields
+        )
+    return False
 
 
 _NEW_EACH_TIME = (

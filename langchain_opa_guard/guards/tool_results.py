@@ -113,6 +113,15 @@ def applied_result(
         # (A state object: its messages cannot be marked as the tool's.)
         return _not_applied(request, "wrote a human message that cannot be marked as its own")
     mark = _marker(request) if humans else None
+    # (Also for a hand-off to the parent, whose conversation holds this one's calls.)
+    noted = {i for m in written if isinstance(m, AIMessage) for i in _call_ids(m)}
+    if noted & _proposed_ids(request, messages_key):
+        # A note whose calls take the ids of the conversation's: its answers would read as
+        # theirs.
+        return _not_applied(request, "answered another call")
+    own = {call_id, *noted}
+    if any(isinstance(m, ToolMessage) and m.tool_call_id not in own for m in written):
+        return _not_applied(request, "answered another call")
     if result.graph is not None:
         # The parent's conversation is not at hand: it is checked for calls only, and the
         # conversation this graph holds goes to it as it is.
@@ -130,14 +139,6 @@ def applied_result(
         return _not_applied(request, "removed messages of the conversation")
     if any(m.id is not None and m.id in held for m in written):
         return _not_applied(request, "changed messages of the conversation")
-    noted = {i for m in written if isinstance(m, AIMessage) for i in _call_ids(m)}
-    if noted & _proposed_ids(request, messages_key):
-        # A note whose calls take the ids of the conversation's: its answers would read as
-        # theirs.
-        return _not_applied(request, "answered another call")
-    own = {call_id, *noted}
-    if any(isinstance(m, ToolMessage) and m.tool_call_id not in own for m in written):
-        return _not_applied(request, "answered another call")
     if _proposes_calls(written):
         return _not_applied(request, "proposed tool calls of its own")
     unchanged = all(m.id is None and not _has_record(m) for m in written)
