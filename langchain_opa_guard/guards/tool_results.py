@@ -108,14 +108,14 @@ def applied_result(
             copies.add(message.id)  # written back unchanged (a hand-off)
             continue
         written.append(message)
-    humans = any(isinstance(m, _MARKED) for m in written)
-    if humans and not isinstance(result.update, (Mapping, list, tuple)):
+    marked = any(isinstance(m, _MARKED) for m in written)
+    if marked and not isinstance(result.update, (Mapping, list, tuple)):
         # (A state object: its messages cannot be marked as the tool's.)
-        return _not_applied(request, "wrote a human message that cannot be marked as its own")
-    mark = _marker(request) if humans else None
+        return _not_applied(request, "wrote a message that cannot be marked as its own")
+    mark = _marker(request) if marked else None
     # (Also for a hand-off to the parent, whose conversation holds this one's calls.)
     noted = {i for m in written if isinstance(m, AIMessage) for i in _call_ids(m)}
-    if noted & _proposed_ids(request, messages_key):
+    if noted and noted & _proposed_ids(request, messages_key):
         # A note whose calls take the ids of the conversation's: its answers would read as
         # theirs.
         return _not_applied(request, "answered another call")
@@ -123,8 +123,8 @@ def applied_result(
     if any(isinstance(m, ToolMessage) and m.tool_call_id not in own for m in written):
         return _not_applied(request, "answered another call")
     if result.graph is not None:
-        # The parent's conversation is not at hand: it is checked for calls only, and the
-        # conversation this graph holds goes to it as it is.
+        # The parent's conversation is not at hand: the conversation this graph holds goes
+        # to it as it is, what the tool adds marked and without guard records.
         if _proposes_calls(written):
             return _not_applied(request, "proposed tool calls of its own")
         if mark is None and goto is result.goto and not any(_has_record(m) for m in written):
