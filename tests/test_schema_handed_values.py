@@ -195,3 +195,27 @@ def test_an_object_shared_inside_what_a_factory_makes_cannot_be_shown() -> None:
 
     _, problem = prepared_call(_tool(Nested), tool_call("purge", {"table": "tmp_u"}, "c1"))
     assert problem is not None and "shared" in problem
+
+
+def test_an_object_shared_inside_a_dataclass_a_factory_makes_cannot_be_shown() -> None:
+    """The attacker's last pass: the shared object one level down, inside a dataclass."""
+    import dataclasses
+
+    inner: dict[str, str] = {}
+
+    @dataclasses.dataclass
+    class Run:
+        settings: dict[str, str]
+
+    class Wrapped(BaseModel):
+        table: str
+        run: Run = Field(default_factory=lambda: Run(inner))
+
+        @model_validator(mode="after")
+        def _live(self) -> Wrapped:
+            if self.table.startswith("tmp_"):
+                self.run.settings["mode"] = "live"
+            return self
+
+    _, problem = prepared_call(_tool(Wrapped), tool_call("purge", {"table": "tmp_u"}, "c1"))
+    assert problem is not None and "shared" in problem

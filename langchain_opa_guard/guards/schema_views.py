@@ -41,6 +41,8 @@ import pydantic.v1 as pydantic_v1
 import pydantic_core
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from langchain_opa_guard.engines.engine import same_json
+
 __all__ = ["UnshowableArguments", "schema_view"]
 
 _SECRETS = (SecretStr, SecretBytes, pydantic_v1.SecretStr, pydantic_v1.SecretBytes)
@@ -148,7 +150,7 @@ def _made_default(model: BaseModel, name: str, info: Any) -> bool:
     default factory's value."""
     value = getattr(model, name)
     if info.default_factory is None:
-        return not _same(value, info.get_default(call_default_factory=False))
+        return not same_json(value, info.get_default(call_default_factory=False))
     return _against_factory(value, info.default_factory, _has_validators(type(model)))
 
 
@@ -164,9 +166,9 @@ def _against_factory(value: Any, factory: Any, validated: bool) -> bool:
         if validated:
             raise UnshowableArguments(_NEW_EACH_TIME)
         return False
-    if _same(value, fresh):
+    if same_json(value, fresh):
         return False
-    if _same(factory(), fresh):
+    if same_json(factory(), fresh):
         return True
     if validated:
         raise UnshowableArguments(_NEW_EACH_TIME)
@@ -187,6 +189,11 @@ def _shares(value: Any, fresh: Any, depth: int) -> bool:
         return any(k in fresh and _shares(v, fresh[k], depth + 1) for k, v in value.items())
     if isinstance(value, (list, tuple)) and isinstance(fresh, (list, tuple)):
         return any(_shares(a, b, depth + 1) for a, b in zip(value, fresh, strict=False))
+    if dataclasses.is_dataclass(value) and type(value) is type(fresh):
+        return any(
+            _shares(getattr(value, f.name), getattr(fresh, f.name), depth + 1)
+            for f in dataclasses.fields(value)
+        )
     if isinstance(value, BaseModel) and isinstance(fresh, BaseModel):
         return any(
             _shares(getattr(value, n), getattr(fresh, n, None), depth + 1)
@@ -200,10 +207,6 @@ _NEW_EACH_TIME = (
     "cannot be compared with a fresh one (made anew each time, a uuid or a time, or one "
     "object shared by every call), so what the tool is handed cannot be checked"
 )
-
-
-def _same(value: Any, default: Any) -> bool:
-    return value is default or (type(value) is type(default) and value == default)
 
 
 def _has_validators(schema: type[BaseModel]) -> bool:
@@ -265,7 +268,7 @@ def _legacy_made_default(model: pydantic_v1.BaseModel, name: str, field: Any) ->
     kind = type(model)
     value = getattr(model, name)
     if field.default_factory is None:
-        return not _same(value, field.default)
+        return not same_json(value, field.default)
     validated = (
         any(f.class_validators for f in kind.__fields__.values())
         or getattr(kind.__config__, "validate_all", False)
